@@ -1,0 +1,275 @@
+"""Reproduce, bit for bit, how Kafka producers map a key to a partition.
+
+Every partitioner here is reduced to one unsigned 32-bit *modulo operand* per
+key, so that ``partition = operand % n`` for any partition count ``n``.  That
+makes a 3 -> 6 what-if arithmetic on a column instead of a rehash:
+
+``murmur2``     Java client, kafka-python, franz-go, librdkafka ``murmur2(_random)``:
+                operand = ``murmur2(key) & 0x7fffffff``.
+``consistent``  librdkafka's default ``consistent_random`` (confluent-kafka for
+                Python, Go, .NET): operand = ``crc32(key)``.  The empty key is
+                treated like a null key (random), exactly as librdkafka does.
+``fnv1a``       Sarama's hash partitioner, librdkafka ``fnv1a(_random)``:
+                ``abs(int32(fnv1a(key)) % n)`` which equals ``abs(int32) % n``,
+                so operand = ``abs(int32(fnv1a(key)))``.
+
+Null keys are never hashed (the clients place them sticky/random); the column
+functions return null for them so callers can count them apart.
+
+Single keys use pure Python (no JIT start-up); columns use compiled kernels
+over the Arrow buffers (see :mod:`keyscope._kernels`), chosen on measured
+speed (``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+
+__all__ = [
+    "Partitioner",
+    "PARTITIONERS",
+    "ALIASES",
+    "get_partitioner",
+    "murmur2",
+    "crc32",
+    "fnv1a32",
+    "hash_column",
+    "partition_column",
+    "partition_for",
+]
+
+MASK32 = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``Utils.murmur2``) as an unsigned 32-bit int."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & MASK32
+    n4 = length & ~3
+    for i in range(0, n4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & MASK32
+        k ^= k >> 24
+        k = (k * m) & MASK32
+        h = ((h * m) & MASK32) ^ k
+    tail = length & 3
+    if tail >= 3:
+        h ^= data[n4 + 2] << 16
+    if tail >= 2:
+        h ^= data[n4 + 1] << 8
+    if tail >= 1:
+        h ^= data[n4]
+        h = (h * m) & MASK32
+    h ^= h >> 13
+    h = (h * m) & MASK32
+    h ^= h >> 15
+    return h
+
+
+def crc32(data: bytes) -> int:
+    """CRC-32 (IEEE), as librdkafka's ``rd_crc32``."""
+    return zlib.crc32(data) & MASK32
+
+
+def fnv1a32(data: bytes) -> int:
+    """FNV-1a 32-bit as an unsigned int."""
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & MASK32
+    return h
+
+
+def _signed(u: int) -> int:
+    return u - (1 << 32) if u & 0x80000000 else u
+
+
+@dataclass(frozen=True)
+class Partitioner:
+    """A producer's key -> partition rule."""
+
+    name: str
+    hash_name: str
+    formula: str
+    clients: tuple[str, ...]
+    empty_key_hashed: bool = True
+    aliases: tuple[str, ...] = field(default=())
+
+    def raw_hash(self, key: bytes) -> int:
+        return _RAW[self.hash_name](key)
+
+    def operand(self, key: bytes | None) -> int | None:
+        """The unsigned value the modulo is applied to, or None when unhashed."""
+        if key is None or (not key and not self.empty_key_hashed):
+            return None
+        return _operand_from_raw(self.name, self.raw_hash(key))
+
+    def partition(self, key: bytes | None, partitions: int) -> int | None:
+        op = self.operand(key)
+        return None if op is None else op % partitions
+
+
+_RAW = {"murmur2": murmur2, "crc32": crc32, "fnv1a32": fnv1a32}
+
+
+def _operand_from_raw(name: str, raw: int) -> int:
+    if name == "murmur2":
+        return raw & 0x7FFFFFFF
+    if name == "fnv1a":
+        return abs(_signed(raw))
+    return raw
+
+
+PARTITIONERS: dict[str, Partitioner] = {
+    p.name: p
+    for p in (
+        Partitioner(
+            "murmur2",
+            "murmur2",
+            "(murmur2(key) & 0x7fffffff) % n",
+            ("Java client", "kafka-python", "franz-go", "librdkafka murmur2/murmur2_random"),
+            aliases=("java", "kafka-python", "franz-go", "murmur2_random", "default"),
+        ),
+        Partitioner(
+            "consistent",
+            "crc32",
+            "crc32(key) % n  (empty key: random, like a null key)",
+            ("librdkafka consistent_random (default)", "confluent-kafka Python/Go/.NET"),
+            empty_key_hashed=False,
+            aliases=("librdkafka", "confluent", "confluent-kafka", "consistent_random", "crc32"),
+        ),
+        Partitioner(
+            "fnv1a",
+            "fnv1a32",
+            "abs(int32(fnv1a(key)) % n)",
+            ("Sarama (hash partitioner)", "librdkafka fnv1a/fnv1a_random"),
+            aliases=("sarama", "fnv1a_random"),
+        ),
+    )
+}
+
+ALIASES: dict[str, str] = {}
+for _p in PARTITIONERS.values():
+    ALIASES[_p.name] = _p.name
+    for _a in _p.aliases:
+        ALIASES[_a] = _p.name
+
+
+def get_partitioner(name: str) -> Partitioner:
+    """Look a partitioner up by its name or a client's name (``java``, ``sarama``...)."""
+    key = name.strip().lower().replace(" ", "-")
+    if key not in ALIASES:
+        known = ", ".join(sorted(ALIASES))
+        raise UsageError(f"unknown partitioner {name!r}; known names: {known}")
+    return PARTITIONERS[ALIASES[key]]
+
+
+def partition_for(key: bytes | None, partitions: int, partitioner: str = "murmur2") -> int | None:
+    """The partition one key lands on (None for a key the client does not hash)."""
+    _check_partitions(partitions)
+    return get_partitioner(partitioner).partition(key, partitions)
+
+
+def _check_partitions(partitions: int) -> None:
+    if not isinstance(partitions, int) or partitions < 1:
+        raise UsageError(f"partition count must be a positive integer, got {partitions!r}")
+
+
+# Below this many keys the pure-Python path beats importing and warming numba.
+SMALL_COLUMN = 2_000
+
+
+def hash_column(keys, partitioner: str | Partitioner = "murmur2"):
+    """Modulo operands for a column of keys, as a Polars UInt32 Series.
+
+    ``keys`` may be a Polars Series (Binary or String), a pyarrow (chunked)
+    array of any binary/string layout, or a sequence of ``bytes``/``None``.
+    Null keys (and, for ``consistent``, empty keys) give null.
+    """
+    import polars as pl
+
+    p = partitioner if isinstance(partitioner, Partitioner) else get_partitioner(partitioner)
+    series = _as_binary_series(keys)
+    if len(series) < SMALL_COLUMN:
+        return pl.Series(
+            "hash", [p.operand(k) for k in series.to_list()], dtype=pl.UInt32
+        )
+    from . import _kernels
+
+    out = _kernels.hash_binary(series, p.name)
+    result = pl.Series("hash", out, dtype=pl.UInt32)
+    invalid = series.is_null()
+    if not p.empty_key_hashed:
+        invalid = invalid | (series.bin.size() == 0)
+    if invalid.any():
+        result = pl.select(pl.when(~invalid).then(result)).to_series().alias("hash")
+    return result
+
+
+def partition_column(keys, partitions: int, partitioner: str | Partitioner = "murmur2"):
+    """Partition per key for ``partitions`` partitions (UInt32, null when unhashed)."""
+    _check_partitions(partitions)
+    return (hash_column(keys, partitioner) % partitions).alias("partition")
+
+
+def _as_binary_series(keys):
+    import polars as pl
+    import pyarrow as pa
+
+    if isinstance(keys, pl.Series):
+        s = keys
+    elif isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        s = pl.Series("key", keys)
+    else:
+        s = pl.Series("key", list(keys), dtype=pl.Binary)
+    if s.dtype == pl.String:
+        s = s.cast(pl.Binary)
+    elif s.dtype == pl.Null:
+        s = s.cast(pl.Binary)
+    elif s.dtype != pl.Binary:
+        raise UsageError(f"keys must be binary or string, got {s.dtype}")
+    return s
+
+
+def resolve_names(spec: str | None) -> list[Partitioner]:
+    """``all`` or a comma-separated list of names/aliases -> partitioners."""
+    if spec is None or spec.strip().lower() == "all":
+        return list(PARTITIONERS.values())
+    out: list[Partitioner] = []
+    for part in spec.split(","):
+        p = get_partitioner(part)
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def partition_frame(keys, partitions: int, partitioner: str | None = "all"):
+    """One row per (key, partitioner): ``key, partitioner, hash, partition``.
+
+    ``hash`` is the unsigned 32-bit value the modulo is applied to; rows keep
+    the input order of keys.
+    """
+    import polars as pl
+
+    _check_partitions(partitions)
+    chosen = resolve_names(partitioner)
+    series = _as_binary_series(keys).alias("key")
+    frames = []
+    for rank, p in enumerate(chosen):
+        h = hash_column(series, p)
+        frames.append(
+            pl.DataFrame({"key": series, "hash": h})
+            .with_row_index("_row")
+            .with_columns(
+                pl.lit(p.name).alias("partitioner"),
+                (pl.col("hash") % partitions).alias("partition"),
+                pl.lit(rank, dtype=pl.UInt32).alias("_rank"),
+            )
+        )
+    df = pl.concat(frames)
+    if len(chosen) > 1:
+        df = df.sort("_row", "_rank")
+    return df.select("key", "partitioner", "hash", "partition")

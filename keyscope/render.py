@@ -1,0 +1,230 @@
+"""Turning results into text: tables for people, JSON for machines, Markdown for incident docs.
+
+The library returns data; only this module and the CLI decide how it looks.
+Tables over many rows are built with Polars string expressions, so piping a
+million keys through ``keyscope partition`` stays columnar.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable, Sequence
+
+FORMATS = ("table", "json", "markdown")
+
+
+def utf8_or_null(keys):
+    """A String Series: the key as text where it is valid UTF-8, else null.
+
+    Polars cannot cast invalid UTF-8 non-strictly, so: one strict cast for the
+    common all-text column, and a per-key decode only when that fails.
+    """
+    import polars as pl
+
+    try:
+        return keys.cast(pl.String)
+    except pl.exceptions.PolarsError:
+        def dec(b):
+            try:
+                return b.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+
+        return pl.Series(keys.name, [None if b is None else dec(b) for b in keys.to_list()], dtype=pl.String)
+
+
+def key_display(keys):
+    """(text, encoding) Series showing Binary keys readably and unambiguously.
+
+    UTF-8 text when the key decodes and is printable, else lowercase hex;
+    null stays null.  JSON output carries both, so ``"abc"``/``utf8`` and
+    ``"616263"``/``hex`` can never be confused.
+    """
+    import polars as pl
+
+    text = utf8_or_null(keys)
+    frame = pl.DataFrame({"k": keys, "t": text})
+    is_text = pl.col("t").is_not_null() & pl.col("t").str.contains(r"^[^\x00-\x1f\x7f]*$")
+    out = frame.select(
+        pl.when(is_text).then(pl.col("t")).otherwise(pl.col("k").bin.encode("hex")).alias("key"),
+        pl.when(pl.col("k").is_null()).then(None).when(is_text).then(pl.lit("utf8"))
+        .otherwise(pl.lit("hex")).alias("key_encoding"),
+    )
+    return out["key"], out["key_encoding"]
+
+
+def finite(x: float | int | None) -> float | int | None:
+    """Never let NaN/Inf reach output: a bug should be visible, not printed."""
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ValueError(f"non-finite number in output: {x!r}")
+    return x
+
+
+def to_json(obj: Any) -> str:
+    """Strict JSON: NaN/Inf raise instead of producing invalid output."""
+    return json.dumps(obj, indent=2, allow_nan=False, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(o):
+    import datetime
+
+    if isinstance(o, (datetime.datetime, datetime.date)):
+        return o.isoformat()
+    if isinstance(o, bytes):
+        return o.hex()
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"cannot encode {type(o).__name__} as JSON")
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        finite(x)
+        if x == int(x) and abs(x) < 1e15 and digits == 0:
+            return f"{int(x):,}"
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def fmt_pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{100 * finite(x):.{digits}f}%"
+
+
+def bar(fraction: float, width: int = 20) -> str:
+    """A horizontal bar for a share in [0, 1] (eighth-block resolution)."""
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    eighths = round(fraction * width * 8)
+    full, rest = divmod(eighths, 8)
+    return ("█" * full + ("▏▎▍▌▋▊▉"[rest - 1] if rest else "")).ljust(width)
+
+
+def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
+    """A plain aligned table; ``align`` is one char per column, 'l' or 'r'."""
+    rows = [["" if c is None else str(c) for c in r] for r in rows]
+    headers = list(headers)
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+    align = align or "l" * len(headers)
+
+    def line(cells):
+        out = []
+        for i, c in enumerate(cells):
+            out.append(c.rjust(widths[i]) if align[i] == "r" else c.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
+    align = align or "l" * len(headers)
+    esc = lambda c: ("" if c is None else str(c)).replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(esc(h) for h in headers) + " |"]
+    out.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def frame_table(df, align: str | None = None, markdown: bool = False) -> str:
+    """Render a Polars DataFrame of any size as an aligned (or Markdown) table, columnar."""
+    import polars as pl
+
+    cols = df.columns
+    align = align or "l" * len(cols)
+    s = df.select([pl.col(c).cast(pl.String).fill_null("-") for c in cols])
+    if markdown:
+        s = s.select([pl.col(c).str.replace_all("|", "\\|", literal=True) for c in cols])
+        header = "| " + " | ".join(cols) + " |\n" + "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+        body = s.select(pl.concat_str([pl.lit("| ")] + [e for c in cols for e in (pl.col(c), pl.lit(" | "))][:-1] + [pl.lit(" |")]))
+        lines = body.to_series().to_list()
+        return "\n".join([header] + lines)
+    widths = {c: max(len(c), int(s[c].str.len_chars().max() or 0)) for c in cols}
+    exprs = []
+    for i, c in enumerate(cols):
+        e = pl.col(c).str.pad_start(widths[c]) if align[i] == "r" else pl.col(c).str.pad_end(widths[c])
+        exprs.append(e)
+        if i < len(cols) - 1:
+            exprs.append(pl.lit("  "))
+    body = s.select(pl.concat_str(exprs).str.strip_chars_end()).to_series()
+    header = "  ".join(c.rjust(widths[c]) if align[i] == "r" else c.ljust(widths[c]) for i, c in enumerate(cols)).rstrip()
+    sep = "  ".join("-" * widths[c] for c in cols)
+    return "\n".join([header, sep]) + ("\n" + "\n".join(body.to_list()) if len(body) else "")
+
+
+def table_key_expr():
+    """For tables (no encoding column): hex keys as 0x..., the empty key as ""."""
+    import polars as pl
+
+    k, e = pl.col("key"), pl.col("key_encoding")
+    return (
+        pl.when(e == "hex").then(pl.concat_str(pl.lit("0x"), k))
+        .when(k == "").then(pl.lit('""'))
+        .otherwise(k).alias("key")
+    )
+
+
+def partition_rows(df, partitions: int, fmt: str, out) -> None:
+    """Write ``keyscope partition`` rows (any number) to ``out``, columnar."""
+    import polars as pl
+
+    from .partitioners import PARTITIONERS
+
+    shown, enc = key_display(df["key"])
+    view = df.select("partitioner", "hash", "partition").with_columns(shown, enc).select(
+        "key", "key_encoding", "partitioner", "hash", "partition"
+    )
+    if fmt == "json":
+        out.write(view.write_json() + "\n")
+        return
+    table = view.select(
+        table_key_expr(),
+        "partitioner",
+        pl.col("hash").cast(pl.String).fill_null("-"),
+        pl.col("partition").cast(pl.String).fill_null("random"),
+        pl.col("partitioner").replace_strict(
+            {name: p.formula.split("  (")[0].replace("% n", f"% {partitions}") for name, p in PARTITIONERS.items()}
+        ).alias("rule"),
+    )
+    out.write(frame_table(table, "llrrl", markdown=(fmt == "markdown")) + "\n")
+    if view["hash"].null_count():
+        out.write(
+            "\n'random': null keys (and the empty key under librdkafka's default) are not hashed;"
+            " the producer places them sticky or at random.\n"
+        )
+
+
+def partition_summary(df, partitions: int, fmt: str) -> str:
+    """Records per partition for each partitioner, for piped bulk keys."""
+    import numpy as np
+
+    names = list(dict.fromkeys(df["partitioner"].to_list()[:8]))
+    table = {}
+    for name in names:
+        parts = df.filter(df["partitioner"] == name)["partition"]
+        counts = np.bincount(parts.drop_nulls().to_numpy(), minlength=partitions)
+        table[name] = ([int(c) for c in counts], int(parts.null_count()))
+    if fmt == "json":
+        return to_json(
+            {
+                "partitions": partitions,
+                "by_partitioner": {
+                    n: {"records_per_partition": c, "unhashed": u} for n, (c, u) in table.items()
+                },
+            }
+        )
+    rows = [[str(p)] + [fmt_num(table[n][0][p]) for n in names] for p in range(partitions)]
+    if any(u for _, u in table.values()):
+        rows.append(["unhashed"] + [fmt_num(table[n][1]) for n in names])
+    render = markdown_table if fmt == "markdown" else text_table
+    return render(["partition"] + names, rows, "l" + "r" * len(names))
