@@ -1,0 +1,73 @@
+"""The ``keyscope`` command: parse options, call the library, render.
+
+Exit codes (docs/exit-codes.md): 0 ok, 1 internal error (a bug: please report),
+2 usage error, 3 unreadable input, 4 Kafka/broker problem, 5 skew above
+``--fail-on-skew``, 6 partial result kept (interrupted or broker lost),
+130 interrupted before anything was kept.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED, KeyscopeError, UsageError
+
+FORMAT_OPTION = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for machines, markdown for incident docs.",
+)
+
+
+class KeyscopeGroup(click.Group):
+    """Turns user mistakes into one line and a documented exit code, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyscopeError as e:
+            click.echo(f"keyscope: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("keyscope: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # `keyscope ... | head`: the reader left; that is not an error.
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
+
+
+@click.group(cls=KeyscopeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="keyscope")
+def cli():
+    """keyscope: Kafka partition-key distribution analyzer and rebalancing advisor.
+
+    Reproduces the producers' partitioner exactly, finds hot keys, predicts
+    what more partitions or another key strategy would do, and computes the
+    same skew numbers as the consumer-lag alert.
+    """
+
+
+def _register() -> None:
+    """One module per command family; each adds its commands to ``cli``."""
+    from . import partition  # noqa: F401
+
+
+_register()
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="keyscope")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
