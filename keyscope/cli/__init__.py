@@ -25,6 +25,39 @@ FORMAT_OPTION = click.option(
 )
 
 
+def connection_options(fn):
+    """--bootstrap-server / --command-config / -X, as Kafka's CLI tools and kcat take them.
+
+    The command receives ``conn`` (a keyscope.connection.Connection) instead.
+    """
+    import functools
+
+    @click.option(
+        "-b",
+        "--bootstrap-server",
+        envvar="KEYSCOPE_BOOTSTRAP_SERVER",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap server(s), comma-separated [env: KEYSCOPE_BOOTSTRAP_SERVER].",
+    )
+    @click.option(
+        "--command-config",
+        type=click.Path(dir_okay=False),
+        metavar="FILE",
+        help="client.properties as for Kafka's CLI tools (security.protocol, sasl.*, ssl.* PEM paths, client.id).",
+    )
+    @click.option("-X", "overrides", multiple=True, metavar="KEY=VALUE", help="Client property, as kcat -X; repeatable.")
+    @functools.wraps(fn)
+    def wrapper(*args, bootstrap_server, command_config, overrides, **kwargs):
+        from ..connection import resolve
+
+        conn = resolve(bootstrap_server, command_config, overrides)
+        if conn.ignored:
+            click.echo(f"keyscope: note: ignoring client properties {', '.join(conn.ignored)}", err=True)
+        return fn(*args, conn=conn, **kwargs)
+
+    return wrapper
+
+
 class KeyscopeGroup(click.Group):
     """Turns user mistakes into one line and a documented exit code, never a traceback."""
 
