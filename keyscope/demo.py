@@ -81,3 +81,42 @@ def produce(bootstrap: str, topic: str, frame, progress=None, **producer_config)
     finally:
         producer.close(timeout=10)
     return sent
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="keyscope-demo")
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def commit_group_lag(bootstrap: str, topic: str, group: str, lag_fraction: dict[int, float]) -> dict[int, int]:
+    """Commit offsets for ``group`` so partition p lags by ``lag_fraction[p]`` of its records.
+
+    Commits as a non-member (assign + commit), as a stalled consumer leaves
+    things; returns the committed offsets.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from . import kafka_io
+    from .connection import resolve
+
+    probe = kafka_io.open_consumer(resolve(bootstrap))
+    try:
+        parts = kafka_io.topic_partitions(probe, topic)
+        wm = kafka_io.watermarks(probe, topic, parts)
+    finally:
+        probe.close()
+    offsets = {p: wm[p].high - int(round(wm[p].high * lag_fraction.get(p, 0.0))) for p in parts}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tps = {p: TopicPartition(topic, p) for p in parts}
+        consumer.assign(list(tps.values()))
+        consumer.commit({tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+    finally:
+        consumer.close(autocommit=False)
+    return offsets
