@@ -1,0 +1,529 @@
+"""Analysis of a Sample: partition load, hot keys, baseline, uncertainty, partitioner.
+
+Everything is computed from one pass over the records: the (key, partition)
+table (``group_by(key, partition)``), from which per-partition sums and the
+distinct-key table follow at the size of the key set, not of the sample.
+Hashes are computed per distinct key (:mod:`keyscope.detect`).
+
+Load basis.  Sample counts are the load only when the sample is a random or
+time-window slice of the topic.  ``keyscope sample --from latest`` takes the
+same number of records from every partition, so its counts are flat by
+construction; then each partition's real rate (offsets advanced per second of
+record timestamps) is the load, and each sampled record stands for
+``rate_p / sampled_p`` records/s of its partition (a stratified sample).
+``load="auto"`` picks the rate basis when the sample looks capped per
+partition and every partition has a rate.
+
+The result is plain data (:class:`Analysis`, ``to_dict()``), rendered by the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import UsageError
+from .stats import (
+    CONFIDENCE,
+    chi_square_uniform,
+    clamp_min,
+    coefficient_of_variation,
+    gini,
+    max_share_interval,
+    normal_interval,
+    random_hashing_skews,
+    ratio_share_se,
+    skew_ratio,
+    wilson_interval,
+    z_value,
+)
+
+BY = ("records", "bytes")
+LOADS = ("auto", "sample", "rate")
+# Fewer sampled records than this per partition (on average) and the skew
+# ratio's interval is too wide to act on: say so.
+MIN_RECORDS_PER_PARTITION = 30
+# A skew ratio whose interval reaches this wide (hi/lo) gets a warning too.
+WIDE_INTERVAL = 1.5
+# Below this ratio the topic is called balanced (the alert fires at 4).
+BALANCED_BELOW = 1.2
+# At most this many keys covering the hottest partition's excess make it a hot-key problem.
+HOT_KEY_MAX = 3
+
+
+@dataclass
+class Analysis:
+    """What ``keyscope analyze`` knows; every number finite, every share in [0, 1]."""
+
+    topic: str
+    partition_count: int
+    by: str
+    load_basis: str
+    confidence: float
+    sample: dict[str, Any]
+    skew: dict[str, Any]
+    partitions: list[dict[str, Any]]
+    hottest: dict[str, Any]
+    hot_keys: list[dict[str, Any]]
+    baseline: dict[str, Any]
+    partitioner: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def skew_ratio(self) -> float:
+        """The headline ratio (by ``by`` on the load basis), as the alert computes it."""
+        return self.skew["ratio"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keyscope_version": __version__,
+            "topic": self.topic,
+            "partition_count": self.partition_count,
+            "by": self.by,
+            "load_basis": self.load_basis,
+            "confidence": self.confidence,
+            "sample": self.sample,
+            "skew": self.skew,
+            "partitions": self.partitions,
+            "hottest": self.hottest,
+            "hot_keys": self.hot_keys,
+            "baseline": self.baseline,
+            "partitioner": self.partitioner,
+            "warnings": self.warnings,
+        }
+
+
+def key_partition_table(df, squares: bool = True):
+    """One row per (key, partition): records, bytes (key + value) and bytes squared.
+
+    The one pass over the records; null keys form one row per partition.
+    """
+    import polars as pl
+
+    size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+    aggs = [pl.len().cast(pl.Int64).alias("records"), size.sum().alias("bytes")]
+    if squares:
+        aggs.append((size.cast(pl.Float64) ** 2).sum().alias("bytes_sq"))
+    out = df.lazy().group_by("key", "partition").agg(aggs).collect()
+    if not squares:
+        out = out.with_columns(pl.col("bytes").cast(pl.Float64).alias("bytes_sq"))
+    return out
+
+
+def partition_rates(sample) -> dict[int, dict[str, Any]]:
+    """Per partition: first/last offset and timestamp, and records/s between them.
+
+    Prefers the metadata (what the sampler saw); falls back to the records.
+    The rate counts offsets, so it includes records the sample skipped.
+    """
+    import polars as pl
+
+    meta = sample.meta
+    out: dict[int, dict[str, Any]] = {}
+    for p, info in meta.partitions.items():
+        out[int(p)] = {
+            "low": info.low,
+            "high": info.high,
+            "first_offset": info.first,
+            "last_offset": info.last,
+            "first_ms": info.first_timestamp_ms,
+            "last_ms": info.last_timestamp_ms,
+        }
+    df = sample.df
+    need = [p for p, r in out.items() if r["first_ms"] is None or r["last_ms"] is None]
+    if df.height and (need or not out) and df["timestamp"].null_count() < df.height:
+        g = (
+            df.lazy()
+            .filter(pl.col("timestamp").is_not_null())
+            .group_by("partition")
+            .agg(
+                pl.col("offset").min().alias("o0"),
+                pl.col("offset").max().alias("o1"),
+                pl.col("timestamp").min().dt.epoch("ms").alias("t0"),
+                pl.col("timestamp").max().dt.epoch("ms").alias("t1"),
+            )
+            .collect()
+        )
+        for r in g.iter_rows(named=True):
+            rec = out.setdefault(int(r["partition"]), {"low": None, "high": None})
+            # Offsets and times from the same records, so the rate is consistent.
+            rec.update(first_offset=r["o0"], last_offset=r["o1"], first_ms=r["t0"], last_ms=r["t1"])
+    for rec in out.values():
+        rate = None
+        o0, o1, t0, t1 = rec.get("first_offset"), rec.get("last_offset"), rec.get("first_ms"), rec.get("last_ms")
+        if None not in (o0, o1, t0, t1) and t1 > t0 and o1 > o0:
+            rate = (o1 - o0) / ((t1 - t0) / 1000.0)
+        rec["rate_per_s"] = rate
+        lo, hi = rec.get("low"), rec.get("high")
+        rec["retained"] = (hi - lo) if lo is not None and hi is not None and hi >= lo else None
+    return out
+
+
+def _capped_per_partition(sample, sampled: np.ndarray) -> bool:
+    """Did the sampler take a fixed number of records per partition?"""
+    how = sample.meta.how or {}
+    for k, v in how.items():
+        if "per_partition" in str(k).lower() and v:
+            return True
+    nz = sampled[sampled > 0]
+    return nz.size >= 2 and bool(np.all(nz == nz[0]))
+
+
+def analyze(
+    sample,
+    top: int = 10,
+    by: str = "records",
+    load: str = "auto",
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+    reps: int = 1000,
+) -> Analysis:
+    """Analyze a :class:`keyscope.sample.Sample`.  Deterministic for a given ``seed``."""
+    import polars as pl
+
+    from .detect import detect_partitioner
+
+    if by not in BY:
+        raise UsageError(f"--by must be one of {', '.join(BY)}, got {by!r}")
+    if load not in LOADS:
+        raise UsageError(f"--load must be one of {', '.join(LOADS)}, got {load!r}")
+    if top < 0:
+        raise UsageError(f"--top must be 0 or more, got {top}")
+    if not 0.5 <= confidence < 1:
+        raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
+
+    df = sample.df
+    meta = sample.meta
+    n_parts = max(int(sample.partition_count), 1 if df.height else 0)
+    warnings: list[str] = []
+
+    kp = key_partition_table(df, squares=(by == "bytes"))
+    part_idx = kp["partition"].to_numpy().astype(np.int64)
+    is_null = kp["key"].is_null().to_numpy()
+    rec = kp["records"].to_numpy().astype(np.float64)
+    byt = kp["bytes"].to_numpy().astype(np.float64)
+    bsq = kp["bytes_sq"].to_numpy().astype(np.float64)
+    P = max(n_parts, 1)
+
+    def per_part(values, mask=None):
+        v = values if mask is None else np.where(mask, values, 0.0)
+        return np.bincount(part_idx, weights=v, minlength=P)[:P] if part_idx.size else np.zeros(P)
+
+    n_p, b_p, s2b_p = per_part(rec), per_part(byt), per_part(bsq)
+    null_n_p, null_b_p, null_s2_p = per_part(rec, is_null), per_part(byt, is_null), per_part(bsq, is_null)
+    keys_p = np.bincount(part_idx[~is_null], minlength=P)[:P] if part_idx.size else np.zeros(P, dtype=np.int64)
+    n_total = float(n_p.sum())
+
+    # ---- load basis ----
+    rates = partition_rates(sample) if df.height else {}
+    rate_arr = np.array([(rates.get(p) or {}).get("rate_per_s") for p in range(P)], dtype=object)
+    rate_known = all(
+        rate_arr[p] is not None or (n_p[p] == 0 and (rates.get(p) or {}).get("retained") == 0) for p in range(P)
+    )
+    capped = _capped_per_partition(sample, n_p)
+    basis = load
+    if load == "auto":
+        basis = "rate" if (capped and rate_known and n_parts > 1) else "sample"
+    elif load == "rate" and not rate_known:
+        raise UsageError(
+            "--load rate needs a rate for every partition (first/last offsets and timestamps); "
+            "this sample lacks them for some partitions"
+        )
+    if load == "auto" and capped and not rate_known and n_parts > 1:
+        warnings.append(
+            "the sample took the same number of records from each partition and has no timestamps to "
+            "turn offsets into rates: its counts show the sampler's cap, not the topic's load"
+        )
+    rate_vals = np.array([float(r) if r is not None else 0.0 for r in rate_arr]) if P else np.zeros(0)
+    if basis == "rate":
+        l_rec = rate_vals
+        mean_b = np.divide(b_p, n_p, out=np.zeros(P), where=n_p > 0)
+        l_bytes = rate_vals * mean_b
+    else:
+        l_rec, l_bytes = n_p.copy(), b_p.copy()
+    if by == "records":
+        load_p, y_p, s2_p, y_null, s2_null = l_rec, n_p, n_p, null_n_p, null_n_p
+        y_kp, s2_kp = rec, rec
+    else:
+        load_p, y_p, s2_p, y_null, s2_null = l_bytes, b_p, s2b_p, null_b_p, null_s2_p
+        y_kp, s2_kp = byt, bsq
+    total_load = float(load_p.sum())
+    a_p = load_p / total_load if total_load > 0 else np.zeros(P)
+    # within-partition share of each (key, partition) row, and its share of the topic
+    pi_kp = np.divide(y_kp, y_p[part_idx], out=np.zeros_like(y_kp), where=y_p[part_idx] > 0) if P else y_kp
+    share_kp = a_p[part_idx] * pi_kp if part_idx.size else pi_kp
+
+    # ---- skew and its interval ----
+    z = z_value(confidence)
+    ratio = skew_ratio(load_p.tolist()) if n_parts else 0.0
+    hottest = int(np.argmax(load_p)) if n_parts and total_load > 0 else None
+    share_lo = share_hi = None
+    interval = None
+    if basis == "sample" and n_parts and total_load > 0:
+        y_total, s2_total = float(y_p.sum()), float(s2_p.sum())
+
+        def part_interval(zz):
+            if by == "records":
+                return wilson_interval(n_p, n_total, z=zz)
+            return normal_interval(a_p, ratio_share_se(y_p, s2_p, y_total, s2_total), z=zz)
+
+        share_lo, share_hi = part_interval(z)
+        lo, hi = max_share_interval(a_p, part_interval, confidence)
+        denom = clamp_min(total_load / n_parts)
+        interval = [lo * total_load / denom, hi * total_load / denom]
+    chi = chi_square_uniform(n_p) if basis == "sample" and n_parts else None
+    skew = {
+        "ratio": ratio,
+        "interval": interval,
+        "by": by,
+        "records_ratio": skew_ratio(l_rec.tolist()) if n_parts else 0.0,
+        "bytes_ratio": skew_ratio(l_bytes.tolist()) if n_parts else 0.0,
+        "rate_ratio": skew_ratio(rate_vals.tolist()) if (rate_known and n_parts) else None,
+        "hottest_partition": hottest,
+        "hottest_share": float(a_p[hottest]) if hottest is not None else None,
+        "chi_square": chi,
+        "cv": coefficient_of_variation(load_p) if n_parts else 0.0,
+        "gini": gini(load_p) if n_parts else 0.0,
+        "definition": "max over partitions / clamp_min(mean over partitions, 0.001)",
+    }
+
+    # ---- partitions ----
+    partitions = []
+    for p in range(n_parts):
+        r = rates.get(p) or {}
+        partitions.append(
+            {
+                "partition": p,
+                "records": int(n_p[p]),
+                "bytes": int(b_p[p]),
+                "null_key_records": int(null_n_p[p]),
+                "distinct_keys": int(keys_p[p]),
+                "load": float(load_p[p]),
+                "share": float(a_p[p]),
+                "share_interval": [float(share_lo[p]), float(share_hi[p])] if share_lo is not None else None,
+                "rate_per_s": r.get("rate_per_s"),
+                "low": r.get("low"),
+                "high": r.get("high"),
+                "retained": r.get("retained"),
+                "first_offset": r.get("first_offset"),
+                "last_offset": r.get("last_offset"),
+            }
+        )
+
+    # ---- key table: topic share per distinct key ----
+    keyed = kp.filter(pl.col("key").is_not_null()).with_columns(
+        pl.Series("share", share_kp[~is_null] if part_idx.size else np.zeros(0)),
+        pl.Series("pi", pi_kp[~is_null] if part_idx.size else np.zeros(0)),
+    )
+    keys = keyed.group_by("key").agg(
+        pl.col("share").sum(),
+        pl.col("records").sum(),
+        pl.col("bytes").sum(),
+        pl.col("bytes_sq").sum(),
+        pl.len().alias("n_partitions"),
+    )
+    mean_load = total_load / n_parts if n_parts else 0.0
+    excess = float(load_p[hottest] - mean_load) if hottest is not None else 0.0
+
+    hot_keys = _hot_keys(
+        keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hottest, excess, confidence
+    )
+
+    # ---- hottest partition: who explains its excess ----
+    null_share_hot = (y_null[hottest] / y_p[hottest]) if hottest is not None and y_p[hottest] > 0 else 0.0
+    null_load = np.divide(y_null, y_p, out=np.zeros(P), where=y_p > 0) * load_p
+    e_null = float(null_load[hottest] - null_load.mean()) if hottest is not None else 0.0
+    e_keyed = excess - e_null
+    cover = None
+    if hottest is not None and excess > 0:
+        on_hot = keyed.filter(pl.col("partition") == hottest).sort("pi", descending=True)["pi"].to_numpy()
+        cum = np.cumsum(on_hot) * load_p[hottest]
+        idx = int(np.searchsorted(cum, excess - 1e-9 * max(excess, 1.0)))
+        cover = idx + 1 if idx < cum.size else None
+    hottest_info = {
+        "partition": hottest,
+        "load": float(load_p[hottest]) if hottest is not None else 0.0,
+        "mean_load": mean_load,
+        "excess": excess,
+        "excess_from_null_keys": e_null,
+        "excess_from_keyed": e_keyed,
+        "null_key_share_of_partition": float(null_share_hot),
+        "keys_to_explain_excess": cover,
+    }
+
+    # ---- baseline under perfect hashing ----
+    key_weights = keys["share"].to_numpy() * total_load if keys.height else np.zeros(0)
+    null_total = float(null_load.sum())
+    sims = random_hashing_skews(key_weights, max(n_parts, 1), spread=null_total, reps=reps, seed=seed)
+    heaviest = float(key_weights.max()) if key_weights.size else 0.0
+    floor = max(heaviest, mean_load) / clamp_min(mean_load) if total_load > 0 else 0.0
+    baseline = {
+        "floor_ratio": floor,
+        "random_hashing_median": float(np.median(sims)) if total_load > 0 else 0.0,
+        "random_hashing_p95": float(np.quantile(sims, 0.95)) if total_load > 0 else 0.0,
+        "beyond_random_hashing": bool(total_load > 0 and ratio > float(np.quantile(sims, 0.95))),
+        "heaviest_key_share": heaviest / total_load if total_load > 0 else 0.0,
+    }
+    baseline.update(_cause(ratio, n_parts, total_load, excess, e_null, e_keyed, cover, baseline, hot_keys, hottest))
+
+    # ---- partitioner ----
+    kp_keyed = kp.filter(pl.col("key").is_not_null()).select("key", "partition", "records")
+    detection = detect_partitioner(kp_keyed, n_parts, records=df)
+    detection["null_key_records"] = int(null_n_p.sum())
+
+    # ---- warnings ----
+    null_total_records = int(null_n_p.sum())
+    if n_total == 0:
+        warnings.append("the sample is empty: nothing to analyze")
+    elif n_total < MIN_RECORDS_PER_PARTITION * max(n_parts, 1):
+        warnings.append(
+            f"sample too small: {int(n_total):,} records over {n_parts} partition(s) "
+            f"(fewer than {MIN_RECORDS_PER_PARTITION} per partition); the numbers are rough"
+        )
+    if interval and interval[0] > 0 and interval[1] / interval[0] > WIDE_INTERVAL:
+        warnings.append(
+            f"the skew ratio is uncertain: {interval[0]:.2f} to {interval[1]:.2f} at {confidence:.0%}; "
+            "sample more records to narrow it"
+        )
+    if n_total and null_total_records == n_total:
+        warnings.append("every record has a null key: placement is sticky/random, no key explains the load")
+    if n_parts == 1:
+        warnings.append("one partition: a skew ratio of 1 is all it can have")
+    if meta.partial:
+        warnings.append(f"the sample is partial ({meta.partial_reason or 'stopped early'}): it may miss records")
+    if detection["verdict"] not in ("mixed", "unknown", "no-keys", "ambiguous") and (
+        (detection["chance_match_probability"] or 0) > 1e-3
+    ):
+        warnings.append(
+            f"only {detection['distinct_keys']} distinct key(s): the partitioner match could be chance"
+        )
+
+    sample_info = {
+        "records": int(n_total),
+        "bytes": int(b_p.sum()),
+        "keyed_records": int(n_total) - null_total_records,
+        "null_key_records": null_total_records,
+        "distinct_keys": int(keys.height),
+        "partitions_sampled": int(np.count_nonzero(n_p)),
+        "source": meta.source,
+        "sampled_at": meta.sampled_at or None,
+        "partial": bool(meta.partial),
+        "capped_per_partition": bool(capped),
+    }
+    return Analysis(
+        topic=meta.topic,
+        partition_count=n_parts,
+        by=by,
+        load_basis=basis,
+        confidence=confidence,
+        sample=sample_info,
+        skew=skew,
+        partitions=partitions,
+        hottest=hottest_info,
+        hot_keys=hot_keys,
+        baseline=baseline,
+        partitioner=detection,
+        warnings=warnings,
+    )
+
+
+def _hot_keys(keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hottest, excess, confidence):
+    import polars as pl
+
+    from .render import key_display
+
+    if top == 0 or keys.height == 0:
+        return []
+    best = keys.sort(["share", "records"], descending=True).head(top)
+    rows = keyed.join(best.select("key"), on="key", how="semi")
+    z = z_value(confidence)
+    y_total, s2_total = float(y_p.sum()), float(s2_p.sum())
+    shown, enc = key_display(best["key"])
+    out = []
+    for i, r in enumerate(best.iter_rows(named=True)):  # top K keys only
+        mine = rows.filter(pl.col("key") == r["key"]).sort("pi", descending=True)
+        parts = mine["partition"].to_list()
+        main = int(parts[0])
+        pis = mine["pi"].to_numpy()
+        if basis == "sample" and by == "records":
+            lo, hi = wilson_interval(r["records"], n_total, z=z)
+        elif basis == "sample":
+            se = ratio_share_se(r["bytes"], r["bytes_sq"], y_total, s2_total)
+            lo, hi = normal_interval(r["share"], se, z=z)
+        else:
+            idx = mine["partition"].to_numpy().astype(np.int64)
+            ys = mine["records" if by == "records" else "bytes"].to_numpy().astype(np.float64)
+            if by == "records":
+                wl, wh = wilson_interval(ys, y_p[idx], z=z)
+                lo, hi = float(np.sum(a_p[idx] * wl)), float(np.sum(a_p[idx] * wh))
+            else:
+                s2 = mine["bytes_sq"].to_numpy()
+                var = np.sum(
+                    (a_p[idx] * np.array([ratio_share_se(y, q, y_p[j], s2_p[j]) for y, q, j in zip(ys, s2, idx)])) ** 2
+                )
+                lo, hi = normal_interval(r["share"], math.sqrt(var), z=z)
+        contribution = float(pis[0] * load_p[main]) if main == hottest else 0.0
+        out.append(
+            {
+                "rank": i + 1,
+                "key": shown[i],
+                "key_encoding": enc[i],
+                "records": int(r["records"]),
+                "bytes": int(r["bytes"]),
+                "share": float(r["share"]),
+                "share_interval": [float(min(lo, r["share"])), float(max(hi, r["share"]))],
+                "partition": main,
+                "partitions": [int(p) for p in sorted(parts)],
+                "share_of_partition": float(pis[0]),
+                "explains_excess": bool(main == hottest and excess > 0 and contribution >= excess * (1 - 1e-9)),
+            }
+        )
+    return out
+
+
+def _cause(ratio, n_parts, total, excess, e_null, e_keyed, cover, baseline, hot_keys, hottest) -> dict:
+    """hot key, unlucky hashing of many keys, or null-key/sticky traffic."""
+    if total <= 0:
+        return {"cause": "no-data", "explanation": "no load in the sample"}
+    if n_parts == 1:
+        return {"cause": "single-partition", "explanation": "one partition carries everything by definition"}
+    if ratio < BALANCED_BELOW:
+        return {
+            "cause": "balanced",
+            "explanation": f"the hottest partition is within {100 * (ratio - 1):.0f}% of the mean",
+        }
+    if e_null > 0 and e_null >= e_keyed:
+        return {
+            "cause": "null-key-sticky",
+            "explanation": (
+                f"null-key records make {100 * e_null / excess:.0f}% of partition {hottest}'s excess: "
+                "producers place them sticky/random, not by key"
+            ),
+        }
+    if cover is not None and cover <= HOT_KEY_MAX:
+        on_hot = [k for k in hot_keys if k["partition"] == hottest]
+        names = ", ".join(repr(k["key"]) for k in on_hot[:cover]) or "a hot key"
+        alone = " alone" if cover == 1 else ""
+        return {
+            "cause": "hot-key",
+            "explanation": (
+                f"{names}{alone} explain{'s' if cover == 1 else ''} partition {hottest}'s excess; "
+                f"even perfect hashing keeps a skew of {baseline['floor_ratio']:.2f} with this key"
+                f"{'' if cover == 1 else 's'}"
+            ),
+        }
+    beyond = baseline["beyond_random_hashing"]
+    how = (
+        "worse than perfect hashing gives in 95% of placements of these keys: suspect the partitioner or a key pattern"
+        if beyond
+        else f"typical for these key weights (perfect hashing: median {baseline['random_hashing_median']:.2f})"
+    )
+    many = f"{cover}" if cover is not None else "many"
+    return {
+        "cause": "unlucky-hashing",
+        "explanation": f"no single key: it takes {many} keys to explain partition {hottest}'s excess; {how}",
+    }

@@ -1,0 +1,210 @@
+"""Which partitioner wrote this topic, judged from where each keyed record sits.
+
+Works on the (key, partition) table, so every hash is computed once per
+distinct key.  A partitioner family "explains" the topic when every keyed
+record it hashes sits on ``hash % n``.  When the same key sits on more than one
+partition, something mixed: two producers with different partitioners, or a
+partition count that changed (old records follow ``hash % m`` for an earlier
+``m < n`` and are older in their partition).  The offsets decide which.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+
+from .partitioners import PARTITIONERS, hash_column
+
+# A named verdict needs a wrong family's chance of matching every key to be below this.
+CHANCE_LIMIT = 1e-3
+# Share of the mismatching records that must be older than the partition's
+# first matching record for "the partition count changed" to be the likelier story.
+ORDERED_SHARE = 0.9
+
+
+def detect_partitioner(kp, partitions: int, records=None) -> dict:
+    """Verdict on the producers' partitioner.
+
+    ``kp``: the keyed (key, partition, records) table; ``records``: the
+    sample's frame, read again only when the verdict is "mixed" (for the
+    offsets).  Returns plain data (see docs/json-schema.md, ``partitioner``).
+    """
+    import polars as pl
+
+    keyed = int(kp["records"].sum()) if kp.height else 0
+    out: dict = {
+        "verdict": "no-keys",
+        "keyed_records": keyed,
+        "distinct_keys": 0,
+        "split_keys": 0,
+        "agreement": {},
+        "candidates": [],
+        "chance_match_probability": None,
+        "mixed": None,
+        "explanation": "",
+    }
+    if keyed == 0 or partitions < 1:
+        out["explanation"] = "no keyed records: nothing tells which partitioner the producers use"
+        return out
+
+    keys = kp.group_by("key").agg(pl.len().alias("n_partitions"))
+    out["distinct_keys"] = keys.height
+    out["split_keys"] = int((keys["n_partitions"] > 1).sum())
+    ops = {name: hash_column(keys["key"], p).alias(name) for name, p in PARTITIONERS.items()}
+    table = kp.join(keys.select("key", *ops.values()), on="key", how="left")
+    n = partitions
+    match = {
+        name: (pl.col(name) % n == pl.col("partition").cast(pl.UInt32)).fill_null(False) for name in PARTITIONERS
+    }
+    sums = table.select(
+        *[pl.col("records").filter(match[name]).sum().alias(f"m_{name}") for name in PARTITIONERS],
+        *[pl.col("records").filter(pl.col(name).is_not_null()).sum().alias(f"h_{name}") for name in PARTITIONERS],
+    ).row(0, named=True)
+    hashed_keys = {name: int(ops[name].is_not_null().sum()) for name in PARTITIONERS}
+    for name, p in PARTITIONERS.items():
+        matched, hashed = int(sums[f"m_{name}"] or 0), int(sums[f"h_{name}"] or 0)
+        out["agreement"][name] = {
+            "matched_records": matched,
+            "hashed_records": hashed,
+            "fraction": (matched / hashed) if hashed else None,
+            "formula": p.formula.split("  (")[0].replace("% n", f"% {n}"),
+        }
+    full = [name for name, a in out["agreement"].items() if a["hashed_records"] and a["matched_records"] == a["hashed_records"]]
+    distinct = max(hashed_keys.values())
+    chance = math.exp(-distinct * math.log(n)) if n > 1 else 1.0
+    out["chance_match_probability"] = chance
+
+    if n == 1:
+        out["verdict"] = "ambiguous"
+        out["candidates"] = list(PARTITIONERS)
+        out["explanation"] = "one partition: every partitioner puts every key on partition 0"
+        return out
+    if len(full) == 1:
+        name = full[0]
+        out["verdict"] = name
+        out["candidates"] = full
+        out["explanation"] = (
+            f"every keyed record sits where {name} puts it "
+            f"({', '.join(PARTITIONERS[name].clients)})"
+        )
+        if chance > CHANCE_LIMIT:
+            out["explanation"] += f"; but only {distinct} distinct key(s), so this could be chance"
+        return out
+    if len(full) > 1:
+        out["verdict"] = "ambiguous"
+        out["candidates"] = full
+        out["explanation"] = (
+            f"{' and '.join(full)} both explain every keyed record "
+            f"({distinct} distinct key(s) are too few to tell them apart)"
+        )
+        return out
+
+    pair = _pair_explaining_all(table, match)
+    if out["split_keys"] or pair:
+        out["verdict"] = "mixed"
+        out["mixed"] = _explain_mixed(table, match, n, pair, out, records)
+        out["explanation"] = out["mixed"]["explanation"]
+        return out
+    best = max(out["agreement"].items(), key=lambda kv: kv[1]["fraction"] or 0.0)
+    out["verdict"] = "unknown"
+    out["explanation"] = (
+        "no known partitioner explains the keyed records (best: "
+        f"{best[0]} at {100 * (best[1]['fraction'] or 0):.1f}%, chance level is {100 / n:.1f}%): "
+        "a custom partitioner, or producers choosing partitions explicitly"
+    )
+    return out
+
+
+def _pair_explaining_all(table, match) -> list[str] | None:
+    import polars as pl
+
+    names = list(match)
+    best = None
+    for a, b in combinations(names, 2):
+        miss = table.select(pl.col("records").filter(~(match[a] | match[b])).sum()).item() or 0
+        if miss == 0:
+            share = table.select(pl.col("records").filter(match[a]).sum()).item() or 0
+            cand = (share, [a, b])
+            best = cand if best is None or cand[0] > best[0] else best
+    return best[1] if best else None
+
+
+def _explain_mixed(table, match, n: int, pair, out: dict, records) -> dict:
+    """Two producers, or a partition count that changed: which is likelier."""
+    import polars as pl
+
+    agreement = out["agreement"]
+    best = max(agreement, key=lambda k: agreement[k]["matched_records"])
+    mism = table.filter(~match[best] & pl.col(best).is_not_null())
+    mism_records = int(mism["records"].sum()) if mism.height else 0
+    # Earlier partition count m < n under the best family.
+    prev_m, prev_share = None, 0.0
+    if mism_records:
+        for m in range(1, n):
+            hit = mism.select(
+                pl.col("records").filter(pl.col(best) % m == pl.col("partition").cast(pl.UInt32)).sum()
+            ).item() or 0
+            share = hit / mism_records
+            if share > prev_share:
+                prev_m, prev_share = m, share
+    older = _older_share(table, match[best], records) if mism_records else None
+    count_change = prev_m is not None and prev_share >= 1.0
+    res = {
+        "likelier": "unexplained",
+        "partitioners": [best],
+        "majority_partitioner": best,
+        "mismatching_records": mism_records,
+        "previous_partition_count": prev_m if count_change else None,
+        "older_share": older,
+        "explanation": "",
+    }
+    ordered = older is not None and older >= ORDERED_SHARE
+    split = out["split_keys"]
+    lead = f"{split} key(s) sit on more than one partition; " if split else ""
+    if count_change and (ordered or not pair):
+        res["likelier"] = "partition-count-changed"
+        res["explanation"] = (
+            f"{lead}the partition count likely changed from {prev_m} to {n}: all {mism_records:,} "
+            f"records {best} does not place at {n} partitions sit where it puts them at {prev_m}"
+            + (f", and {100 * older:.0f}% of them are older than their partition's first matching record" if older is not None else "")
+        )
+    elif pair:
+        other = pair[1] if pair[0] == best else pair[0]
+        res["likelier"] = "two-producers"
+        res["partitioners"] = [best, other]
+        res["explanation"] = (
+            f"{lead}two producers with different partitioners: every keyed record sits where "
+            f"{best} or {other} puts it"
+            + (f" (interleaved in time: {100 * (1 - older):.0f}% of the others are newer than {best}'s first)" if older is not None and not ordered else "")
+        )
+    else:
+        res["explanation"] = (
+            f"{lead}no single known partitioner, pair of them, or earlier partition count explains them all "
+            f"(best: {best}, {100 * (agreement[best]['fraction'] or 0):.1f}% of keyed records)"
+        )
+    return res
+
+
+def _older_share(table, match_best, records) -> float | None:
+    """Share of mismatching records older than their partition's first matching record."""
+    import polars as pl
+
+    if records is None or "offset" not in records.columns:
+        return None
+    spans = (
+        records.lazy()
+        .filter(pl.col("key").is_not_null())
+        .group_by("key", "partition")
+        .agg(pl.col("offset").min().alias("omin"), pl.col("offset").max().alias("omax"))
+        .collect()
+    )
+    t = table.with_columns(match_best.alias("_match")).join(spans, on=["key", "partition"], how="left")
+    mins = t.filter(pl.col("_match")).group_by("partition").agg(pl.col("omin").min().alias("first_match"))
+    mis = t.filter(~pl.col("_match") & pl.col("omax").is_not_null()).join(mins, on="partition", how="left")
+    total = int(mis["records"].sum()) if mis.height else 0
+    if total == 0:
+        return None
+    older = mis.select(
+        pl.col("records").filter(pl.col("first_match").is_null() | (pl.col("omax") < pl.col("first_match"))).sum()
+    ).item() or 0
+    return older / total
