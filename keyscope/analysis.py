@@ -505,15 +505,15 @@ def _cause(ratio, n_parts, total, excess, e_null, e_keyed, cover, baseline, hot_
             ),
         }
     if cover is not None and cover <= HOT_KEY_MAX:
-        on_hot = [k for k in hot_keys if k["partition"] == hottest]
-        names = ", ".join(repr(k["key"]) for k in on_hot[:cover]) or "a hot key"
-        alone = " alone" if cover == 1 else ""
+        on_hot = [k for k in hot_keys if k["partition"] == hottest][:cover]
+        names = ", ".join(repr(k["key"]) for k in on_hot) or "a few keys"
+        share = sum(k["share"] for k in on_hot)
+        verb = "alone explains" if cover == 1 else "together explain"
         return {
             "cause": "hot-key",
             "explanation": (
-                f"{names}{alone} explain{'s' if cover == 1 else ''} partition {hottest}'s excess; "
-                f"even perfect hashing keeps a skew of {baseline['floor_ratio']:.2f} with this key"
-                f"{'' if cover == 1 else 's'}"
+                f"{names} {verb} partition {hottest}'s excess: {100 * share:.1f}% of the load, "
+                f"where an even share is {100 / n_parts:.1f}% per partition"
             ),
         }
     beyond = baseline["beyond_random_hashing"]
