@@ -17,9 +17,10 @@ from .partitioners import PARTITIONERS, hash_column
 
 # A named verdict needs a wrong family's chance of matching every key to be below this.
 CHANCE_LIMIT = 1e-3
-# Share of the mismatching records that must be older than the partition's
-# first matching record for "the partition count changed" to be the likelier story.
-ORDERED_SHARE = 0.9
+# If mismatching records were interleaved at random with the rest, partitions
+# would not end with long runs of matching records; below this chance of runs
+# as long as those seen, the mismatches stopped at some point (ordered in time).
+ORDERED_CHANCE = 1e-3
 
 
 def detect_partitioner(kp, partitions: int, records=None) -> dict:
@@ -147,7 +148,7 @@ def _explain_mixed(table, match, n: int, pair, out: dict, records) -> dict:
             share = hit / mism_records
             if share > prev_share:
                 prev_m, prev_share = m, share
-    older = _older_share(table, match[best], records) if mism_records else None
+    trailing = _trailing_matches(table, match[best], records) if mism_records else None
     count_change = prev_m is not None and prev_share >= 1.0
     res = {
         "likelier": "unexplained",
@@ -155,18 +156,24 @@ def _explain_mixed(table, match, n: int, pair, out: dict, records) -> dict:
         "majority_partitioner": best,
         "mismatching_records": mism_records,
         "previous_partition_count": prev_m if count_change else None,
-        "older_share": older,
+        "trailing_matching_records": trailing[0] if trailing else None,
+        "interleaved_chance": trailing[1] if trailing else None,
         "explanation": "",
     }
-    ordered = older is not None and older >= ORDERED_SHARE
+    ordered = trailing is not None and trailing[1] < ORDERED_CHANCE
     split = out["split_keys"]
     lead = f"{split} key(s) sit on more than one partition; " if split else ""
+    when = (
+        f"; the mismatches stop: the last {trailing[0]:,} records of their partitions all match "
+        f"(chance if interleaved: {trailing[1]:.0e})"
+        if ordered
+        else ("; the mismatches are interleaved with the rest up to the newest records" if trailing else "")
+    )
     if count_change and (ordered or not pair):
         res["likelier"] = "partition-count-changed"
         res["explanation"] = (
             f"{lead}the partition count likely changed from {prev_m} to {n}: all {mism_records:,} "
-            f"records {best} does not place at {n} partitions sit where it puts them at {prev_m}"
-            + (f", and {100 * older:.0f}% of them are older than their partition's first matching record" if older is not None else "")
+            f"records that {best} does not place at {n} partitions sit where it puts them at {prev_m}{when}"
         )
     elif pair:
         other = pair[1] if pair[0] == best else pair[0]
@@ -174,37 +181,52 @@ def _explain_mixed(table, match, n: int, pair, out: dict, records) -> dict:
         res["partitioners"] = [best, other]
         res["explanation"] = (
             f"{lead}two producers with different partitioners: every keyed record sits where "
-            f"{best} or {other} puts it"
-            + (f" (interleaved in time: {100 * (1 - older):.0f}% of the others are newer than {best}'s first)" if older is not None and not ordered else "")
+            f"{best} or {other} puts it{when}"
+            + (f" (the {other} producer seems to have stopped)" if ordered else "")
         )
     else:
         res["explanation"] = (
             f"{lead}no single known partitioner, pair of them, or earlier partition count explains them all "
-            f"(best: {best}, {100 * (agreement[best]['fraction'] or 0):.1f}% of keyed records)"
+            f"(best: {best}, {100 * (agreement[best]['fraction'] or 0):.1f}% of keyed records){when}"
         )
     return res
 
 
-def _older_share(table, match_best, records) -> float | None:
-    """Share of mismatching records older than their partition's first matching record."""
+def _trailing_matches(table, match_best, records) -> tuple[int, float] | None:
+    """Matching records after each partition's last mismatch, and the chance of that if interleaved.
+
+    Under interleaving at the observed mismatch rate q, a run of L matching
+    records has chance (1 - q)^L (summed over partitions: negative binomial).
+    One pass over the records (mixed case only).
+    """
     import polars as pl
 
     if records is None or "offset" not in records.columns:
         return None
-    spans = (
+    flags = table.select("key", "partition", match_best.alias("_match"))
+    per = (
         records.lazy()
         .filter(pl.col("key").is_not_null())
-        .group_by("key", "partition")
-        .agg(pl.col("offset").min().alias("omin"), pl.col("offset").max().alias("omax"))
+        .select("key", "partition", "offset")
+        .join(flags.lazy(), on=["key", "partition"], how="inner")
+        .with_columns(pl.col("offset").filter(~pl.col("_match")).max().over("partition").alias("_last_miss"))
+        .filter(pl.col("_last_miss").is_not_null())
+        .group_by("partition")
+        .agg(
+            pl.len().alias("n"),
+            (~pl.col("_match")).sum().alias("miss"),
+            (pl.col("offset") > pl.col("_last_miss")).sum().alias("after"),
+        )
         .collect()
     )
-    t = table.with_columns(match_best.alias("_match")).join(spans, on=["key", "partition"], how="left")
-    mins = t.filter(pl.col("_match")).group_by("partition").agg(pl.col("omin").min().alias("first_match"))
-    mis = t.filter(~pl.col("_match") & pl.col("omax").is_not_null()).join(mins, on="partition", how="left")
-    total = int(mis["records"].sum()) if mis.height else 0
-    if total == 0:
+    if per.height == 0:
         return None
-    older = mis.select(
-        pl.col("records").filter(pl.col("first_match").is_null() | (pl.col("omax") < pl.col("first_match"))).sum()
-    ).item() or 0
-    return older / total
+    from scipy.stats import binom
+
+    n, miss, after = int(per["n"].sum()), int(per["miss"].sum()), int(per["after"].sum())
+    k = per.height
+    q = miss / n if n else 0.0
+    # Each partition's run is geometric; their sum over k partitions is negative
+    # binomial: P(sum >= L) = P(fewer than k misses in the last L + k - 1 records).
+    chance = float(binom.cdf(k - 1, after + k - 1, q)) if after and q < 1.0 else 1.0
+    return after, min(max(chance, 0.0), 1.0)
