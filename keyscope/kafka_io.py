@@ -85,7 +85,9 @@ def topic_partitions(consumer, topic: str) -> list[int]:
 def watermarks(consumer, topic: str, partitions: list[int], timeout_s: float = 10.0) -> dict[int, Watermarks]:
     """True low/high watermarks per partition (high corrected from fetch responses).
 
-    Leaves the consumer assigned to these partitions at unspecified positions.
+    The correcting fetch goes through :class:`RawFetcher` and reads only the
+    response header, so it works on topics compressed with codecs kafka-python
+    cannot decode here (lz4, zstd, snappy need extra packages).
     """
     from kafka import TopicPartition
 
@@ -95,29 +97,190 @@ def watermarks(consumer, topic: str, partitions: list[int], timeout_s: float = 1
         highs = consumer.end_offsets(tps, timeout_ms=int(timeout_s * 1000))
     except Exception as e:
         raise KafkaError(f"cannot read offsets of {topic!r}: {_one_line(e)}") from None
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, max(highs[tp] - 1, lows[tp]))
-    seen: dict = {}
-    deadline = time.monotonic() + timeout_s
-    while len(seen) < len(tps) and time.monotonic() < deadline:
-        try:
-            consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
-        except TypeError:  # older signature without update_offsets
-            consumer.poll(timeout_ms=200, max_records=1)
-        except Exception as e:
-            raise KafkaError(f"fetch from {topic!r} failed: {_one_line(e)}") from None
-        for tp in tps:
-            hw = consumer.highwater(tp)
-            if hw is not None:
-                seen[tp] = hw
+    # ListOffsets errs low, never high: a partition it calls empty is empty.
+    probe = {tp.partition: highs[tp] - 1 for tp in tps if highs[tp] > lows[tp]}
+    seen = _fetch_high_watermarks(consumer, topic, probe, timeout_s) if probe else {}
     out = {}
     for tp in tps:
-        high = max(highs[tp], seen.get(tp, highs[tp]))
+        high = max(highs[tp], seen.get(tp.partition, highs[tp]))
         out[tp.partition] = Watermarks(low=lows[tp], high=high, list_offsets_high=highs[tp])
     return out
+
+
+def _fetch_high_watermarks(consumer, topic: str, at: dict[int, int], timeout_s: float) -> dict[int, int]:
+    """High watermark per partition as a fetch response states it (best effort within ``timeout_s``)."""
+    import queue
+
+    fetcher = RawFetcher(consumer, topic)
+    by_node: dict = {}
+    for p, off in at.items():
+        by_node.setdefault(fetcher.leader(p), {})[p] = (off, 1)  # 1 byte: brokers still send one batch
+    by_node.pop(None, None)
+    for tag, (node, offsets) in enumerate(by_node.items()):
+        # max_wait_ms=0 would be ideal, but Tansu then answers with no partitions at all.
+        fetcher.send(tag, node, offsets, max_bytes=1 << 20, max_wait_ms=50)
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + timeout_s
+    pending = len(by_node)
+    while pending and time.monotonic() < deadline:
+        try:
+            _tag, parts, exc = fetcher.answers.get(timeout=max(0.01, min(0.2, deadline - time.monotonic())))
+        except queue.Empty:
+            continue
+        pending -= 1
+        if exc is not None:
+            raise KafkaError(f"fetch from {topic!r} failed: {_one_line(exc)}")
+        for fp in parts:
+            if fp.high_watermark >= 0:
+                seen[fp.partition] = fp.high_watermark
+    return seen
 
 
 def _one_line(e: Exception) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0][:300]
+
+
+def offsets_for_time(consumer, topic: str, partitions: list[int], ts_ms: int, timeout_s: float = 10.0) -> dict[int, int | None]:
+    """First offset at or after ``ts_ms`` per partition; None where no record is that recent.
+
+    Brokers answer from the time they *received* each batch when that is how
+    the topic stores time (and Tansu always does; shared/BROKER.md).
+    """
+    from kafka import TopicPartition
+
+    tps = {TopicPartition(topic, p): int(ts_ms) for p in partitions}
+    try:
+        found = consumer.offsets_for_times(tps, timeout_ms=int(timeout_s * 1000))
+    except Exception as e:
+        raise KafkaError(f"cannot look up offsets by time in {topic!r}: {_one_line(e)}") from None
+    return {tp.partition: (o.offset if o is not None else None) for tp, o in found.items()}
+
+
+@dataclass(frozen=True)
+class FetchedPartition:
+    partition: int
+    error_code: int
+    high_watermark: int
+    log_start_offset: int
+    records: bytes  # raw RecordBatch bytes, possibly ending in a truncated batch
+
+
+class RawFetcher:
+    """Fetch requests sent on a read-only consumer's own connections, answered with raw bytes.
+
+    Why: kafka-python turns every record into a Python object, which caps a
+    consumer loop at about half of kcat's speed; :mod:`keyscope.sampling`
+    decodes record batches itself, into columns.  Requests run on the
+    consumer's IO thread and answers land on :attr:`answers`, so decoding on
+    the caller's thread overlaps the next fetch.  Only Fetch is sent: no
+    group, no commit, no topic creation.
+    """
+
+    def __init__(self, consumer, topic: str):
+        import queue
+
+        try:
+            client = consumer._client
+            self._manager = client._manager
+            self._net = client._net
+        except AttributeError:  # pragma: no cover - guarded by the kafka-python>=3,<4 pin
+            raise KafkaError("this kafka-python version does not expose its network client; keyscope needs kafka-python 3.x") from None
+        self._cluster = self._manager.cluster
+        self.topic = topic
+        self.answers: "queue.Queue" = queue.Queue()
+
+    def leader(self, partition: int):
+        """Node id leading ``partition`` per the consumer's metadata, or None."""
+        from kafka import TopicPartition
+
+        node = self._cluster.leader_for_partition(TopicPartition(self.topic, partition))
+        return None if node is None or node == -1 else node
+
+    def refresh_metadata(self) -> None:
+        self._cluster.request_update()
+
+    def send(self, tag, node_id, offsets: dict[int, tuple[int, int]], max_bytes: int, max_wait_ms: int = 100) -> None:
+        """Fetch ``{partition: (offset, partition_max_bytes)}`` from ``node_id``.
+
+        Puts ``(tag, [FetchedPartition...], None)`` or ``(tag, None, exception)`` on :attr:`answers`.
+        """
+        from kafka.protocol.consumer import FetchRequest
+
+        FT = FetchRequest.FetchTopic
+        req = FetchRequest(
+            max_wait_ms=max_wait_ms,
+            min_bytes=1,
+            max_bytes=int(max_bytes),
+            isolation_level=0,  # read_uncommitted: every record that occupies a partition
+            session_id=0,
+            session_epoch=-1,  # no incremental fetch session: each request stands alone
+            topics=[
+                FT(
+                    topic=self.topic,
+                    partitions=[
+                        FT.FetchPartition(
+                            partition=p,
+                            current_leader_epoch=-1,
+                            fetch_offset=int(off),
+                            last_fetched_epoch=-1,
+                            log_start_offset=-1,
+                            partition_max_bytes=int(pmax),
+                        )
+                        for p, (off, pmax) in offsets.items()
+                    ],
+                )
+            ],
+            forgotten_topics_data=[],
+            rack_id="",
+            min_version=4,
+            max_version=12,
+        )
+        answers = self.answers
+
+        def ok(resp):
+            try:
+                out = [
+                    FetchedPartition(
+                        partition=pd.partition_index,
+                        error_code=pd.error_code,
+                        high_watermark=pd.high_watermark,
+                        log_start_offset=getattr(pd, "log_start_offset", -1),
+                        records=pd.records or b"",
+                    )
+                    for td in resp.responses
+                    for pd in td.partitions
+                ]
+            except Exception as e:  # a response we cannot read is a failed fetch
+                answers.put((tag, None, e))
+            else:
+                answers.put((tag, out, None))
+
+        def failed(exc):
+            answers.put((tag, None, exc))
+
+        manager = self._manager
+
+        async def _send():
+            try:
+                f = manager.send(req, node_id=node_id)
+            except Exception as e:
+                failed(e)
+                return
+            f.add_callback(ok)
+            f.add_errback(failed)
+
+        try:
+            self._net.call_soon_threadsafe(_send)
+        except Exception as e:  # the IO loop died with the connection
+            failed(e)
+
+
+def error_name(code: int) -> str:
+    """Kafka's name for a protocol error code (for one-line messages)."""
+    import kafka.errors as Errors
+
+    try:
+        return Errors.for_code(code).__name__
+    except Exception:
+        return f"error {code}"
