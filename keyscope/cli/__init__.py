@@ -93,6 +93,7 @@ def cli():
 def _register() -> None:
     """One module per command family; each adds its commands to ``cli``."""
     from . import partition  # noqa: F401
+    from . import lag  # noqa: F401
     from . import analyze  # noqa: F401
 
 

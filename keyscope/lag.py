@@ -1,0 +1,404 @@
+"""Consumer-group lag in the alert's own terms, read without touching the group.
+
+The three numbers are the recording rules', with the same names and math
+(see :mod:`keyscope.rules`, which prints those rules)::
+
+    kafka:group_partition_lag     = end offset (true high watermark) - committed offset
+    kafka:group_skew_ratio        = max(lag) / clamp_min(avg(lag), 0.001)     per group, topic
+    kafka:group_hottest_partition = the partition(s) whose lag equals that max
+
+Which partitions enter the ratios: exactly those Prometheus would hold a
+``kafka:group_partition_lag`` series for.  kafka-exporter reports a partition
+with no committed offset as ``kafka_consumergroup_lag = -1``; the rule keeps
+only ``>= 0``, so such a partition (and a committed offset ahead of the log
+end, after a topic was recreated) has no series and is left out of max and
+avg here too.  Both are still listed, flagged, never shown as zero lag.
+
+Read-only by construction: committed offsets come from OffsetFetch and the
+member count from DescribeGroups (admin requests, never JoinGroup or
+OffsetCommit); end offsets from :func:`keyscope.kafka_io.watermarks`, whose
+consumer has no group.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+
+from . import kafka_io
+from .connection import Connection
+from .errors import KafkaError, UsageError
+from .stats import CLAMP_MIN, clamp_min, skew_ratio
+
+SERIES_PARTITION_LAG = "kafka:group_partition_lag"
+SERIES_SKEW_RATIO = "kafka:group_skew_ratio"
+SERIES_HOTTEST_PARTITION = "kafka:group_hottest_partition"
+SERIES = (SERIES_PARTITION_LAG, SERIES_SKEW_RATIO, SERIES_HOTTEST_PARTITION)
+
+__all__ = [
+    "PartitionLag",
+    "TopicLag",
+    "GroupLag",
+    "Trend",
+    "LagReader",
+    "read_group_lag",
+    "summarize_topic",
+    "trends",
+    "to_dict",
+    "SERIES",
+]
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    partition: int
+    committed: int | None  # None: the group never committed this partition
+    end_offset: int  # true high watermark (corrected from fetch responses)
+    log_start: int
+    list_offsets_end: int  # what ListOffsets said, to show when it under-reported
+
+    @property
+    def lag(self) -> int | None:
+        return None if self.committed is None else self.end_offset - self.committed
+
+    @property
+    def in_ratio(self) -> bool:
+        """Whether Prometheus would hold a kafka:group_partition_lag series for it."""
+        return self.lag is not None and self.lag >= 0
+
+    @property
+    def status(self) -> str:
+        if self.committed is None:
+            return "no committed offset"
+        if self.end_offset < self.committed:
+            return "committed ahead of end offset"
+        if self.committed < self.log_start:
+            return "committed offset below log start (records deleted unread)"
+        return "ok"
+
+
+@dataclass(frozen=True)
+class TopicLag:
+    topic: str
+    partitions: list[PartitionLag]
+
+    @property
+    def series(self) -> dict[int, int]:
+        """kafka:group_partition_lag, one value per partition that has the series."""
+        return {p.partition: p.lag for p in self.partitions if p.in_ratio}
+
+    @property
+    def skew_ratio(self) -> float | None:
+        """kafka:group_skew_ratio; None when no partition has a lag series (no series either)."""
+        lags = list(self.series.values())
+        return skew_ratio(lags) if lags else None
+
+    @property
+    def max_lag(self) -> int | None:
+        lags = list(self.series.values())
+        return max(lags) if lags else None
+
+    @property
+    def avg_lag(self) -> float | None:
+        lags = list(self.series.values())
+        return sum(lags) / len(lags) if lags else None
+
+    @property
+    def total_lag(self) -> int:
+        return sum(self.series.values())
+
+    @property
+    def hottest(self) -> list[int]:
+        """kafka:group_hottest_partition: every partition whose lag equals the max (ties kept, as the rule does)."""
+        s = self.series
+        if not s:
+            return []
+        top = max(s.values())
+        return sorted(p for p, v in s.items() if v == top)
+
+    @property
+    def uncommitted(self) -> list[int]:
+        return [p.partition for p in self.partitions if p.committed is None]
+
+    @property
+    def corrected_end_offsets(self) -> list[int]:
+        return [p.partition for p in self.partitions if p.list_offsets_end != p.end_offset]
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    group: str
+    topics: list[TopicLag]
+    members: int | None  # kafka_consumergroup_members; None when the broker would not say
+    state: str | None
+    members_error: str | None
+    read_at: float  # wall clock, epoch seconds
+    monotonic: float  # for rates between readings
+    notes: list[str] = field(default_factory=list)
+
+    def topic(self, name: str) -> TopicLag:
+        for t in self.topics:
+            if t.topic == name:
+                return t
+        raise KeyError(name)
+
+    def max_skew(self) -> float | None:
+        vals = [t.skew_ratio for t in self.topics if t.skew_ratio is not None]
+        return max(vals) if vals else None
+
+
+@dataclass(frozen=True)
+class Trend:
+    """How one partition's lag moved between two readings."""
+
+    seconds: float
+    lag_rate: float | None  # records/s; > 0 growing, < 0 draining; None without two committed offsets
+    consume_rate: float | None  # committed offset advance, records/s
+    produce_rate: float  # end offset advance, records/s
+
+    @property
+    def direction(self) -> str | None:
+        if self.lag_rate is None:
+            return None
+        return "growing" if self.lag_rate > 0 else "draining" if self.lag_rate < 0 else "steady"
+
+
+def summarize_topic(topic: str, committed: dict[int, int | None], marks: dict[int, "kafka_io.Watermarks"]) -> TopicLag:
+    """Pure: committed offsets + watermarks -> a TopicLag (no broker involved)."""
+    parts = []
+    for p in sorted(marks):
+        w = marks[p]
+        c = committed.get(p)
+        parts.append(
+            PartitionLag(
+                partition=p,
+                committed=None if c is None or c < 0 else int(c),
+                end_offset=int(w.high),
+                log_start=int(w.low),
+                list_offsets_end=int(w.list_offsets_high),
+            )
+        )
+    return TopicLag(topic=topic, partitions=parts)
+
+
+def trends(prev: GroupLag, cur: GroupLag) -> dict[tuple[str, int], Trend]:
+    """Per-partition rates between two readings of the same group."""
+    dt = clamp_min(cur.monotonic - prev.monotonic)
+    before = {(t.topic, p.partition): p for t in prev.topics for p in t.partitions}
+    out = {}
+    for t in cur.topics:
+        for p in t.partitions:
+            b = before.get((t.topic, p.partition))
+            if b is None:
+                continue
+            both = p.committed is not None and b.committed is not None
+            out[(t.topic, p.partition)] = Trend(
+                seconds=dt,
+                lag_rate=(p.lag - b.lag) / dt if both else None,
+                consume_rate=(p.committed - b.committed) / dt if both else None,
+                produce_rate=(p.end_offset - b.end_offset) / dt,
+            )
+    return out
+
+
+def _admin_client(**config):
+    """kafka-python's admin client, made to survive brokers that answer authorized_operations = -1.
+
+    kafka-python 3.0.12 turns DescribeGroups' authorized_operations into
+    ACLOperation enums and raises on -1 (Tansu sends it; Kafka does when the
+    operations were not asked for).  We never need the operations.
+    """
+    from kafka import KafkaAdminClient
+
+    class TolerantAdmin(KafkaAdminClient):
+        def _process_acl_operations(self, obj):
+            try:
+                return super()._process_acl_operations(obj)
+            except ValueError:
+                obj["authorized_operations"] = None
+                return obj
+
+    return TolerantAdmin(**config)
+
+
+class LagReader:
+    """Holds the two read-only clients, so ``--watch`` reuses connections between readings."""
+
+    def __init__(self, conn: Connection, group: str, topic: str | None = None, timeout_s: float = 10.0):
+        if not group:
+            raise UsageError("--group must not be empty")
+        self.conn, self.group, self.topic, self.timeout_s = conn, group, topic, timeout_s
+        self._consumer = kafka_io.open_consumer(conn, timeout_s)
+        try:
+            self._admin = self._open_admin()
+        except BaseException:
+            self._consumer.close()
+            raise
+
+    def _open_admin(self):
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError as _KE
+
+        ms = max(1000, int(self.timeout_s * 1000))
+        config = dict(
+            bootstrap_servers=self.conn.bootstrap_servers,
+            client_id="keyscope",
+            bootstrap_timeout_ms=ms,
+            request_timeout_ms=max(ms, 5000),
+        )
+        config.update({k: v for k, v in self.conn.kwargs.items() if k in KafkaAdminClient.DEFAULT_CONFIG})
+        try:
+            return _admin_client(**config)
+        except (_KE, OSError, ValueError, TypeError) as e:
+            raise KafkaError(f"cannot open an admin connection to {self.conn.bootstrap_servers}: {_one_line(e)}") from None
+
+    def close(self) -> None:
+        for client in (getattr(self, "_admin", None), getattr(self, "_consumer", None)):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # closing a dead connection is not the user's problem
+                    pass
+
+    def __enter__(self) -> "LagReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _committed(self) -> dict[str, dict[int, int]]:
+        try:
+            got = self._admin.list_group_offsets({self.group: None})
+        except Exception as e:
+            raise KafkaError(f"cannot read committed offsets of group {self.group!r}: {_one_line(e)}") from None
+        by_topic: dict[str, dict[int, int]] = {}
+        for tp, om in got.get(self.group, {}).items():
+            if om.offset is not None and om.offset >= 0:
+                by_topic.setdefault(tp.topic, {})[tp.partition] = om.offset
+        return by_topic
+
+    def _describe(self) -> tuple[int | None, str | None, str | None]:
+        try:
+            d = self._admin.describe_groups([self.group]).get(self.group)
+        except Exception as e:
+            return None, None, f"DescribeGroups failed: {_one_line(e)}"
+        if not d:
+            return None, None, "DescribeGroups returned nothing for the group"
+        if d.get("error"):
+            return None, d.get("group_state"), f"DescribeGroups: {d['error']}"
+        return len(d.get("members") or []), d.get("group_state") or None, None
+
+    def _unknown_group(self, committed: dict[str, dict[int, int]]) -> KafkaError:
+        if self.topic is not None and committed:
+            others = ", ".join(sorted(committed)[:10])
+            return KafkaError(
+                f"group {self.group!r} has no committed offsets for topic {self.topic!r} "
+                f"(it has offsets for: {others})"
+            )
+        try:
+            known = sorted(g["group_id"] for g in self._admin.list_groups())
+        except Exception:
+            known = []
+        import difflib
+
+        near = difflib.get_close_matches(self.group, known, n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else f" ({len(known)} groups with offsets on this cluster)"
+        where = f" for topic {self.topic!r}" if self.topic else ""
+        return KafkaError(f"consumer group {self.group!r} has no committed offsets{where}{hint}")
+
+    def read(self) -> GroupLag:
+        """One reading: committed offsets first, then end offsets, so lag is never spuriously negative."""
+        if self.topic is not None:
+            kafka_io.topic_partitions(self._consumer, self.topic)  # unknown topic: clear error first
+        committed = self._committed()
+        topics = [self.topic] if self.topic is not None else sorted(committed)
+        if not any(committed.get(t) for t in topics):
+            raise self._unknown_group(committed)
+        members, state, members_error = self._describe()
+        notes, out = [], []
+        for name in topics:
+            try:
+                parts = kafka_io.topic_partitions(self._consumer, name)
+            except KafkaError:
+                notes.append(f"topic {name!r} has committed offsets but no longer exists: left out")
+                continue
+            marks = kafka_io.watermarks(self._consumer, name, parts, self.timeout_s)
+            out.append(summarize_topic(name, committed.get(name, {}), marks))
+        if not out:
+            raise KafkaError(f"none of the topics group {self.group!r} committed offsets for exist any more")
+        return GroupLag(
+            group=self.group,
+            topics=out,
+            members=members,
+            state=state,
+            members_error=members_error,
+            read_at=time.time(),
+            monotonic=time.monotonic(),
+            notes=notes,
+        )
+
+
+def read_group_lag(conn: Connection, group: str, topic: str | None = None, timeout_s: float = 10.0) -> GroupLag:
+    """One reading of ``group``'s lag (on ``topic``, or every topic it committed offsets for)."""
+    with LagReader(conn, group, topic, timeout_s) as reader:
+        return reader.read()
+
+
+def to_dict(g: GroupLag, trend: dict[tuple[str, int], Trend] | None = None) -> dict:
+    """The JSON shape (docs/lag.md): series names as keys, null where Prometheus has no series."""
+    topics = []
+    for t in g.topics:
+        rows = []
+        for p in t.partitions:
+            row = {
+                "partition": p.partition,
+                "committed_offset": p.committed,
+                "end_offset": p.end_offset,
+                "log_start_offset": p.log_start,
+                "list_offsets_end": p.list_offsets_end,
+                "lag": p.lag,
+                "in_ratio": p.in_ratio,
+                "status": p.status,
+            }
+            if trend is not None:
+                tr = trend.get((t.topic, p.partition))
+                row["trend"] = None if tr is None else {
+                    "seconds": tr.seconds,
+                    "direction": tr.direction,
+                    "lag_per_s": tr.lag_rate,
+                    "consumed_per_s": tr.consume_rate,
+                    "produced_per_s": tr.produce_rate,
+                }
+            rows.append(row)
+        topics.append(
+            {
+                "topic": t.topic,
+                "partition_count": len(t.partitions),
+                "partitions": rows,
+                SERIES_PARTITION_LAG: [{"partition": p, "value": v} for p, v in t.series.items()],
+                SERIES_SKEW_RATIO: t.skew_ratio,
+                SERIES_HOTTEST_PARTITION: [{"partition": p, "value": t.series[p]} for p in t.hottest],
+                "max_lag": t.max_lag,
+                "avg_lag": t.avg_lag,
+                "total_lag": t.total_lag,
+                "clamp_min": CLAMP_MIN,
+                "partitions_without_committed_offset": t.uncommitted,
+                "end_offsets_corrected_from_fetch": t.corrected_end_offsets,
+                "members_below_partitions": None if g.members is None else g.members < len(t.partitions),
+            }
+        )
+    return {
+        "group": g.group,
+        "read_at": _dt.datetime.fromtimestamp(g.read_at, _dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "members": g.members,
+        "state": g.state,
+        "members_error": g.members_error,
+        "topics": topics,
+        "notes": g.notes,
+    }
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]

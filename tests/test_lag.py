@@ -1,0 +1,290 @@
+"""`keyscope lag` against the real embedded broker: numbers, read-only-ness, errors, --watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer as CKConsumer
+from confluent_kafka import Producer
+from confluent_kafka import TopicPartition as CKTopicPartition
+
+from keyscope import lag as lagmod
+from keyscope.connection import resolve
+from keyscope.errors import KafkaError
+
+from .conftest import create_topic
+
+
+def run(bootstrap, *args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "keyscope", "lag", "-b", bootstrap, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def strict_json(text):
+    def no_constants(name):
+        raise AssertionError(f"non-finite number {name} in JSON output")
+
+    return json.loads(text, parse_constant=no_constants)
+
+
+def produce_batched(bootstrap, topic, counts: dict[int, int]):
+    """Many records per batch: the case where ListOffsets under-reports the end offset."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000})
+    for partition, n in counts.items():
+        for i in range(n):
+            p.produce(topic, key=f"k{i}".encode(), value=b"v", partition=partition)
+    assert p.flush(30) == 0
+
+
+def commit_as_non_member(bootstrap, topic, group, offsets: dict[int, int]):
+    """assign() + commit on an idle group, as a stopped consumer leaves things."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tps = {p: TopicPartition(topic, p) for p in offsets}
+        c.assign(list(tps.values()))
+        c.commit({tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+    finally:
+        c.close(autocommit=False)
+
+
+def committed_by_other_client(bootstrap, topic, group, partitions):
+    """Committed offsets read with librdkafka (OffsetFetch, no join), independent of keyscope's client."""
+    c = CKConsumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        got = c.committed([CKTopicPartition(topic, p) for p in partitions], timeout=10)
+    finally:
+        c.close()
+    return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in got}
+
+
+def skew(lags):
+    mean = sum(lags) / len(lags)
+    return max(lags) / (mean if mean > 0.001 else 0.001)
+
+
+@pytest.fixture
+def hot_group(broker, topic_name):
+    """5 partitions, partition 0 hot; the group is caught up except there; partition 4 never committed."""
+    produced = {0: 20000, 1: 1000, 2: 1000, 3: 1000, 4: 700}
+    create_topic(broker.bootstrap_server, topic_name, 5)
+    produce_batched(broker.bootstrap_server, topic_name, produced)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    committed = {0: 500, 1: 1000, 2: 900, 3: 1000}
+    commit_as_non_member(broker.bootstrap_server, topic_name, group, committed)
+    return topic_name, group, produced, committed
+
+
+def test_json_numbers_equal_the_recording_rule_formulas(broker, hot_group):
+    topic, group, produced, committed = hot_group
+    r = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = strict_json(r.stdout)
+    assert doc["group"] == group and [t["topic"] for t in doc["topics"]] == [topic]
+    t = doc["topics"][0]
+
+    # End offsets are the real record counts although ListOffsets was wrong on this batched topic.
+    assert {row["partition"]: row["end_offset"] for row in t["partitions"]} == produced
+    assert any(row["list_offsets_end"] < row["end_offset"] for row in t["partitions"]), "quirk not exercised"
+
+    expected_lag = {p: produced[p] - c for p, c in committed.items()}
+    assert {s["partition"]: s["value"] for s in t["kafka:group_partition_lag"]} == expected_lag
+    rows = {row["partition"]: row for row in t["partitions"]}
+    assert rows[4]["committed_offset"] is None and rows[4]["lag"] is None and rows[4]["in_ratio"] is False
+    assert t["partitions_without_committed_offset"] == [4]
+
+    lags = list(expected_lag.values())
+    assert t["kafka:group_skew_ratio"] == skew(lags)  # 19500 / 4900, uncommitted partition left out
+    assert t["kafka:group_hottest_partition"] == [{"partition": 0, "value": 19500}]
+    assert t["max_lag"] == 19500 and t["total_lag"] == sum(lags) and t["avg_lag"] == sum(lags) / 4
+    assert doc["members"] == 0 and t["members_below_partitions"] is True
+
+
+def test_table_shows_uncommitted_partition_as_such_and_the_three_series(broker, hot_group):
+    topic, group, _, _ = hot_group
+    r = run(broker.bootstrap_server, "--group", group, "--topic", topic)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for name in ("kafka:group_partition_lag", "kafka:group_skew_ratio", "kafka:group_hottest_partition"):
+        assert name in out
+    cols = next(line for line in out.splitlines() if line.strip().startswith("4 ")).split()
+    assert cols[:5] == ["4", "-", "700", "-", "-"] and "no committed offset" in " ".join(cols)
+    assert f"{skew([19500, 0, 100, 0]):.3f}" in out
+    assert "█" in out  # a bar for the hot partition
+    md = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--format", "markdown")
+    assert md.returncode == 0 and "| kafka:group_skew_ratio |" in md.stdout
+
+
+def test_lag_is_read_only(broker, hot_group):
+    topic, group, _, committed = hot_group
+    before = committed_by_other_client(broker.bootstrap_server, topic, group, range(5))
+    assert before == {**committed, 4: None}
+    for _ in range(2):
+        assert run(broker.bootstrap_server, "--group", group, "--topic", topic, "--format", "json").returncode == 0
+    g = lagmod.read_group_lag(resolve(broker.bootstrap_server), group, topic)
+    assert committed_by_other_client(broker.bootstrap_server, topic, group, range(5)) == before
+    assert g.members == 0  # never joined: the group still has no member
+
+
+def test_fail_on_skew_exit_code(broker, hot_group):
+    topic, group, _, _ = hot_group
+    ratio = skew([19500, 0, 100, 0])  # 3.98
+    over = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", "3.5")
+    assert over.returncode == 5, over.stderr
+    assert "above --fail-on-skew 3.5" in over.stderr and "kafka:group_skew_ratio" in over.stdout
+    under = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", f"{ratio + 0.01}")
+    assert under.returncode == 0, under.stderr
+    # 4 series: the ratio can never exceed 4, and keyscope says so.
+    cannot = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", "4")
+    assert cannot.returncode == 0 and "cannot exceed 4" in cannot.stderr
+
+
+def test_all_lags_zero_gives_finite_numbers(broker, topic_name):
+    create_topic(broker.bootstrap_server, topic_name, 3)
+    produce_batched(broker.bootstrap_server, topic_name, {0: 300, 1: 50})
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    commit_as_non_member(broker.bootstrap_server, topic_name, group, {0: 300, 1: 50, 2: 0})
+    r = run(broker.bootstrap_server, "--group", group, "--format", "json")  # no --topic: every committed topic
+    assert r.returncode == 0, r.stderr
+    t = strict_json(r.stdout)["topics"][0]
+    assert t["topic"] == topic_name
+    assert t["kafka:group_skew_ratio"] == 0.0  # 0 / clamp_min(0, 0.001)
+    assert [s["value"] for s in t["kafka:group_partition_lag"]] == [0, 0, 0]
+    assert [h["partition"] for h in t["kafka:group_hottest_partition"]] == [0, 1, 2]  # a tie, as the rule records it
+    table = run(broker.bootstrap_server, "--group", group)
+    assert table.returncode == 0 and "nan" not in table.stdout.lower() and "inf" not in table.stdout.lower()
+
+
+def test_unknown_group_and_unknown_topic_are_exit_4_with_one_line(broker, hot_group):
+    topic, group, _, _ = hot_group
+    r = run(broker.bootstrap_server, "--group", group + "x", "--topic", topic)
+    assert r.returncode == 4
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert f"consumer group '{group}x' has no committed offsets for topic '{topic}'" in r.stderr
+
+    r = run(broker.bootstrap_server, "--group", group + "x")
+    assert r.returncode == 4 and f"did you mean {group}" in r.stderr
+
+    r = run(broker.bootstrap_server, "--group", group, "--topic", topic + "y")
+    assert r.returncode == 4 and "does not exist; did you mean" in r.stderr and topic in r.stderr
+
+
+def test_group_with_offsets_elsewhere_names_its_topics(broker, hot_group, topic_name):
+    topic, group, _, _ = hot_group
+    other = topic_name + "-other"
+    create_topic(broker.bootstrap_server, other, 1)
+    with pytest.raises(KafkaError, match=f"has no committed offsets for topic '{other}' \\(it has offsets for: {topic}\\)"):
+        lagmod.read_group_lag(resolve(broker.bootstrap_server), group, other)
+
+
+def test_unreachable_broker_is_exit_4_fast():
+    t = time.monotonic()
+    r = run("127.0.0.1:1", "--group", "g", "--timeout", "2")
+    assert r.returncode == 4 and "cannot reach" in r.stderr
+    assert time.monotonic() - t < 30
+
+
+def test_member_count_of_a_live_group(broker, topic_name):
+    from kafka import KafkaConsumer
+
+    create_topic(broker.bootstrap_server, topic_name, 3)
+    produce_batched(broker.bootstrap_server, topic_name, {0: 100, 1: 100, 2: 100})
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    member = KafkaConsumer(
+        topic_name,
+        bootstrap_servers=broker.bootstrap_server,
+        group_id=group,
+        session_timeout_ms=6000,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=40,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        got = 0
+        while got < 40 and time.monotonic() < deadline:
+            got += sum(len(v) for v in member.poll(timeout_ms=500).values())
+        assert got >= 40
+        member.commit()
+        committed = committed_by_other_client(broker.bootstrap_server, topic_name, group, range(3))
+        assert sum(o or 0 for o in committed.values()) == got
+        g = lagmod.read_group_lag(resolve(broker.bootstrap_server), group, topic_name)
+        assert g.members == 1 and g.state == "Stable"
+        t = g.topic(topic_name)
+        assert {p.partition: p.committed for p in t.partitions} == committed
+        assert t.series == {p: 100 - o for p, o in committed.items() if o is not None}
+    finally:
+        member.close(autocommit=False)
+
+
+def test_trend_between_readings_draining(broker, hot_group):
+    topic, group, produced, committed = hot_group
+    with lagmod.LagReader(resolve(broker.bootstrap_server), group, topic) as reader:
+        first = reader.read()
+        time.sleep(0.3)
+        commit_as_non_member(broker.bootstrap_server, topic, group, {0: 10500})  # consumer caught up 10,000
+        produce_batched(broker.bootstrap_server, topic, {2: 40})
+        second = reader.read()
+    tr = lagmod.trends(first, second)
+    dt = second.monotonic - first.monotonic
+    assert tr[(topic, 0)].direction == "draining"
+    assert tr[(topic, 0)].lag_rate == pytest.approx(-10000 / dt)
+    assert tr[(topic, 0)].consume_rate == pytest.approx(10000 / dt)
+    assert tr[(topic, 2)].direction == "growing" and tr[(topic, 2)].produce_rate == pytest.approx(40 / dt)
+    assert tr[(topic, 1)].direction == "steady"
+    assert tr[(topic, 4)].direction is None and tr[(topic, 4)].lag_rate is None  # never committed
+
+
+def test_watch_appends_one_json_object_per_reading_when_piped(broker, hot_group):
+    topic, group, _, _ = hot_group
+    r = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--format", "json", "--watch", "0.2", "--count", "3")
+    assert r.returncode == 0, r.stderr
+    docs = [strict_json(line) for line in r.stdout.splitlines()]
+    assert len(docs) == 3 and "\x1b[" not in r.stdout
+    assert all(row["trend"] is None for row in docs[0]["topics"][0]["partitions"])
+    hot = docs[2]["topics"][0]["partitions"][0]["trend"]
+    assert hot["direction"] == "steady" and hot["lag_per_s"] == 0.0 and hot["seconds"] > 0.15
+    blocks = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--watch", "0.2", "--count", "2")
+    assert blocks.returncode == 0 and blocks.stdout.count("consumer group ") == 2 and "trend" in blocks.stdout
+
+
+def test_watch_redraws_in_place_on_a_terminal(broker, hot_group):
+    topic, group, _, _ = hot_group
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keyscope", "lag", "-b", broker.bootstrap_server, "-g", group, "-t", topic,
+         "--watch", "0.2", "--count", "2"],
+        stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    out = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(leader)
+    assert proc.wait(30) == 0, proc.stderr.read()
+    assert out.count(b"\x1b[H\x1b[J") == 2 and out.count(b"consumer group ") == 2
