@@ -95,6 +95,7 @@ def _register() -> None:
     from . import partition  # noqa: F401
     from . import lag  # noqa: F401
     from . import analyze  # noqa: F401
+    from . import whatif  # noqa: F401
 
 
 _register()

@@ -1,0 +1,644 @@
+"""Advice: generate remedies, rank them under the user's constraints, say why and how.
+
+Ranking is by the *upper* end of the predicted skew's 95% interval (a remedy
+must work on the traffic we have not seen too), among scenarios that respect
+the constraints.  Scenarios within 2% of the best upper bound are a tie; the
+least disruptive of them is recommended, disruption being, in order: traffic
+that loses per-key order, traffic that changes partition, partitions added,
+number of producer changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+from .partitioners import PARTITIONERS
+from .scenarios import DEFAULT_SEPARATOR, Result, Salt, Scenario, WhatIf, salt_rule
+
+__all__ = ["Constraints", "Advice", "candidates", "violations", "recommend", "snippets", "TIE_TOLERANCE"]
+
+TIE_TOLERANCE = 0.02  # relative, on the skew's upper bound
+SALT_BUCKETS = (2, 4, 8)
+MAX_SALTED_KEYS = 16
+
+
+@dataclass(frozen=True)
+class Constraints:
+    keep_order_by: str = "key"  # "key", a captured field (order per key+FIELD), or "none"
+    max_partitions: int | None = None  # default: twice today's count
+    max_keys_moved: float = 1.0  # share of distinct keys allowed to change partition
+
+    def describe(self, today_partitions: int) -> str:
+        order = {"key": "per-key order kept", "none": "ordering may break"}.get(
+            self.keep_order_by, f"order kept per key+{self.keep_order_by}"
+        )
+        return (
+            f"{order}; at most {self.limit(today_partitions)} partitions;"
+            f" at most {self.max_keys_moved:.0%} of keys moved"
+        )
+
+    def limit(self, today_partitions: int) -> int:
+        return self.max_partitions if self.max_partitions is not None else 2 * today_partitions
+
+
+def _keeps_order(sc: Scenario, keep: str) -> bool:
+    if keep == "none":
+        return True
+    if keep == "key":
+        return not sc.key_fields and sc.salt is None
+    # order per key+FIELD: the partition may depend on the key and that field only
+    if set(sc.key_fields) - {keep}:
+        return False
+    return sc.salt is None or sc.salt.by == keep
+
+
+def violations(result: Result, c: Constraints, today_partitions: int) -> list[str]:
+    """Why a scenario is not allowed (empty: allowed)."""
+    sc = result.scenario
+    out = []
+    if sc.partitions < today_partitions:
+        out.append("Kafka cannot reduce a topic's partitions")
+    if sc.partitions > c.limit(today_partitions):
+        out.append(f"needs {sc.partitions} partitions (> max {c.limit(today_partitions)})")
+    if not _keeps_order(sc, c.keep_order_by):
+        what = "per-key order" if c.keep_order_by == "key" else f"order per key+{c.keep_order_by}"
+        out.append(f"breaks {what}")
+    if result.keys_moved_share > c.max_keys_moved + 1e-12:
+        out.append(f"moves {result.keys_moved_share:.1%} of keys (> max {c.max_keys_moved:.0%})")
+    return out
+
+
+def disruption(r: Result, today_partitions: int, today_partitioner: str) -> tuple:
+    sc = r.scenario
+    changes = (
+        int(sc.partitions != today_partitions)
+        + int(sc.partitioner != today_partitioner)
+        + int(bool(sc.key_fields))
+        + int(sc.salt is not None)
+    )
+    salt_d = sc.salt.buckets if sc.salt else 0
+    return (
+        round(r.order_lost_traffic_share, 3),
+        round(r.traffic_moved_share, 3),
+        sc.partitions - today_partitions,
+        changes,
+        salt_d,
+        sc.label,
+    )
+
+
+# --------------------------------------------------------------------------
+# Candidates
+
+
+def _counts(n: int, limit: int) -> tuple[list[int], list[int]]:
+    """Partition counts to try within the limit, and a few beyond it (to say what relaxing buys)."""
+    if limit - n <= 24:
+        inside = list(range(n, limit + 1))
+    else:
+        inside = sorted({*range(n, n + 9), *range(2 * n, limit + 1, n), *(2**k for k in range(1, 13)), limit})
+        inside = [c for c in inside if n <= c <= limit]
+    beyond = sorted({c for c in (2 * n, 3 * n, 4 * n) if c > limit})
+    return inside, beyond
+
+
+def spreading_fields(w: WhatIf, hot_key: bytes | None) -> list[str]:
+    """Captured fields that vary within the hottest key, so keying on them can spread it.
+
+    A field qualifies when, within the hottest key, it is mostly present and no
+    single value holds half the key's records.
+    """
+    import polars as pl
+
+    if hot_key is None:
+        return []
+    out = []
+    for f in w.fields:
+        u = w._units((f,)).filter(pl.col("key") == hot_key)
+        total = float(u["n"].sum())
+        if total == 0:
+            continue
+        per = u.group_by(f).agg(pl.col("n").sum())
+        present = float(per.filter(pl.col(f).is_not_null())["n"].sum())
+        top = float(per.filter(pl.col(f).is_not_null())["n"].max() or 0)
+        if present / total >= 0.5 and per[f].drop_nulls().len() >= 2 and top / total < 0.5:
+            out.append(f)
+    return out
+
+
+def candidates(w: WhatIf, c: Constraints, separator: str = DEFAULT_SEPARATOR) -> list[Scenario]:
+    """The remedies to evaluate: counts x partitioners, composite keys, salting, and combinations.
+
+    Includes a few scenarios just beyond the constraints so the report can say
+    which constraint to relax; ranking filters them out.
+    """
+    n, p0 = w.today_partitions, w.today_partitioner
+    limit = c.limit(n)
+    if limit < n:
+        raise UsageError(f"--max-partitions {limit} is below today's {n}; Kafka cannot reduce partitions")
+    inside, beyond = _counts(n, limit)
+    counts = inside + beyond
+    out: list[Scenario] = []
+    for cnt in counts:
+        for p in PARTITIONERS:
+            if (cnt, p) != (n, p0):
+                out.append(Scenario(cnt, p))
+    few = sorted({n, min(2 * n, limit), limit} | ({beyond[0]} if beyond else set()))
+    hot = w.hot_keys((), "", Salt(top=1))
+    hot_key = hot["ckey"][0] if len(hot) else None
+    fields = spreading_fields(w, hot_key)
+    w.prepare(fields)
+    key_sets = [(f,) for f in fields] + ([tuple(fields[:2])] if len(fields) >= 2 else [])
+    for ks in key_sets:
+        for cnt in few:
+            out.append(Scenario(cnt, p0, key_fields=ks, separator=separator))
+    # salting: the hottest key alone, and every key above half a partition's fair share
+    shares = w.hot_keys((), "", Salt(top=MAX_SALTED_KEYS))["share"].to_list()
+    k_hot = max(1, sum(1 for s in shares if s >= 1 / (2 * n)))
+    for k in sorted({1, k_hot}):
+        for d in SALT_BUCKETS:
+            for by in ["offset", *fields]:
+                for cnt in sorted({n, min(2 * n, limit)}):
+                    out.append(Scenario(cnt, p0, salt=Salt(top=k, buckets=d, by=by)))
+    return list(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------
+# Advice
+
+
+@dataclass
+class Advice:
+    today: Result
+    constraints: Constraints
+    today_partitioner: str
+    today_match: float
+    ranked: list[Result]  # allowed, recommended first
+    rejected: list[tuple[Result, list[str]]]
+    recommended: Result | None
+    helps: bool
+    verdict: str
+    why: list[str] = field(default_factory=list)
+    cost: list[str] = field(default_factory=list)
+    snippets: dict[str, str] = field(default_factory=dict)
+    migration: list[str] = field(default_factory=list)
+    relax: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    evaluated: int = 0
+
+    def to_dict(self, top: int = 10) -> dict:
+        return {
+            "verdict": self.verdict,
+            "helps": self.helps,
+            "today": self.today.to_dict(),
+            "today_partitioner": {"name": self.today_partitioner, "match_share": self.today_match},
+            "constraints": {
+                "keep_order_by": self.constraints.keep_order_by,
+                "max_partitions": self.constraints.limit(self.today.partitions),
+                "max_keys_moved": self.constraints.max_keys_moved,
+            },
+            "recommended": self.recommended.to_dict() if self.recommended else None,
+            "why": self.why,
+            "cost": self.cost,
+            "producer_change": self.snippets,
+            "migration": self.migration,
+            "relax": self.relax,
+            "ranked": [r.to_dict() for r in self.ranked[:top]],
+            "evaluated": self.evaluated,
+            "rejected": _rejection_summary(self.rejected),
+            "notes": self.notes,
+        }
+
+
+def _rejection_summary(rejected) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, reasons in rejected:
+        for reason in reasons:
+            kind = reason.split(" (")[0] if reason.startswith(("moves", "needs")) else reason
+            kind = "moves too many keys" if kind.startswith("moves") else kind
+            kind = "needs more partitions" if kind.startswith("needs") else kind
+            out[kind] = out.get(kind, 0) + 1
+    return out
+
+
+def recommend(
+    sample,
+    constraints: Constraints = Constraints(),
+    consumers: int | None = None,
+    partitioner: str | None = None,
+    separator: str = DEFAULT_SEPARATOR,
+    whatif: WhatIf | None = None,
+) -> Advice:
+    """Evaluate the generated candidates and pick the remedy to recommend."""
+    if constraints.max_keys_moved < 0 or constraints.max_keys_moved > 1:
+        raise UsageError(f"--max-keys-moved must be a share in [0, 1], got {constraints.max_keys_moved}")
+    w = whatif or WhatIf(sample, partitioner=partitioner, consumers=[consumers] if consumers else None)
+    keep = constraints.keep_order_by
+    if keep not in ("key", "none"):
+        w._check_field(keep)
+    n = w.today_partitions
+    results = w.evaluate_all(candidates(w, constraints, separator))
+    today = w.today
+    allowed, rejected = [], []
+    for r in results:
+        v = violations(r, constraints, n)
+        (rejected.append((r, v)) if v else allowed.append(r))
+    dis = lambda r: disruption(r, n, w.today_partitioner)  # noqa: E731
+    allowed.sort(key=lambda r: (r.skew_high, dis(r)))
+    recommended = None
+    if allowed:
+        best = allowed[0].skew_high
+        near = [r for r in allowed if r.skew_high <= best * (1 + TIE_TOLERANCE)]
+        recommended = min(near, key=dis)
+        allowed.remove(recommended)
+        allowed.insert(0, recommended)
+    helps = recommended is not None and recommended.skew_high < today.skew_low
+    adv = Advice(
+        today=today,
+        constraints=constraints,
+        today_partitioner=w.today_partitioner,
+        today_match=w.today_match,
+        ranked=allowed,
+        rejected=rejected,
+        recommended=recommended,
+        helps=helps,
+        verdict="",
+        notes=list(w.notes),
+        evaluated=len(results),
+    )
+    adv.relax = _relaxations(results, constraints, n, today, dis)
+    consumers_shown = consumers or n
+    if helps:
+        sc = recommended.scenario
+        adv.verdict = f"{describe(sc, w)}: skew {today.skew:.2f} -> {recommended.skew:.2f}"
+        adv.why = _why(recommended, today, consumers_shown, w)
+        adv.cost = _cost(recommended, today, w)
+        adv.snippets = snippets(sc, n, recommended.salted_keys, topic=w.sample.meta.topic)
+        adv.migration = migration_notes(sc, today.partitions, w.today_partitioner)
+    else:
+        adv.verdict = _nothing_helps(today, recommended, constraints, adv.relax)
+        adv.why = _hot_key_facts(today, w)
+    return adv
+
+
+def describe(sc: Scenario, w: WhatIf) -> str:
+    """The change in words, from today's setup."""
+    parts = []
+    if sc.salt:
+        s = sc.salt
+        who = f"the {s.top} hottest key{'s' if s.top != 1 else ''}" if s.top else f"keys above {s.share:.0%} of traffic"
+        by = "a round-robin/random salt" if s.by == "offset" else f"a hash of {s.by}"
+        parts.append(f"salt {who} over {s.buckets} sub-keys ({by})")
+    if sc.key_fields:
+        parts.append(f"key by {sc.key_expression} (separator {sc.separator!r})")
+    if sc.partitioner != w.today_partitioner:
+        parts.append(f"switch the producers' partitioner {w.today_partitioner} -> {sc.partitioner}")
+    if sc.partitions != w.today_partitions:
+        parts.append(f"grow the topic {w.today_partitions} -> {sc.partitions} partitions")
+    return "; ".join(parts) or "no change"
+
+
+def _busiest(r: Result, consumers: int) -> float:
+    c = r.consumer(consumers, "range")
+    return c.busiest_share if c else float(r.shares.max())
+
+
+def _why(r: Result, today: Result, consumers: int, w: WhatIf) -> list[str]:
+    out = [
+        f"predicted skew {r.skew:.2f} (95% interval {r.skew_low:.2f}-{r.skew_high:.2f}) against"
+        f" {today.skew:.2f} today ({today.skew_low:.2f}-{today.skew_high:.2f})",
+        f"hottest partition carries {r.shares.max():.1%} of traffic instead of {today.shares.max():.1%}"
+        f" (an even spread over {r.partitions} would be {1 / r.partitions:.1%})",
+        f"with {consumers} consumer(s) (range assignor) the busiest carries {_busiest(r, consumers):.1%}"
+        f" instead of {_busiest(today, consumers):.1%}",
+    ]
+    return out + _hot_key_facts(today, w)[:1]
+
+
+def _hot_key_facts(today: Result, w: WhatIf) -> list[str]:
+    hot = w.hot_keys((), "", Salt(top=1))
+    if not len(hot):
+        return []
+    key, share = hot["ckey"][0], float(hot["share"][0])
+    out = [
+        f"the hottest key {_show(key)} alone is {share:.1%} of keyed traffic: as long as it stays one key,"
+        f" some partition carries at least that, whatever the partition count"
+    ]
+    c = today.consumer(max(w.consumers), "range")
+    if c is not None and c.at_floor:
+        out.append(
+            f"adding consumers cannot split a partition: even {c.consumers} consumers leave one carrying"
+            f" {c.busiest_share:.1%} (the hottest partition)"
+        )
+    return out
+
+
+def _cost(r: Result, today: Result, w: WhatIf) -> list[str]:
+    sc = r.scenario
+    out = []
+    exp = f", expected {r.expected_keys_moved_share:.1%} for any keys" if r.expected_keys_moved_share is not None else ""
+    out.append(
+        f"{_share(r.keys_moved_share)} of keys ({r.keys_moved:,}) and {r.traffic_moved_share:.1%} of traffic change"
+        f" partition{exp}: their order breaks across the switch unless producers pause and consumers drain first"
+    )
+    out.append(f"ordering kept afterwards: {sc.order_scope}")
+    if r.keys_split:
+        out.append(
+            f"{r.keys_split:,} key(s) ({r.order_lost_traffic_share:.1%} of traffic) spread over several partitions"
+            " and lose per-key order"
+        )
+    if sc.salt:
+        keys = ", ".join(_show(k) for k, _ in r.salted_keys[:5]) + (" ..." if len(r.salted_keys) > 5 else "")
+        out.append(
+            f"consumers must merge the salted keys' sub-streams ({keys} -> key#0..key#{sc.salt.buckets - 1}):"
+            " aggregate on the original key, strip the '#n' suffix"
+        )
+    if sc.partitions > w.today_partitions:
+        out.append(f"{sc.partitions - w.today_partitions} more partitions; Kafka cannot remove them again")
+    return out
+
+
+def _nothing_helps(today: Result, best: Result | None, c: Constraints, relax: list[dict]) -> str:
+    head = "nothing under these constraints lowers the skew beyond sampling noise"
+    if best is not None:
+        head += (
+            f" (today {today.skew:.2f}, {today.skew_low:.2f}-{today.skew_high:.2f}; best allowed"
+            f" {best.scenario.label}: {best.skew:.2f}, up to {best.skew_high:.2f})"
+        )
+    if today.skew_high <= 1.1:
+        head += "; today's load is already close to even"
+    if relax:
+        r = relax[0]
+        head += f"; relax {r['constraint']} ({r['change']}): {r['scenario']} gives {r['skew']:.2f}"
+    return head
+
+
+def _relaxations(results, c: Constraints, n: int, today: Result, dis) -> list[dict]:
+    """For each constraint, the best remedy if only that one were relaxed (and it helps)."""
+    trials = []
+    fields = []
+    if c.keep_order_by != "none":
+        for r in results:
+            if r.scenario.key_fields:
+                fields.extend(r.scenario.key_fields)
+        for f in dict.fromkeys(fields):
+            if f != c.keep_order_by:
+                trials.append(("--keep-order-by", f"to {f}", Constraints(f, c.max_partitions, c.max_keys_moved)))
+        trials.append(("--keep-order-by", "to none", Constraints("none", c.max_partitions, c.max_keys_moved)))
+    trials.append(("--max-partitions", "raise it", Constraints(c.keep_order_by, 10**6, c.max_keys_moved)))
+    if c.max_keys_moved < 1:
+        trials.append(("--max-keys-moved", "to 1.0", Constraints(c.keep_order_by, c.max_partitions, 1.0)))
+    out = []
+    for name, change, relaxed in trials:
+        ok = [r for r in results if not violations(r, relaxed, n)]
+        strict = [r for r in ok if violations(r, c, n)]  # only what the relaxation newly allows
+        if not strict:
+            continue
+        best = min(strict, key=lambda r: (r.skew_high, dis(r)))
+        if best.skew_high < today.skew_low:
+            out.append(
+                {
+                    "constraint": name,
+                    "change": change,
+                    "scenario": best.scenario.label,
+                    "skew": best.skew,
+                    "skew_high": best.skew_high,
+                    "keys_moved_share": best.keys_moved_share,
+                    "order": best.scenario.order_scope,
+                }
+            )
+    out.sort(key=lambda d: d["skew_high"])
+    return out
+
+
+def _share(x: float) -> str:
+    return "<0.1%" if 0 < x < 0.001 else f"{x:.1%}"
+
+
+def _show(key: bytes) -> str:
+    try:
+        text = key.decode("utf-8")
+        if text.isprintable():
+            return repr(text)
+    except UnicodeDecodeError:
+        pass
+    return "0x" + key.hex()
+
+
+# --------------------------------------------------------------------------
+# Producer snippets
+
+
+def _py_bytes(k: bytes) -> str:
+    return repr(bytes(k))
+
+
+def _java_str(k: bytes) -> str:
+    text = k.decode("utf-8", errors="strict")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def snippets(
+    sc: Scenario, today_partitions: int, salted: list[tuple[bytes, float]] = (), topic: str = "TOPIC"
+) -> dict[str, str]:
+    """Short producer changes for kafka-python, confluent-kafka and the Java client.
+
+    The key function is the exact rule keyscope evaluated; ``record`` stands
+    for the decoded value the fields were captured from.
+    """
+    hot = [k for k, _ in salted]
+    out = {
+        "kafka-python": _kafka_python(sc, hot, topic),
+        "confluent-kafka": _confluent(sc, hot, topic),
+        "java": _java(sc, hot, topic),
+    }
+    if sc.partitions != today_partitions:
+        out["topic"] = f"kafka-topics.sh --bootstrap-server HOST:9092 --alter --topic {topic} --partitions {sc.partitions}"
+    return out
+
+
+def _needs_key_fn(sc: Scenario) -> bool:
+    return bool(sc.key_fields or sc.salt)
+
+
+def _py_key_fn(sc: Scenario, hot: list[bytes]) -> list[str]:
+    lines = []
+    if sc.salt:
+        lines.append("import mmh3  # pip install mmh3" if sc.salt.by != "offset" else "import itertools")
+        lines.append(f"HOT = {{{', '.join(_py_bytes(k) for k in hot)}}}  # salted keys (keyscope)")
+        if sc.salt.by == "offset":
+            lines.append("_turn = itertools.count()  # round-robin salt; keyscope predicted with an equivalent even spread")
+    lines.append("")
+    lines.append("def keyscope_key(key: bytes, record: dict) -> bytes:")
+    sep = sc.separator.encode()
+    for f in sc.key_fields:
+        lines.append(f"    if record.get({f!r}) is not None:")
+        lines.append(f"        key = key + {_py_bytes(sep)} + str(record[{f!r}]).encode()")
+    if sc.salt:
+        lines.append("    if key in HOT:")
+        if sc.salt.by == "offset":
+            lines.append(f"        salt = next(_turn) % {sc.salt.buckets}")
+        else:
+            f = sc.salt.by
+            lines.append(f"        data = b'' if record.get({f!r}) is None else str(record[{f!r}]).encode()")
+            lines.append(f"        salt = mmh3.hash(data, {sc.salt.seed}, signed=False) % {sc.salt.buckets}")
+        lines.append("        key = key + b'#' + str(salt).encode()")
+    lines.append("    return key")
+    return lines
+
+
+def _kafka_python(sc: Scenario, hot: list[bytes], topic: str) -> str:
+    lines = ["from kafka import KafkaProducer"]
+    if _needs_key_fn(sc):
+        lines += _py_key_fn(sc, hot)
+        lines.append("")
+    if sc.partitioner == "murmur2":
+        lines.append("producer = KafkaProducer(bootstrap_servers='HOST:9092')  # default partitioner = murmur2")
+    else:
+        op = "zlib.crc32(k)" if sc.partitioner == "consistent" else "abs(fnv1a_signed(k)) "
+        lines += ["import random, zlib", "from kafka.partitioner import Partitioner", ""]
+        if sc.partitioner == "fnv1a":
+            lines += [
+                "def fnv1a_signed(data: bytes) -> int:",
+                "    h = 0x811C9DC5",
+                "    for b in data:",
+                "        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF",
+                "    return h - (1 << 32) if h & 0x80000000 else h",
+                "",
+            ]
+        name = "Crc32Partitioner" if sc.partitioner == "consistent" else "Fnv1aPartitioner"
+        lines += [
+            f"class {name}(Partitioner):  # same placement as librdkafka's {sc.partitioner}",
+            "    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):",
+            "        parts = sorted(cluster.partitions_for_topic(topic))",
+            "        k = serialized_key",
+            "        if k is None" + (" or k == b''" if sc.partitioner == "consistent" else "") + ":",
+            "            return random.choice(parts)",
+            f"        return parts[{op.strip()} % len(parts)]",
+            "",
+            f"producer = KafkaProducer(bootstrap_servers='HOST:9092', partitioner={name}())",
+        ]
+    key = "keyscope_key(key, record)" if _needs_key_fn(sc) else "key"
+    lines.append(f"producer.send({topic!r}, key={key}, value=value)")
+    return "\n".join(lines)
+
+
+def _confluent(sc: Scenario, hot: list[bytes], topic: str) -> str:
+    lines = ["from confluent_kafka import Producer"]
+    if _needs_key_fn(sc):
+        lines += _py_key_fn(sc, hot)
+        lines.append("")
+    conf = {"murmur2": "murmur2_random", "consistent": "consistent_random", "fnv1a": "fnv1a_random"}[sc.partitioner]
+    note = "  # the default" if sc.partitioner == "consistent" else ""
+    lines.append(f"producer = Producer({{'bootstrap.servers': 'HOST:9092', 'partitioner': '{conf}'}}){note}")
+    key = "keyscope_key(key, record)" if _needs_key_fn(sc) else "key"
+    lines.append(f"producer.produce({topic!r}, key={key}, value=value)")
+    return "\n".join(lines)
+
+
+def _java(sc: Scenario, hot: list[bytes], topic: str) -> str:
+    lines = []
+    text_keys = all(_is_text(k) for k in hot)
+    if _needs_key_fn(sc):
+        if sc.salt:
+            if text_keys:
+                lines.append(f"static final Set<String> HOT = Set.of({', '.join(_java_str(k) for k in hot)});")
+            else:
+                lines.append("// salted keys are binary: compare their bytes (hex) " + ", ".join(k.hex() for k in hot))
+                lines.append("static final Set<String> HOT = Set.of(/* keys as the producer builds them */);")
+            if sc.salt.by == "offset":
+                lines.append("static final AtomicLong TURN = new AtomicLong();  // round-robin salt")
+        fields = ", ".join(f"String {_java_ident(f)}" for f in dict.fromkeys(sc.key_fields + ((sc.salt.by,) if sc.salt and sc.salt.by != "offset" else ())))
+        lines.append(f"static String keyscopeKey(String key{', ' + fields if fields else ''}) {{")
+        for f in sc.key_fields:
+            v = _java_ident(f)
+            lines.append(f"    if ({v} != null) key = key + {_java_str(sc.separator.encode())} + {v};")
+        if sc.salt:
+            lines.append("    if (HOT.contains(key)) {")
+            if sc.salt.by == "offset":
+                lines.append(f"        long salt = TURN.getAndIncrement() % {sc.salt.buckets};")
+            else:
+                v = _java_ident(sc.salt.by)
+                lines.append(f"        byte[] d = ({v} == null ? \"\" : {v}).getBytes(StandardCharsets.UTF_8);")
+                lines.append("        // commons-codec: MurmurHash3.hash32x86 == Python mmh3.hash")
+                lines.append(f"        int h = MurmurHash3.hash32x86(d, 0, d.length, {sc.salt.seed});")
+                lines.append(f"        int salt = Integer.remainderUnsigned(h, {sc.salt.buckets});")
+            lines.append('        key = key + "#" + salt;')
+            lines.append("    }")
+        lines.append("    return key;")
+        lines.append("}")
+        lines.append("")
+    if sc.partitioner == "murmur2":
+        lines.append("// the Java client's default partitioner is murmur2: no partitioner setting needed")
+    else:
+        name = "Crc32Partitioner" if sc.partitioner == "consistent" else "Fnv1aPartitioner"
+        body = (
+            ["        CRC32 crc = new CRC32(); crc.update(keyBytes);", "        return (int) (crc.getValue() % n);"]
+            if sc.partitioner == "consistent"
+            else [
+                "        int h = 0x811C9DC5;",
+                "        for (byte b : keyBytes) { h ^= (b & 0xff); h *= 0x01000193; }",
+                "        return Math.abs(h % n);",
+            ]
+        )
+        empty = " || keyBytes.length == 0" if sc.partitioner == "consistent" else ""
+        lines += [
+            f"public class {name} implements Partitioner {{  // = librdkafka {sc.partitioner}",
+            "    public int partition(String topic, Object key, byte[] keyBytes, Object value, byte[] valueBytes, Cluster cluster) {",
+            "        int n = cluster.partitionsForTopic(topic).size();",
+            f"        if (keyBytes == null{empty}) return ThreadLocalRandom.current().nextInt(n);",
+            *body,
+            "    }",
+            "    public void configure(Map<String, ?> configs) {}",
+            "    public void close() {}",
+            "}",
+            f"props.put(ProducerConfig.PARTITIONER_CLASS_CONFIG, {name}.class.getName());",
+        ]
+    args = ", ".join(["key", *(_java_ident(f) for f in dict.fromkeys(sc.key_fields + ((sc.salt.by,) if sc.salt and sc.salt.by != "offset" else ())))])
+    key = f"keyscopeKey({args})" if _needs_key_fn(sc) else "key"
+    lines.append(f"producer.send(new ProducerRecord<>({_java_str(topic.encode())}, {key}, value));")
+    return "\n".join(lines)
+
+
+def _is_text(k: bytes) -> bool:
+    try:
+        return k.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
+
+
+def _java_ident(name: str) -> str:
+    import re
+
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", name) if p]
+    ident = (parts[0].lower() + "".join(p[:1].upper() + p[1:] for p in parts[1:])) if parts else "field"
+    return ident if not ident[0].isdigit() else "f" + ident
+
+
+def migration_notes(sc: Scenario, today_partitions: int, today_partitioner: str) -> list[str]:
+    notes = []
+    if sc.partitions != today_partitions or sc.partitioner != today_partitioner or sc.key_fields or sc.salt:
+        notes.append(
+            "keys that change partition lose order across the switch: pause the producers, let every consumer"
+            " group drain (lag 0), make the change, then resume"
+        )
+    if sc.partitions != today_partitions:
+        notes.append(
+            f"grow the topic to {sc.partitions} partitions while producers are paused; producers pick the new count"
+            " up on their next metadata refresh (metadata.max.age.ms), so restart them or wait it out before resuming"
+        )
+    if sc.partitioner != today_partitioner:
+        notes.append("switch every producer of the topic at once: mixed partitioners put one key on two partitions")
+    if sc.key_fields:
+        notes.append(
+            f"consumers relying on per-key order get it per {sc.key_expression} only; deploy the new key function"
+            " to every producer together"
+        )
+    if sc.salt:
+        notes.append(
+            "deploy salt-aware consumers first (they must accept key#n and merge on the original key), then the producers;"
+            f" the rule is {salt_rule(sc.salt)}"
+        )
+        notes.append("re-run keyscope after a while: the hot-key list is a snapshot of this sample")
+    return notes

@@ -1,0 +1,903 @@
+"""What-if: the load a change would put on each partition, predicted from a Sample.
+
+A *scenario* is a key expression (the key, the key joined with captured
+fields, and optionally the hottest keys salted into sub-keys) x a partitioner
+x a partition count.  Everything is evaluated on *unit tables*: the sample
+grouped once by (today's partition, key, fields).  Each distinct producer key
+is hashed once; the partition for any count N is then ``operand % N``, so a
+3 -> 6 what-if is arithmetic on a column, never a rehash per record.
+
+Exact rules, so a producer can implement what keyscope predicted:
+
+* composite key: ``key + sep + f1 [+ sep + f2 ...]`` over the fields as
+  captured (UTF-8); a null field is skipped, so a record missing every field
+  keeps its plain key.  A null key stays null (the client does not hash it).
+* salting: for the hot (composite) keys only, ``subkey = key + b"#" +
+  str(salt)`` with ``salt = mmh3.hash(data, seed, signed=False) % D``; ``data``
+  is the salt field's UTF-8 bytes (a missing field counts as ``b""``) or, for
+  ``by="offset"``, the record's offset as 8 bytes little-endian signed
+  (``struct.pack("<q", offset)``).  Salting by offset models a producer that
+  picks the salt at random or round-robin: exact on the sample, the same load
+  in expectation in production.
+
+Uncertainty: a sample is not the topic.  The skew interval treats sampled
+records as independent draws (as ``keyscope analyze`` does): N x the interval
+of the largest partition share.  It does not cover the key mix changing after
+the sample window.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .assignors import ASSIGNORS, ConsumerLoad, consumer_load
+from .errors import InputError, UsageError
+from .partitioners import PARTITIONERS, get_partitioner, hash_column
+from .stats import clamp_min, max_share_interval, normal_interval, ratio_share_se, skew_ratio, wilson_interval
+
+__all__ = [
+    "Salt",
+    "Scenario",
+    "Result",
+    "WhatIf",
+    "parse_salt",
+    "parse_key_by",
+    "murmur3_int64",
+    "murmur3_binary",
+    "expected_keys_moved",
+]
+
+SALT_SEP = b"#"
+DEFAULT_SEPARATOR = "|"
+CONFIDENCE = 0.95
+
+
+# --------------------------------------------------------------------------
+# MurmurHash3 x86_32 (what ``mmh3.hash`` computes), vectorised with numpy.
+# mmh3 has no batch API and building a ``bytes`` per value costs more than the
+# hash, so the salt hash runs over whole columns here.
+
+_C1 = np.uint32(0xCC9E2D51)
+_C2 = np.uint32(0x1B873593)
+
+
+def _rotl(x, r):
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+
+
+def _mix_k(k):
+    k = k * _C1
+    k = _rotl(k, 15)
+    return k * _C2
+
+
+def _fmix(h):
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def murmur3_int64(values, seed: int = 0) -> np.ndarray:
+    """``mmh3.hash(struct.pack("<q", v), seed, signed=False)`` for every v."""
+    v = np.ascontiguousarray(np.asarray(values, dtype="<i8")).view("<u4").reshape(-1, 2)
+    with np.errstate(over="ignore"):
+        h = np.full(len(v), seed & 0xFFFFFFFF, dtype=np.uint32)
+        for j in (0, 1):
+            h = h ^ _mix_k(v[:, j])
+            h = _rotl(h, 13) * np.uint32(5) + np.uint32(0xE6546B64)
+        return _fmix(h ^ np.uint32(8))
+
+
+# Above this many padded bytes the column is hashed in slices.
+_PAD_LIMIT = 32 << 20
+
+
+def murmur3_binary(values, seed: int = 0) -> np.ndarray:
+    """``mmh3.hash(v, seed, signed=False)`` for a Binary/String column; null hashes as ``b""``.
+
+    Keys are padded into a matrix of 4-byte blocks and mixed one block column
+    at a time, so the loop is over block positions, not values.
+    """
+    import polars as pl
+    import pyarrow as pa
+
+    s = values if isinstance(values, pl.Series) else pl.Series(values)
+    if s.dtype == pl.String:
+        s = s.cast(pl.Binary)
+    s = s.fill_null(b"")
+    n = len(s)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint32)
+    lengths = s.bin.size().to_numpy().astype(np.int64)
+    maxlen = int(lengths.max())
+    width = (maxlen + 3) // 4 * 4 or 4
+    if n * width > _PAD_LIMIT and n > 1:
+        # one very long value must not make a huge matrix: hash in slices sorted by length
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty(n, dtype=np.uint32)
+        step = max(1, _PAD_LIMIT // max(width, 1) // 4)
+        for i in range(0, n, step):
+            idx = order[i : i + step]
+            out[idx] = murmur3_binary(s.gather(idx), seed)
+        return out
+    arr = s.to_arrow().cast(pa.large_binary())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    total = int(offsets[-1] - offsets[0])
+    pad = np.zeros((n, width), dtype=np.uint8)
+    if total:
+        rows = np.repeat(np.arange(n), lengths)
+        cols = np.arange(total) - np.repeat(offsets[:-1] - offsets[0], lengths)
+        pad[rows, cols] = data[offsets[0] : offsets[-1]]
+    blocks = pad.view("<u4")
+    nb = lengths // 4
+    has_tail = (lengths % 4) != 0
+    with np.errstate(over="ignore"):
+        h = np.full(n, seed & 0xFFFFFFFF, dtype=np.uint32)
+        for j in range(blocks.shape[1]):
+            k = _mix_k(blocks[:, j])
+            full = j < nb
+            body = _rotl(h ^ k, 13) * np.uint32(5) + np.uint32(0xE6546B64)
+            h = np.where(full, body, h)
+            # the tail block is zero-padded, so its mix equals MurmurHash3's tail step
+            h = np.where((j == nb) & has_tail, h ^ k, h)
+        return _fmix(h ^ lengths.astype(np.uint32))
+
+
+# --------------------------------------------------------------------------
+# Scenario specification
+
+
+@dataclass(frozen=True)
+class Salt:
+    """Split the hottest keys over ``buckets`` sub-keys ``key#0 .. key#D-1``."""
+
+    top: int | None = None  # the top K keys by traffic ...
+    share: float | None = None  # ... or every key with at least this share of keyed traffic
+    buckets: int = 4
+    by: str = "offset"  # "offset" or a captured field
+    seed: int = 0
+
+    def __post_init__(self):
+        if (self.top is None) == (self.share is None):
+            raise UsageError("salting needs either a number of hot keys or a share threshold")
+        if self.top is not None and self.top < 1:
+            raise UsageError(f"number of hot keys to salt must be at least 1, got {self.top}")
+        if self.share is not None and not (0 < self.share <= 1):
+            raise UsageError(f"hot-key share threshold must be in (0, 100%], got {self.share}")
+        if self.buckets < 2:
+            raise UsageError(f"salting needs at least 2 sub-keys, got {self.buckets}")
+
+    @property
+    def label(self) -> str:
+        who = f"top{self.top}" if self.top is not None else f">={_pct(self.share)}"
+        return f"salt {who}x{self.buckets} by {self.by}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:g}%"
+
+
+_SALT_RE = re.compile(r"^\s*(?:(\d+)|(\d+(?:\.\d+)?)%)\s*(?::\s*(\d+))?\s*$")
+
+
+def parse_salt(spec: str, by: str = "offset", seed: int = 0, default_buckets: int = 4) -> Salt:
+    """``K[:D]`` (top K keys) or ``P%[:D]`` (keys with at least P% of traffic)."""
+    m = _SALT_RE.match(spec or "")
+    if not m:
+        raise UsageError(f"--salt-hot {spec!r}: expected K[:D] (e.g. 1:4) or P%[:D] (e.g. 10%:8)")
+    top, share, d = m.groups()
+    buckets = int(d) if d else default_buckets
+    if top is not None:
+        return Salt(top=int(top), buckets=buckets, by=by, seed=seed)
+    return Salt(share=float(share) / 100, buckets=buckets, by=by, seed=seed)
+
+
+def parse_key_by(spec: str) -> tuple[str, ...]:
+    """``key`` or ``key,FIELD[,FIELD]`` -> the fields appended to the key."""
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    if not parts or parts[0] != "key":
+        raise UsageError(
+            f"--key-by {spec!r}: a key expression starts with 'key', then captured fields, e.g. key,tenant_id"
+        )
+    fields = tuple(dict.fromkeys(parts[1:]))
+    if "key" in fields:
+        raise UsageError(f"--key-by {spec!r}: 'key' may appear only once")
+    return fields
+
+
+@dataclass(frozen=True)
+class Scenario:
+    partitions: int
+    partitioner: str = "murmur2"
+    key_fields: tuple[str, ...] = ()
+    separator: str = DEFAULT_SEPARATOR
+    salt: Salt | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.partitions, int) or self.partitions < 1:
+            raise UsageError(f"partition count must be a positive integer, got {self.partitions!r}")
+        object.__setattr__(self, "partitioner", get_partitioner(self.partitioner).name)
+        object.__setattr__(self, "key_fields", tuple(self.key_fields))
+
+    @property
+    def key_expression(self) -> str:
+        return "+".join(("key",) + self.key_fields)
+
+    @property
+    def label(self) -> str:
+        parts = [f"{self.partitions}p {self.partitioner}"]
+        if self.key_fields:
+            parts.append(self.key_expression)
+        if self.salt:
+            parts.append(self.salt.label)
+        return " ".join(parts)
+
+    @property
+    def order_scope(self) -> str:
+        """What order survives: per key, per key+fields, and for salted keys."""
+        base = self.key_expression
+        if not self.salt or self.salt.by in self.key_fields:
+            return f"per {base}"
+        if self.salt.by == "offset":
+            return f"per {base}, none for salted keys"
+        return f"per {base}, salted keys per {base}+{self.salt.by}"
+
+    def fields_needed(self) -> tuple[str, ...]:
+        extra = (self.salt.by,) if self.salt and self.salt.by != "offset" else ()
+        return tuple(dict.fromkeys(self.key_fields + extra))
+
+    def to_dict(self) -> dict:
+        salt = None
+        if self.salt:
+            salt = {
+                "top": self.salt.top,
+                "share": self.salt.share,
+                "buckets": self.salt.buckets,
+                "by": self.salt.by,
+                "seed": self.salt.seed,
+                "rule": salt_rule(self.salt),
+            }
+        return {
+            "label": self.label,
+            "partitions": self.partitions,
+            "partitioner": self.partitioner,
+            "key_expression": self.key_expression,
+            "key_fields": list(self.key_fields),
+            "separator": self.separator,
+            "salt": salt,
+        }
+
+
+def salt_rule(salt: Salt) -> str:
+    data = "struct.pack('<q', offset)" if salt.by == "offset" else f"(field {salt.by!r} as UTF-8, missing = b'')"
+    return f"key + b'#' + str(mmh3.hash({data}, {salt.seed}, signed=False) % {salt.buckets})"
+
+
+def expected_keys_moved(n: int, m: int, same_hash: bool = True) -> float:
+    """Share of keys that change partition from n to m partitions, in expectation.
+
+    Same hash: a key stays iff ``h % n == h % m``, true for min(n, m) of every
+    lcm(n, m) residues.  Different (independent) hashes: min(n, m) / (n m).
+    """
+    if same_hash:
+        return 1.0 - min(n, m) / math.lcm(n, m)
+    return 1.0 - min(n, m) / (n * m)
+
+
+# --------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Result:
+    """Predicted (or, for today, observed) load and what the change costs."""
+
+    name: str
+    scenario: Scenario | None
+    partitions: int
+    records: np.ndarray
+    bytes: np.ndarray
+    skew: float
+    skew_low: float
+    skew_high: float
+    bytes_skew: float
+    unkeyed_records: float
+    keys_total: int = 0
+    keys_moved: int = 0
+    traffic_moved_share: float = 0.0
+    expected_keys_moved_share: float | None = None
+    keys_split: int = 0
+    order_lost_traffic_share: float = 0.0
+    salted_keys: list[tuple[bytes, float]] = field(default_factory=list)
+    consumer_loads: list[ConsumerLoad] = field(default_factory=list)
+
+    @property
+    def keys_moved_share(self) -> float:
+        return self.keys_moved / self.keys_total if self.keys_total else 0.0
+
+    @property
+    def keys_split_share(self) -> float:
+        return self.keys_split / self.keys_total if self.keys_total else 0.0
+
+    @property
+    def total(self) -> float:
+        return float(self.records.sum())
+
+    @property
+    def shares(self) -> np.ndarray:
+        t = self.total
+        return self.records / t if t > 0 else np.zeros_like(self.records)
+
+    @property
+    def hottest_partition(self) -> int:
+        return int(np.argmax(self.records)) if len(self.records) else 0
+
+    @property
+    def order_scope(self) -> str:
+        return "per key" if self.scenario is None else self.scenario.order_scope
+
+    def consumer(self, consumers: int, assignor: str) -> ConsumerLoad | None:
+        for c in self.consumer_loads:
+            if c.consumers == consumers and c.assignor == assignor:
+                return c
+        return None
+
+    def to_dict(self) -> dict:
+        from .render import key_display
+
+        import polars as pl
+
+        salted = []
+        if self.salted_keys:
+            shown, enc = key_display(pl.Series([k for k, _ in self.salted_keys], dtype=pl.Binary))
+            salted = [
+                {"key": s, "key_encoding": e, "share": sh}
+                for s, e, (_, sh) in zip(shown.to_list(), enc.to_list(), self.salted_keys)
+            ]
+        return {
+            "name": self.name,
+            "scenario": self.scenario.to_dict() if self.scenario else None,
+            "partitions": self.partitions,
+            "records": [_num(x) for x in self.records],
+            "bytes": [_num(x) for x in self.bytes],
+            "shares": [float(x) for x in self.shares],
+            "hottest_partition": self.hottest_partition,
+            "skew": {"value": self.skew, "low": self.skew_low, "high": self.skew_high, "confidence": CONFIDENCE},
+            "bytes_skew": self.bytes_skew,
+            "unkeyed_records": _num(self.unkeyed_records),
+            "keys": self.keys_total,
+            "keys_moved": self.keys_moved,
+            "keys_moved_share": self.keys_moved_share,
+            "expected_keys_moved_share": self.expected_keys_moved_share,
+            "traffic_moved_share": self.traffic_moved_share,
+            "order": {
+                "kept": self.order_scope,
+                "keys_split": self.keys_split,
+                "keys_split_share": self.keys_split_share,
+                "traffic_order_lost_share": self.order_lost_traffic_share,
+                "salted_keys": salted,
+            },
+            "consumers": [c.to_dict() for c in self.consumer_loads],
+        }
+
+
+def _num(x) -> int | float:
+    x = float(x)
+    if not math.isfinite(x):
+        raise ValueError(f"non-finite load {x!r}")
+    return int(x) if x.is_integer() and abs(x) < 2**53 else round(x, 3)
+
+
+# --------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass
+class _Rows:
+    """One row per distinct (today partition, producer key) unit."""
+
+    src: np.ndarray  # int64, today's partition
+    kid: np.ndarray  # int64, original key id (-1: null key)
+    keys: object  # polars Binary Series: the producer key (null: not hashed)
+    n: np.ndarray  # float64 sampled records
+    b: np.ndarray  # float64 sampled bytes
+    splittable: bool  # may one original key land on several partitions?
+    salted: list[tuple[bytes, float]] = field(default_factory=list)
+
+
+class WhatIf:
+    """Evaluates scenarios on one sample; caches unit tables and hashes between them."""
+
+    def __init__(
+        self,
+        sample,
+        partitioner: str | None = None,
+        consumers: Sequence[int] | None = None,
+    ):
+        self.sample = sample
+        df = sample.df
+        if df.height == 0:
+            raise InputError("the sample has no records: nothing to predict")
+        self.today_partitions = sample.partition_count
+        self.fields = sample.field_names
+        self._cache: dict = {}
+        self.weights, self.notes = _coverage_weights(sample, self.today_partitions)
+        self.scaled = bool(np.any(self.weights != 1.0))
+        self.load_unit = "records, scaled to the topic by each partition's sampled share" if self.scaled else "sampled records"
+        plain = self._units(())
+        if plain["key"].null_count() == plain.height:
+            raise InputError("every sampled record has a null key: key strategies and partition counts cannot move them")
+        self._key_index = plain.select("key").drop_nulls().unique().with_row_index("kid")
+        self._cache[("units", ())] = plain.join(self._key_index, on="key", how="left", maintain_order="left")
+        self.consumers = sorted(set(consumers or (self.today_partitions, 2 * self.today_partitions)))
+        for c in self.consumers:
+            if c < 1:
+                raise UsageError(f"consumer counts must be positive, got {c}")
+        if partitioner is None:
+            self.today_partitioner, self.today_match = self.detect_partitioner()
+            if self.today_match < 0.99:
+                self.notes.append(
+                    f"today's placement matches no known partitioner (best: {self.today_partitioner},"
+                    f" {self.today_match:.1%} of keyed records); predictions assume {self.today_partitioner}"
+                    " unless --partitioner says otherwise"
+                )
+        else:
+            self.today_partitioner = get_partitioner(partitioner).name
+            self.today_match = self._match_share(self.today_partitioner)
+        self.today = self._today()
+
+    # ---- unit tables -------------------------------------------------------
+
+    def _units(self, fields: tuple[str, ...]):
+        """(partition, key, fields) -> records, bytes; from the finest table already built."""
+        import polars as pl
+
+        fields = tuple(sorted(set(fields)))
+        key = ("units", fields)
+        if key in self._cache:
+            return self._cache[key]
+        for f in fields:
+            self._check_field(f)
+        finer = [k for k in self._cache if k[0] == "units" and set(fields) <= set(k[1])]
+        if finer:
+            src = self._cache[min(finer, key=lambda k: self._cache[k].height)]
+            g = src.group_by(["partition", "key", *fields]).agg(pl.col("n").sum(), pl.col("b").sum())
+        else:
+            size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+            g = self.sample.df.group_by(["partition", "key", *fields]).agg(
+                pl.len().cast(pl.Int64).alias("n"), size.sum().alias("b")
+            )
+        if "_key_index" in self.__dict__ and "kid" not in g.columns:
+            g = g.join(self._key_index, on="key", how="left", maintain_order="left")
+        self._cache[key] = g
+        return g
+
+    def prepare(self, fields: Iterable[str]) -> None:
+        """Group by every field the coming scenarios need, once, so coarser tables derive from it."""
+        fields = tuple(sorted(set(fields)))
+        if fields:
+            self._units(fields)
+
+    def _check_field(self, name: str) -> None:
+        if name not in self.fields:
+            have = ", ".join(self.fields) or "none"
+            raise UsageError(
+                f"unknown field {name!r}; fields in this sample: {have} (capture more with keyscope sample --field)"
+            )
+
+    def _kid(self, units) -> np.ndarray:
+        if "kid" not in units.columns:
+            units = units.join(self._key_index, on="key", how="left", maintain_order="left")
+        return units["kid"].fill_null(-1).cast(pl_int64()).to_numpy()
+
+    def _composite(self, fields: tuple[str, ...], sep: str):
+        """Units over ``fields`` with the producer key ``ckey`` (cached)."""
+        sep = sep if fields else ""
+        key = ("composite", fields, sep)
+        if key not in self._cache:
+            u = self._units(fields)
+            u = u.with_columns(compose_keys(u["key"], [u[f] for f in fields], sep).alias("ckey"))
+            self._cache[key] = u
+        return self._cache[key]
+
+    def _hash(self, tag, keys, partitioner: str) -> tuple[np.ndarray, np.ndarray]:
+        """(operand, valid) per row, cached by ``tag``."""
+        key = ("hash", tag, partitioner)
+        if key not in self._cache:
+            h = hash_column(keys, partitioner)
+            valid = h.is_not_null().to_numpy()
+            self._cache[key] = (h.fill_null(0).to_numpy().astype(np.int64), valid)
+        return self._cache[key]
+
+    # ---- today -------------------------------------------------------------
+
+    def _match_share(self, partitioner: str) -> float:
+        u = self._composite((), "")
+        op, valid = self._hash(_rows_tag((), "", None), u["ckey"], partitioner)
+        src = u["partition"].to_numpy().astype(np.int64)
+        n = u["n"].to_numpy().astype(np.float64)
+        keyed = n[valid].sum()
+        if keyed == 0:
+            return 0.0
+        hit = valid & (op % self.today_partitions == src)
+        return float(n[hit].sum() / keyed)
+
+    def detect_partitioner(self) -> tuple[str, float]:
+        """Which known partitioner explains today's placement best, and for what share of records."""
+        scores = {name: self._match_share(name) for name in PARTITIONERS}
+        best = max(scores, key=lambda k: (scores[k], k == "murmur2"))
+        return best, scores[best]
+
+    def _today(self) -> Result:
+        u = self._units(())
+        S = self.today_partitions
+        src = u["partition"].to_numpy().astype(np.int64)
+        n = u["n"].to_numpy().astype(np.float64)
+        b = u["b"].to_numpy().astype(np.float64)
+        counts = np.bincount(src, weights=n, minlength=S)
+        nbytes = np.bincount(src, weights=b, minlength=S)
+        w = self.weights
+        records = counts * w
+        lo, hi = self._interval(np.diag(counts).reshape(-1), S, np.zeros(S))  # today: null keys observed in place
+        keyed = u["key"].is_not_null().to_numpy()
+        res = Result(
+            name="today",
+            scenario=None,
+            partitions=S,
+            records=records,
+            bytes=nbytes * w,
+            skew=skew_ratio(records),
+            skew_low=lo,
+            skew_high=hi,
+            bytes_skew=skew_ratio(nbytes * w),
+            unkeyed_records=float((n[~keyed] * w[src[~keyed]]).sum()),
+            keys_total=self._key_index.height,
+        )
+        res.consumer_loads = self._consumers(records)
+        return res
+
+    # ---- scenarios ---------------------------------------------------------
+
+    def check(self, scenario: Scenario) -> None:
+        for f in scenario.fields_needed():
+            self._check_field(f)
+
+    def evaluate(self, scenario: Scenario) -> Result:
+        self.check(scenario)
+        rows = self._rows(scenario)
+        return self._result(scenario, rows)
+
+    def evaluate_all(self, scenarios: Iterable[Scenario]) -> list[Result]:
+        scenarios = list(scenarios)
+        for s in scenarios:
+            self.check(s)
+        self.prepare(f for s in scenarios for f in s.fields_needed())
+        return [self.evaluate(s) for s in scenarios]
+
+    def hot_keys(self, key_fields: tuple[str, ...], sep: str, salt: Salt):
+        """The (composite) keys to salt, hottest first: a Polars frame ``ckey, share``."""
+        import polars as pl
+
+        key = ("hot", key_fields, sep, salt.top, salt.share)
+        if key in self._cache:
+            return self._cache[key]
+        u = self._composite(key_fields, sep)
+        wn = u["n"].to_numpy().astype(np.float64) * self.weights[u["partition"].to_numpy().astype(np.int64)]
+        weighted = pl.DataFrame({"ckey": u["ckey"], "w": wn})
+        per = weighted.drop_nulls("ckey").group_by("ckey").agg(pl.col("w").sum())
+        total = float(per["w"].sum())
+        per = per.with_columns((pl.col("w") / clamp_min(total)).alias("share")).sort(["w", "ckey"], descending=[True, False])
+        hot = per.head(salt.top) if salt.top is not None else per.filter(pl.col("share") >= salt.share)
+        hot = hot.select("ckey", "share")
+        self._cache[key] = hot
+        return hot
+
+    def _rows(self, sc: Scenario) -> _Rows:
+        u = self._composite(sc.key_fields, sc.separator)
+        if sc.salt is None:
+            return _Rows(
+                src=u["partition"].to_numpy().astype(np.int64),
+                kid=self._kid(u),
+                keys=u["ckey"],
+                n=u["n"].to_numpy().astype(np.float64),
+                b=u["b"].to_numpy().astype(np.float64),
+                splittable=bool(sc.key_fields),
+            )
+        if sc.salt.by == "offset":
+            return self._rows_salt_offset(sc)
+        return self._rows_salt_field(sc)
+
+    def _rows_salt_field(self, sc: Scenario) -> _Rows:
+        import polars as pl
+
+        salt = sc.salt
+        hot = self.hot_keys(sc.key_fields, sc.separator, salt)
+        fields = tuple(dict.fromkeys(sc.key_fields + (salt.by,)))
+        key = ("salted-field", fields, sc.key_fields, sc.separator, tuple(hot["ckey"].to_list()), salt.by, salt.seed)
+        if key not in self._cache:
+            u = self._units(fields)
+            u = u.with_columns(compose_keys(u["key"], [u[f] for f in sc.key_fields], sc.separator).alias("ckey"))
+            is_hot = u["ckey"].is_in(hot["ckey"].implode()).fill_null(False)
+            mm = murmur3_binary(u[salt.by], salt.seed)
+            self._cache[key] = (u, is_hot, mm)
+        u, is_hot, mm = self._cache[key]
+        frame = pl.DataFrame({"hot": is_hot, "salt": mm % np.uint32(salt.buckets)})
+        suffix = frame.select(
+            pl.when(pl.col("hot"))
+            .then(pl.lit(SALT_SEP.decode()) + pl.col("salt").cast(pl.String))
+            .otherwise(pl.lit(""))
+            .cast(pl.Binary)
+        ).to_series()
+        keys = concat_binary([u["ckey"], suffix])
+        return _Rows(
+            src=u["partition"].to_numpy().astype(np.int64),
+            kid=self._kid(u),
+            keys=keys,
+            n=u["n"].to_numpy().astype(np.float64),
+            b=u["b"].to_numpy().astype(np.float64),
+            splittable=True,
+            salted=list(zip(hot["ckey"].to_list(), hot["share"].to_list())),
+        )
+
+    def _rows_salt_offset(self, sc: Scenario) -> _Rows:
+        """Hot keys' records carry their own salt: bincount (partition, hot key, salt) cells."""
+        import polars as pl
+
+        salt = sc.salt
+        hot = self.hot_keys(sc.key_fields, sc.separator, salt)
+        hot_keys = hot["ckey"]
+        H = len(hot_keys)
+        tag = ("salted-offset", sc.key_fields, sc.separator, tuple(hot_keys.to_list()), salt.seed)
+        if tag not in self._cache:
+            df = self.sample.df
+            u = self._composite(sc.key_fields, sc.separator)
+            originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
+            size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+            recs = df.filter(pl.col("key").is_in(originals.implode())).select(
+                "partition", "key", "offset", *sc.key_fields, size.alias("size")
+            )
+            recs = recs.with_columns(
+                compose_keys(recs["key"], [recs[f] for f in sc.key_fields], sc.separator).alias("ckey")
+            )
+            hot_ids = hot.select("ckey").with_row_index("hid")
+            recs = recs.join(hot_ids, on="ckey", how="inner")
+            hot_kid = (
+                hot_ids.join(
+                    recs.select("ckey", "key").unique("ckey").join(self._key_index, on="key", how="left"),
+                    on="ckey",
+                    how="left",
+                )
+                .sort("hid")["kid"]
+                .fill_null(-1)
+                .cast(pl.Int64)
+                .to_numpy()
+            )
+            self._cache[tag] = (
+                recs["partition"].to_numpy().astype(np.int64),
+                recs["hid"].to_numpy().astype(np.int64),
+                murmur3_int64(recs["offset"].to_numpy(), salt.seed),
+                recs["size"].to_numpy().astype(np.float64),
+                hot_kid,
+            )
+        src, hid, mm, size, hot_kid = self._cache[tag]
+        D, S = salt.buckets, self.today_partitions
+        cell = (src * H + hid) * D + (mm % np.uint32(D)).astype(np.int64)
+        n = np.bincount(cell, minlength=S * H * D).astype(np.float64)
+        b = np.bincount(cell, weights=size, minlength=S * H * D)
+        nz = np.flatnonzero(n)
+        c_src, rest = np.divmod(nz, H * D)
+        c_hid, c_salt = np.divmod(rest, D)
+        sub_tag = ("subkeys", tag, D)
+        if sub_tag not in self._cache:
+            subkeys = concat_binary(
+                [
+                    hot_keys.gather(np.repeat(np.arange(H), D)),
+                    pl.Series([f"#{j}" for j in range(D)] * H, dtype=pl.String).cast(pl.Binary),
+                ]
+            )
+            self._cache[sub_tag] = subkeys
+        subkeys = self._cache[sub_tag]  # index hid * D + salt
+        u = self._composite(sc.key_fields, sc.separator)
+        cold = u.filter(~pl.col("ckey").is_in(hot_keys.implode()).fill_null(False))
+        keys = pl.concat([cold["ckey"], subkeys.gather(c_hid * D + c_salt)])
+        return _Rows(
+            src=np.concatenate([cold["partition"].to_numpy().astype(np.int64), c_src]),
+            kid=np.concatenate([self._kid(cold), hot_kid[c_hid]]),
+            keys=keys,
+            n=np.concatenate([cold["n"].to_numpy().astype(np.float64), n[nz]]),
+            b=np.concatenate([cold["b"].to_numpy().astype(np.float64), b[nz]]),
+            splittable=True,
+            salted=list(zip(hot["ckey"].to_list(), hot["share"].to_list())),
+        )
+
+    def _result(self, sc: Scenario, rows: _Rows) -> Result:
+        S, N, w = self.today_partitions, sc.partitions, self.weights
+        tag = _rows_tag(sc.key_fields, sc.separator, sc.salt)
+        op, valid = self._hash(tag, rows.keys, sc.partitioner)
+        p = op % N
+        keyed = valid
+        src_k, p_k, n_k = rows.src[keyed], p[keyed], rows.n[keyed]
+        cells = src_k * N + p_k
+        counts = np.bincount(cells, weights=n_k, minlength=S * N)
+        nbytes = np.bincount(cells, weights=rows.b[keyed], minlength=S * N)
+        unk_n = np.bincount(rows.src[~keyed], weights=rows.n[~keyed], minlength=S)
+        unk_b = np.bincount(rows.src[~keyed], weights=rows.b[~keyed], minlength=S)
+        spread = float((unk_n * w).sum()) / N  # the producer places null keys at random: even in expectation
+        records = w @ counts.reshape(S, N) + spread
+        by = w @ nbytes.reshape(S, N) + float((unk_b * w).sum()) / N
+        lo, hi = self._interval(counts, N, unk_n)
+
+        wn = n_k * w[src_k]
+        keyed_total = float(wn.sum())
+        moved = p_k != src_k
+        kid_k = rows.kid[keyed]
+        K = self._key_index.height
+        has_kid = kid_k >= 0
+        keys_present = np.bincount(kid_k[has_kid], minlength=K) > 0
+        keys_moved = np.bincount(kid_k[has_kid & moved], minlength=K) > 0
+        split, lost = 0, 0.0
+        if rows.splittable and len(kid_k):
+            codes = np.unique(kid_k[has_kid] * N + p_k[has_kid])
+            split_keys = np.bincount(codes // N, minlength=K) > 1
+            split = int(split_keys.sum())
+            lost = float(wn[has_kid][split_keys[kid_k[has_kid]]].sum()) / clamp_min(keyed_total)
+        expected = None
+        if not sc.key_fields and sc.salt is None and self.today_match >= 0.99:
+            expected = expected_keys_moved(S, N, sc.partitioner == self.today_partitioner)
+        res = Result(
+            name=sc.label,
+            scenario=sc,
+            partitions=N,
+            records=records,
+            bytes=by,
+            skew=skew_ratio(records),
+            skew_low=lo,
+            skew_high=hi,
+            bytes_skew=skew_ratio(by),
+            unkeyed_records=float((unk_n * w).sum()),
+            keys_total=int(keys_present.sum()),
+            keys_moved=int(keys_moved.sum()),
+            traffic_moved_share=float(wn[moved].sum()) / clamp_min(keyed_total),
+            expected_keys_moved_share=expected,
+            keys_split=split,
+            order_lost_traffic_share=lost,
+            salted_keys=rows.salted,
+        )
+        res.consumer_loads = self._consumers(records)
+        return res
+
+    def _interval(self, counts: np.ndarray, N: int, unk_n: np.ndarray) -> tuple[float, float]:
+        """95% interval of the skew ratio, the way ``keyscope analyze`` computes it.
+
+        skew = N x (largest partition share), so the interval is N x the
+        interval of the largest share (:func:`keyscope.stats.max_share_interval`):
+        Wilson per partition when every record weighs 1, else a linearised
+        ratio interval over the per-partition weights.  ``counts`` are the
+        sampled records per (today partition, scenario partition) cell.
+        """
+        S, w = self.today_partitions, self.weights
+        M = counts.reshape(S, N)
+        spread = unk_n / N  # null keys, spread evenly by the producer
+        y = w @ M + float(w @ unk_n) / N
+        total = float(y.sum())
+        if total <= 0:
+            return 0.0, 0.0
+        shares = y / total
+        if not self.scaled and not unk_n.any():
+            k, n = M.sum(axis=0), float(M.sum())
+
+            def part(z):
+                return wilson_interval(k, n, z=z)
+        else:
+            s2 = (w * w) @ M + float((w * w) @ spread) / N
+
+            def part(z):
+                return normal_interval(shares, ratio_share_se(y, s2, total, float(s2.sum())), z=z)
+
+        lo, hi = max_share_interval(shares, part, CONFIDENCE)
+        scale = total / clamp_min(total / N)
+        return float(lo * scale), float(hi * scale)
+
+    def _consumers(self, records: np.ndarray) -> list[ConsumerLoad]:
+        return [consumer_load(records, c, a) for c in self.consumers for a in ASSIGNORS]
+
+
+def _rows_tag(key_fields, sep, salt):
+    return ("rows", key_fields, sep if key_fields else "", salt)
+
+
+def pl_int64():
+    import polars as pl
+
+    return pl.Int64
+
+
+def compose_keys(key, fields: Sequence, sep: str):
+    """``key + sep + f1 + sep + f2``, skipping null fields; a null key stays null."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not fields:
+        return key.alias("ckey")
+    # The key is never null going in: pyarrow 26 drops rows whose inputs are all
+    # null under null_handling="skip" (the output gets shorter).  Null keys are
+    # masked back afterwards.
+    arrays = [_large_binary(key.fill_null(b""))] + [_large_binary(f.cast(pl.Binary)) for f in fields]
+    joined = pc.binary_join_element_wise(*arrays, pa.scalar(sep.encode(), pa.large_binary()), null_handling="skip")
+    out = pl.Series("ckey", joined, dtype=pl.Binary)
+    if len(out) != len(key):  # pragma: no cover - guards the workaround above
+        raise RuntimeError("composite key column lost rows")
+    if key.null_count():
+        out = pl.select(pl.when(key.is_not_null()).then(out)).to_series().alias("ckey")
+    return out
+
+
+def concat_binary(columns: Sequence):
+    """Element-wise concatenation of Binary Series (null if any part is null)."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays = [_large_binary(c) for c in columns]
+    joined = pc.binary_join_element_wise(*arrays, pa.scalar(b"", pa.large_binary()))
+    return pl.Series("key", joined, dtype=pl.Binary)
+
+
+def _large_binary(series):
+    import pyarrow as pa
+
+    arr = series.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.cast(pa.large_binary())
+
+
+def _coverage_weights(sample, S: int) -> tuple[np.ndarray, list[str]]:
+    """Per-partition weights that turn sampled records into topic load.
+
+    A sample that read a different share of each partition (say, the last 10k
+    records of each) would make every partition look equally busy; scaling
+    each partition by watermark span / records sampled undoes that.  Used only
+    when every sampled partition's watermarks are known and shares differ.
+    """
+    notes: list[str] = []
+    counts = np.bincount(sample.df["partition"].to_numpy().astype(np.int64), minlength=S)
+    ones = np.ones(S)
+    spans = np.zeros(S)
+    for p in range(S):
+        info = sample.meta.partitions.get(p)
+        if info is None or info.low is None or info.high is None:
+            if counts[p]:
+                return ones, notes
+            continue
+        spans[p] = info.high - info.low
+    unsampled = [p for p in range(S) if counts[p] == 0 and spans[p] > 0]
+    if unsampled:
+        notes.append(
+            f"partition(s) {', '.join(map(str, unsampled))} hold records but none were sampled;"
+            " their keys are missing from every prediction"
+        )
+    sampled = counts > 0
+    if np.any(spans[sampled] < counts[sampled]):
+        return ones, notes  # watermarks inconsistent with the sample: do not trust them
+    cover = counts[sampled] / spans[sampled]
+    if cover.max() / cover.min() <= 1.05:
+        return ones, notes
+    w = ones.copy()
+    w[sampled] = spans[sampled] / counts[sampled]
+    notes.append(
+        "partitions were sampled unevenly (from "
+        f"{cover.min():.1%} to {cover.max():.1%} of their records); loads are scaled to the topic"
+    )
+    return w, notes
