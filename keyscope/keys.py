@@ -1,23 +1,63 @@
 """Reading keys the way users write them: UTF-8, hex or base64, one per line.
 
 Columnar: stdin with millions of lines becomes one Arrow binary array without
-a Python object per key (newline positions found with numpy).
+a Python object per key (newline positions found with numpy).  Command-line
+KEYs are few, so they are decoded in plain Python with the same strict rules
+as the Polars decoders: ``keyscope partition KEY`` never imports Polars.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import base64
+import binascii
+import re
 
 from .errors import InputError
 
 ENCODINGS = ("utf8", "hex", "base64")
+
+# What Polars' ``str.strip_chars()`` (Rust ``char::is_whitespace``) strips;
+# Python's ``str.strip()`` would also strip \x1c-\x1f.
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+
+
+def decode_key(text: str, encoding: str) -> bytes:
+    """One key as written on the command line -> its bytes (strict, like Polars' decoders).
+
+    UTF-8 keys keep any bytes the shell passed that are not valid UTF-8 (Python
+    hands them over as surrogate escapes).  Hex and base64 are stripped of
+    surrounding whitespace, then must be canonical: even-length hex; base64 with
+    exact padding and zero trailing bits.
+    """
+    if encoding == "utf8":
+        return text.encode("utf-8", "surrogateescape")
+    if encoding not in ENCODINGS:
+        raise InputError(f"unknown key encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    cleaned = text.strip(_WHITESPACE)
+    try:
+        if encoding == "hex":
+            if _HEX.fullmatch(cleaned):
+                return bytes.fromhex(cleaned)
+        else:
+            raw = base64.b64decode(cleaned, validate=True)
+            if base64.b64encode(raw).decode("ascii") == cleaned:
+                return raw
+    except (ValueError, binascii.Error):
+        pass
+    raise InputError(f"key {cleaned!r} is not valid {encoding}")
+
+
+def decode_key_args(keys, encoding: str = "utf8") -> list[bytes]:
+    """Command-line KEY arguments -> bytes, in order."""
+    return [decode_key(k, encoding) for k in keys]
 
 
 def keys_from_args(keys, encoding: str = "utf8"):
     """A Binary Series from command-line KEY arguments."""
     import polars as pl
 
-    return decode_keys(pl.Series("key", list(keys), dtype=pl.String), encoding)
+    return pl.Series("key", decode_key_args(keys, encoding), dtype=pl.Binary)
 
 
 def keys_from_lines(data: bytes, encoding: str = "utf8"):
@@ -26,6 +66,7 @@ def keys_from_lines(data: bytes, encoding: str = "utf8"):
     Lines are taken byte for byte (a key may contain any byte but ``\\n``);
     a trailing ``\\r`` is kept, since it may be part of a key.
     """
+    import numpy as np
     import polars as pl
     import pyarrow as pa
 
@@ -68,17 +109,11 @@ def decode_keys(text, encoding: str, lines=None):
 
 
 def _first_bad(values, encoding):
-    import base64
-    import binascii
-
     for v in values:
         if v is None:
             continue
         try:
-            if encoding == "hex":
-                bytes.fromhex(v)
-            else:
-                base64.b64decode(v, validate=True)
-        except (ValueError, binascii.Error):
+            decode_key(v, encoding)
+        except InputError:
             return v
     return values[0] if values else ""

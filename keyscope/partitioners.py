@@ -39,6 +39,10 @@ __all__ = [
     "hash_column",
     "partition_column",
     "partition_for",
+    "partition_frame",
+    "partition_counts",
+    "partition_records",
+    "resolve_names",
 ]
 
 MASK32 = 0xFFFFFFFF
@@ -178,16 +182,18 @@ def _check_partitions(partitions: int) -> None:
         raise UsageError(f"partition count must be a positive integer, got {partitions!r}")
 
 
-# Below this many keys the pure-Python path beats importing and warming numba.
+# Below this many keys the pure-Python path beats importing llvmlite and
+# compiling the kernels (~70 ms once per process).
 SMALL_COLUMN = 2_000
 
 
-def hash_column(keys, partitioner: str | Partitioner = "murmur2"):
+def hash_column(keys, partitioner: str | Partitioner = "murmur2", threads: int | None = None):
     """Modulo operands for a column of keys, as a Polars UInt32 Series.
 
     ``keys`` may be a Polars Series (Binary or String), a pyarrow (chunked)
     array of any binary/string layout, or a sequence of ``bytes``/``None``.
-    Null keys (and, for ``consistent``, empty keys) give null.
+    Null keys (and, for ``consistent``, empty keys) give null.  ``threads``
+    (None: automatic, up to 2 for big columns) never changes the result.
     """
     import polars as pl
 
@@ -199,12 +205,13 @@ def hash_column(keys, partitioner: str | Partitioner = "murmur2"):
         )
     from . import _kernels
 
-    out = _kernels.hash_binary(series, p.name)
-    result = pl.Series("hash", out, dtype=pl.UInt32)
-    invalid = series.is_null()
+    result = pl.Series("hash", _kernels.hash_binary(series, p.name, threads), dtype=pl.UInt32)
+    invalid = series.is_null() if series.null_count() else None
     if not p.empty_key_hashed:
-        invalid = invalid | (series.bin.size() == 0)
-    if invalid.any():
+        empty = series.bin.size() == 0
+        if empty.any():
+            invalid = empty if invalid is None else (invalid | empty)
+    if invalid is not None:
         result = pl.select(pl.when(~invalid).then(result)).to_series().alias("hash")
     return result
 
@@ -250,26 +257,74 @@ def partition_frame(keys, partitions: int, partitioner: str | None = "all"):
     """One row per (key, partitioner): ``key, partitioner, hash, partition``.
 
     ``hash`` is the unsigned 32-bit value the modulo is applied to; rows keep
-    the input order of keys.
+    the input order of keys, partitioners in the order asked.
     """
+    import numpy as np
     import polars as pl
 
     _check_partitions(partitions)
     chosen = resolve_names(partitioner)
     series = _as_binary_series(keys).alias("key")
-    frames = []
-    for rank, p in enumerate(chosen):
-        h = hash_column(series, p)
-        frames.append(
-            pl.DataFrame({"key": series, "hash": h})
-            .with_row_index("_row")
-            .with_columns(
-                pl.lit(p.name).alias("partitioner"),
-                (pl.col("hash") % partitions).alias("partition"),
-                pl.lit(rank, dtype=pl.UInt32).alias("_rank"),
+    hashes = [hash_column(series, p) for p in chosen]
+    k = len(chosen)
+    if k == 1:
+        key, hash_ = series, hashes[0]
+    else:
+        # Interleave (key0/p1, key0/p2, ..., key1/p1 ...) by construction, not by sorting.
+        key = series.gather(np.repeat(np.arange(len(series), dtype=np.int64), k))
+        hash_ = pl.select(pl.concat_list(hashes)).to_series().explode()
+    names = pl.Series("partitioner", [p.name for p in chosen], dtype=pl.String).gather(
+        np.tile(np.arange(k, dtype=np.int64), len(series))
+    )
+    return pl.DataFrame({"key": key, "partitioner": names, "hash": hash_.alias("hash")}).with_columns(
+        (pl.col("hash") % partitions).alias("partition")
+    )
+
+
+def partition_records(keys, partitions: int, partitioner: str | None = "all") -> list[dict]:
+    """``partition_frame`` for a handful of keys, in plain Python (no Polars, no JIT).
+
+    ``keys`` is a sequence of ``bytes``/``None``; same rows, same order.
+    """
+    _check_partitions(partitions)
+    chosen = resolve_names(partitioner)
+    rows = []
+    for key in keys:
+        for p in chosen:
+            op = p.operand(key)
+            rows.append(
+                {"key": key, "partitioner": p.name, "hash": op, "partition": None if op is None else op % partitions}
             )
-        )
-    df = pl.concat(frames)
-    if len(chosen) > 1:
-        df = df.sort("_row", "_rank")
-    return df.select("key", "partitioner", "hash", "partition")
+    return rows
+
+
+def partition_counts(keys, partitions: int, partitioner: str | None = "all") -> dict[str, dict]:
+    """Records per partition for each partitioner, straight from the hash columns.
+
+    ``{name: {"records_per_partition": [int] * partitions, "unhashed": int}}``;
+    ``unhashed`` counts the keys the client does not hash (null keys, and the
+    empty key under ``consistent``).  A short list of keys is counted in
+    plain Python, without importing Polars.
+    """
+    _check_partitions(partitions)
+    out = {}
+    if isinstance(keys, (list, tuple)) and len(keys) < SMALL_COLUMN:
+        for p in resolve_names(partitioner):
+            counts, unhashed = [0] * partitions, 0
+            for key in keys:
+                op = p.operand(key)
+                if op is None:
+                    unhashed += 1
+                else:
+                    counts[op % partitions] += 1
+            out[p.name] = {"records_per_partition": counts, "unhashed": unhashed}
+        return out
+    import numpy as np
+
+    series = _as_binary_series(keys)
+    for p in resolve_names(partitioner):
+        h = hash_column(series, p)
+        ops = h.drop_nulls().to_numpy()
+        counts = np.bincount(ops % np.uint32(partitions), minlength=partitions)
+        out[p.name] = {"records_per_partition": [int(c) for c in counts], "unhashed": int(h.null_count())}
+    return out

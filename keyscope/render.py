@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Iterable, Sequence
 
 FORMATS = ("table", "json", "markdown")
@@ -174,11 +175,21 @@ def table_key_expr():
     )
 
 
+_UNHASHED_NOTE = (
+    "\n'random': null keys (and the empty key under librdkafka's default) are not hashed;"
+    " the producer places them sticky or at random.\n"
+)
+
+
+def _partition_rules(partitions: int) -> dict[str, str]:
+    from .partitioners import PARTITIONERS
+
+    return {name: p.formula.split("  (")[0].replace("% n", f"% {partitions}") for name, p in PARTITIONERS.items()}
+
+
 def partition_rows(df, partitions: int, fmt: str, out) -> None:
     """Write ``keyscope partition`` rows (any number) to ``out``, columnar."""
     import polars as pl
-
-    from .partitioners import PARTITIONERS
 
     shown, enc = key_display(df["key"])
     view = df.select("partitioner", "hash", "partition").with_columns(shown, enc).select(
@@ -192,39 +203,68 @@ def partition_rows(df, partitions: int, fmt: str, out) -> None:
         "partitioner",
         pl.col("hash").cast(pl.String).fill_null("-"),
         pl.col("partition").cast(pl.String).fill_null("random"),
-        pl.col("partitioner").replace_strict(
-            {name: p.formula.split("  (")[0].replace("% n", f"% {partitions}") for name, p in PARTITIONERS.items()}
-        ).alias("rule"),
+        pl.col("partitioner").replace_strict(_partition_rules(partitions)).alias("rule"),
     )
     out.write(frame_table(table, "llrrl", markdown=(fmt == "markdown")) + "\n")
     if view["hash"].null_count():
-        out.write(
-            "\n'random': null keys (and the empty key under librdkafka's default) are not hashed;"
-            " the producer places them sticky or at random.\n"
-        )
+        out.write(_UNHASHED_NOTE)
 
 
-def partition_summary(df, partitions: int, fmt: str) -> str:
-    """Records per partition for each partitioner, for piped bulk keys."""
-    import numpy as np
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-    names = list(dict.fromkeys(df["partitioner"].to_list()[:8]))
-    table = {}
-    for name in names:
-        parts = df.filter(df["partitioner"] == name)["partition"]
-        counts = np.bincount(parts.drop_nulls().to_numpy(), minlength=partitions)
-        table[name] = ([int(c) for c in counts], int(parts.null_count()))
+
+def key_display_one(key: bytes | None) -> tuple[str | None, str | None]:
+    """``key_display`` for one key, in plain Python (same rules, same result)."""
+    if key is None:
+        return None, None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and not _CONTROL.search(text):
+        return text, "utf8"
+    return key.hex(), "hex"
+
+
+def partition_rows_small(records: list[dict], partitions: int, fmt: str, out) -> None:
+    """``partition_rows`` for ``partitioners.partition_records``: identical output, no Polars."""
+    view = []
+    for r in records:
+        key, enc = key_display_one(r["key"])
+        view.append({"key": key, "key_encoding": enc, "partitioner": r["partitioner"],
+                     "hash": r["hash"], "partition": r["partition"]})
     if fmt == "json":
-        return to_json(
-            {
-                "partitions": partitions,
-                "by_partitioner": {
-                    n: {"records_per_partition": c, "unhashed": u} for n, (c, u) in table.items()
-                },
-            }
-        )
-    rows = [[str(p)] + [fmt_num(table[n][0][p]) for n in names] for p in range(partitions)]
-    if any(u for _, u in table.values()):
-        rows.append(["unhashed"] + [fmt_num(table[n][1]) for n in names])
+        out.write(json.dumps(view, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n")
+        return
+    rules = _partition_rules(partitions)
+    rows = []
+    for v in view:
+        key = v["key"]
+        if v["key_encoding"] == "hex":
+            key = "0x" + key
+        elif key == "":
+            key = '""'
+        rows.append([
+            "-" if key is None else key,
+            v["partitioner"],
+            "-" if v["hash"] is None else str(v["hash"]),
+            "random" if v["partition"] is None else str(v["partition"]),
+            rules[v["partitioner"]],
+        ])
+    headers = ["key", "partitioner", "hash", "partition", "rule"]
+    render = markdown_table if fmt == "markdown" else text_table
+    out.write(render(headers, rows, "llrrl") + "\n")
+    if any(v["hash"] is None for v in view):
+        out.write(_UNHASHED_NOTE)
+
+
+def partition_summary(counts: dict[str, dict], partitions: int, fmt: str) -> str:
+    """Records per partition for each partitioner (``partitioners.partition_counts``)."""
+    names = list(counts)
+    if fmt == "json":
+        return to_json({"partitions": partitions, "by_partitioner": counts})
+    rows = [[str(p)] + [fmt_num(counts[n]["records_per_partition"][p]) for n in names] for p in range(partitions)]
+    if any(c["unhashed"] for c in counts.values()):
+        rows.append(["unhashed"] + [fmt_num(counts[n]["unhashed"]) for n in names])
     render = markdown_table if fmt == "markdown" else text_table
     return render(["partition"] + names, rows, "l" + "r" * len(names))

@@ -43,16 +43,23 @@ def partition(keys, partitions, partitioner, key_encoding, summary, fmt):
     """
     from .. import keys as keyio
     from .. import render
-    from ..partitioners import partition_frame
+    from ..partitioners import SMALL_COLUMN, partition_counts, partition_frame, partition_records
 
     if keys:
+        raw = keyio.decode_key_args(keys, key_encoding)
+        if len(raw) < SMALL_COLUMN:
+            # A handful of keys: plain Python end to end (no Polars/LLVM start-up).
+            if summary:
+                click.echo(render.partition_summary(partition_counts(raw, partitions, partitioner), partitions, fmt))
+            else:
+                render.partition_rows_small(partition_records(raw, partitions, partitioner), partitions, fmt, sys.stdout)
+            return
         series = keyio.keys_from_args(keys, key_encoding)
     else:
         if sys.stdin.isatty():
             raise UsageError("give one or more KEYs, or pipe keys on stdin (one per line)")
         series = keyio.keys_from_lines(sys.stdin.buffer.read(), key_encoding)
-    result = partition_frame(series, partitions, partitioner)
     if summary:
-        click.echo(render.partition_summary(result, partitions, fmt))
+        click.echo(render.partition_summary(partition_counts(series, partitions, partitioner), partitions, fmt))
     else:
-        render.partition_rows(result, partitions, fmt, sys.stdout)
+        render.partition_rows(partition_frame(series, partitions, partitioner), partitions, fmt, sys.stdout)

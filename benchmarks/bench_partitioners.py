@@ -1,0 +1,271 @@
+"""Keys per second: keyscope's column path against the peers, in one run.
+
+For each key shape (1M UUIDs, 10M ``tenant-<n>``, 5M ``tenant-<n>:<event>``)
+and each partitioner hash, times:
+
+* keyscope: ``keyscope.partitioners.hash_column`` on a Polars Series, one
+  thread and automatic threads (2 here), steady state; the one-off kernel
+  compile is reported apart, as ``warm-up``;
+* C: the same algorithm in C built on the fly with ``gcc -O3 -march=native``
+  over an offsets+data buffer, one thread: the reference limit;
+* peer: what a Python user would otherwise run per key -- kafka-python's
+  ``murmur2``, ``zlib.crc32``, and a pure-Python FNV-1a -- timed on a subset
+  (200k keys) and extrapolated as a rate, because at ~0.3-3M keys/s the
+  full columns would take minutes.
+
+Run: ``python benchmarks/bench_partitioners.py [--quick] [--json FILE]``.
+Targets (issue 2): keyscope >= 1.0x single-thread C, >= 200x kafka-python.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import best_of, parser, peak_rss_mb, print_table, write_json  # noqa: E402
+
+C_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+
+static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+void murmur2(const int64_t *off, const uint8_t *data, int64_t n, uint32_t *out) {
+    const uint32_t m = 0x5bd1e995;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *p = data + off[i];
+        uint32_t len = (uint32_t)(off[i + 1] - off[i]);
+        uint32_t h = 0x9747b28c ^ len;
+        uint32_t n4 = len & ~3u;
+        for (uint32_t j = 0; j < n4; j += 4) {
+            uint32_t k = ld32(p + j) * m;
+            k ^= k >> 24;
+            h = (h * m) ^ (k * m);
+        }
+        switch (len & 3) {
+        case 3: h ^= (uint32_t)p[n4 + 2] << 16; /* fall through */
+        case 2: h ^= (uint32_t)p[n4 + 1] << 8;  /* fall through */
+        case 1: h ^= p[n4]; h *= m;
+        }
+        h ^= h >> 13; h *= m; h ^= h >> 15;
+        out[i] = h & 0x7fffffff;
+    }
+}
+
+void fnv1a(const int64_t *off, const uint8_t *data, int64_t n, uint32_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *p = data + off[i];
+        int64_t len = off[i + 1] - off[i];
+        uint32_t h = 0x811c9dc5;
+        for (int64_t j = 0; j < len; j++) h = (h ^ p[j]) * 0x01000193;
+        int32_t s = (int32_t)h;
+        out[i] = s < 0 ? (uint32_t)0 - h : h;
+    }
+}
+
+static uint32_t T[8][256];
+
+void crc32_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0xedb88320u : c >> 1;
+        T[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (uint32_t i = 0; i < 256; i++) T[t][i] = (T[t - 1][i] >> 8) ^ T[0][T[t - 1][i] & 0xff];
+}
+
+/* slicing-by-8, the fastest table CRC-32 (what zlib's portable path does) */
+void crc32(const int64_t *off, const uint8_t *data, int64_t n, uint32_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *p = data + off[i];
+        int64_t len = off[i + 1] - off[i];
+        uint32_t c = 0xffffffffu;
+        for (; len >= 8; len -= 8, p += 8) {
+            uint32_t one = ld32(p) ^ c, two = ld32(p + 4);
+            c = T[7][one & 0xff] ^ T[6][(one >> 8) & 0xff] ^ T[5][(one >> 16) & 0xff] ^ T[4][one >> 24]
+              ^ T[3][two & 0xff] ^ T[2][(two >> 8) & 0xff] ^ T[1][(two >> 16) & 0xff] ^ T[0][two >> 24];
+        }
+        for (; len > 0; len--) c = T[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+        out[i] = c ^ 0xffffffffu;
+    }
+}
+"""
+
+HASHES = ("murmur2", "consistent", "fnv1a")
+C_NAME = {"murmur2": "murmur2", "consistent": "crc32", "fnv1a": "fnv1a"}
+EVENTS = ["click", "view", "purchase", "signup", "logout", "refund", "search"]
+
+
+def build_c(tmp: Path):
+    """Compile the C reference; (library, compiler note) or (None, why not)."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        return None, "no C compiler found: C reference column skipped"
+    src, lib = tmp / "ref.c", tmp / "libref.so"
+    src.write_text(C_SOURCE)
+    r = subprocess.run([cc, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(lib), str(src)], capture_output=True)
+    if r.returncode:
+        return None, f"C compile failed ({r.stderr.decode().strip()[:200]}): C reference column skipped"
+    so = ctypes.CDLL(str(lib))
+    so.crc32_init()
+    for name in C_NAME.values():
+        getattr(so, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+    ver = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return so, f"{ver}, -O3 -march=native, one thread"
+
+
+def make_keys(shape: str, n: int, seed: int = 7) -> pl.Series:
+    """Keys built columnar (no Python object per key), as a Binary Series."""
+    rng = np.random.default_rng(seed)
+    if shape == "uuid":
+        raw = pl.Series(rng.integers(0, 256, size=(n, 16), dtype=np.uint8).view("S16").ravel(), dtype=pl.Binary)
+        hexed = raw.bin.encode("hex")
+        s = pl.select(
+            pl.concat_str(
+                [hexed.str.slice(0, 8), hexed.str.slice(8, 4), hexed.str.slice(12, 4),
+                 hexed.str.slice(16, 4), hexed.str.slice(20, 12)],
+                separator="-",
+            )
+        ).to_series()
+    elif shape == "short":
+        tenants = pl.Series(rng.integers(0, 100_000, n)).cast(pl.String)
+        s = pl.select(pl.concat_str([pl.lit("tenant-"), pl.lit(tenants)])).to_series()
+    elif shape == "composite":
+        tenants = pl.Series(rng.integers(0, 100_000, n)).cast(pl.String)
+        events = pl.Series(EVENTS).gather(rng.integers(0, len(EVENTS), n))
+        s = pl.select(pl.concat_str([pl.lit("tenant-"), pl.lit(tenants), pl.lit(":"), pl.lit(events)])).to_series()
+    else:  # pragma: no cover
+        raise ValueError(shape)
+    return s.cast(pl.Binary).alias("key")
+
+
+def fnv1a_py(data: bytes) -> int:
+    """What a Python user writes for Sarama's hash: FNV-1a 32, abs(int32)."""
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return (1 << 32) - h if h & 0x80000000 else h
+
+
+def main(argv=None) -> int:
+    ap = parser(__doc__.splitlines()[0])
+    args = ap.parse_args(argv)
+    from kafka.partitioner.default import murmur2 as kafka_murmur2
+
+    from keyscope import _kernels
+    from keyscope.partitioners import hash_column
+
+    sizes = {"uuid": 1_000_000, "short": 10_000_000, "composite": 5_000_000}
+    subset = 200_000
+    repeat = args.repeat
+    if args.quick:
+        sizes = {"uuid": 20_000, "short": 50_000, "composite": 30_000}
+        subset, repeat = 5_000, 1
+    peers = {
+        "murmur2": ("kafka-python murmur2", lambda ks: [kafka_murmur2(k) & 0x7FFFFFFF for k in ks]),
+        "consistent": ("zlib.crc32 per key", lambda ks: [zlib.crc32(k) for k in ks]),
+        "fnv1a": ("pure-Python FNV-1a", lambda ks: [fnv1a_py(k) for k in ks]),
+    }
+
+    # Warm-up: importing llvmlite and compiling the kernels, once per process.
+    t = time.perf_counter()
+    _kernels.warm()
+    warmup_s = time.perf_counter() - t
+
+    tmp = Path(tempfile.mkdtemp(prefix="keyscope-bench-"))
+    try:
+        so, c_note = build_c(tmp)
+        results, rows = [], []
+        for shape, n in sizes.items():
+            keys = make_keys(shape, n)
+            mean_len = float(keys.bin.size().mean())
+            large = keys.to_arrow()  # large_binary: offsets + data for the C reference
+            if so is not None:
+                bufs = large.buffers()
+                offsets = np.frombuffer(bufs[1], dtype=np.int64)[large.offset :]
+                data_addr = bufs[2].address
+                c_out = np.empty(n, dtype=np.uint32)
+            py_keys = keys.head(subset).to_list()
+            for h in HASHES:
+                t1, ours = best_of(lambda: hash_column(keys, h, threads=1), repeat)
+                tn, ours_mt = best_of(lambda: hash_column(keys, h), repeat)
+                peer_name, peer_fn = peers[h]
+                tp, peer_out = best_of(lambda: peer_fn(py_keys), 1 if args.quick else min(repeat, 2))
+                expected = ours.head(len(py_keys)).to_list()
+                if h == "consistent":
+                    expected = [e if e is not None else 0 for e in expected]  # crc32(b"") = 0
+                if peer_out != expected or not ours.equals(ours_mt):
+                    raise SystemExit(f"mismatch for {shape}/{h}: the benchmark is measuring wrong code")
+                rate1, rate_mt, rate_peer = n / t1, n / tn, len(py_keys) / tp
+                rate_c = None
+                if so is not None:
+                    fn = getattr(so, C_NAME[h])
+                    tc, _ = best_of(lambda: fn(offsets.ctypes.data, data_addr, n, c_out.ctypes.data), repeat)
+                    rate_c = n / tc
+                    if not np.array_equal(c_out, ours.fill_null(0).to_numpy()):
+                        raise SystemExit(f"C reference disagrees for {shape}/{h}")
+                res = {
+                    "shape": shape,
+                    "hash": h,
+                    "keys": n,
+                    "mean_key_bytes": round(mean_len, 1),
+                    "keyscope_1t_keys_per_s": rate1,
+                    "keyscope_auto_keys_per_s": rate_mt,
+                    "keyscope_threads": min(2, _kernels._cpus()) if n >= _kernels.PARALLEL_MIN_ROWS else 1,
+                    "c_1t_keys_per_s": rate_c,
+                    "peer": peer_name,
+                    "peer_keys_timed": len(py_keys),
+                    "peer_keys_per_s": rate_peer,
+                    "ratio_keyscope_1t_vs_c": rate1 / rate_c if rate_c else None,
+                    "ratio_keyscope_auto_vs_c": rate_mt / rate_c if rate_c else None,
+                    "ratio_keyscope_1t_vs_peer": rate1 / rate_peer,
+                }
+                results.append(res)
+                rows.append([
+                    f"{shape} ({mean_len:.0f} B)", h, n,
+                    rate1 / 1e6, rate_mt / 1e6, "-" if rate_c is None else rate_c / 1e6, rate_peer / 1e6,
+                    "-" if rate_c is None else f"{rate1 / rate_c:.2f}x",
+                    "-" if rate_c is None else f"{rate_mt / rate_c:.2f}x",
+                    f"{rate1 / rate_peer:,.0f}x",
+                ])
+            del keys, large
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print_table(
+        "Partitioner hashing, million keys/s (best of %d; peer timed on %s keys and extrapolated)" % (repeat, f"{subset:,}"),
+        ["keys", "hash", "count", "keyscope 1T", "keyscope auto", "C -O3 1T", "peer", "1T/C", "auto/C", "1T/peer"],
+        rows,
+    )
+    print(f"\nwarm-up (import llvmlite + compile kernels, once per process): {warmup_s * 1000:.0f} ms")
+    print(f"C reference: {c_note}")
+    print("peers: murmur2 = kafka-python's murmur2; consistent = zlib.crc32; fnv1a = pure-Python FNV-1a")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+    write_json(
+        args.json,
+        "partitioners",
+        results,
+        warmup_s=warmup_s,
+        c_reference=c_note,
+        c_available=so is not None,
+        quick=args.quick,
+        repeat=repeat,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
