@@ -288,3 +288,20 @@ def test_watch_redraws_in_place_on_a_terminal(broker, hot_group):
     os.close(leader)
     assert proc.wait(30) == 0, proc.stderr.read()
     assert out.count(b"\x1b[H\x1b[J") == 2 and out.count(b"consumer group ") == 2
+
+
+def test_partitions_without_a_series_never_enter_the_ratios():
+    """Pure: no committed offset, or committed ahead of the end (topic recreated) -> no series, flagged."""
+    from keyscope.kafka_io import Watermarks
+
+    marks = {p: Watermarks(low=0, high=h, list_offsets_high=h) for p, h in {0: 100, 1: 50, 2: 10, 3: 7}.items()}
+    t = lagmod.summarize_topic("t", {0: 40, 1: 50, 2: 900, 3: -1}, marks)
+    rows = {p.partition: p for p in t.partitions}
+    assert rows[2].lag == -890 and not rows[2].in_ratio and rows[2].status == "committed ahead of end offset"
+    assert rows[3].committed is None and rows[3].lag is None and rows[3].status == "no committed offset"
+    assert t.series == {0: 60, 1: 0} and t.skew_ratio == 60 / 30 and t.hottest == [0]
+    nothing = lagmod.summarize_topic("t", {}, marks)
+    assert nothing.series == {} and nothing.skew_ratio is None and nothing.hottest == []
+    g = lagmod.GroupLag("g", [nothing], None, None, "DescribeGroups failed: x", 0.0, 0.0)
+    doc = strict_json(json.dumps(lagmod.to_dict(g), allow_nan=False))
+    assert doc["topics"][0]["kafka:group_skew_ratio"] is None and doc["members"] is None

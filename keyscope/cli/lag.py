@@ -39,7 +39,10 @@ def _positive(ctx, param, value):
     callback=_positive,
     help="Exit 5 when kafka:group_skew_ratio of any topic (of the last reading) is above X.",
 )
-@click.option("--timeout", type=float, default=10.0, show_default=True, callback=_positive, help="Seconds to wait for the broker.")
+@click.option(
+    "--timeout", type=float, default=10.0, show_default=True, metavar="SECONDS", callback=_positive,
+    help="Seconds to wait for the broker.",
+)
 def lag(conn, group, topic, fmt, watch, count, fail_on_skew, timeout):
     """Consumer-group lag per partition, with the recording rules' three numbers.
 
@@ -132,6 +135,11 @@ def _trend_text(tr, lag) -> str:
     return text
 
 
+def _partitions(ids, verb=True) -> str:
+    text = ("partition " if len(ids) == 1 else "partitions ") + ", ".join(map(str, ids))
+    return text + (" has" if len(ids) == 1 else " have") if verb else text
+
+
 def _duration(seconds: float) -> str:
     s = int(round(seconds))
     if s < 120:
@@ -189,7 +197,10 @@ def _render(g, trend, markdown: bool, watch) -> str:
             summary = [[name, "no series: no partition has a committed offset at or below its end"] for name in
                        (SERIES_PARTITION_LAG, SERIES_SKEW_RATIO, SERIES_HOTTEST_PARTITION)]
         if g.members is not None:
-            flag = "  fewer members than partitions" if g.members < len(t.partitions) else ""
+            flag = (
+                "  no live member: nothing consumes" if g.members == 0
+                else "  fewer members than partitions" if g.members < len(t.partitions) else ""
+            )
             summary.append(["members vs partitions", f"{g.members} / {len(t.partitions)}{flag}"])
         else:
             summary.append(["members vs partitions", f"unknown / {len(t.partitions)}  ({g.members_error})"])
@@ -201,14 +212,14 @@ def _render(g, trend, markdown: bool, watch) -> str:
         notes = []
         if t.uncommitted:
             notes.append(
-                f"partitions {', '.join(map(str, t.uncommitted))} have no committed offset: kafka-exporter reports "
-                "them as lag -1, the rule keeps lag >= 0, so they are left out of max and avg."
+                f"{_partitions(t.uncommitted)} no committed offset: kafka-exporter reports "
+                "lag -1 there, the rule keeps lag >= 0, so max and avg leave it out."
             )
         if t.corrected_end_offsets:
             worst = max(p.end_offset - p.list_offsets_end for p in t.partitions)
             notes.append(
-                f"end offsets of partitions {', '.join(map(str, t.corrected_end_offsets))} come from fetch responses; "
-                f"ListOffsets under-reported them by up to {fmt_num(worst)}."
+                f"end offsets come from fetch responses: ListOffsets under-reported "
+                f"{_partitions(t.corrected_end_offsets, verb=False)} by up to {fmt_num(worst)}."
             )
         for note in notes:
             lines.append(("- " if markdown else "note: ") + note)
