@@ -305,3 +305,26 @@ def test_partitions_without_a_series_never_enter_the_ratios():
     g = lagmod.GroupLag("g", [nothing], None, None, "DescribeGroups failed: x", 0.0, 0.0)
     doc = strict_json(json.dumps(lagmod.to_dict(g), allow_nan=False))
     assert doc["topics"][0]["kafka:group_skew_ratio"] is None and doc["members"] is None
+
+
+@pytest.mark.parametrize("extra, code", [([], 0), (["--fail-on-skew", "2"], 5)])
+def test_ctrl_c_ends_watch_with_the_last_readings_verdict(broker, hot_group, extra, code):
+    import signal
+
+    topic, group, _, _ = hot_group
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keyscope", "lag", "-b", broker.bootstrap_server, "-g", group, "-t", topic,
+         "--watch", "0.3", "--format", "json", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = proc.stdout.readline()  # one full reading is out
+        assert strict_json(first)["group"] == group
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert all(strict_json(line)["group"] == group for line in out.splitlines())

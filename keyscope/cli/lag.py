@@ -76,6 +76,7 @@ def lag(conn, group, topic, fmt, watch, count, fail_on_skew, timeout):
         try:
             while True:
                 cur = reader.read()
+                last = cur  # before printing: a Ctrl-C from here on ends with this reading's verdict
                 trend = None if watch is None else (lagmod.trends(prev, cur) if prev is not None else {})
                 if fmt == "json":
                     doc = lagmod.to_dict(cur, trend)
@@ -92,7 +93,7 @@ def lag(conn, group, topic, fmt, watch, count, fail_on_skew, timeout):
                 else:
                     out.write(("\n" if n and fmt != "json" else "") + text + "\n")
                 out.flush()
-                last, prev, n = cur, cur, n + 1
+                prev, n = cur, n + 1
                 if watch is None or (count is not None and n >= count):
                     break
                 time.sleep(watch)
