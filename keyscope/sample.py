@@ -73,10 +73,13 @@ class SampleMeta:
     partial_reason: str | None = None
     format_version: int = FORMAT_VERSION
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict:
         d = asdict(self)
-        d["partitions"] = {str(k): v for k, v in d["partitions"].items()}
-        return json.dumps(d, sort_keys=True)
+        d["partitions"] = {str(k): v for k, v in sorted(d["partitions"].items())}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "SampleMeta":
@@ -108,6 +111,63 @@ class Sample:
     @property
     def field_names(self) -> list[str]:
         return [c for c in self.df.columns if c not in BASE_COLUMNS]
+
+    def meta_dict(self) -> dict:
+        """The metadata as plain JSON-able data (what ``keyscope info --format json`` shows)."""
+        return self.meta.to_dict()
+
+    def summary(self) -> dict:
+        """Counts a person checks first: records and null/empty/distinct keys, per partition, field misses."""
+        import polars as pl
+
+        df = self.df
+        n = df.height
+        per: dict[int, dict] = {}
+        if n:
+            g = df.group_by("partition").agg(
+                pl.len().alias("records"),
+                pl.col("key").null_count().alias("null_keys"),
+                pl.col("offset").min().alias("first"),
+                pl.col("offset").max().alias("last"),
+            )
+            per = {int(r["partition"]): r for r in g.iter_rows(named=True)}
+        rows = []
+        for p in sorted(set(self.meta.partitions) | set(per)):
+            info = self.meta.partitions.get(p)
+            r = per.get(p, {})
+            rows.append({
+                "partition": p,
+                "low": info.low if info else None,
+                "high": info.high if info else None,
+                "first": info.first if info and info.first is not None else r.get("first"),
+                "last": info.last if info and info.last is not None else r.get("last"),
+                "records": int(r.get("records", 0)),
+                "null_keys": int(r.get("null_keys", 0)),
+            })
+        fields = {}
+        for name in self.field_names:
+            misses = self.meta.field_misses.get(name, int(df[name].null_count()))
+            fields[name] = {"path": self.meta.fields.get(name), "misses": misses, "miss_rate": misses / n if n else None}
+        keys = df["key"]
+        ts = df["timestamp"].drop_nulls()
+        return {
+            "topic": self.meta.topic,
+            "source": self.meta.source,
+            "records": n,
+            "partition_count": self.partition_count,
+            "partitions_sampled": len(per),
+            "null_keys": int(keys.null_count()),
+            "empty_keys": int((df["key_size"] == 0).sum()) if n else 0,
+            "distinct_keys": int(keys.drop_nulls().n_unique()) if n else 0,
+            "key_bytes": int(df["key_size"].sum() or 0) if n else 0,
+            "value_bytes": int(df["value_size"].sum() or 0) if n else 0,
+            "first_timestamp": ts.min().isoformat() if ts.len() else None,
+            "last_timestamp": ts.max().isoformat() if ts.len() else None,
+            "partial": bool(self.meta.partial),
+            "partial_reason": self.meta.partial_reason,
+            "fields": fields,
+            "partitions": rows,
+        }
 
     @classmethod
     def from_frame(cls, df, topic: str = "unknown", partition_count: int | None = None, **meta) -> "Sample":
@@ -185,13 +245,26 @@ def _ranges_from_frame(df) -> dict[int, PartitionInfo]:
 
 
 def read_sample(path: str | Path) -> Sample:
-    """Load a keyscope Parquet sample; a one-line InputError for anything unreadable."""
+    """Load a sample: keyscope Parquet, or kcat JSON / CSV / JSON lines (see :mod:`keyscope.sources`).
+
+    A one-line InputError naming the file for anything unreadable.
+    """
     import polars as pl
     import pyarrow.parquet as pq
+
+    from .sources import detect_format, read_foreign
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a sample file")
+    try:
+        kind = detect_format(path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if kind != "parquet":
+        return read_foreign(path, kind)
     try:
         table = pq.read_table(path)
     except Exception as e:  # ArrowInvalid, OSError... on corrupt or truncated files

@@ -1,0 +1,271 @@
+"""``keyscope sample`` (live topic -> Parquet sample) and ``keyscope info`` (what a sample holds)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import EXIT_PARTIAL, InputError, KeyscopeError, UsageError
+from . import FORMAT_OPTION, cli, connection_options
+
+
+class PartialSample(KeyscopeError):
+    """The sample was cut short (Ctrl-C, lost broker); what was read is written."""
+
+    exit_code = EXIT_PARTIAL
+
+
+@cli.command()
+@connection_options
+@click.option("-t", "--topic", required=True, help="Topic to sample.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+    help="Parquet file to write [default: TOPIC.parquet].",
+)
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.option(
+    "--from", "start", type=click.Choice(["latest", "earliest"]), default=None,
+    help="latest: the most recent records of each partition (default); earliest: from the oldest retained.",
+)
+@click.option(
+    "--from-time", metavar="TIME",
+    help="Start at the first record at or after TIME: ISO-8601 (UTC unless a zone is given) or a span back from now (30m, 2h, 1d).",
+)
+@click.option("--partitions", metavar="LIST", help="Only these partitions, e.g. 0,2,5-7 [default: all].")
+@click.option("--per-partition", type=click.IntRange(min=1), metavar="N", help="At most N records from each partition.")
+@click.option(
+    "--max-records", type=click.IntRange(min=1), metavar="N",
+    help="At most N records in all, split across partitions in proportion to what each holds "
+    "[default: 100000 unless --per-partition is given].",
+)
+@click.option("--max-bytes", metavar="SIZE", help="Stop after fetching SIZE bytes from the brokers, e.g. 64MB [default: 256MiB].")
+@click.option("--timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="Stop after this long; also bounds connecting.")
+@click.option(
+    "--field", "fields", multiple=True, metavar="NAME=PATH",
+    help="Also capture a column: a JSON path into the value ($.tenant_id, $.event.type) or header:NAME. Repeatable.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@FORMAT_OPTION
+def sample(conn, topic, output, force, start, from_time, partitions, per_partition, max_records, max_bytes, timeout,
+           fields, quiet, fmt):
+    """Read a bounded sample of TOPIC into a Parquet file every other command can use offline.
+
+    Read-only: never joins a consumer group, never commits, never creates a
+    topic.  Reads each partition from a start point up to its high watermark
+    as it was when sampling began, so it always ends; the first of
+    --per-partition, --max-records, --max-bytes and --timeout stops it early.
+
+    \b
+    Examples:
+      keyscope sample -b kafka:9092 -t crm-events -o crm.parquet
+      keyscope sample -t crm-events --from-time 2h --field tenant=$.tenant_id
+      keyscope sample -t crm-events --from earliest --partitions 0,2 --per-partition 50000
+
+    \b
+    Exit codes: 0 written; 2 bad options; 3 output not writable;
+    4 cluster unreachable, unknown topic or partition;
+    6 cut short by Ctrl-C or a lost broker (what was read is written and marked partial).
+    """
+    from .. import sampling
+
+    if start and from_time:
+        raise UsageError("give --from or --from-time, not both")
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout must be positive, got {timeout:g}")
+    spec = sampling.SampleSpec(
+        topic=topic,
+        start="time" if from_time else (start or "latest"),
+        from_time_ms=sampling.parse_time(from_time) if from_time else None,
+        from_time_text=from_time,
+        partitions=sampling.parse_partitions(partitions) if partitions else None,
+        per_partition=per_partition,
+        max_records=max_records,
+        max_bytes=sampling.parse_size(max_bytes) if max_bytes else None,
+        timeout_s=timeout,
+        fields=[sampling.parse_field(f) for f in fields],
+    ).validate()
+    path = Path(output) if output else Path(f"{topic}.parquet")
+    _check_writable(path, force)
+
+    show = not quiet and sys.stderr.isatty()
+    progress = _Progress(topic) if show else None
+    try:
+        s = sampling.sample_topic(conn, spec, progress=progress)
+    finally:
+        if progress is not None:
+            progress.clear()
+    try:
+        s.write(path)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+    click.echo(render_sample_report(s, str(path), fmt))
+    if s.meta.partial:
+        raise PartialSample(
+            f"sample is partial ({s.meta.partial_reason}): kept {len(s):,} records in {path}"
+        )
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@FORMAT_OPTION
+def info(file, fmt):
+    """What a sample FILE holds: topic, watermarks and ranges read, fields, how it was taken.
+
+    Reads keyscope Parquet samples and what other tools captured: kcat JSON
+    (kcat -C -J), and CSV or JSON lines with partition and key columns.
+
+    Exit codes: 0 ok; 3 the file is missing, damaged or lacks partition/key.
+    """
+    from ..sample import read_sample
+
+    s = read_sample(file)
+    click.echo(render_info(s, file, fmt))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class _Progress:
+    """One self-rewriting line on stderr, at most ~10 updates a second."""
+
+    def __init__(self, topic: str):
+        self.topic = topic
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, p) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1:
+            return
+        self.last = now
+        from ..render import fmt_num
+
+        line = (
+            f"sampling {self.topic}: {fmt_num(p.records)} records, {_mb(p.bytes)} fetched, "
+            f"{p.partitions_done}/{p.partitions_total} partitions done, {p.elapsed_s:.1f}s"
+        )
+        sys.stderr.write("\r" + line[:_width()] + "\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _width() -> int:
+    try:
+        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns - 1)
+    except OSError:
+        return 100
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def _check_writable(path: Path, force: bool) -> None:
+    """Fail before sampling, not after: a long sample must not be lost to a bad path."""
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; pass --force to overwrite it or -o to choose another file")
+    if path.exists() and path.is_dir():
+        raise InputError(f"{path} is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {path}: directory {parent} is not writable")
+
+
+def _partition_rows(summary: dict) -> list[list]:
+    from ..render import fmt_num
+
+    rows = []
+    for r in summary["partitions"]:
+        rng = "-" if r["first"] is None else f"{r['first']:,}..{r['last']:,}"
+        rows.append([
+            r["partition"], fmt_num(r["low"]), fmt_num(r["high"]), rng, fmt_num(r["records"]), fmt_num(r["null_keys"]),
+        ])
+    return rows
+
+
+_PART_HEADERS = ["partition", "low", "high", "offsets read", "records", "null keys"]
+
+
+def render_sample_report(s, path: str, fmt: str) -> str:
+    from .. import render
+
+    summary = s.summary()
+    how = s.meta.how or {}
+    if fmt == "json":
+        return render.to_json({"output": path, "summary": summary, "meta": s.meta_dict()})
+    head = [
+        ("topic", s.meta.topic),
+        ("written", path),
+        ("records", render.fmt_num(summary["records"])),
+        ("fetched", f"{_mb(how.get('bytes_fetched', 0))} in {how.get('elapsed_s', 0):.2f}s"),
+        ("stopped by", how.get("stopped_by", "-")),
+    ]
+    if s.meta.partial:
+        head.append(("PARTIAL", s.meta.partial_reason or "stopped early"))
+    return _compose(fmt, f"Sample of {s.meta.topic}", head, summary)
+
+
+def render_info(s, path: str, fmt: str) -> str:
+    from .. import render
+
+    summary = s.summary()
+    if fmt == "json":
+        return render.to_json({"file": path, "summary": summary, "meta": s.meta_dict()})
+    how = s.meta.how or {}
+    head = [
+        ("file", path),
+        ("topic", s.meta.topic),
+        ("source", s.meta.source),
+        ("sampled at", s.meta.sampled_at or "-"),
+        ("records", render.fmt_num(summary["records"])),
+        ("partitions", f"{summary['partitions_sampled']} sampled of {summary['partition_count']}"
+         + (" (count inferred from the records)" if how.get("partition_count_inferred") else "")),
+        ("keys", f"{render.fmt_num(summary['distinct_keys'])} distinct, {render.fmt_num(summary['null_keys'])} null, "
+                 f"{render.fmt_num(summary['empty_keys'])} empty"),
+        ("time span", f"{summary['first_timestamp'] or '-'} .. {summary['last_timestamp'] or '-'}"),
+    ]
+    if how.get("mode"):
+        bounds = ", ".join(
+            f"{k.replace('_', '-')} {render.fmt_num(how[k])}" for k in ("per_partition", "max_records", "max_bytes")
+            if how.get(k) is not None
+        )
+        mode = how["mode"] + (f" {how['from_time']}" if how.get("from_time") else "")
+        head.append(("how", f"from {mode}; {bounds or 'no bounds'}; stopped by {how.get('stopped_by', '-')}"))
+    if s.meta.partial:
+        head.append(("PARTIAL", s.meta.partial_reason or "stopped early"))
+    head.append(("keyscope", s.meta.keyscope_version))
+    return _compose(fmt, f"Sample {path}", head, summary)
+
+
+def _compose(fmt: str, title: str, head: list[tuple[str, str]], summary: dict) -> str:
+    from .. import render
+
+    fields = [
+        [name, f["path"], render.fmt_num(f["misses"]), render.fmt_pct(f["miss_rate"])]
+        for name, f in summary["fields"].items()
+    ]
+    parts = _partition_rows(summary)
+    if fmt == "markdown":
+        out = [f"### {title}", "", render.markdown_table(["", ""], [[k, v] for k, v in head]), ""]
+        out += [render.markdown_table(_PART_HEADERS, parts, "rrrrrr")]
+        if fields:
+            out += ["", render.markdown_table(["field", "path", "misses", "miss rate"], fields, "llrr")]
+        return "\n".join(out)
+    width = max(len(k) for k, _ in head)
+    out = [f"{k.ljust(width)}  {v}" for k, v in head]
+    out += ["", render.text_table(_PART_HEADERS, parts, "rrrrrr")]
+    if fields:
+        out += ["", render.text_table(["field", "path", "misses", "miss rate"], fields, "llrr")]
+    return "\n".join(out)
