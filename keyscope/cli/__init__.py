@@ -96,6 +96,7 @@ def _register() -> None:
     from . import lag  # noqa: F401
     from . import analyze  # noqa: F401
     from . import whatif  # noqa: F401
+    from . import sample  # noqa: F401
 
 
 _register()
