@@ -97,10 +97,17 @@ class Analysis:
         }
 
 
+# From this many records the compiled one-pass scan (keyscope._keytable) beats
+# Polars' group_by plus a second pass for rates; below it, numba's start-up
+# (~0.2 s) is not worth paying.
+COMPILED_MIN_ROWS = 200_000
+
+
 def key_partition_table(df, squares: bool = True):
     """One row per (key, partition): records, bytes (key + value) and bytes squared.
 
-    The one pass over the records; null keys form one row per partition.
+    The Polars way (small samples; the reference the compiled scan is tested
+    against); null keys form one row per partition.
     """
     import polars as pl
 
@@ -114,11 +121,32 @@ def key_partition_table(df, squares: bool = True):
     return out
 
 
-def partition_rates(sample) -> dict[int, dict[str, Any]]:
+def scan_records(df, partitions: int, compiled: bool | None = None):
+    """The one pass over the records: (kp table, per-partition offset/time extremes or None).
+
+    ``compiled``: None picks by size; the results are the same either way.
+    """
+    if compiled is None:
+        compiled = df.height >= COMPILED_MIN_ROWS
+    if compiled and df.height:
+        from ._keytable import I64_MAX, scan
+
+        kp, ext = scan(df, partitions)
+        extremes = {}
+        for p in range(len(ext["tmin"])):
+            if ext["tmin"][p] != I64_MAX:
+                extremes[p] = (int(ext["omin"][p]), int(ext["omax"][p]), int(ext["tmin"][p]), int(ext["tmax"][p]))
+        return kp, extremes
+    return key_partition_table(df), None
+
+
+def partition_rates(sample, extremes: dict | None = None) -> dict[int, dict[str, Any]]:
     """Per partition: first/last offset and timestamp, and records/s between them.
 
-    Prefers the metadata (what the sampler saw); falls back to the records.
-    The rate counts offsets, so it includes records the sample skipped.
+    Prefers the metadata (what the sampler saw); falls back to the records
+    (``extremes`` from :func:`scan_records` when it has them: (min offset,
+    max offset, min time, max time) over records with a timestamp).  The rate
+    counts offsets, so it includes records the sample skipped.
     """
     import polars as pl
 
@@ -135,23 +163,25 @@ def partition_rates(sample) -> dict[int, dict[str, Any]]:
         }
     df = sample.df
     need = [p for p, r in out.items() if r["first_ms"] is None or r["last_ms"] is None]
-    if df.height and (need or not out) and df["timestamp"].null_count() < df.height:
-        g = (
-            df.lazy()
-            .filter(pl.col("timestamp").is_not_null())
-            .group_by("partition")
-            .agg(
-                pl.col("offset").min().alias("o0"),
-                pl.col("offset").max().alias("o1"),
-                pl.col("timestamp").min().dt.epoch("ms").alias("t0"),
-                pl.col("timestamp").max().dt.epoch("ms").alias("t1"),
+    if df.height and (need or not out):
+        if extremes is None and df["timestamp"].null_count() < df.height:
+            g = (
+                df.lazy()
+                .filter(pl.col("timestamp").is_not_null())
+                .group_by("partition")
+                .agg(
+                    pl.col("offset").min().alias("o0"),
+                    pl.col("offset").max().alias("o1"),
+                    pl.col("timestamp").min().dt.epoch("ms").alias("t0"),
+                    pl.col("timestamp").max().dt.epoch("ms").alias("t1"),
+                )
+                .collect()
             )
-            .collect()
-        )
-        for r in g.iter_rows(named=True):
-            rec = out.setdefault(int(r["partition"]), {"low": None, "high": None})
+            extremes = {int(r[0]): (r[1], r[2], r[3], r[4]) for r in g.select("partition", "o0", "o1", "t0", "t1").iter_rows()}
+        for p, (o0, o1, t0, t1) in (extremes or {}).items():
+            rec = out.setdefault(int(p), {"low": None, "high": None})
             # Offsets and times from the same records, so the rate is consistent.
-            rec.update(first_offset=r["o0"], last_offset=r["o1"], first_ms=r["t0"], last_ms=r["t1"])
+            rec.update(first_offset=o0, last_offset=o1, first_ms=t0, last_ms=t1)
     for rec in out.values():
         rate = None
         o0, o1, t0, t1 = rec.get("first_offset"), rec.get("last_offset"), rec.get("first_ms"), rec.get("last_ms")
@@ -181,6 +211,7 @@ def analyze(
     confidence: float = CONFIDENCE,
     seed: int = 0,
     reps: int = 1000,
+    compiled: bool | None = None,
 ) -> Analysis:
     """Analyze a :class:`keyscope.sample.Sample`.  Deterministic for a given ``seed``."""
     import polars as pl
@@ -201,7 +232,7 @@ def analyze(
     n_parts = max(int(sample.partition_count), 1 if df.height else 0)
     warnings: list[str] = []
 
-    kp = key_partition_table(df, squares=(by == "bytes"))
+    kp, extremes = scan_records(df, max(n_parts, 1), compiled=compiled)
     part_idx = kp["partition"].to_numpy().astype(np.int64)
     is_null = kp["key"].is_null().to_numpy()
     rec = kp["records"].to_numpy().astype(np.float64)
@@ -219,7 +250,7 @@ def analyze(
     n_total = float(n_p.sum())
 
     # ---- load basis ----
-    rates = partition_rates(sample) if df.height else {}
+    rates = partition_rates(sample, extremes) if df.height else {}
     rate_arr = np.array([(rates.get(p) or {}).get("rate_per_s") for p in range(P)], dtype=object)
     rate_known = all(
         rate_arr[p] is not None or (n_p[p] == 0 and (rates.get(p) or {}).get("retained") == 0) for p in range(P)
@@ -318,7 +349,7 @@ def analyze(
     keyed = kp.filter(pl.col("key").is_not_null()).with_columns(
         pl.Series("share", share_kp[~is_null] if part_idx.size else np.zeros(0)),
         pl.Series("pi", pi_kp[~is_null] if part_idx.size else np.zeros(0)),
-    )
+    ).sort("partition", maintain_order=True)  # fixed summation order: same floats on any path
     keys = keyed.group_by("key").agg(
         pl.col("share").sum(),
         pl.col("records").sum(),
@@ -438,7 +469,7 @@ def _hot_keys(keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hott
 
     if top == 0 or keys.height == 0:
         return []
-    best = keys.sort(["share", "records"], descending=True).head(top)
+    best = keys.sort(["share", "records", "key"], descending=[True, True, False]).head(top)
     rows = keyed.join(best.select("key"), on="key", how="semi")
     z = z_value(confidence)
     y_total, s2_total = float(y_p.sum()), float(s2_p.sum())

@@ -1,0 +1,395 @@
+"""One pass over a sample's records: the (key, partition) table, in a compiled kernel.
+
+Why not ``group_by(key, partition)`` in Polars: on 10M records it is most of
+``analyze``'s time (hashing and comparing Binary keys through generic
+machinery, ~0.4-0.8 s here).  This kernel reads the keys straight from the
+Arrow binary-view buffers (like :mod:`keyscope._kernels`), keeps an
+open-addressing table keyed by (key bytes, partition) with exact byte
+comparison (no hash-collision guesswork), and in the same pass sums records,
+bytes and squared bytes per group, counts null keys per partition, and keeps
+each partition's offset/timestamp extremes for rates.
+
+Imported lazily; :func:`keyscope.analysis.key_partition_table` uses it for
+large samples and Polars for small ones, and tests check both agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+I64_MIN = np.iinfo(np.int64).min
+I64_MAX = np.iinfo(np.int64).max
+
+
+@intrinsic
+def _u64(typingctx, addr):
+    """Unaligned little-endian uint64 load at an integer address."""
+    sig = types.uint64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        val = builder.load(ptr)
+        val.align = 1
+        return val
+
+    return sig, codegen
+
+
+@intrinsic
+def _u8(typingctx, addr):
+    sig = types.uint64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+        return builder.zext(builder.load(ptr), ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def _i32(typingctx, addr):
+    sig = types.int64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(32).as_pointer())
+        val = builder.load(ptr)
+        val.align = 1
+        return builder.sext(val, ir.IntType(64))
+
+    return sig, codegen
+
+
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_K3 = np.uint64(0x165667B19E3779F9)
+
+
+# The table is open-addressed over group records themselves (no index array, so
+# a record costs one cache miss, not two).  Each record is 8 x 64 bits, one
+# cache line: hash, w0, w1, len | partition << 32, records (0 = empty slot),
+# bytes, first row, and squared bytes (a float64 view of the same memory).
+# Keys of <= 16 bytes live whole in (w0, w1), so matching them never touches
+# the key buffers; longer keys keep their address in w0 and are compared word
+# by word (an overlapping last word instead of a byte loop).
+_H, _W0, _W1, _LP, _REC, _BYTES, _ROW, _BSQ = 0, 1, 2, 3, 4, 5, 6, 7
+_WIDTH = 8
+
+
+@njit(inline="always", cache=True)
+def _mix(h, w):
+    w = w * _K1
+    return (h ^ (w ^ (w >> np.uint64(29)))) * _K2
+
+
+@njit(inline="always", cache=True)
+def _low(w, nbytes):
+    """The low ``nbytes`` (0..8) bytes of w."""
+    if nbytes >= 8:
+        return w
+    return w & ((np.uint64(1) << np.uint64(8 * nbytes)) - np.uint64(1))
+
+
+@njit(cache=True, nogil=True)
+def _scan(
+    views, n, buf_addrs, valid, vbit, parts, vsize, offs, ts, row0,
+    gd, gdf, ng, limit,
+    nrec, nbytes, nbsq, omin, omax, tmin, tmax,
+):  # fmt: skip
+    """Group rows [0, n) of one chunk; stop early (return the row) when ``limit`` groups exist."""
+    mask = np.uint64(gd.shape[0] - 1)
+    has_valid = valid.size > 0
+    has_ts = ts.size > 0
+    for i in range(n):
+        r = row0 + i
+        part = np.int64(parts[r])
+        size = np.int64(vsize[r])
+        t = ts[r] if has_ts else I64_MIN
+        if t != I64_MIN:
+            o = offs[r]
+            if o < omin[part]:
+                omin[part] = o
+            if o > omax[part]:
+                omax[part] = o
+            if t < tmin[part]:
+                tmin[part] = t
+            if t > tmax[part]:
+                tmax[part] = t
+        bit = vbit + i
+        if has_valid and ((valid[bit >> 3] >> (bit & 7)) & 1) == 0:
+            nrec[part] += 1
+            nbytes[part] += size
+            nbsq[part] += float(size) * float(size)
+            continue
+        v = views + 16 * i
+        ln = _i32(v)
+        lp = np.uint64(ln) | (np.uint64(part) << np.uint64(32))
+        h = _K3 ^ (lp * _K1)
+        p = np.int64(0)
+        if ln <= 12:  # inline in the view, zero bytes masked off
+            w0 = _low(_u64(v + 4), ln)
+            w1 = _low(_u64(v + 8) >> np.uint64(32), ln - 8) if ln > 8 else np.uint64(0)
+            h = _mix(_mix(h, w0), w1)
+        else:
+            p = buf_addrs[_i32(v + 8)] + _i32(v + 12)
+            if ln <= 16:
+                w0 = _u64(p)
+                w1 = _u64(p + ln - 8)  # overlapping: bytes [ln-8, ln)
+                h = _mix(_mix(h, w0), w1)
+            else:
+                j = 0
+                while j + 8 <= ln:
+                    h = _mix(h, _u64(p + j))
+                    j += 8
+                if j < ln:
+                    h = _mix(h, _u64(p + ln - 8))
+                w0 = np.uint64(p)
+                w1 = _u64(p)
+        h ^= h >> np.uint64(32)
+        slot = h & mask
+        size = size + ln
+        while True:
+            if gd[slot, _REC] == 0:
+                if ng >= limit:
+                    return i, ng  # caller grows the table and calls again from row i
+                gd[slot, _H] = h
+                gd[slot, _W0] = w0
+                gd[slot, _W1] = w1
+                gd[slot, _LP] = lp
+                gd[slot, _REC] = 1
+                gd[slot, _BYTES] = size
+                gd[slot, _ROW] = r
+                gdf[slot, _BSQ] = float(size) * float(size)
+                ng += 1
+                break
+            if gd[slot, _H] == h and gd[slot, _LP] == lp and gd[slot, _W1] == w1:
+                if ln <= 16:
+                    same = gd[slot, _W0] == w0
+                else:
+                    q = np.int64(gd[slot, _W0])
+                    same = True
+                    k = 0
+                    while k + 8 <= ln:
+                        if _u64(p + k) != _u64(q + k):
+                            same = False
+                            break
+                        k += 8
+                    if same and k < ln and _u64(p + ln - 8) != _u64(q + ln - 8):
+                        same = False
+                if same:
+                    gd[slot, _REC] += 1
+                    gd[slot, _BYTES] += size
+                    gdf[slot, _BSQ] += float(size) * float(size)
+                    break
+            slot = (slot + np.uint64(1)) & mask
+    return n, ng
+
+
+@njit(cache=True)
+def _rehash(old, new):
+    mask = np.uint64(new.shape[0] - 1)
+    for s in range(old.shape[0]):
+        if old[s, _REC] == 0:
+            continue
+        slot = old[s, _H] & mask
+        while new[slot, _REC] != 0:
+            slot = (slot + np.uint64(1)) & mask
+        for f in range(_WIDTH):
+            new[slot, f] = old[s, f]
+
+
+@njit(cache=True, nogil=True)
+def _merge(gd, gdf, ng, src, srcf):
+    """Add the groups of ``src`` into ``gd`` (which has room for all of them)."""
+    mask = np.uint64(gd.shape[0] - 1)
+    for s in range(src.shape[0]):
+        if src[s, _REC] == 0:
+            continue
+        h, lp, w0, w1 = src[s, _H], src[s, _LP], src[s, _W0], src[s, _W1]
+        ln = np.int64(lp & np.uint64(0xFFFFFFFF))
+        slot = h & mask
+        while True:
+            if gd[slot, _REC] == 0:
+                for f in range(_WIDTH):
+                    gd[slot, f] = src[s, f]
+                ng += 1
+                break
+            if gd[slot, _H] == h and gd[slot, _LP] == lp and gd[slot, _W1] == w1:
+                if ln <= 16:
+                    same = gd[slot, _W0] == w0
+                else:
+                    p, q = np.int64(w0), np.int64(gd[slot, _W0])
+                    same = True
+                    k = 0
+                    while k + 8 <= ln:
+                        if _u64(p + k) != _u64(q + k):
+                            same = False
+                            break
+                        k += 8
+                    if same and k < ln and _u64(p + ln - 8) != _u64(q + ln - 8):
+                        same = False
+                if same:
+                    gd[slot, _REC] += src[s, _REC]
+                    gd[slot, _BYTES] += src[s, _BYTES]
+                    gdf[slot, _BSQ] += srcf[s, _BSQ]
+                    if src[s, _ROW] < gd[slot, _ROW]:
+                        gd[slot, _ROW] = src[s, _ROW]
+                    break
+            slot = (slot + np.uint64(1)) & mask
+    return ng
+
+
+class _Groups:
+    """The growable table (the kernel cannot reallocate what Python holds); load <= 1/2."""
+
+    def __init__(self, cap: int):
+        self.ng = 0
+        self.gd = np.zeros((2 * cap, _WIDTH), dtype=np.uint64)
+
+    @property
+    def limit(self) -> int:
+        return self.gd.shape[0] // 2
+
+    def enlarge(self) -> None:
+        new = np.zeros((2 * self.gd.shape[0], _WIDTH), dtype=np.uint64)
+        _rehash(self.gd, new)
+        self.gd = new
+
+    def groups(self):
+        return self.gd[self.gd[:, _REC] != 0]
+
+
+# Below this many records one thread does it all (thread start-up is not free).
+PARALLEL_MIN_ROWS = 1_000_000
+
+
+class _Worker:
+    """One thread's table and per-partition sums over its segments of rows."""
+
+    def __init__(self, P: int, cap: int):
+        self.groups = _Groups(cap)
+        self.nrec = np.zeros(P, np.int64)
+        self.nbytes = np.zeros(P, np.int64)
+        self.nbsq = np.zeros(P, np.float64)
+        self.omin, self.omax = np.full(P, I64_MAX), np.full(P, I64_MIN)
+        self.tmin, self.tmax = np.full(P, I64_MAX), np.full(P, I64_MIN)
+
+    def run(self, segments, parts, vsize, offs, ts) -> None:
+        g = self.groups
+        for views, n, buf_addrs, valid, vbit, row0 in segments:
+            done = 0
+            while done < n:
+                stop, g.ng = _scan(
+                    views + 16 * done, n - done, buf_addrs, valid, vbit + done, parts, vsize, offs, ts,
+                    row0 + done, g.gd, g.gd.view(np.float64), g.ng, g.limit,
+                    self.nrec, self.nbytes, self.nbsq, self.omin, self.omax, self.tmin, self.tmax,
+                )  # fmt: skip
+                done += stop
+                if done < n:
+                    g.enlarge()
+
+
+def scan(df, partitions: int, threads: int | None = None):
+    """(kp, per-partition extremes) for a Sample frame; see the module docstring.
+
+    ``kp`` has one row per (key, partition) with ``records``, ``bytes`` (key +
+    value) and ``bytes_sq``, in first-seen order; null keys are one row per
+    partition, last.  The extremes are ``{"omin", "omax", "tmin", "tmax"}``
+    arrays over records that have a timestamp (``I64_MAX``/``I64_MIN`` where
+    none).  ``threads``: None = up to 2 for large frames; the result is the
+    same for any value.
+    """
+    import polars as pl
+    import pyarrow as pa
+
+    P = max(int(partitions), 1)
+    n_rows = df.height
+    parts = df["partition"].to_numpy()
+    if n_rows and (int(parts.min()) < 0 or int(parts.max()) >= P):
+        raise ValueError("partition out of range")  # Sample.from_frame rules this out
+    vs = df["value_size"]
+    vsize = (vs.fill_null(0) if vs.null_count() else vs).to_numpy()
+    offs = df["offset"].fill_null(0).to_numpy()
+    tcol = df["timestamp"]
+    if n_rows and tcol.null_count() < n_rows:
+        ts = tcol.dt.epoch("ms").fill_null(I64_MIN).to_numpy()
+    else:
+        ts = np.zeros(0, np.int64)
+    if threads is None:
+        import os
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = min(2, cpus) if n_rows >= PARALLEL_MIN_ROWS else 1
+    threads = max(1, int(threads))
+
+    arr = df["key"].to_arrow(compat_level=pl.CompatLevel.newest())
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    keep, segments, row0 = [], [], 0
+    for chunk in chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        if not pa.types.is_binary_view(chunk.type):
+            chunk = chunk.cast(pa.binary_view())
+        bufs = chunk.buffers()
+        buf_addrs = np.array([b.address if b is not None else 0 for b in bufs[2:]] or [0], dtype=np.int64)
+        valid = np.frombuffer(bufs[0], dtype=np.uint8) if bufs[0] is not None and chunk.null_count else np.zeros(0, np.uint8)
+        keep += [chunk, buf_addrs, valid]
+        views = bufs[1].address + 16 * chunk.offset
+        step = -(-n // threads)
+        for s0 in range(0, n, step):  # one piece per thread, views are 16 bytes apart
+            m = min(step, n - s0)
+            segments.append((views + 16 * s0, m, buf_addrs, valid, chunk.offset + s0, row0 + s0))
+        row0 += n
+    workers = [_Worker(P, 1 << 14) for _ in range(threads)]
+    mine = [segments[i::threads] for i in range(threads)]
+    if threads == 1 or len(segments) == 1:
+        workers[0].run(segments, parts, vsize, offs, ts)
+        workers = workers[:1]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(lambda w_s: w_s[0].run(w_s[1], parts, vsize, offs, ts), zip(workers, mine)))
+    main = workers[0]
+    for w in workers[1:]:
+        g = main.groups
+        while g.ng + w.groups.ng > g.limit:
+            g.enlarge()
+        g.ng = _merge(g.gd, g.gd.view(np.float64), g.ng, w.groups.gd, w.groups.gd.view(np.float64))
+        main.nrec += w.nrec
+        main.nbytes += w.nbytes
+        main.nbsq += w.nbsq
+        for a, b, f in (
+            (main.omin, w.omin, np.minimum), (main.omax, w.omax, np.maximum),
+            (main.tmin, w.tmin, np.minimum), (main.tmax, w.tmax, np.maximum),
+        ):  # fmt: skip
+            f(a, b, out=a)
+    gd = main.groups.groups()
+    gd = gd[np.argsort(gd[:, _ROW], kind="stable")]  # first-seen order: deterministic output
+    keys = df["key"].gather(gd[:, _ROW].astype(np.int64)) if gd.shape[0] else pl.Series("key", [], dtype=pl.Binary)
+    kp = pl.DataFrame(
+        {
+            "key": keys,
+            "partition": (gd[:, _LP] >> np.uint64(32)).astype(np.int32),
+            "records": gd[:, _REC].astype(np.int64),
+            "bytes": gd[:, _BYTES].astype(np.int64),
+            "bytes_sq": gd.view(np.float64)[:, _BSQ].copy(),
+        }
+    )
+    has_null = np.flatnonzero(main.nrec)
+    if has_null.size:
+        nulls = pl.DataFrame(
+            {
+                "key": pl.Series([None] * has_null.size, dtype=pl.Binary),
+                "partition": has_null.astype(np.int32),
+                "records": main.nrec[has_null],
+                "bytes": main.nbytes[has_null],
+                "bytes_sq": main.nbsq[has_null],
+            }
+        )
+        kp = pl.concat([kp, nulls])
+    del keep
+    return kp, {"omin": main.omin, "omax": main.omax, "tmin": main.tmin, "tmax": main.tmax}
