@@ -194,13 +194,17 @@ def partition_rates(sample, extremes: dict | None = None) -> dict[int, dict[str,
 
 
 def _capped_per_partition(sample, sampled: np.ndarray) -> bool:
-    """Did the sampler take a fixed number of records per partition?"""
+    """Did the sampler stop partitions at a fixed per-partition count (so counts are flat by design)?
+
+    ``keyscope sample --per-partition N`` records N in ``meta.how``; a default
+    ``--max-records`` sample is split in proportion to what each partition
+    holds, so its counts do follow the load.
+    """
     how = sample.meta.how or {}
-    for k, v in how.items():
-        if "per_partition" in str(k).lower() and v:
-            return True
-    nz = sampled[sampled > 0]
-    return nz.size >= 2 and bool(np.all(nz == nz[0]))
+    cap = how.get("per_partition")
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        return False
+    return int(np.count_nonzero(sampled)) >= 2 and bool(np.any(sampled >= cap))
 
 
 def analyze(
@@ -469,6 +473,9 @@ def _hot_keys(keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hott
 
     if top == 0 or keys.height == 0:
         return []
+    if keys.height > 4 * top:  # only candidates at or above the top-th share get sorted
+        shares = keys["share"].to_numpy()
+        keys = keys.filter(pl.col("share") >= np.partition(shares, shares.size - top)[shares.size - top])
     best = keys.sort(["share", "records", "key"], descending=[True, True, False]).head(top)
     rows = keyed.join(best.select("key"), on="key", how="semi")
     z = z_value(confidence)

@@ -123,3 +123,43 @@ def test_two_producers_with_different_partitioners_are_mixed(broker, topic_name)
     assert sorted(det["mixed"]["partitioners"]) == ["consistent", "murmur2"]
     for name in ("consistent", "murmur2"):
         assert 0.3 < det["agreement"][name]["fraction"] < 1.0
+
+
+def test_sample_and_analyze_in_one_go(broker, topic_name):
+    """`keyscope analyze -b … -t …`: the sampler reads the topic, analyze reports on it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from keyscope.cli import cli
+    from keyscope.partitioners import partition_for
+
+    create_topic(broker.bootstrap_server, topic_name, 3)
+    keys = [b"tenant-hot"] * 1500 + [f"tenant-{i}".encode() for i in range(1500)]
+    produce_kafka_python(broker.bootstrap_server, topic_name, keys)
+    r = CliRunner().invoke(
+        cli, ["analyze", "-b", broker.bootstrap_server, "-t", topic_name, "--format", "json", "--timeout", "30"]
+    )
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    validate(d)
+    assert d["topic"] == topic_name and d["partition_count"] == 3
+    assert d["sample"]["records"] == 3000 and d["sample"]["source"] == "kafka"
+    assert d["partitioner"]["verdict"] == "murmur2"
+    hot = partition_for(b"tenant-hot", 3, "murmur2")
+    assert d["skew"]["hottest_partition"] == hot
+    assert d["hot_keys"][0]["key"] == "tenant-hot" and d["hot_keys"][0]["explains_excess"]
+    # the watermarks the sampler recorded are the real record counts
+    assert sum(p["retained"] for p in d["partitions"]) == 3000
+
+
+def test_one_go_needs_a_reachable_cluster():
+    from click.testing import CliRunner
+
+    from keyscope.cli import cli
+
+    r = CliRunner().invoke(cli, ["analyze", "-b", "127.0.0.1:1", "-t", "nope", "--timeout", "3"])
+    assert r.exit_code == 4, r.output
+    assert r.output.startswith("keyscope: error:") and "Traceback" not in r.output
+    both = CliRunner().invoke(cli, ["analyze", "x.parquet", "-t", "nope"])
+    assert both.exit_code == 2 and "not both" in both.output

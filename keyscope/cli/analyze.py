@@ -15,7 +15,7 @@ KEY_WIDTH = 28
 
 
 @cli.command()
-@click.argument("sample_path", metavar="SAMPLE", type=click.Path(dir_okay=False))
+@click.argument("sample_path", metavar="[SAMPLE]", required=False, type=click.Path(dir_okay=False))
 @click.option("--top", "top", type=click.IntRange(min=0), default=10, show_default=True, help="Hot keys to list.")
 @click.option(
     "--by",
@@ -31,7 +31,7 @@ KEY_WIDTH = 28
     default="auto",
     show_default=True,
     help="What a partition's load is: the sample's counts, or its real rate from offsets and "
-    "timestamps. auto uses the rate when the sample took a fixed number of records per partition.",
+    "timestamps. auto uses the rate when the sample was capped per partition (--per-partition).",
 )
 @click.option(
     "--fail-on-skew",
@@ -42,26 +42,62 @@ KEY_WIDTH = 28
     help="Exit with code 5 when the skew ratio is above X (after printing the report).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the perfect-hashing simulation.")
+@click.option("-t", "--topic", help="Sample this topic now and analyze it (instead of a SAMPLE file).")
+@click.option(
+    "-b", "--bootstrap-server", envvar="KEYSCOPE_BOOTSTRAP_SERVER", metavar="HOST:PORT",
+    help="With --topic: Kafka bootstrap server(s) [env: KEYSCOPE_BOOTSTRAP_SERVER].",
+)
+@click.option("--command-config", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --topic: client.properties as for Kafka's CLI tools.")
+@click.option("-X", "overrides", multiple=True, metavar="KEY=VALUE", help="With --topic: client property, as kcat -X.")
+@click.option("--max-records", type=click.IntRange(min=1), metavar="N",
+              help="With --topic: at most N records, split across partitions in proportion [default: 100000].")
+@click.option("--per-partition", type=click.IntRange(min=1), metavar="N",
+              help="With --topic: at most N records from each partition (load then comes from rates).")
+@click.option("--from-time", metavar="TIME", help="With --topic: start at TIME (ISO-8601 or 30m, 2h, 1d back).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              metavar="SECONDS", help="With --topic: stop sampling after this long.")
 @FORMAT_OPTION
-def analyze(sample_path, top, by, load, fail_on_skew, seed, fmt):
+def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_server, command_config, overrides,
+            max_records, per_partition, from_time, timeout, fmt):  # fmt: skip
     """Find the hot partition, the keys that make it hot, and the producers' partitioner.
 
-    SAMPLE is a file written by `keyscope sample` (Parquet).  The skew ratio is
-    the alert's: max over partitions / clamp_min(mean over partitions, 0.001).
-    Intervals are 95%; the sample is not the topic.
+    SAMPLE is a file written by `keyscope sample` (or one `keyscope info`
+    reads); or give --topic (and --bootstrap-server) to sample and analyze in
+    one go.  The skew ratio is the alert's: max over partitions /
+    clamp_min(mean over partitions, 0.001).  Intervals are 95%: the sample is
+    not the topic.
+
+    \b
+    Examples:
+      keyscope analyze crm-events.parquet
+      keyscope analyze crm-events.parquet --by bytes --top 20 --format markdown
+      keyscope analyze -b kafka:9092 -t crm-events --fail-on-skew 4
 
     \b
     Exit codes:
       0  report printed
       2  bad option
       3  SAMPLE unreadable (missing, corrupt, missing columns)
-      5  skew ratio above --fail-on-skew X (report still printed)
+      4  with --topic: cluster unreachable or unknown topic
+      5  skew ratio above --fail-on-skew X (report still printed; wins over 6)
+      6  with --topic: sampling cut short (report on what was read)
     """
     from .. import render
     from ..analysis import analyze as run_analysis
-    from ..sample import read_sample
+    from ..errors import EXIT_PARTIAL, UsageError
 
-    sample = read_sample(sample_path)
+    if sample_path and topic:
+        raise UsageError("give a SAMPLE file or --topic, not both")
+    if not sample_path and not topic:
+        raise UsageError("give a SAMPLE file, or --topic (with --bootstrap-server) to sample and analyze in one go")
+    if sample_path:
+        from ..sample import read_sample
+
+        sample = read_sample(sample_path)
+    else:
+        sample = _sample_now(topic, bootstrap_server, command_config, overrides, max_records, per_partition,
+                             from_time, timeout)  # fmt: skip
     result = run_analysis(sample, top=top, by=by, load=load, seed=seed)
     doc = result.to_dict()
     exceeded = fail_on_skew is not None and result.skew_ratio > fail_on_skew
@@ -78,6 +114,27 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, fmt):
             f"keyscope: skew ratio {result.skew_ratio:.2f} is above --fail-on-skew {fail_on_skew:g}", err=True
         )
         click.get_current_context().exit(EXIT_SKEW)
+    if sample.meta.partial and not sample_path:
+        click.echo(f"keyscope: the sample is partial ({sample.meta.partial_reason}): analyzed what was read", err=True)
+        click.get_current_context().exit(EXIT_PARTIAL)
+
+
+def _sample_now(topic, bootstrap_server, command_config, overrides, max_records, per_partition, from_time, timeout):
+    """`keyscope sample` without the file: same reader, same bounds, same read-only guarantees."""
+    from .. import sampling
+    from ..connection import resolve
+
+    conn = resolve(bootstrap_server, command_config, overrides)
+    spec = sampling.SampleSpec(
+        topic=topic,
+        start="time" if from_time else "latest",
+        from_time_ms=sampling.parse_time(from_time) if from_time else None,
+        from_time_text=from_time,
+        per_partition=per_partition,
+        max_records=max_records,
+        timeout_s=timeout,
+    ).validate()
+    return sampling.sample_topic(conn, spec)
 
 
 # ---------------------------------------------------------------- rendering
