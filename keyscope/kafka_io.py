@@ -145,7 +145,9 @@ def offsets_for_time(consumer, topic: str, partitions: list[int], ts_ms: int, ti
     """First offset at or after ``ts_ms`` per partition; None where no record is that recent.
 
     Brokers answer from the time they *received* each batch when that is how
-    the topic stores time (and Tansu always does; shared/BROKER.md).
+    the topic stores time (and Tansu always does; shared/BROKER.md).  When no
+    record is that recent, Kafka answers offset -1; Tansu answers offset 0 with
+    timestamp -1, so a negative timestamp also means "none".
     """
     from kafka import TopicPartition
 
@@ -154,7 +156,10 @@ def offsets_for_time(consumer, topic: str, partitions: list[int], ts_ms: int, ti
         found = consumer.offsets_for_times(tps, timeout_ms=int(timeout_s * 1000))
     except Exception as e:
         raise KafkaError(f"cannot look up offsets by time in {topic!r}: {_one_line(e)}") from None
-    return {tp.partition: (o.offset if o is not None else None) for tp, o in found.items()}
+    return {
+        tp.partition: (o.offset if o is not None and o.offset >= 0 and o.timestamp >= 0 else None)
+        for tp, o in found.items()
+    }
 
 
 @dataclass(frozen=True)

@@ -891,8 +891,8 @@ def _decode_chunk(partition: int, records: bytes, lo: int, hi: int, budget: int,
         stopped = status == _STOP
         break
     n = int(st[_N])
-    progressed = int(st[_NEXT]) > lo
-    nxt = int(st[_NEXT]) if progressed or stopped else None
+    walked = int(st[_POS]) > 0 or stopped  # at least one complete batch was read
+    nxt = int(st[_NEXT]) if walked else None
     if n == 0:
         return None, 0, nxt, stopped
     return _to_arrow(partition, n, st, cols, plan), n, nxt, stopped
@@ -971,6 +971,7 @@ class _Part:
     done: bool = False
     hit_budget: bool = False
     fetch_bytes: int = PARTITION_FETCH_BYTES
+    stalls: int = 0
     tables: list = field(default_factory=list)
     note: str | None = None
 
@@ -1017,6 +1018,8 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             if spec.start == "latest":
                 start = max(w.low, w.high - budgets[p])  # the last `budget` records
             parts[p] = _Part(p, w.low, w.high, w.list_offsets_high, start, w.high, budgets[p], start)
+            # latest: the bound moved the start, so older records were left out
+            parts[p].hit_budget = spec.start == "latest" and budgets[p] < avail[p]
             if budgets[p] == 0 or start >= w.high:
                 parts[p].done = True
         state = _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0)
@@ -1189,9 +1192,17 @@ def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher) -> bool:
         # Not one complete batch: the batch is larger than we asked for.
         part.fetch_bytes = min(part.fetch_bytes * 4, 256 << 20)
         return True
+    if nxt <= part.next and n == 0:
+        part.stalls += 1
+        if part.stalls >= 3:  # the broker keeps answering with records we already have
+            part.done = True
+            part.note = f"the broker returned nothing new at offset {part.next}"
+            return False
+        return True
+    part.stalls = 0
     part.next = nxt
     if part.kept >= part.budget:
-        part.hit_budget = part.next < part.stop
+        part.hit_budget = part.hit_budget or part.next < part.stop
         part.done = True
     elif stopped or part.next >= part.stop:
         part.done = True
