@@ -272,7 +272,14 @@ def partition_frame(keys, partitions: int, partitioner: str | None = "all"):
     else:
         # Interleave (key0/p1, key0/p2, ..., key1/p1 ...) by construction, not by sorting.
         key = series.gather(np.repeat(np.arange(len(series), dtype=np.int64), k))
-        hash_ = pl.select(pl.concat_list(hashes)).to_series().explode()
+        vals = np.column_stack([h.fill_null(0).to_numpy() for h in hashes]).ravel()
+        if any(h.null_count() for h in hashes):
+            import pyarrow as pa
+
+            nulls = np.column_stack([h.is_null().to_numpy() for h in hashes]).ravel()
+            hash_ = pl.Series("hash", pa.array(vals, type=pa.uint32(), mask=nulls))
+        else:
+            hash_ = pl.Series("hash", vals, dtype=pl.UInt32)
     names = pl.Series("partitioner", [p.name for p in chosen], dtype=pl.String).gather(
         np.tile(np.arange(k, dtype=np.int64), len(series))
     )
