@@ -152,3 +152,18 @@ def test_help_documents_exit_codes():
     for code in ("0", "2", "3", "5"):
         assert f"  {code}  " in r.output
     assert "clamp_min" in r.output
+
+
+def test_capped_sample_reports_rates(tmp_path):
+    from .test_analysis import capped_sample
+
+    path = capped_sample().write(tmp_path / "capped.parquet")
+    r = invoke(path)
+    assert r.exit_code == 0
+    assert "load = real rate" in r.output and "rate/s" in r.output and "95% CI" not in r.output
+    assert max(len(line) for line in r.output.splitlines()) <= 100
+    doc = json.loads(invoke(path, "--format", "json").output)
+    validate(doc)
+    assert doc["load_basis"] == "rate" and doc["skew"]["hottest_partition"] == 0
+    flat = json.loads(invoke(path, "--format", "json", "--load", "sample").output)
+    assert flat["load_basis"] == "sample" and flat["skew"]["ratio"] == pytest.approx(1.0)

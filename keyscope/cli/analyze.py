@@ -214,7 +214,8 @@ def _partition_rows(d: dict) -> tuple[list[str], list[list[str]], str]:
     parts = d["partitions"]
     top_load = max((p["load"] for p in parts), default=0.0)
     rate = any(p["rate_per_s"] is not None for p in parts)
-    headers = ["partition", "records", "bytes", "share", "95% CI"] + (["rate/s"] if rate else []) + ["load"]
+    ci = any(p["share_interval"] is not None for p in parts)
+    headers = ["partition", "records", "bytes", "share"] + (["95% CI"] if ci else []) + (["rate/s"] if rate else [])
     rows = []
     for p in parts:
         row = [
@@ -222,13 +223,14 @@ def _partition_rows(d: dict) -> tuple[list[str], list[list[str]], str]:
             f"{p['records']:,}",
             _bytes(p["bytes"]),
             f"{100 * p['share']:.1f}%",
-            _interval(p["share_interval"], pct=True),
         ]
+        if ci:
+            row.append(_interval(p["share_interval"], pct=True))
         if rate:
             row.append("-" if p["rate_per_s"] is None else f"{p['rate_per_s']:,.1f}")
         row.append(bar(p["load"] / top_load if top_load > 0 else 0.0, BAR).rstrip())
         rows.append(row)
-    return headers, rows, "lrrrr" + ("r" if rate else "") + "l"
+    return headers + ["load"], rows, "lrrr" + ("r" if ci else "") + ("r" if rate else "") + "l"
 
 
 def _key_rows(d: dict, width: int = KEY_WIDTH) -> tuple[list[str], list[list[str]], str]:
