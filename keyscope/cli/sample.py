@@ -99,10 +99,7 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
     finally:
         if progress is not None:
             progress.clear()
-    try:
-        s.write(path)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+    _write_through_ctrl_c(s, path)
     click.echo(render_sample_report(s, str(path), fmt))
     if s.meta.partial:
         raise PartialSample(
@@ -161,13 +158,30 @@ class _Progress:
 
 def _width() -> int:
     try:
-        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns - 1)
+        cols = os.get_terminal_size(sys.stderr.fileno()).columns
     except OSError:
-        return 100
+        cols = 0
+    return cols - 1 if cols > 20 else 100  # a terminal that reports no size gets a sane width
 
 
 def _mb(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
+
+
+def _write_through_ctrl_c(s, path: Path) -> None:
+    """Write the sample even if Ctrl-C comes now: the records are read, losing them helps nobody."""
+    import signal
+    import threading
+
+    deferred = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, lambda *_: None) if deferred else None
+    try:
+        s.write(path)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if deferred:
+            signal.signal(signal.SIGINT, old)
 
 
 def _check_writable(path: Path, force: bool) -> None:
