@@ -32,6 +32,8 @@ def detect_format(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4096)
     ext = path.suffix.lower()
+    if not head:
+        raise InputError(f"{path}: the file is empty")
     if head.startswith(b"PAR1") or ext in _PARQUET_EXT:
         return "parquet"
     if ext in _JSON_EXT:
