@@ -1,0 +1,119 @@
+"""The compiled kernels (keyscope._kernels): exact on every key length, every
+Arrow layout, any thread split, and never reading a null slot's view."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+
+from keyscope import _kernels
+from keyscope import partitioners as P
+
+
+def reference(name: str, key: bytes) -> int:
+    """The modulo operand from the clients' own code (kafka-python, zlib), or keyscope's pure Python FNV."""
+    if name == "murmur2":
+        return kafka_python_murmur2(key) & 0x7FFFFFFF
+    if name == "consistent":
+        return zlib.crc32(key)
+    h = P.fnv1a32(key)
+    return (1 << 32) - h if h & 0x80000000 else h
+
+
+@pytest.mark.parametrize("name", _kernels.NAMES)
+def test_every_length_from_0_to_80_and_around_the_inline_limit(name):
+    # Lengths 0..80 cover every murmur2 tail (len & 3), every CRC by-8/by-4/byte
+    # split, and both view layouts (inline <= 12 bytes, buffer > 12).
+    rng = np.random.default_rng(1)
+    keys = [rng.integers(0, 256, ln, dtype=np.uint8).tobytes() for ln in range(81) for _ in range(3)]
+    keys += [b"\xff" * ln for ln in range(20)] + [b"\x00" * ln for ln in range(20)]
+    got = _kernels.hash_arrow(pa.array(keys, type=pa.binary_view()), name, threads=1)
+    assert got.tolist() == [reference(name, k) for k in keys]
+
+
+@pytest.mark.parametrize("name", _kernels.NAMES)
+def test_a_long_key(name):
+    key = bytes(range(256)) * 300  # 76,800 bytes
+    got = _kernels.hash_arrow(pa.array([key, b"x"], type=pa.binary_view()), name)
+    assert got.tolist() == [reference(name, key), reference(name, b"x")]
+
+
+def test_null_slot_view_is_never_dereferenced():
+    # Arrow leaves a null slot's view undefined.  Forge one claiming 1,000
+    # bytes in data buffer 7 (which does not exist): reading it would crash
+    # or return garbage; the kernel must skip it via the validity bitmap.
+    good = b"a-key-longer-than-twelve-bytes"
+    data = pa.py_buffer(good)
+    views = struct.pack("<iiii", len(good), int.from_bytes(good[:4], "little"), 0, 0)
+    views += struct.pack("<iiii", 1000, 0, 7, 123456)
+    views += struct.pack("<i12s", 2, b"ok")
+    validity = pa.py_buffer(bytes([0b101]))
+    arr = pa.Array.from_buffers(pa.binary_view(), 3, [validity, pa.py_buffer(views), data], null_count=1)
+    for name in _kernels.NAMES:
+        got = _kernels.hash_arrow(arr, name, threads=1)
+        assert got[0] == reference(name, good) and got[1] == 0 and got[2] == reference(name, b"ok")
+
+
+def test_thread_split_is_exact_for_chunks_slices_and_nulls(monkeypatch):
+    # Force the multi-thread split on small columns, with chunk and slice
+    # offsets that are not multiples of 8 (validity bits mid-byte).
+    monkeypatch.setattr(_kernels, "PARALLEL_MIN_ROWS", 64)
+    keys = [None if i % 17 == 0 else (b"" if i % 29 == 0 else f"k{i}-{'x' * (i % 23)}".encode()) for i in range(3001)]
+    chunked = pa.chunked_array(
+        [pa.array(keys[:1001], type=pa.binary_view()), pa.array(keys[1001:], type=pa.binary_view()).slice(0)]
+    )
+    sliced = pa.array(keys, type=pa.binary_view()).slice(5, 2990)
+    for name in _kernels.NAMES:
+        expected = [0 if k is None else reference(name, k) for k in keys]
+        for threads in (1, 2, 3, None):
+            assert _kernels.hash_arrow(chunked, name, threads).tolist() == expected
+            assert _kernels.hash_arrow(sliced, name, threads).tolist() == expected[5:2995]
+
+
+def test_hash_column_threads_argument_never_changes_the_result():
+    keys = pl.Series([f"tenant-{i % 5000}:{i}".encode() for i in range(_kernels.PARALLEL_MIN_ROWS + 1234)] + [None])
+    for name in _kernels.NAMES:
+        one = P.hash_column(keys, name, threads=1)
+        two = P.hash_column(keys, name, threads=2)
+        auto = P.hash_column(keys, name)
+        assert one.equals(two) and one.equals(auto)
+        assert one.null_count() == 1
+        assert one.head(3).to_list() == [reference(name, k) for k in keys.head(3).to_list()]
+
+
+def test_other_arrow_layouts_are_converted_not_misread():
+    keys = [b"short", b"a key well beyond twelve bytes", b"", None]
+    for typ in (pa.binary(), pa.large_binary(), pa.string(), pa.large_string(), pa.string_view()):
+        arr = pa.array([k.decode() if k is not None and "string" in str(typ) else k for k in keys], type=typ)
+        got = _kernels.hash_arrow(arr, "murmur2")
+        assert got.tolist() == [0 if k is None else reference("murmur2", k) for k in keys]
+
+
+def test_compiled_once_per_process_and_without_numba():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, polars as pl\n"
+        "from keyscope import _kernels\n"
+        "a = _kernels._kernels(); _kernels.hash_binary(pl.Series([b'x'] * 10), 'murmur2')\n"
+        "assert _kernels._kernels() is a\n"
+        "print('numba' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_module_ir_is_valid_llvm():
+    import llvmlite.binding as llvm
+
+    mod = llvm.parse_assembly(_kernels.module_ir())
+    mod.verify()
+    assert {f.name for f in mod.functions if not f.is_declaration} >= {f"views_{n}" for n in _kernels.NAMES}
