@@ -117,3 +117,48 @@ def test_module_ir_is_valid_llvm():
     mod = llvm.parse_assembly(_kernels.module_ir())
     mod.verify()
     assert {f.name for f in mod.functions if not f.is_declaration} >= {f"views_{n}" for n in _kernels.NAMES}
+
+
+def _run_with_cache(cache_dir) -> dict:
+    import subprocess
+    import sys
+
+    code = (
+        "import json, polars as pl\n"
+        "from keyscope import _kernels\n"
+        "keys = pl.Series([b'21', b'foobar', b'a-little-bit-long-string', b'123456789', b''])\n"
+        "out = {n: _kernels.hash_binary(keys, n).tolist() for n in _kernels.NAMES}\n"
+        "out['_from_cache'] = _kernels._kernels()['_from_cache']\n"
+        "print(json.dumps(out))\n"
+    )
+    env = dict(__import__("os").environ, KEYSCOPE_CACHE_DIR=str(cache_dir))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    return __import__("json").loads(r.stdout)
+
+
+def test_object_code_cache_is_used_verified_and_optional(tmp_path):
+    keys = [b"21", b"foobar", b"a-little-bit-long-string", b"123456789", b""]
+    expected = {n: [reference(n, k) for k in keys] for n in _kernels.NAMES}
+
+    cold = _run_with_cache(tmp_path)
+    assert cold.pop("_from_cache") is False and cold == expected
+    (obj,) = tmp_path.glob("kernels-*.o")
+
+    warm = _run_with_cache(tmp_path)
+    assert warm.pop("_from_cache") is True and warm == expected
+
+    # A damaged file fails its checksum: compiled afresh, then rewritten intact.
+    blob = bytearray(obj.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    obj.write_bytes(bytes(blob))
+    assert _kernels._read_cache(obj) is None
+    again = _run_with_cache(tmp_path)
+    assert again.pop("_from_cache") is False and again == expected
+    assert _kernels._read_cache(obj) is not None
+
+    # No usable cache directory (a file stands in the way): still exact.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    nowhere = _run_with_cache(blocker / "cache")
+    assert nowhere.pop("_from_cache") is False and nowhere == expected
