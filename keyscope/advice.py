@@ -111,18 +111,19 @@ def spreading_fields(w: WhatIf, hot_key: bytes | None) -> list[str]:
     """
     import polars as pl
 
-    if hot_key is None:
+    if hot_key is None or not w.fields:
         return []
     out = []
     for f in w.fields:
-        u = w._units((f,)).filter(pl.col("key") == hot_key)
-        total = float(u["n"].sum())
-        if total == 0:
+        u = w._units((f,)).filter(pl.col("key") == hot_key)  # built once per field, then cached
+        counts = u.group_by(f).agg(pl.col("n").sum())
+        total = float(counts["n"].sum())
+        counts = counts.drop_nulls(f)
+        if total == 0 or counts.height < 2:
             continue
-        per = u.group_by(f).agg(pl.col("n").sum())
-        present = float(per.filter(pl.col(f).is_not_null())["n"].sum())
-        top = float(per.filter(pl.col(f).is_not_null())["n"].max() or 0)
-        if present / total >= 0.5 and per[f].drop_nulls().len() >= 2 and top / total < 0.5:
+        present = float(counts["n"].sum())
+        top = float(counts["n"].max())
+        if present / total >= 0.5 and top / total < 0.5:
             out.append(f)
     return out
 
@@ -148,8 +149,9 @@ def candidates(w: WhatIf, c: Constraints, separator: str = DEFAULT_SEPARATOR) ->
     hot = w.hot_keys((), "", Salt(top=1))
     hot_key = hot["ckey"][0] if len(hot) else None
     fields = spreading_fields(w, hot_key)
-    w.prepare(fields)
-    key_sets = [(f,) for f in fields] + ([tuple(fields[:2])] if len(fields) >= 2 else [])
+    # one field at a time: each already spreads the hot key, and two fields at once
+    # multiply the distinct keys to evaluate for little more spread (whatif --key-by can ask)
+    key_sets = [(f,) for f in fields]
     for ks in key_sets:
         for cnt in few:
             out.append(Scenario(cnt, p0, key_fields=ks, separator=separator))
@@ -233,7 +235,9 @@ def recommend(
     """Evaluate the generated candidates and pick the remedy to recommend."""
     if constraints.max_keys_moved < 0 or constraints.max_keys_moved > 1:
         raise UsageError(f"--max-keys-moved must be a share in [0, 1], got {constraints.max_keys_moved}")
-    w = whatif or WhatIf(sample, partitioner=partitioner, consumers=[consumers] if consumers else None)
+    w = whatif or WhatIf(
+        sample, partitioner=partitioner, consumers=[consumers] if consumers else None, group_fields=sample.field_names
+    )
     keep = constraints.keep_order_by
     if keep not in ("key", "none"):
         w._check_field(keep)

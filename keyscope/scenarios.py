@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
+from numba import njit
 
 from .assignors import ASSIGNORS, ConsumerLoad, consumer_load
 from .errors import InputError, UsageError
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 SALT_SEP = b"#"
+MAX_GROUP_FIELDS = 4
+_RESIDUES = 840  # lcm(2..8): offset-salt hashes are binned mod this once, for every D dividing it
 DEFAULT_SEPARATOR = "|"
 CONFIDENCE = 0.95
 
@@ -413,6 +416,7 @@ class _Rows:
     b: np.ndarray  # float64 sampled bytes
     splittable: bool  # may one original key land on several partitions?
     salted: list[tuple[bytes, float]] = field(default_factory=list)
+    parts: list[tuple] = field(default_factory=list)  # (cache tag, keys) hashed separately, in row order
 
 
 class WhatIf:
@@ -423,6 +427,7 @@ class WhatIf:
         sample,
         partitioner: str | None = None,
         consumers: Sequence[int] | None = None,
+        group_fields: Sequence[str] = (),
     ):
         self.sample = sample
         df = sample.df
@@ -434,11 +439,17 @@ class WhatIf:
         self.weights, self.notes = _coverage_weights(sample, self.today_partitions)
         self.scaled = bool(np.any(self.weights != 1.0))
         self.load_unit = "records, scaled to the topic by each partition's sampled share" if self.scaled else "sampled records"
+        for f in group_fields[:MAX_GROUP_FIELDS]:
+            # tables per field first, when composite keys will need them: the plain
+            # table then derives from the smallest instead of another pass over the records
+            self._units((f,))
         plain = self._units(())
         if plain["key"].null_count() == plain.height:
             raise InputError("every sampled record has a null key: key strategies and partition counts cannot move them")
         self._key_index = plain.select("key").drop_nulls().unique().with_row_index("kid")
-        self._cache[("units", ())] = plain.join(self._key_index, on="key", how="left", maintain_order="left")
+        for k, table in list(self._cache.items()):  # tables built before the key ids existed
+            if k[0] == "units" and "kid" not in table.columns:
+                self._cache[k] = table.join(self._key_index, on="key", how="left", maintain_order="left")
         self.consumers = sorted(set(consumers or (self.today_partitions, 2 * self.today_partitions)))
         for c in self.consumers:
             if c < 1:
@@ -481,12 +492,6 @@ class WhatIf:
             g = g.join(self._key_index, on="key", how="left", maintain_order="left")
         self._cache[key] = g
         return g
-
-    def prepare(self, fields: Iterable[str]) -> None:
-        """Group by every field the coming scenarios need, once, so coarser tables derive from it."""
-        fields = tuple(sorted(set(fields)))
-        if fields:
-            self._units(fields)
 
     def _check_field(self, name: str) -> None:
         if name not in self.fields:
@@ -581,7 +586,10 @@ class WhatIf:
         scenarios = list(scenarios)
         for s in scenarios:
             self.check(s)
-        self.prepare(f for s in scenarios for f in s.fields_needed())
+        # the widest key sets first, so narrower tables derive from them
+        for ks in sorted({s.key_fields for s in scenarios}, key=len, reverse=True):
+            if ks:
+                self._units(ks)
         return [self.evaluate(s) for s in scenarios]
 
     def hot_keys(self, key_fields: tuple[str, ...], sep: str, salt: Salt):
@@ -603,73 +611,37 @@ class WhatIf:
         return hot
 
     def _rows(self, sc: Scenario) -> _Rows:
-        u = self._composite(sc.key_fields, sc.separator)
         if sc.salt is None:
-            return _Rows(
-                src=u["partition"].to_numpy().astype(np.int64),
-                kid=self._kid(u),
-                keys=u["ckey"],
-                n=u["n"].to_numpy().astype(np.float64),
-                b=u["b"].to_numpy().astype(np.float64),
-                splittable=bool(sc.key_fields),
-            )
-        if sc.salt.by == "offset":
-            return self._rows_salt_offset(sc)
-        return self._rows_salt_field(sc)
-
-    def _rows_salt_field(self, sc: Scenario) -> _Rows:
-        import polars as pl
-
-        salt = sc.salt
-        hot = self.hot_keys(sc.key_fields, sc.separator, salt)
-        fields = tuple(dict.fromkeys(sc.key_fields + (salt.by,)))
-        key = ("salted-field", fields, sc.key_fields, sc.separator, tuple(hot["ckey"].to_list()), salt.by, salt.seed)
+            key = ("plain-rows", sc.key_fields, sc.separator if sc.key_fields else "")
+            if key not in self._cache:
+                u = self._composite(sc.key_fields, sc.separator)
+                self._cache[key] = _Rows(
+                    src=u["partition"].to_numpy().astype(np.int64),
+                    kid=self._kid(u),
+                    keys=u["ckey"],
+                    n=u["n"].to_numpy().astype(np.float64),
+                    b=u["b"].to_numpy().astype(np.float64),
+                    splittable=bool(sc.key_fields),
+                )
+            return self._cache[key]
+        key = ("salted-rows", sc.key_fields, sc.separator, sc.salt)
         if key not in self._cache:
-            u = self._units(fields)
-            u = u.with_columns(compose_keys(u["key"], [u[f] for f in sc.key_fields], sc.separator).alias("ckey"))
-            is_hot = u["ckey"].is_in(hot["ckey"].implode()).fill_null(False)
-            mm = murmur3_binary(u[salt.by], salt.seed)
-            self._cache[key] = (u, is_hot, mm)
-        u, is_hot, mm = self._cache[key]
-        frame = pl.DataFrame({"hot": is_hot, "salt": mm % np.uint32(salt.buckets)})
-        suffix = frame.select(
-            pl.when(pl.col("hot"))
-            .then(pl.lit(SALT_SEP.decode()) + pl.col("salt").cast(pl.String))
-            .otherwise(pl.lit(""))
-            .cast(pl.Binary)
-        ).to_series()
-        keys = concat_binary([u["ckey"], suffix])
-        return _Rows(
-            src=u["partition"].to_numpy().astype(np.int64),
-            kid=self._kid(u),
-            keys=keys,
-            n=u["n"].to_numpy().astype(np.float64),
-            b=u["b"].to_numpy().astype(np.float64),
-            splittable=True,
-            salted=list(zip(hot["ckey"].to_list(), hot["share"].to_list())),
-        )
+            self._cache[key] = self._rows_salted(sc)
+        return self._cache[key]
 
-    def _rows_salt_offset(self, sc: Scenario) -> _Rows:
-        """Hot keys' records carry their own salt: bincount (partition, hot key, salt) cells."""
+    def _hot_records(self, key_fields: tuple[str, ...], sep: str, hot_keys):
+        """The records of the hot (composite) keys only, with ``hid`` = index in ``hot_keys``."""
         import polars as pl
 
-        salt = sc.salt
-        hot = self.hot_keys(sc.key_fields, sc.separator, salt)
-        hot_keys = hot["ckey"]
-        H = len(hot_keys)
-        tag = ("salted-offset", sc.key_fields, sc.separator, tuple(hot_keys.to_list()), salt.seed)
+        tag = ("hot-records", key_fields, sep, tuple(hot_keys.to_list()))
         if tag not in self._cache:
-            df = self.sample.df
-            u = self._composite(sc.key_fields, sc.separator)
+            u = self._composite(key_fields, sep)
             originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
             size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-            recs = df.filter(pl.col("key").is_in(originals.implode())).select(
-                "partition", "key", "offset", *sc.key_fields, size.alias("size")
-            )
-            recs = recs.with_columns(
-                compose_keys(recs["key"], [recs[f] for f in sc.key_fields], sc.separator).alias("ckey")
-            )
-            hot_ids = hot.select("ckey").with_row_index("hid")
+            recs = self.sample.df.filter(pl.col("key").is_in(originals.implode()))
+            recs = recs.select(pl.exclude("key_size", "value_size", "timestamp"), size.alias("size"))
+            recs = recs.with_columns(compose_keys(recs["key"], [recs[f] for f in key_fields], sep).alias("ckey"))
+            hot_ids = pl.DataFrame({"ckey": hot_keys}).with_row_index("hid")
             recs = recs.join(hot_ids, on="ckey", how="inner")
             hot_kid = (
                 hot_ids.join(
@@ -682,75 +654,131 @@ class WhatIf:
                 .cast(pl.Int64)
                 .to_numpy()
             )
+            self._cache[tag] = (recs, hot_kid)
+        return self._cache[tag]
+
+    def _salt_hashes(self, sc: Scenario, hot_keys):
+        """(src, hid, mmh3 of the salt data, records, bytes) for the hot keys, cached across D.
+
+        By offset the hash is per record; by a field, per distinct (partition,
+        hot key, field value), weighted by its records.
+        """
+        import polars as pl
+
+        salt = sc.salt
+        binned = salt.by == "offset" and _RESIDUES % salt.buckets == 0
+        tag = ("salt-hashes", sc.key_fields, sc.separator, tuple(hot_keys.to_list()), salt.by, salt.seed, binned or salt.buckets)
+        if tag not in self._cache:
+            if salt.by == "offset":
+                recs, hot_kid = self._hot_records(sc.key_fields, sc.separator, hot_keys)
+                src = recs["partition"].to_numpy().astype(np.int64)
+                hid = recs["hid"].to_numpy().astype(np.int64)
+                mm = murmur3_int64(recs["offset"].to_numpy(), salt.seed)
+                size = recs["size"].to_numpy().astype(np.float64)
+                if binned:
+                    # per record once: bin by the hash mod 840, which every D in 2..8 divides,
+                    # so each D is then arithmetic on these few bins
+                    H = len(hot_keys)
+                    code = (src * H + hid) * _RESIDUES + (mm % np.uint32(_RESIDUES)).astype(np.int64)
+                    cnt = np.bincount(code, minlength=self.today_partitions * H * _RESIDUES)
+                    nz = np.flatnonzero(cnt)
+                    byt = np.bincount(code, weights=size, minlength=len(cnt))[nz]
+                    c_src, rest = np.divmod(nz, H * _RESIDUES)
+                    c_hid, res = np.divmod(rest, _RESIDUES)
+                    out = (c_src, c_hid, res.astype(np.uint32), cnt[nz].astype(np.float64), byt, hot_kid)
+                else:
+                    out = (src, hid, mm, np.ones(len(src)), size, hot_kid)
+                self._cache[tag] = out
+                return out
+            else:  # from the (partition, key, fields) table, not the records
+                u = self._units(tuple(dict.fromkeys(sc.key_fields + (salt.by,))))
+                originals = self._composite(sc.key_fields, sc.separator).filter(
+                    pl.col("ckey").is_in(hot_keys.implode())
+                )["key"].unique()
+                sub = u.filter(pl.col("key").is_in(originals.implode()))
+                sub = sub.with_columns(
+                    compose_keys(sub["key"], [sub[f] for f in sc.key_fields], sc.separator).alias("ckey")
+                ).join(pl.DataFrame({"ckey": hot_keys}).with_row_index("hid"), on="ckey", how="inner")
+                hot_kid = np.full(len(hot_keys), -1, dtype=np.int64)
+                hot_kid[sub["hid"].to_numpy().astype(np.int64)] = sub["kid"].fill_null(-1).to_numpy()
+                g = sub.group_by(["partition", "hid", salt.by]).agg(pl.col("n").sum(), pl.col("b").sum())
+                mm = murmur3_binary(g[salt.by], salt.seed)
             self._cache[tag] = (
-                recs["partition"].to_numpy().astype(np.int64),
-                recs["hid"].to_numpy().astype(np.int64),
-                murmur3_int64(recs["offset"].to_numpy(), salt.seed),
-                recs["size"].to_numpy().astype(np.float64),
+                g["partition"].to_numpy().astype(np.int64),
+                g["hid"].to_numpy().astype(np.int64),
+                mm,
+                g["n"].to_numpy().astype(np.float64),
+                g["b"].to_numpy().astype(np.float64),
                 hot_kid,
             )
-        src, hid, mm, size, hot_kid = self._cache[tag]
-        D, S = salt.buckets, self.today_partitions
+        return self._cache[tag]
+
+    def _rows_salted(self, sc: Scenario) -> _Rows:
+        """Cold keys as they are; hot keys' records binned into (partition, hot key, salt) cells."""
+        import polars as pl
+
+        salt = sc.salt
+        hot = self.hot_keys(sc.key_fields, sc.separator, salt)
+        hot_keys = hot["ckey"]
+        H, D, S = len(hot_keys), salt.buckets, self.today_partitions
+        src, hid, mm, n_rec, b_rec, hot_kid = self._salt_hashes(sc, hot_keys)
         cell = (src * H + hid) * D + (mm % np.uint32(D)).astype(np.int64)
-        n = np.bincount(cell, minlength=S * H * D).astype(np.float64)
-        b = np.bincount(cell, weights=size, minlength=S * H * D)
+        n = np.bincount(cell, weights=n_rec, minlength=S * H * D)
+        b = np.bincount(cell, weights=b_rec, minlength=S * H * D)
         nz = np.flatnonzero(n)
         c_src, rest = np.divmod(nz, H * D)
         c_hid, c_salt = np.divmod(rest, D)
-        sub_tag = ("subkeys", tag, D)
+        sub_tag = ("subkeys", tuple(hot_keys.to_list()), D)
         if sub_tag not in self._cache:
-            subkeys = concat_binary(
+            self._cache[sub_tag] = concat_binary(
                 [
                     hot_keys.gather(np.repeat(np.arange(H), D)),
                     pl.Series([f"#{j}" for j in range(D)] * H, dtype=pl.String).cast(pl.Binary),
                 ]
             )
-            self._cache[sub_tag] = subkeys
         subkeys = self._cache[sub_tag]  # index hid * D + salt
-        u = self._composite(sc.key_fields, sc.separator)
-        cold = u.filter(~pl.col("ckey").is_in(hot_keys.implode()).fill_null(False))
-        keys = pl.concat([cold["ckey"], subkeys.gather(c_hid * D + c_salt)])
+        cold_tag = ("cold-rows", sc.key_fields, sc.separator, tuple(hot_keys.to_list()))
+        if cold_tag not in self._cache:
+            u = self._composite(sc.key_fields, sc.separator)
+            cold = u.filter(~pl.col("ckey").is_in(hot_keys.implode()).fill_null(False))
+            self._cache[cold_tag] = (
+                cold["ckey"],
+                cold["partition"].to_numpy().astype(np.int64),
+                self._kid(cold),
+                cold["n"].to_numpy().astype(np.float64),
+                cold["b"].to_numpy().astype(np.float64),
+            )
+        cold_keys, cold_src, cold_kid, cold_n, cold_b = self._cache[cold_tag]
         return _Rows(
-            src=np.concatenate([cold["partition"].to_numpy().astype(np.int64), c_src]),
-            kid=np.concatenate([self._kid(cold), hot_kid[c_hid]]),
-            keys=keys,
-            n=np.concatenate([cold["n"].to_numpy().astype(np.float64), n[nz]]),
-            b=np.concatenate([cold["b"].to_numpy().astype(np.float64), b[nz]]),
+            src=np.concatenate([cold_src, c_src]),
+            kid=np.concatenate([cold_kid, hot_kid[c_hid]]),
+            keys=None,
+            parts=[(cold_tag, cold_keys), (sub_tag, subkeys, c_hid * D + c_salt)],
+            n=np.concatenate([cold_n, n[nz]]),
+            b=np.concatenate([cold_b, b[nz]]),
             splittable=True,
             salted=list(zip(hot["ckey"].to_list(), hot["share"].to_list())),
         )
 
     def _result(self, sc: Scenario, rows: _Rows) -> Result:
         S, N, w = self.today_partitions, sc.partitions, self.weights
-        tag = _rows_tag(sc.key_fields, sc.separator, sc.salt)
-        op, valid = self._hash(tag, rows.keys, sc.partitioner)
-        p = op % N
-        keyed = valid
-        src_k, p_k, n_k = rows.src[keyed], p[keyed], rows.n[keyed]
-        cells = src_k * N + p_k
-        counts = np.bincount(cells, weights=n_k, minlength=S * N)
-        nbytes = np.bincount(cells, weights=rows.b[keyed], minlength=S * N)
-        unk_n = np.bincount(rows.src[~keyed], weights=rows.n[~keyed], minlength=S)
-        unk_b = np.bincount(rows.src[~keyed], weights=rows.b[~keyed], minlength=S)
+        if rows.keys is not None:
+            op, valid = self._hash(_rows_tag(sc.key_fields, sc.separator, None), rows.keys, sc.partitioner)
+        else:  # salted: cold keys and sub-keys hashed apart (each once), rows gathered from them
+            (cold_tag, cold_keys), (sub_tag, subkeys, pick) = rows.parts
+            op_c, valid_c = self._hash(cold_tag, cold_keys, sc.partitioner)
+            op_s, valid_s = self._hash(sub_tag, subkeys, sc.partitioner)
+            op = np.concatenate([op_c, op_s[pick]])
+            valid = np.concatenate([valid_c, valid_s[pick]])
+        K = self._key_index.height
+        counts, nbytes, unk_n, unk_b, present, moved_keys, split, keyed_total, moved_total, lost_total = _scenario_pass(
+            rows.src, op, valid, rows.n, rows.b, rows.kid, self.weights, S, N, K, rows.splittable
+        )
         spread = float((unk_n * w).sum()) / N  # the producer places null keys at random: even in expectation
         records = w @ counts.reshape(S, N) + spread
         by = w @ nbytes.reshape(S, N) + float((unk_b * w).sum()) / N
         lo, hi = self._interval(counts, N, unk_n)
-
-        wn = n_k * w[src_k]
-        keyed_total = float(wn.sum())
-        moved = p_k != src_k
-        kid_k = rows.kid[keyed]
-        K = self._key_index.height
-        has_kid = kid_k >= 0
-        keys_present = np.bincount(kid_k[has_kid], minlength=K) > 0
-        keys_moved = np.bincount(kid_k[has_kid & moved], minlength=K) > 0
-        split, lost = 0, 0.0
-        if rows.splittable and len(kid_k):
-            codes = np.unique(kid_k[has_kid] * N + p_k[has_kid])
-            split_keys = np.bincount(codes // N, minlength=K) > 1
-            split = int(split_keys.sum())
-            lost = float(wn[has_kid][split_keys[kid_k[has_kid]]].sum()) / clamp_min(keyed_total)
+        lost = lost_total / clamp_min(keyed_total)
         expected = None
         if not sc.key_fields and sc.salt is None and self.today_match >= 0.99:
             expected = expected_keys_moved(S, N, sc.partitioner == self.today_partitioner)
@@ -765,11 +793,11 @@ class WhatIf:
             skew_high=hi,
             bytes_skew=skew_ratio(by),
             unkeyed_records=float((unk_n * w).sum()),
-            keys_total=int(keys_present.sum()),
-            keys_moved=int(keys_moved.sum()),
-            traffic_moved_share=float(wn[moved].sum()) / clamp_min(keyed_total),
+            keys_total=int(present),
+            keys_moved=int(moved_keys),
+            traffic_moved_share=moved_total / clamp_min(keyed_total),
             expected_keys_moved_share=expected,
-            keys_split=split,
+            keys_split=int(split),
             order_lost_traffic_share=lost,
             salted_keys=rows.salted,
         )
@@ -810,6 +838,55 @@ class WhatIf:
 
     def _consumers(self, records: np.ndarray) -> list[ConsumerLoad]:
         return [consumer_load(records, c, a) for c in self.consumers for a in ASSIGNORS]
+
+
+@njit(cache=True, nogil=True)
+def _scenario_pass(src, op, valid, n, b, kid, w, S, N, K, track_split):  # pragma: no cover - compiled
+    """One pass over the unit rows of a scenario: every figure it reports.
+
+    Why compiled: composite keys make millions of rows, and a dozen numpy
+    passes over them (modulo, cells, moved flags, per-key partition sets)
+    cost several times this single loop.  ``kid`` is >= 0 for every hashed row.
+    """
+    cells_n = np.zeros(S * N)
+    cells_b = np.zeros(S * N)
+    unk_n = np.zeros(S)
+    unk_b = np.zeros(S)
+    present = np.zeros(K, np.bool_)
+    moved_k = np.zeros(K, np.bool_)
+    first_p = np.full(K, -1, np.int64)
+    split_k = np.zeros(K, np.bool_)
+    keyed_w = 0.0
+    moved_w = 0.0
+    for i in range(src.shape[0]):
+        s = src[i]
+        if not valid[i]:
+            unk_n[s] += n[i]
+            unk_b[s] += b[i]
+            continue
+        p = op[i] % N
+        c = s * N + p
+        cells_n[c] += n[i]
+        cells_b[c] += b[i]
+        wn = n[i] * w[s]
+        keyed_w += wn
+        k = kid[i]
+        present[k] = True
+        if p != s:
+            moved_w += wn
+            moved_k[k] = True
+        if track_split:
+            fp = first_p[k]
+            if fp < 0:
+                first_p[k] = p
+            elif fp != p:
+                split_k[k] = True
+    lost = 0.0
+    if track_split:
+        for i in range(src.shape[0]):
+            if valid[i] and split_k[kid[i]]:
+                lost += n[i] * w[src[i]]
+    return cells_n, cells_b, unk_n, unk_b, present.sum(), moved_k.sum(), split_k.sum(), keyed_w, moved_w, lost
 
 
 def _rows_tag(key_fields, sep, salt):

@@ -149,6 +149,8 @@ SCENARIOS = [
     Scenario(3, "murmur2", salt=Salt(top=3, buckets=8, by="user_id", seed=7)),
     Scenario(6, "fnv1a", salt=Salt(share=0.01, buckets=2, by="region")),
     Scenario(4, "murmur2", key_fields=("region",), salt=Salt(top=2, buckets=4, by="offset", seed=3)),
+    Scenario(3, "consistent", salt=Salt(top=2, buckets=9, by="offset")),  # 9 does not divide 840: per record
+    Scenario(5, "murmur2", salt=Salt(top=1, buckets=7, by="offset", seed=1)),
     Scenario(3, "murmur2", key_fields=("region",), salt=Salt(top=2, buckets=4, by="user_id")),
 ]
 
