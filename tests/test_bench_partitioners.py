@@ -35,7 +35,8 @@ def test_quick_json_has_every_shape_hash_and_finite_rates(tmp_path):
     stdout, doc = run_quick(tmp_path)
     assert doc["benchmark"] == "partitioners" and doc["quick"] is True
     assert doc["machine"]["cpu_count"] >= 1
-    assert 0 < doc["warmup_s"] < 60
+    assert 0 < doc["warmup_s"] < 60 and 0 < doc["cold_compile_s"] < 60
+    assert isinstance(doc["warmup_from_cache"], bool)
     results = doc["results"]
     assert {(r["shape"], r["hash"]) for r in results} == {
         (s, h) for s in ("uuid", "short", "composite") for h in ("murmur2", "consistent", "fnv1a")
