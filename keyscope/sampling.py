@@ -41,7 +41,8 @@ DEFAULT_MAX_BYTES = 256 << 20
 DEFAULT_TIMEOUT_S = 60.0
 FETCH_MAX_BYTES = 32 << 20  # per request; brokers may exceed it by one batch
 PARTITION_FETCH_BYTES = 4 << 20
-IN_FLIGHT_PER_NODE = 3
+MAX_IN_FLIGHT = 4  # fetch requests out at once
+PARTITIONS_PER_REQUEST = 32  # Tansu returns ~1 MB per partition whatever the limits; keeps answers < 100 MB frames
 MODES = ("latest", "earliest", "time")
 
 __all__ = [
@@ -1053,39 +1054,45 @@ class _RunState:
 
 
 def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0) -> _RunState:
-    """The fetch loop: a few requests in flight per broker, decode while the next is fetched."""
+    """The fetch loop: a few requests in flight, each for a few partitions; decode while the next is fetched."""
+    from collections import deque
+
     state = _RunState()
     fetcher = kafka_io.RawFetcher(consumer, spec.topic)
     inflight: dict[int, list[int]] = {}
-    retry: list[tuple[float, list[int]]] = []
+    ready = deque(p for p in sorted(parts) if not parts[p].done)
+    waiting: list[tuple[float, list[int]]] = []  # (when, partitions) to fetch again after an error
     failing_since: float | None = None
     last_error = ""
     tags = iter(range(1 << 62))
 
-    def send(plist: list[int]) -> None:
-        by_node: dict = {}
-        for p in plist:
-            by_node.setdefault(fetcher.leader(p), []).append(p)
-        if None in by_node:  # no leader known: ask for metadata and try again shortly
-            fetcher.refresh_metadata()
-            retry.append((time.monotonic() + 0.2, by_node.pop(None)))
-        budget_left = max(1, max_bytes - state.bytes)
-        for node, ps in by_node.items():
-            offsets = {p: (parts[p].next, parts[p].fetch_bytes) for p in ps}
-            tag = next(tags)
-            inflight[tag] = ps
-            fetcher.send(tag, node, offsets, max_bytes=min(FETCH_MAX_BYTES, budget_left))
-            state.requests += 1
+    def pump() -> None:
+        """Send requests until MAX_IN_FLIGHT are out; spread the ready partitions over them."""
+        now = time.monotonic()
+        for item in [w for w in waiting if w[0] <= now]:
+            waiting.remove(item)
+            ready.extend(p for p in item[1] if not parts[p].done)
+        while ready and len(inflight) < MAX_IN_FLIGHT and state.bytes < max_bytes:
+            free = MAX_IN_FLIGHT - len(inflight)
+            size = min(PARTITIONS_PER_REQUEST, -(-len(ready) // free))
+            batch = [ready.popleft() for _ in range(min(size, len(ready)))]
+            by_node: dict = {}
+            for p in batch:
+                by_node.setdefault(fetcher.leader(p), []).append(p)
+            if None in by_node:  # no leader known: ask for metadata and try again shortly
+                fetcher.refresh_metadata()
+                waiting.append((now + 0.2, by_node.pop(None)))
+            budget_left = max(1, max_bytes - state.bytes)
+            for node, ps in by_node.items():
+                tag = next(tags)
+                inflight[tag] = ps
+                offsets = {p: (parts[p].next, parts[p].fetch_bytes) for p in ps}
+                fetcher.send(tag, node, offsets, max_bytes=min(FETCH_MAX_BYTES, budget_left))
+                state.requests += 1
 
-    def groups(ps: list[int]) -> list[list[int]]:
-        k = min(IN_FLIGHT_PER_NODE, len(ps))
-        return [ps[i::k] for i in range(k)] if k else []
-
-    active = [p for p in sorted(parts) if not parts[p].done]
     try:
-        for g in groups(active):
-            send(g)
-        while inflight or retry:
+        pump()
+        while inflight or waiting or ready:
             now = time.monotonic()
             if now >= deadline:
                 state.stopped_by = "timeout"
@@ -1096,11 +1103,7 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
             if failing_since is not None and now - failing_since > spec.retry_s:
                 state.partial_reason = f"lost the broker: {last_error}"
                 break
-            for item in [r for r in retry if r[0] <= now]:
-                retry.remove(item)
-                todo = [p for p in item[1] if not parts[p].done]
-                if todo:
-                    send(todo)
+            pump()
             try:
                 tag, answer, exc = fetcher.answers.get(timeout=max(0.005, min(0.1, deadline - now)))
             except queue.Empty:
@@ -1112,7 +1115,7 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
                 failing_since = failing_since or time.monotonic()
                 last_error = _first_line(exc)
                 fetcher.refresh_metadata()
-                retry.append((time.monotonic() + 0.25, plist))
+                waiting.append((time.monotonic() + 0.25, plist))
                 continue
             failing_since = None
             again: list[int] = []
@@ -1124,14 +1127,14 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
                     again.append(part.partition)
             answered = {fp.partition for fp in answer}
             again += [p for p in plist if p not in answered and not parts[p].done]
+            ready.extend(again)
+            pump()
             if progress is not None:
                 progress(Progress(
                     records=sum(x.kept for x in parts.values()), bytes=state.bytes,
                     partitions_done=sum(1 for x in parts.values() if x.done), partitions_total=len(parts),
                     elapsed_s=time.monotonic() - t0,
                 ))
-            if again and state.bytes < max_bytes:
-                send(again)
     except KeyboardInterrupt:
         if not any(p.kept for p in parts.values()):
             raise

@@ -407,3 +407,12 @@ def test_ctrl_c_keeps_what_was_read(own_broker, topic_name):
     assert s.meta.partial and s.meta.partial_reason == "interrupted (Ctrl-C)"
     assert 0 < len(s) < n and s.meta.how["stopped_by"] == "partial"
     _assert_contiguous_prefix(s)
+
+
+def test_many_partitions_are_split_over_several_requests(broker, topic_name):
+    create_topic(broker.bootstrap_server, topic_name, 40)  # more than one request's worth (32)
+    acked = produce(broker.bootstrap_server, topic_name,
+                    [{"key": b"k%d" % i, "value": b"v", "partition": i % 40} for i in range(4000)])
+    s = sample_topic(resolve(broker.bootstrap_server), spec(topic_name, start="earliest"))
+    assert rows(s) == [(p, o, k) for p, o, k, _, _ in acked]
+    assert s.meta.how["fetch_requests"] >= 2 and len(s.meta.partitions) == 40
