@@ -147,7 +147,7 @@ def main(argv=None) -> None:
 
     from keyscope import _kernels
     from keyscope.analysis import analyze
-    from keyscope.sample import read_sample
+    from keyscope.sample import Sample, read_sample
 
     _kernels.warm()
     t = time.perf_counter()
@@ -164,13 +164,18 @@ def main(argv=None) -> None:
     chunks = key_arrow.chunks if hasattr(key_arrow, "chunks") else [key_arrow]
     key_mem = sum(b.size for c in chunks for b in c.buffers() if b is not None)
     del key_arrow, chunks
-    analyze(sample)  # load kernels, scipy; first-call costs are not the steady state
-    times = []
+    # Load the kernels and scipy on a small slice; the memory poll then covers
+    # the first full call (nothing of it is left in the allocator yet).
+    analyze(Sample.from_frame(sample.df.head(300_000), partition_count=PARTITIONS))
     with RssPoller() as mem:
-        for _ in range(max(1, args.repeat)):
-            t = time.perf_counter()
-            result = analyze(sample)
-            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        result = analyze(sample)
+        first_s = time.perf_counter() - t
+    times = []
+    for _ in range(max(1, args.repeat)):
+        t = time.perf_counter()
+        result = analyze(sample)
+        times.append(time.perf_counter() - t)
     ks_s = min(times)
     analysis_mb = (mem.peak - mem.before) / 1e6
 
@@ -203,7 +208,7 @@ def main(argv=None) -> None:
     rows = [
         ["generate (numpy; not compared)", gen_s, "", ""],
         ["read_sample (Parquet -> Polars)", read_s, n / read_s, f"{file_mb:.0f} MB file"],
-        ["keyscope analyze (compute)", ks_s, n / ks_s, ""],
+        ["keyscope analyze (compute, best)", ks_s, n / ks_s, f"first call {first_s:.2f} s"],
         [
             f"obvious script ({obvious_n:,} records, x{n / obvious_n:g})",
             obvious_s,
@@ -244,6 +249,7 @@ def main(argv=None) -> None:
             "read_s": read_s,
             "analyze_s": ks_s,
             "analyze_runs_s": times,
+            "analyze_first_call_s": first_s,
             "obvious_script_s": obvious_s,
             "obvious_script_extrapolated_from": obvious_n,
             "speedup_vs_obvious": speedup,

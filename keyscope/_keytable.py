@@ -94,16 +94,20 @@ def _low(w, nbytes):
 
 @njit(cache=True, nogil=True)
 def _scan(
-    views, n, buf_addrs, valid, vbit, parts, vsize, offs, ts, row0,
+    views, n, buf_addrs, valid, vbit, parts, vsize, offs, ts, a0, rbase,
     gd, gdf, ng, limit,
     nrec, nbytes, nbsq, omin, omax, tmin, tmax,
 ):  # fmt: skip
-    """Group rows [0, n) of one chunk; stop early (return the row) when ``limit`` groups exist."""
+    """Group rows [0, n) of one key chunk; stop early (return the row) when ``limit`` groups exist.
+
+    Row i's other columns are at ``a0 + i`` in ``parts``/``vsize``/``offs``/``ts``
+    (arrays of the current slice); its row in the whole frame is ``rbase + a0 + i``.
+    """
     mask = np.uint64(gd.shape[0] - 1)
     has_valid = valid.size > 0
     has_ts = ts.size > 0
     for i in range(n):
-        r = row0 + i
+        r = a0 + i
         part = np.int64(parts[r])
         size = np.int64(vsize[r])
         t = ts[r] if has_ts else I64_MIN
@@ -160,7 +164,7 @@ def _scan(
                 gd[slot, _LP] = lp
                 gd[slot, _REC] = 1
                 gd[slot, _BYTES] = size
-                gd[slot, _ROW] = r
+                gd[slot, _ROW] = rbase + r
                 gdf[slot, _BSQ] = float(size) * float(size)
                 ng += 1
                 break
@@ -265,8 +269,14 @@ class _Groups:
 PARALLEL_MIN_ROWS = 1_000_000
 
 
+# Rows per piece of work: a key chunk is cut into pieces of at most this many
+# rows, and the other columns are made contiguous one piece at a time (a no-op
+# when the piece lies within one chunk), never a copy of a whole column.
+SLICE_ROWS = 1 << 20
+
+
 class _Worker:
-    """One thread's table and per-partition sums over its segments of rows."""
+    """One thread's table and per-partition sums over its pieces of rows."""
 
     def __init__(self, P: int, cap: int):
         self.groups = _Groups(cap)
@@ -276,19 +286,29 @@ class _Worker:
         self.omin, self.omax = np.full(P, I64_MAX), np.full(P, I64_MIN)
         self.tmin, self.tmax = np.full(P, I64_MAX), np.full(P, I64_MIN)
 
-    def run(self, segments, parts, vsize, offs, ts) -> None:
+    def run(self, cols, pieces) -> None:
         g = self.groups
-        for views, n, buf_addrs, valid, vbit, row0 in segments:
+        for views, n, buf_addrs, valid, vbit, r0 in pieces:
+            parts, vsize, offs, ts = _column_arrays(cols, r0, n)
             done = 0
             while done < n:
                 stop, g.ng = _scan(
                     views + 16 * done, n - done, buf_addrs, valid, vbit + done, parts, vsize, offs, ts,
-                    row0 + done, g.gd, g.gd.view(np.float64), g.ng, g.limit,
+                    done, r0, g.gd, g.gd.view(np.float64), g.ng, g.limit,
                     self.nrec, self.nbytes, self.nbsq, self.omin, self.omax, self.tmin, self.tmax,
                 )  # fmt: skip
                 done += stop
                 if done < n:
                     g.enlarge()
+
+
+def _column_arrays(cols, r0: int, n: int):
+    """partition, value_size, offset and timestamp (ms) for rows [r0, r0 + n) as numpy."""
+    part, vs, off, ts = (c.slice(r0, n) if c is not None else None for c in cols)
+    vsize = (vs.fill_null(0) if vs.null_count() else vs).to_numpy()
+    offs = (off.fill_null(0) if off.null_count() else off).to_numpy()
+    tms = ts.dt.epoch("ms").fill_null(I64_MIN).to_numpy() if ts is not None else np.zeros(0, np.int64)
+    return part.to_numpy(), vsize, offs, tms
 
 
 def scan(df, partitions: int, threads: int | None = None):
@@ -306,27 +326,23 @@ def scan(df, partitions: int, threads: int | None = None):
 
     P = max(int(partitions), 1)
     n_rows = df.height
-    parts = df["partition"].to_numpy()
-    if n_rows and (int(parts.min()) < 0 or int(parts.max()) >= P):
+    if n_rows and (int(df["partition"].min()) < 0 or int(df["partition"].max()) >= P):
         raise ValueError("partition out of range")  # Sample.from_frame rules this out
-    vs = df["value_size"]
-    vsize = (vs.fill_null(0) if vs.null_count() else vs).to_numpy()
-    offs = df["offset"].fill_null(0).to_numpy()
-    tcol = df["timestamp"]
-    if n_rows and tcol.null_count() < n_rows:
-        ts = tcol.dt.epoch("ms").fill_null(I64_MIN).to_numpy()
-    else:
-        ts = np.zeros(0, np.int64)
+    has_ts = bool(n_rows) and df["timestamp"].null_count() < n_rows
+    cols = (df["partition"], df["value_size"], df["offset"], df["timestamp"] if has_ts else None)
     if threads is None:
         import os
 
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         threads = min(2, cpus) if n_rows >= PARALLEL_MIN_ROWS else 1
     threads = max(1, int(threads))
-
-    arr = df["key"].to_arrow(compat_level=pl.CompatLevel.newest())
+    # The whole key column once, zero-copy; its buffers stay alive (long keys are
+    # matched against their first occurrence by address) until the end.
+    # (Series.to_arrow would first rechunk a many-chunk column: a full copy.)
+    arr = df.select("key").to_arrow(compat_level=pl.CompatLevel.newest()).column(0)
     chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
-    keep, segments, row0 = [], [], 0
+    keep, pieces, row0 = [arr], [], 0
+    step = min(SLICE_ROWS, max(1, -(-n_rows // threads)))
     for chunk in chunks:
         n = len(chunk)
         if n == 0:
@@ -335,24 +351,24 @@ def scan(df, partitions: int, threads: int | None = None):
             chunk = chunk.cast(pa.binary_view())
         bufs = chunk.buffers()
         buf_addrs = np.array([b.address if b is not None else 0 for b in bufs[2:]] or [0], dtype=np.int64)
-        valid = np.frombuffer(bufs[0], dtype=np.uint8) if bufs[0] is not None and chunk.null_count else np.zeros(0, np.uint8)
+        has_nulls = bufs[0] is not None and chunk.null_count
+        valid = np.frombuffer(bufs[0], dtype=np.uint8) if has_nulls else np.zeros(0, np.uint8)
         keep += [chunk, buf_addrs, valid]
         views = bufs[1].address + 16 * chunk.offset
-        step = -(-n // threads)
-        for s0 in range(0, n, step):  # one piece per thread, views are 16 bytes apart
+        for s0 in range(0, n, step):
             m = min(step, n - s0)
-            segments.append((views + 16 * s0, m, buf_addrs, valid, chunk.offset + s0, row0 + s0))
+            pieces.append((views + 16 * s0, m, buf_addrs, valid, chunk.offset + s0, row0 + s0))
         row0 += n
     workers = [_Worker(P, 1 << 14) for _ in range(threads)]
-    mine = [segments[i::threads] for i in range(threads)]
-    if threads == 1 or len(segments) == 1:
-        workers[0].run(segments, parts, vsize, offs, ts)
+    mine = [pieces[i::threads] for i in range(threads)]
+    if threads == 1 or len(pieces) <= 1:
+        workers[0].run(cols, pieces)
         workers = workers[:1]
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(lambda w_s: w_s[0].run(w_s[1], parts, vsize, offs, ts), zip(workers, mine)))
+            list(pool.map(lambda w_p: w_p[0].run(cols, w_p[1]), zip(workers, mine)))
     main = workers[0]
     for w in workers[1:]:
         g = main.groups
