@@ -249,7 +249,7 @@ def analyze(
         return np.bincount(part_idx, weights=v, minlength=P)[:P] if part_idx.size else np.zeros(P)
 
     n_p, b_p, s2b_p = per_part(rec), per_part(byt), per_part(bsq)
-    null_n_p, null_b_p, null_s2_p = per_part(rec, is_null), per_part(byt, is_null), per_part(bsq, is_null)
+    null_n_p, null_b_p = per_part(rec, is_null), per_part(byt, is_null)
     keys_p = np.bincount(part_idx[~is_null], minlength=P)[:P] if part_idx.size else np.zeros(P, dtype=np.int64)
     n_total = float(n_p.sum())
 
@@ -281,11 +281,9 @@ def analyze(
     else:
         l_rec, l_bytes = n_p.copy(), b_p.copy()
     if by == "records":
-        load_p, y_p, s2_p, y_null, s2_null = l_rec, n_p, n_p, null_n_p, null_n_p
-        y_kp, s2_kp = rec, rec
+        load_p, y_p, s2_p, y_null, y_kp = l_rec, n_p, n_p, null_n_p, rec
     else:
-        load_p, y_p, s2_p, y_null, s2_null = l_bytes, b_p, s2b_p, null_b_p, null_s2_p
-        y_kp, s2_kp = byt, bsq
+        load_p, y_p, s2_p, y_null, y_kp = l_bytes, b_p, s2b_p, null_b_p, byt
     total_load = float(load_p.sum())
     a_p = load_p / total_load if total_load > 0 else np.zeros(P)
     # within-partition share of each (key, partition) row, and its share of the topic
