@@ -973,6 +973,7 @@ class _Part:
     hit_budget: bool = False
     fetch_bytes: int = PARTITION_FETCH_BYTES
     stalls: int = 0
+    error_since: float | None = None
     tables: list = field(default_factory=list)
     note: str | None = None
 
@@ -1119,14 +1120,20 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
                 continue
             failing_since = None
             again: list[int] = []
+            later: list[int] = []
             for fp in answer:
                 part = parts.get(fp.partition)
                 if part is None or part.done:
                     continue
-                if _take(part, fp, spec, plan, state, fetcher):
+                verdict = _take(part, fp, spec, plan, state, fetcher)
+                if verdict == _LATER:
+                    later.append(part.partition)
+                elif verdict:
                     again.append(part.partition)
+            if later:
+                waiting.append((time.monotonic() + 0.25, later))
             answered = {fp.partition for fp in answer}
-            again += [p for p in plist if p not in answered and not parts[p].done]
+            again += [p for p in plist if p not in answered and not parts[p].done and p not in later]
             ready.extend(again)
             pump()
             if progress is not None:
@@ -1157,11 +1164,12 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
 
 
 _OFFSET_OUT_OF_RANGE = 1
+_LATER = "later"  # _take: fetch this partition again after a pause (leader moving, metadata stale)
 _RETRIABLE_PARTITION_ERRORS = {3, 5, 6, 9, 74, 75}  # unknown partition, leader moved/not available, epochs
 
 
-def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher) -> bool:
-    """Apply one partition's answer; True when it wants another fetch."""
+def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
+    """Apply one partition's answer: True to fetch it again now, _LATER after a pause, False when done."""
     from .kafka_io import error_name
 
     if fp.error_code == _OFFSET_OUT_OF_RANGE:
@@ -1176,8 +1184,15 @@ def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher) -> bool:
         part.note = f"offset {part.next} out of range"
         return False
     if fp.error_code in _RETRIABLE_PARTITION_ERRORS:
+        now = time.monotonic()
+        part.error_since = part.error_since or now
+        if now - part.error_since > spec.retry_s:
+            raise KafkaError(
+                f"fetch from {spec.topic!r} partition {part.partition} kept failing: {error_name(fp.error_code)}"
+            )
         fetcher.refresh_metadata()
-        return True
+        return _LATER
+    part.error_since = None
     if fp.error_code != 0:
         raise KafkaError(f"fetch from {spec.topic!r} partition {part.partition} failed: {error_name(fp.error_code)}")
     state.bytes += len(fp.records)
