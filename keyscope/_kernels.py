@@ -298,14 +298,17 @@ fin:
 # Arrow validity bitmap (or null) and ``vbit`` the chunk's bit offset in it:
 # a null row's view may hold anything, so it is never dereferenced.
 _VIEWS_KERNEL = r"""
-define void @views_{h}(ptr noalias %views, i64 %n, ptr noalias %bufs, ptr noalias %out,
-                       ptr noalias %valid, i64 %vbit) nounwind {{
+; Returns how many valid rows hold the empty key (librdkafka does not hash
+; those under ``consistent``), so callers need no second pass to find them.
+define i64 @views_{h}(ptr noalias %views, i64 %n, ptr noalias %bufs, ptr noalias %out,
+                      ptr noalias %valid, i64 %vbit) nounwind {{
 entry:
   %any = icmp sgt i64 %n, 0
   %hasmask = icmp ne ptr %valid, null
   br i1 %any, label %loop, label %done
 loop:
   %i = phi i64 [0, %entry], [%i.next, %store]
+  %cnt = phi i64 [0, %entry], [%cnt.next, %store]
   br i1 %hasmask, label %check, label %view
 check:
   %bit = add i64 %i, %vbit
@@ -327,6 +330,8 @@ view:
 short:
   %ps = getelementptr i8, ptr %v, i64 4
   %hs = call i32 @{short}(ptr %ps, i32 %len)
+  %empty = icmp eq i32 %len, 0
+  %empty64 = zext i1 %empty to i64
   br label %store
 long:
   %bip = getelementptr i8, ptr %v, i64 8
@@ -342,13 +347,16 @@ long:
   br label %store
 store:
   %res = phi i32 [0, %check], [%hs, %short], [%hl, %long]
+  %isempty = phi i64 [0, %check], [%empty64, %short], [0, %long]
+  %cnt.next = add i64 %cnt, %isempty
   %op = getelementptr i32, ptr %out, i64 %i
   store i32 %res, ptr %op, align 4
   %i.next = add i64 %i, 1
   %more = icmp slt i64 %i.next, %n
   br i1 %more, label %loop, label %done
 done:
-  ret void
+  %total = phi i64 [0, %entry], [%cnt.next, %store]
+  ret i64 %total
 }}
 """
 
@@ -366,7 +374,7 @@ def module_ir() -> str:
 
 
 _KERNEL_TYPE = ctypes.CFUNCTYPE(
-    None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64
+    ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64
 )
 _lock = threading.Lock()
 _compiled: dict | None = None
@@ -481,11 +489,12 @@ def _chunk_jobs(arr, out: np.ndarray):
     return jobs, keep
 
 
-def hash_arrow(arr, name: str, threads: int | None = None) -> np.ndarray:
+def hash_arrow(arr, name: str, threads: int | None = None, count_empty: bool = False):
     """Modulo operands (uint32) for every row of an Arrow (chunked) binary/string array.
 
     ``threads``: None = up to 2 when the column is large; results are the
     same for any value (each thread writes its own slice of the output).
+    With ``count_empty``, returns ``(operands, number of non-null empty keys)``.
     """
     if name not in NAMES:  # pragma: no cover - names are validated by partitioners
         raise ValueError(name)
@@ -503,22 +512,21 @@ def hash_arrow(arr, name: str, threads: int | None = None) -> np.ndarray:
             m = min(step, n - s)
             tasks.append((views + 16 * s, m, bufs, dest[s : s + m].ctypes.data, valid, vbit + s))
     if threads <= 1 or len(tasks) == 1:
-        for t in tasks:
-            fn(*t)
+        empties = sum(fn(*t) for t in tasks)
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(lambda t: fn(*t), tasks))
+            empties = sum(pool.map(lambda t: fn(*t), tasks))
     del keep
-    return out
+    return (out, int(empties)) if count_empty else out
 
 
-def hash_binary(series, name: str, threads: int | None = None) -> np.ndarray:
-    """Modulo operands (uint32) for every row of a Polars Binary/String Series (null rows: 0)."""
+def hash_binary(series, name: str, threads: int | None = None, count_empty: bool = False):
+    """``hash_arrow`` for a Polars Binary/String Series (null rows: 0)."""
     import polars as pl
 
-    return hash_arrow(series.to_arrow(compat_level=pl.CompatLevel.newest()), name, threads)
+    return hash_arrow(series.to_arrow(compat_level=pl.CompatLevel.newest()), name, threads, count_empty)
 
 
 def warm() -> None:

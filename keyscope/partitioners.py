@@ -205,12 +205,12 @@ def hash_column(keys, partitioner: str | Partitioner = "murmur2", threads: int |
         )
     from . import _kernels
 
-    result = pl.Series("hash", _kernels.hash_binary(series, p.name, threads), dtype=pl.UInt32)
+    ops, empties = _kernels.hash_binary(series, p.name, threads, count_empty=True)
+    result = pl.Series("hash", ops, dtype=pl.UInt32)
     invalid = series.is_null() if series.null_count() else None
-    if not p.empty_key_hashed:
+    if empties and not p.empty_key_hashed:
         empty = series.bin.size() == 0
-        if empty.any():
-            invalid = empty if invalid is None else (invalid | empty)
+        invalid = empty if invalid is None else (invalid | empty)
     if invalid is not None:
         result = pl.select(pl.when(~invalid).then(result)).to_series().alias("hash")
     return result

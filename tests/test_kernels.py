@@ -162,3 +162,13 @@ def test_object_code_cache_is_used_verified_and_optional(tmp_path):
     blocker.write_text("x")
     nowhere = _run_with_cache(blocker / "cache")
     assert nowhere.pop("_from_cache") is False and nowhere == expected
+
+
+def test_kernels_count_non_null_empty_keys():
+    keys = [b"", None, b"x", b"", b"a key longer than twelve", None, b""] * 700
+    for name in _kernels.NAMES:
+        for threads in (1, 2):
+            out, empties = _kernels.hash_arrow(pa.array(keys, type=pa.binary_view()), name, threads, count_empty=True)
+            assert empties == 3 * 700
+            assert out.tolist() == [0 if k is None else reference(name, k) for k in keys]
+        assert _kernels.hash_arrow(pa.array([b"x", None], type=pa.binary_view()), name, count_empty=True)[1] == 0
