@@ -252,8 +252,8 @@ def render_info(s, path: str, fmt: str) -> str:
     ]
     if how.get("mode"):
         bounds = ", ".join(
-            f"{k.replace('_', '-')} {render.fmt_num(how[k])}" for k in ("per_partition", "max_records", "max_bytes")
-            if how.get(k) is not None
+            f"{k.replace('_', '-')} {_mb(how[k]) if k == 'max_bytes' else render.fmt_num(how[k])}"
+            for k in ("per_partition", "max_records", "max_bytes") if how.get(k) is not None
         )
         mode = how["mode"] + (f" {how['from_time']}" if how.get("from_time") else "")
         head.append(("how", f"from {mode}; {bounds or 'no bounds'}; stopped by {how.get('stopped_by', '-')}"))
