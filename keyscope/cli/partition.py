@@ -40,6 +40,10 @@ def partition(keys, partitions, partitioner, key_encoding, summary, fmt):
 
     Null keys are never hashed by producers (sticky/random placement);
     librdkafka's default also sends the empty key to a random partition.
+    Rules, formulas and test vectors: docs/partitioners.md.
+
+    Exit codes: 0 ok; 2 bad option, unknown partitioner or partition count
+    < 1; 3 a key that is not valid hex/base64 (docs/exit-codes.md).
     """
     from .. import keys as keyio
     from .. import render
