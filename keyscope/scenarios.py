@@ -55,6 +55,7 @@ __all__ = [
 
 SALT_SEP = b"#"
 MAX_GROUP_FIELDS = 4
+POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
 _RESIDUES = 840  # lcm(2..8): offset-salt hashes are binned mod this once, for every D dividing it
 DEFAULT_SEPARATOR = "|"
 CONFIDENCE = 0.95
@@ -638,7 +639,9 @@ class WhatIf:
             u = self._composite(key_fields, sep)
             originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
             size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-            recs = self.sample.df.filter(pl.col("key").is_in(originals.implode()))
+            pool_keys, pool = self._hot_pool()
+            source = pool if originals.is_in(pool_keys.implode()).all() else self.sample.df
+            recs = source.filter(pl.col("key").is_in(originals.implode()))
             recs = recs.select(pl.exclude("key_size", "value_size", "timestamp"), size.alias("size"))
             recs = recs.with_columns(compose_keys(recs["key"], [recs[f] for f in key_fields], sep).alias("ckey"))
             hot_ids = pl.DataFrame({"ckey": hot_keys}).with_row_index("hid")
@@ -656,6 +659,15 @@ class WhatIf:
             )
             self._cache[tag] = (recs, hot_kid)
         return self._cache[tag]
+
+    def _hot_pool(self):
+        """Records of the hottest plain keys, read once: every salting candidate draws from it."""
+        import polars as pl
+
+        if "hot-pool" not in self._cache:
+            top = self.hot_keys((), "", Salt(top=POOL_KEYS))["ckey"]
+            self._cache["hot-pool"] = (top, self.sample.df.filter(pl.col("key").is_in(top.implode())))
+        return self._cache["hot-pool"]
 
     def _salt_hashes(self, sc: Scenario, hot_keys):
         """(src, hid, mmh3 of the salt data, records, bytes) for the hot keys, cached across D.
