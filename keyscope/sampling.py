@@ -44,6 +44,7 @@ PARTITION_FETCH_BYTES = 4 << 20
 MAX_IN_FLIGHT = 4  # fetch requests out at once
 PARTITIONS_PER_REQUEST = 32  # Tansu returns ~1 MB per partition whatever the limits; keeps answers < 100 MB frames
 MODES = ("latest", "earliest", "time")
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z; later (damaged) timestamps become null
 
 __all__ = [
     "FieldSpec",
@@ -913,7 +914,7 @@ def _to_arrow(partition: int, n: int, st, cols: _Columns, plan: _FieldPlan):
     arrays = {
         "partition": pa.array(np.full(n, partition, np.int32)),
         "offset": pa.array(cols.off[:n].copy()),
-        "timestamp": pa.array(ts.copy(), type=pa.timestamp("ms", tz="UTC"), mask=ts < 0),
+        "timestamp": pa.array(ts.copy(), type=pa.timestamp("ms", tz="UTC"), mask=(ts < 0) | (ts > MAX_TIMESTAMP_MS)),
         "key": key,
         "key_size": pa.array(klen.copy(), mask=~key_valid),
         "value_size": pa.array(np.maximum(cols.vlen[:n], 0).astype(np.int32)),

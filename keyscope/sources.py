@@ -247,7 +247,7 @@ def _timestamp_column(s):
         if bad.any():
             i = int(bad.arg_max())
             raise InputError(f"record {i + 1}: timestamp must be epoch milliseconds or ISO-8601, got {text[i]!r}")
-    ms = pl.select(pl.when(ms >= 0).then(ms).otherwise(None).alias("t")).to_series()
+    ms = pl.select(pl.when((ms >= 0) & (ms <= 253_402_300_799_999)).then(ms).otherwise(None).alias("t")).to_series()
     return ms.cast(dtype).alias("timestamp")
 
 

@@ -7,6 +7,7 @@ safety on damaged bytes, where a bug would crash the process rather than fail.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import zlib
@@ -59,6 +60,14 @@ def build_batch(base: int, records: list[dict], codec: str = "none", log_append_
     head[8:12] = (49 + len(body)).to_bytes(4, "big")
     head[22] |= CODECS[codec]
     return bytes(head) + body
+
+
+def _ms(t: datetime.datetime) -> int:
+    """Exact epoch milliseconds (float seconds * 1000 can round down)."""
+    return (t - EPOCH) // datetime.timedelta(milliseconds=1)
+
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def decode_all(buf: bytes, lo=0, hi=1 << 62, budget=1 << 62, fields=()):
@@ -134,7 +143,7 @@ def test_decoder_matches_what_was_written(batches, codec, data):
         assert row["key_size"] == (None if r["key"] is None else len(r["key"]))
         assert row["value_size"] == (0 if r["value"] is None else len(r["value"]))
         ts_ms = log_ts if log_ts is not None else r["ts"]
-        assert int(row["timestamp"].timestamp() * 1000) == ts_ms
+        assert _ms(row["timestamp"]) == ts_ms
         assert row["trace"] == _header_field(r, "trace")
         assert row["e"] == _header_field(r, "é")
         try:
@@ -160,7 +169,7 @@ def test_agrees_with_kafka_pythons_reader_on_gzip():
     buf = bytes(b.build())
     theirs = [(r.offset, r.timestamp, r.key, len(r.value or b"")) for r in MemoryRecords(buf).next_batch()]
     rows, n, _, _ = decode_all(buf)
-    mine = [(r["offset"], int(r["timestamp"].timestamp() * 1000), r["key"], r["value_size"]) for r in rows]
+    mine = [(r["offset"], _ms(r["timestamp"]), r["key"], r["value_size"]) for r in rows]
     assert n == 300 and mine == theirs
 
 
