@@ -97,6 +97,7 @@ def _register() -> None:
     from . import analyze  # noqa: F401
     from . import whatif  # noqa: F401
     from . import sample  # noqa: F401
+    from . import demo  # noqa: F401
 
 
 _register()
