@@ -307,19 +307,24 @@ def _column_arrays(cols, r0: int, n: int):
     part, vs, off, ts = (c.slice(r0, n) if c is not None else None for c in cols)
     vsize = (vs.fill_null(0) if vs.null_count() else vs).to_numpy()
     offs = (off.fill_null(0) if off.null_count() else off).to_numpy()
-    tms = ts.dt.epoch("ms").fill_null(I64_MIN).to_numpy() if ts is not None else np.zeros(0, np.int64)
+    if ts is None:
+        tms = np.zeros(0, np.int64)
+    else:  # Datetime(ms) is Int64 milliseconds underneath: no conversion unless nulls
+        phys = ts.to_physical() if getattr(ts.dtype, "time_unit", None) == "ms" else ts.dt.epoch("ms")
+        tms = (phys.fill_null(I64_MIN) if phys.null_count() else phys).to_numpy()
     return part.to_numpy(), vsize, offs, tms
 
 
-def scan(df, partitions: int, threads: int | None = None):
+def scan(df, partitions: int, threads: int | None = None, extremes: bool = True):
     """(kp, per-partition extremes) for a Sample frame; see the module docstring.
 
     ``kp`` has one row per (key, partition) with ``records``, ``bytes`` (key +
     value) and ``bytes_sq``, in first-seen order; null keys are one row per
     partition, last.  The extremes are ``{"omin", "omax", "tmin", "tmax"}``
     arrays over records that have a timestamp (``I64_MAX``/``I64_MIN`` where
-    none).  ``threads``: None = up to 2 for large frames; the result is the
-    same for any value.
+    none, or everywhere when ``extremes`` is False: the metadata has them).
+    ``threads``: None = up to 2 for large frames; the result is the same for
+    any value.
     """
     import polars as pl
     import pyarrow as pa
@@ -328,7 +333,7 @@ def scan(df, partitions: int, threads: int | None = None):
     n_rows = df.height
     if n_rows and (int(df["partition"].min()) < 0 or int(df["partition"].max()) >= P):
         raise ValueError("partition out of range")  # Sample.from_frame rules this out
-    has_ts = bool(n_rows) and df["timestamp"].null_count() < n_rows
+    has_ts = extremes and bool(n_rows) and df["timestamp"].null_count() < n_rows
     cols = (df["partition"], df["value_size"], df["offset"], df["timestamp"] if has_ts else None)
     if threads is None:
         import os

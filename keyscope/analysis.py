@@ -121,17 +121,18 @@ def key_partition_table(df, squares: bool = True):
     return out
 
 
-def scan_records(df, partitions: int, compiled: bool | None = None):
+def scan_records(df, partitions: int, compiled: bool | None = None, extremes: bool = True):
     """The one pass over the records: (kp table, per-partition offset/time extremes or None).
 
     ``compiled``: None picks by size; the results are the same either way.
+    ``extremes``: False when the metadata already has every partition's times.
     """
     if compiled is None:
         compiled = df.height >= COMPILED_MIN_ROWS
     if compiled and df.height:
         from ._keytable import I64_MAX, scan
 
-        kp, ext = scan(df, partitions)
+        kp, ext = scan(df, partitions, extremes=extremes)
         extremes = {}
         for p in range(len(ext["tmin"])):
             if ext["tmin"][p] != I64_MAX:
@@ -236,7 +237,11 @@ def analyze(
     n_parts = max(int(sample.partition_count), 1 if df.height else 0)
     warnings: list[str] = []
 
-    kp, extremes = scan_records(df, max(n_parts, 1), compiled=compiled)
+    infos = meta.partitions
+    timed = bool(infos) and all(
+        i.first_timestamp_ms is not None and i.last_timestamp_ms is not None for i in infos.values() if i.records
+    )
+    kp, extremes = scan_records(df, max(n_parts, 1), compiled=compiled, extremes=not timed)
     part_idx = kp["partition"].to_numpy().astype(np.int64)
     is_null = kp["key"].is_null().to_numpy()
     rec = kp["records"].to_numpy().astype(np.float64)

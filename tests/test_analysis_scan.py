@@ -100,3 +100,22 @@ def test_analysis_is_the_same_on_both_paths():
     kp_fast, ext = scan_records(s.df, 5, compiled=True)
     kp_slow, none = scan_records(s.df, 5, compiled=False)
     assert none is None and set(ext) == set(range(5))
+
+
+def test_rates_come_from_the_metadata_when_it_has_the_times():
+    """A `keyscope sample` file carries first/last times per partition: no pass over timestamps needed."""
+    from keyscope.sample import PartitionInfo
+
+    df = tricky_frame(30_000, seed=7)
+    s = Sample.from_frame(df, partition_count=5)
+    for p, info in s.meta.partitions.items():  # pretend the sampler saw 10 s per partition
+        s.meta.partitions[p] = PartitionInfo(
+            p, low=0, high=info.last + 1, first=info.first, last=info.last, records=info.records,
+            first_timestamp_ms=1_000_000, last_timestamp_ms=1_010_000,
+        )  # fmt: skip
+    for compiled in (True, False):
+        d = analyze(s, compiled=compiled).to_dict()
+        for part in d["partitions"]:
+            info = s.meta.partitions[part["partition"]]
+            assert part["rate_per_s"] == pytest.approx((info.last - info.first) / 10.0)
+    assert analyze(s, compiled=True).to_dict() == analyze(s, compiled=False).to_dict()
