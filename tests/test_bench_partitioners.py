@@ -17,9 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "bench_partitioners.py"
 RESULT_KEYS = {
-    "shape", "hash", "keys", "mean_key_bytes", "keyscope_1t_keys_per_s", "keyscope_auto_keys_per_s",
+    "shape", "hash", "keys", "mean_key_bytes", "keyscope_1t_keys_per_s", "kernel_1t_keys_per_s", "keyscope_auto_keys_per_s",
     "keyscope_threads", "c_1t_keys_per_s", "peer", "peer_keys_timed", "peer_keys_per_s",
-    "ratio_keyscope_1t_vs_c", "ratio_keyscope_auto_vs_c", "ratio_keyscope_1t_vs_peer",
+    "ratio_keyscope_1t_vs_c", "ratio_kernel_1t_vs_c", "ratio_keyscope_auto_vs_c", "ratio_keyscope_1t_vs_peer",
 }
 
 
@@ -43,7 +43,8 @@ def test_quick_json_has_every_shape_hash_and_finite_rates(tmp_path):
     }
     for r in results:
         assert set(r) == RESULT_KEYS
-        for k in ("keyscope_1t_keys_per_s", "keyscope_auto_keys_per_s", "peer_keys_per_s", "ratio_keyscope_1t_vs_peer"):
+        for k in ("keyscope_1t_keys_per_s", "kernel_1t_keys_per_s", "keyscope_auto_keys_per_s", "peer_keys_per_s",
+                  "ratio_keyscope_1t_vs_peer"):
             assert isinstance(r[k], float) and math.isfinite(r[k]) and r[k] > 0
         assert r["peer_keys_timed"] <= r["keys"]
     uuid = next(r for r in results if r["shape"] == "uuid")
@@ -59,4 +60,5 @@ def test_without_a_compiler_the_c_column_is_skipped_with_a_note(tmp_path):
     stdout, doc = run_quick(tmp_path, env=env)
     assert doc["c_available"] is False
     assert "no C compiler" in doc["c_reference"] and "no C compiler" in stdout
-    assert all(r["c_1t_keys_per_s"] is None and r["ratio_keyscope_1t_vs_c"] is None for r in doc["results"])
+    assert all(r["c_1t_keys_per_s"] is None and r["ratio_keyscope_1t_vs_c"] is None and r["ratio_kernel_1t_vs_c"] is None
+               for r in doc["results"])
