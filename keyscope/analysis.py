@@ -376,12 +376,21 @@ def analyze(
     null_load = np.divide(y_null, y_p, out=np.zeros(P), where=y_p > 0) * load_p
     e_null = float(null_load[hottest] - null_load.mean()) if hottest is not None else 0.0
     e_keyed = excess - e_null
-    cover = None
+    cover, cover_keys = None, []
     if hottest is not None and excess > 0:
-        on_hot = keyed.filter(pl.col("partition") == hottest).sort("pi", descending=True)["pi"].to_numpy()
-        cum = np.cumsum(on_hot) * load_p[hottest]
+        on_hot = keyed.filter(pl.col("partition") == hottest).sort(["pi", "key"], descending=[True, False])
+        cum = np.cumsum(on_hot["pi"].to_numpy()) * load_p[hottest]
         idx = int(np.searchsorted(cum, excess - 1e-9 * max(excess, 1.0)))
         cover = idx + 1 if idx < cum.size else None
+        if cover is not None and cover <= HOT_KEY_MAX:
+            from .render import key_display
+
+            head = on_hot.head(cover)
+            shown, enc = key_display(head["key"])
+            cover_keys = [
+                {"key": k if e == "utf8" else f"0x{k}", "share_on_hottest": float(sh)}
+                for k, e, sh in zip(shown.to_list(), enc.to_list(), head["share"].to_list())
+            ]
     hottest_info = {
         "partition": hottest,
         "load": float(load_p[hottest]) if hottest is not None else 0.0,
@@ -406,7 +415,10 @@ def analyze(
         "beyond_random_hashing": bool(total_load > 0 and ratio > float(np.quantile(sims, 0.95))),
         "heaviest_key_share": heaviest / total_load if total_load > 0 else 0.0,
     }
-    baseline.update(_cause(ratio, n_parts, total_load, excess, e_null, e_keyed, cover, baseline, hot_keys, hottest))
+    baseline.update(
+        _cause(ratio, n_parts, total_load, excess, e_null, e_keyed, cover, baseline, cover_keys, hottest,
+               float(a_p[hottest]) if hottest is not None else 0.0)  # fmt: skip
+    )
 
     # ---- partitioner ----
     kp_keyed = kp.filter(pl.col("key").is_not_null()).select("key", "partition", "records")
@@ -526,7 +538,7 @@ def _hot_keys(keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hott
     return out
 
 
-def _cause(ratio, n_parts, total, excess, e_null, e_keyed, cover, baseline, hot_keys, hottest) -> dict:
+def _cause(ratio, n_parts, total, excess, e_null, e_keyed, cover, baseline, cover_keys, hottest, hot_share) -> dict:
     """hot key, unlucky hashing of many keys, or null-key/sticky traffic."""
     if total <= 0:
         return {"cause": "no-data", "explanation": "no load in the sample"}
@@ -546,15 +558,15 @@ def _cause(ratio, n_parts, total, excess, e_null, e_keyed, cover, baseline, hot_
             ),
         }
     if cover is not None and cover <= HOT_KEY_MAX:
-        on_hot = [k for k in hot_keys if k["partition"] == hottest][:cover]
-        names = ", ".join(repr(k["key"]) for k in on_hot) or "a few keys"
-        share = sum(k["share"] for k in on_hot)
+        names = ", ".join(repr(k["key"]) for k in cover_keys)
+        share = sum(k["share_on_hottest"] for k in cover_keys)
         verb = "alone explains" if cover == 1 else "together explain"
         return {
             "cause": "hot-key",
             "explanation": (
-                f"{names} {verb} partition {hottest}'s excess: {100 * share:.1f}% of the load, "
-                f"where an even share is {100 / n_parts:.1f}% per partition"
+                f"{names} {verb} partition {hottest}'s excess ({100 * hot_share:.1f}% of the load "
+                f"against an even {100 / n_parts:.1f}%): {'it carries' if cover == 1 else 'they carry'} "
+                f"{100 * share:.1f}% of the load there"
             ),
         }
     beyond = baseline["beyond_random_hashing"]

@@ -131,7 +131,7 @@ def _pair_explaining_all(table, match) -> list[str] | None:
 
 
 def _explain_mixed(table, match, n: int, pair, out: dict, records) -> dict:
-    """Two producers, or a partition count that changed: which is likelier."""
+    """Two producers (at once, or one after the other), or a partition count that changed."""
     import polars as pl
 
     agreement = out["agreement"]
@@ -148,7 +148,6 @@ def _explain_mixed(table, match, n: int, pair, out: dict, records) -> dict:
             share = hit / mism_records
             if share > prev_share:
                 prev_m, prev_share = m, share
-    trailing = _trailing_matches(table, match[best], records) if mism_records else None
     count_change = prev_m is not None and prev_share >= 1.0
     res = {
         "likelier": "unexplained",
@@ -156,66 +155,92 @@ def _explain_mixed(table, match, n: int, pair, out: dict, records) -> dict:
         "majority_partitioner": best,
         "mismatching_records": mism_records,
         "previous_partition_count": prev_m if count_change else None,
-        "trailing_matching_records": trailing[0] if trailing else None,
-        "interleaved_chance": trailing[1] if trailing else None,
+        "switched_from": None,
+        "switched_to": None,
+        "trailing_matching_records": None,
+        "interleaved_chance": None,
         "explanation": "",
     }
-    ordered = trailing is not None and trailing[1] < ORDERED_CHANCE
     split = out["split_keys"]
     lead = f"{split} key(s) sit on more than one partition; " if split else ""
-    when = (
-        f"; the mismatches stop: the last {trailing[0]:,} records of their partitions all match "
-        f"(chance if interleaved: {trailing[1]:.0e})"
-        if ordered
-        else ("; the mismatches are interleaved with the rest up to the newest records" if trailing else "")
+
+    def stopped(x, y):
+        run = _stopped(table, x, y, records)
+        return run, run is not None and run[1] < ORDERED_CHANCE
+
+    if count_change:
+        # the mismatching (older-count) records stop; everything after them matches
+        run, ordered = stopped(~match[best], match[best])
+        if ordered or not pair:
+            res.update(likelier="partition-count-changed", trailing_matching_records=run and run[0],
+                       interleaved_chance=run and run[1])  # fmt: skip
+            res["explanation"] = (
+                f"{lead}the partition count likely changed from {prev_m} to {n}: all {mism_records:,} "
+                f"records that {best} does not place at {n} partitions sit where it puts them at {prev_m}"
+                + (f"; they stop: the last {run[0]:,} records of their partitions all match "
+                   f"(chance if interleaved: {_chance(run[1])})" if ordered else "")  # fmt: skip
+            )
+            return res
+    if pair:
+        a, b = (best, pair[1] if pair[0] == best else pair[0])
+        only_a, only_b = match[a] & ~match[b], match[b] & ~match[a]
+        a_then_b, a_first = stopped(only_a, only_b)
+        b_then_a, b_first = stopped(only_b, only_a)
+        res.update(likelier="two-producers", partitioners=[a, b])
+        if a_first or b_first:
+            old, new, run = (a, b, a_then_b) if a_first and (not b_first or a_then_b[1] <= b_then_a[1]) else (b, a, b_then_a)
+            res.update(switched_from=old, switched_to=new, trailing_matching_records=run[0], interleaved_chance=run[1])
+            res["explanation"] = (
+                f"{lead}producers switched from {old} to {new}: every keyed record sits where one of them "
+                f"puts it, and records only {old} explains stop: the last {run[0]:,} records that tell them apart "
+                f"all follow {new} (chance if interleaved: {_chance(run[1])}); e.g. a move between client libraries"
+            )
+        else:
+            run = a_then_b or b_then_a
+            res.update(trailing_matching_records=run and run[0], interleaved_chance=run and run[1])
+            res["explanation"] = (
+                f"{lead}two producers with different partitioners write at the same time: every keyed record "
+                f"sits where {a} or {b} puts it, interleaved up to the newest records"
+            )
+        return res
+    run, _ = stopped(~match[best], match[best])
+    res.update(trailing_matching_records=run and run[0], interleaved_chance=run and run[1])
+    res["explanation"] = (
+        f"{lead}no single known partitioner, pair of them, or earlier partition count explains them all "
+        f"(best: {best}, {100 * (agreement[best]['fraction'] or 0):.1f}% of keyed records)"
     )
-    if count_change and (ordered or not pair):
-        res["likelier"] = "partition-count-changed"
-        res["explanation"] = (
-            f"{lead}the partition count likely changed from {prev_m} to {n}: all {mism_records:,} "
-            f"records that {best} does not place at {n} partitions sit where it puts them at {prev_m}{when}"
-        )
-    elif pair:
-        other = pair[1] if pair[0] == best else pair[0]
-        res["likelier"] = "two-producers"
-        res["partitioners"] = [best, other]
-        res["explanation"] = (
-            f"{lead}two producers with different partitioners: every keyed record sits where "
-            f"{best} or {other} puts it{when}"
-            + (f" (the {other} producer seems to have stopped)" if ordered else "")
-        )
-    else:
-        res["explanation"] = (
-            f"{lead}no single known partitioner, pair of them, or earlier partition count explains them all "
-            f"(best: {best}, {100 * (agreement[best]['fraction'] or 0):.1f}% of keyed records){when}"
-        )
     return res
 
 
-def _trailing_matches(table, match_best, records) -> tuple[int, float] | None:
-    """Matching records after each partition's last mismatch, and the chance of that if interleaved.
+def _chance(p: float) -> str:
+    return "< 1e-300" if p <= 0 else f"{p:.0e}"
 
-    Under interleaving at the observed mismatch rate q, a run of L matching
-    records has chance (1 - q)^L (summed over partitions: negative binomial).
-    One pass over the records (mixed case only).
+
+def _stopped(table, x_expr, y_expr, records) -> tuple[int, float] | None:
+    """Did records of kind x stop while kind y went on?  (y records after each partition's
+    last x record, and the chance of runs that long if x and y were interleaved.)
+
+    Under interleaving at the observed rate q of x among x-or-y records, a run
+    of L y-records has chance (1 - q)^L; summed over k partitions the runs are
+    negative binomial.  One pass over the records (mixed case only).
     """
     import polars as pl
 
     if records is None or "offset" not in records.columns:
         return None
-    flags = table.select("key", "partition", match_best.alias("_match"))
+    flags = table.select("key", "partition", x_expr.alias("_x"), y_expr.alias("_y"))
     per = (
         records.lazy()
         .filter(pl.col("key").is_not_null())
         .select("key", "partition", "offset")
-        .join(flags.lazy(), on=["key", "partition"], how="inner")
-        .with_columns(pl.col("offset").filter(~pl.col("_match")).max().over("partition").alias("_last_miss"))
-        .filter(pl.col("_last_miss").is_not_null())
+        .join(flags.lazy().filter(pl.col("_x") | pl.col("_y")), on=["key", "partition"], how="inner")
+        .with_columns(pl.col("offset").filter(pl.col("_x")).max().over("partition").alias("_last_x"))
+        .filter(pl.col("_last_x").is_not_null())
         .group_by("partition")
         .agg(
             pl.len().alias("n"),
-            (~pl.col("_match")).sum().alias("miss"),
-            (pl.col("offset") > pl.col("_last_miss")).sum().alias("after"),
+            pl.col("_x").sum().alias("x"),
+            (pl.col("offset") > pl.col("_last_x")).sum().alias("after"),
         )
         .collect()
     )
@@ -223,10 +248,9 @@ def _trailing_matches(table, match_best, records) -> tuple[int, float] | None:
         return None
     from scipy.stats import binom
 
-    n, miss, after = int(per["n"].sum()), int(per["miss"].sum()), int(per["after"].sum())
+    n, x, after = int(per["n"].sum()), int(per["x"].sum()), int(per["after"].sum())
     k = per.height
-    q = miss / n if n else 0.0
-    # Each partition's run is geometric; their sum over k partitions is negative
-    # binomial: P(sum >= L) = P(fewer than k misses in the last L + k - 1 records).
+    q = x / n if n else 0.0
+    # P(sum of k geometric runs >= L) = P(fewer than k x-records in the last L + k - 1).
     chance = float(binom.cdf(k - 1, after + k - 1, q)) if after and q < 1.0 else 1.0
     return after, min(max(chance, 0.0), 1.0)

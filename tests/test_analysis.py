@@ -349,7 +349,50 @@ def test_two_producers_interleaved():
     assert det["verdict"] == "mixed"
     assert det["mixed"]["likelier"] == "two-producers"
     assert sorted(det["mixed"]["partitioners"]) == ["consistent", "murmur2"]
+    assert det["mixed"]["switched_from"] is None  # both write all along
     assert det["mixed"]["interleaved_chance"] > 1e-3
+
+
+def test_producers_switching_partitioner_is_told_from_the_offsets():
+    """fnv1a (Sarama) wrote first, then consistent (librdkafka) took over: a client migration."""
+    rng = np.random.default_rng(10)
+    keys = pl.Series("key", [f"user-{i}".encode() for i in range(400)], dtype=pl.Binary)
+    old_ids, new_ids = rng.integers(0, 400, 2500), rng.integers(0, 400, 3500)
+    old_p = partition_column(keys.gather(old_ids), 6, "fnv1a").cast(pl.Int32)
+    new_p = partition_column(keys.gather(new_ids), 6, "consistent").cast(pl.Int32)
+    df = pl.DataFrame(
+        {"key": pl.concat([keys.gather(old_ids), keys.gather(new_ids)]), "partition": pl.concat([old_p, new_p])}
+    ).with_columns(pl.int_range(pl.len()).over("partition").alias("offset"))
+    d = check_clean(analyze(Sample.from_frame(df, partition_count=6), reps=50))
+    mixed = d["partitioner"]["mixed"]
+    assert d["partitioner"]["verdict"] == "mixed"
+    assert mixed["likelier"] == "two-producers"
+    assert (mixed["switched_from"], mixed["switched_to"]) == ("fnv1a", "consistent")
+    assert mixed["interleaved_chance"] < 1e-3
+    assert "switched from fnv1a to consistent" in mixed["explanation"]
+
+
+def test_shipped_mixed_sample_is_a_switch_from_murmur2_to_consistent():
+    """samples/orders-mixed-partitioners.parquet: kafka-python first, then confluent-kafka's default."""
+    from pathlib import Path
+
+    from keyscope.sample import read_sample
+
+    path = Path(__file__).resolve().parent.parent / "samples" / "orders-mixed-partitioners.parquet"
+    if not path.exists():
+        pytest.fail(f"{path} is missing (samples/generate.py makes it)")
+    d = check_clean(analyze(read_sample(path)))
+    mixed = d["partitioner"]["mixed"]
+    assert d["partitioner"]["verdict"] == "mixed"
+    assert (mixed["switched_from"], mixed["switched_to"]) == ("murmur2", "consistent")
+
+
+def test_hot_key_named_even_when_not_listed():
+    ids = np.array([0] * 600 + list(range(1, 601)))
+    d = check_clean(analyze(keyed_sample(ids), top=0, reps=50))
+    assert d["hot_keys"] == []
+    assert d["baseline"]["cause"] == "hot-key"
+    assert "'tenant-0' alone explains" in d["baseline"]["explanation"]
 
 
 def test_custom_placement_is_unknown():
