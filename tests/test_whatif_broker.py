@@ -174,3 +174,53 @@ def test_whatif_predicts_real_topics_exactly(broker, topic_name, records, client
     _produce(bs, salted_o, by_offset, client_partitioner)
     assert [int(x) for x in pred_o.records] == _counts(_read_all(bs, salted_o, 3, RECORDS), 3)
     assert len({p for p in pred_o.records if p > 0}) == 3
+
+
+def test_sample_then_whatif_end_to_end(broker, topic_name, records, tmp_path):
+    """The commands a user runs: `keyscope sample` the 3-partition topic, `keyscope whatif` it."""
+    from click.testing import CliRunner
+
+    from keyscope.cli import cli
+
+    bs = broker.bootstrap_server
+    plain = [(k, v) for k, v, _ in records]
+    three = _topic(broker, topic_name, "p3", 3)
+    six = _topic(broker, topic_name, "p6", 6)
+    comp = _topic(broker, topic_name, "comp", 6)
+    _produce(bs, three, plain, "consistent_random")
+    _produce(bs, six, plain, "consistent_random")
+    _produce(
+        bs, comp, [(k + b":" + val["user_id"].encode() if "user_id" in val else k, v) for k, v, val in records],
+        "consistent_random",
+    )
+    path = tmp_path / "s.parquet"
+    r = CliRunner().invoke(
+        cli,
+        ["sample", "-b", bs, "-t", three, "--from", "earliest", "--max-records", str(RECORDS),
+         "--field", "user_id=$.user_id", "-o", str(path)],
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(
+        cli,
+        ["whatif", str(path), "-p", "6", "--key-by", "key", "--key-by", "key,user_id", "--separator", ":",
+         "--format", "json"],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["sample"]["records"] == RECORDS
+    assert doc["sample"]["today_partitioner"]["name"] == "consistent"
+    plain6, comp6 = doc["scenarios"]
+    assert plain6["records"] == _counts(_read_all(bs, six, 6, RECORDS), 6)
+    assert comp6["records"] == _counts(_read_all(bs, comp, 6, RECORDS), 6)
+
+    # a capped sample (the same number from each partition) is scaled back to the topic by its watermarks
+    capped = tmp_path / "capped.parquet"
+    r = CliRunner().invoke(
+        cli, ["sample", "-b", bs, "-t", three, "--from", "earliest", "--per-partition", "500", "-o", str(capped)]
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["whatif", str(capped), "-p", "6", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["today"]["records"] == _counts(_read_all(bs, three, 3, RECORDS), 3)
+    assert any("unevenly" in n for n in doc["sample"]["notes"])
