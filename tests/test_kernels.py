@@ -46,12 +46,12 @@ def test_a_long_key(name):
 
 def test_null_slot_view_is_never_dereferenced():
     # Arrow leaves a null slot's view undefined.  Forge one claiming 1,000
-    # bytes in data buffer 7 (which does not exist): reading it would crash
-    # or return garbage; the kernel must skip it via the validity bitmap.
+    # bytes in data buffer 2**31-16 (which does not exist): following it would
+    # crash; the kernel must skip it via the validity bitmap.
     good = b"a-key-longer-than-twelve-bytes"
     data = pa.py_buffer(good)
     views = struct.pack("<iiii", len(good), int.from_bytes(good[:4], "little"), 0, 0)
-    views += struct.pack("<iiii", 1000, 0, 7, 123456)
+    views += struct.pack("<iiii", 1000, 0, 0x7FFFFFF0, 123456)
     views += struct.pack("<i12s", 2, b"ok")
     validity = pa.py_buffer(bytes([0b101]))
     arr = pa.Array.from_buffers(pa.binary_view(), 3, [validity, pa.py_buffer(views), data], null_count=1)
@@ -172,3 +172,67 @@ def test_kernels_count_non_null_empty_keys():
             assert empties == 3 * 700
             assert out.tolist() == [0 if k is None else reference(name, k) for k in keys]
         assert _kernels.hash_arrow(pa.array([b"x", None], type=pa.binary_view()), name, count_empty=True)[1] == 0
+
+
+def test_simd_murmur2_equals_scalar_on_groups_remainders_nulls_and_slices():
+    # The vector kernel takes 16 keys per group, mixes inline and buffer keys
+    # of different lengths in one group, masks null rows, and hands the last
+    # n % 16 rows to the scalar kernel.  Both must equal kafka-python.
+    rng = np.random.default_rng(7)
+    keys = []
+    for i in range(5003):
+        if i % 41 == 0:
+            keys.append(None)
+        else:
+            keys.append(rng.integers(0, 256, int(rng.integers(0, 70)), dtype=np.uint8).tobytes())
+    expected = [0 if k is None else reference("murmur2", k) for k in keys]
+    arr = pa.array(keys, type=pa.binary_view())
+    for offset in (0, 1, 5, 13, 16, 17):
+        part = arr.slice(offset)
+        for variant in ("murmur2_simd", "murmur2_scalar"):
+            out, empties = _kernels.hash_arrow(part, variant, threads=1, count_empty=True)
+            assert out.tolist() == expected[offset:]
+            assert empties == sum(1 for k in keys[offset:] if k == b"")
+    no_nulls = pa.array([k or b"x" for k in keys], type=pa.binary_view())
+    assert _kernels.hash_arrow(no_nulls, "murmur2_simd").tolist() == [reference("murmur2", k or b"x") for k in keys]
+
+
+def test_simd_never_dereferences_a_null_rows_view():
+    # 40 rows (two full groups and a remainder); every third one is null with
+    # a forged view claiming 1,000 bytes in data buffer 2**31-16: looking that
+    # buffer up, let alone reading it, would crash.
+    good = b"a key in the data buffer, not inline"
+    views, valid_bits = b"", 0
+    for i in range(40):
+        if i % 3 == 1:
+            views += struct.pack("<iiii", 1000, 0, 0x7FFFFFF0, 123456)
+        else:
+            views += struct.pack("<iiii", len(good), int.from_bytes(good[:4], "little"), 0, 0)
+            valid_bits |= 1 << i
+    arr = pa.Array.from_buffers(
+        pa.binary_view(), 40, [pa.py_buffer(valid_bits.to_bytes(8, "little")), pa.py_buffer(views), pa.py_buffer(good)],
+        null_count=sum(1 for i in range(40) if i % 3 == 1),
+    )
+    out = _kernels.hash_arrow(arr, "murmur2_simd", threads=1)
+    assert out.tolist() == [0 if i % 3 == 1 else reference("murmur2", good) for i in range(40)]
+
+
+def test_simd_is_only_chosen_where_avx512_is_and_can_be_turned_off():
+    import subprocess
+    import sys
+
+    code = (
+        "import llvmlite.binding as llvm\n"
+        "from keyscope import _kernels\n"
+        "f = _kernels._kernels()\n"
+        "has = '+avx512f' in llvm.get_host_cpu_features().flatten().split(',')\n"
+        "print(f['_simd'], has, f['murmur2'] is f['murmur2_simd'])\n"
+    )
+    env = dict(__import__("os").environ)
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(env, KEYSCOPE_SIMD="0"))
+    assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
+    simd, has, chosen = on.stdout.split()
+    assert simd == has == chosen
+    assert off.stdout.split()[0] == "False" and off.stdout.split()[2] == "False"
