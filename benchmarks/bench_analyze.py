@@ -1,7 +1,10 @@
 """``keyscope analyze`` on a large sample against the obvious script, in one run.
 
 Data: N records over K distinct keys drawn Zipf(s=1.1) (numpy, columnar),
-placed by murmur2 on 12 partitions, written as a keyscope Parquet sample.
+placed by murmur2 on 12 partitions, with offsets, timestamps and value sizes,
+written as a keyscope Parquet sample whose metadata has each partition's
+first/last times as ``keyscope sample`` writes them (``--no-meta-times``: without
+them, so analyze reads every timestamp for the rates).
 
 Timed:
 
@@ -50,7 +53,7 @@ from benchmarks.common import best_of, parser, peak_rss_mb, print_table, write_j
 PARTITIONS = 12
 
 
-def make_sample(n: int, k: int, seed: int = 1):
+def make_sample(n: int, k: int, seed: int = 1, meta_times: bool = True):
     """A keyscope Sample of n records over k Zipf(1.1) keys, built columnar."""
     from keyscope.partitioners import partition_column
     from keyscope.sample import Sample
@@ -71,7 +74,18 @@ def make_sample(n: int, k: int, seed: int = 1):
             ),
         }
     ).with_columns(pl.int_range(pl.len()).over("partition").alias("offset"))
-    return Sample.from_frame(df, topic="bench", partition_count=PARTITIONS, source="synthetic")
+    s = Sample.from_frame(df, topic="bench", partition_count=PARTITIONS, source="synthetic")
+    # Per-partition first/last times, as `keyscope sample` records them (so the
+    # rates need no pass over the timestamps); --no-meta-times leaves them out.
+    if meta_times:
+        g = df.group_by("partition").agg(
+            pl.col("timestamp").sort_by("offset").first().dt.epoch("ms").alias("t0"),
+            pl.col("timestamp").sort_by("offset").last().dt.epoch("ms").alias("t1"),
+        )
+        for p, t0, t1 in g.iter_rows():
+            s.meta.partitions[p].first_timestamp_ms = t0
+            s.meta.partitions[p].last_timestamp_ms = t1
+    return s
 
 
 def obvious_script(keys: list, parts: list, partitions: int):
@@ -140,7 +154,12 @@ class RssPoller:
 
 
 def main(argv=None) -> None:
-    args = parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--no-meta-times", action="store_true",
+        help="sample metadata without per-partition times: analyze then reads every timestamp for the rates",
+    )  # fmt: skip
+    args = p.parse_args(argv)
     n, k = (300_000, 5_000) if args.quick else (10_000_000, 100_000)
     obvious_n = min(n, 50_000 if args.quick else 500_000)
     careful_n = min(n, 300_000 if args.quick else 2_000_000)
@@ -151,7 +170,7 @@ def main(argv=None) -> None:
 
     _kernels.warm()
     t = time.perf_counter()
-    sample = make_sample(n, k)
+    sample = make_sample(n, k, meta_times=not args.no_meta_times)
     gen_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         path = sample.write(Path(tmp) / "bench.parquet")
@@ -224,7 +243,8 @@ def main(argv=None) -> None:
     ]
     print_table(
         f"analyze: {n:,} records, {k:,} distinct keys (Zipf 1.1), {PARTITIONS} partitions, "
-        f"{result.sample['distinct_keys']:,} keys seen",
+        f"{result.sample['distinct_keys']:,} keys seen"
+        + ("" if not args.no_meta_times else ", no per-partition times in the metadata"),
         ["step", "seconds", "records/s", "note"],
         rows,
     )
@@ -246,6 +266,7 @@ def main(argv=None) -> None:
             "records": n,
             "distinct_keys": k,
             "partitions": PARTITIONS,
+            "meta_times": not args.no_meta_times,
             "read_s": read_s,
             "analyze_s": ks_s,
             "analyze_runs_s": times,
