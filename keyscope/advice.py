@@ -412,8 +412,14 @@ def _relaxations(results, c: Constraints, n: int, today: Result, dis) -> list[di
                     "order": best.scenario.order_scope,
                 }
             )
-    out.sort(key=lambda d: d["skew_high"])
-    return out
+    # the mildest relaxation that allows a scenario names it (a field before "none")
+    seen, unique = set(), []
+    for d in out:
+        if d["scenario"] not in seen:
+            seen.add(d["scenario"])
+            unique.append(d)
+    unique.sort(key=lambda d: d["skew_high"])
+    return unique
 
 
 def _share(x: float) -> str:

@@ -846,7 +846,9 @@ class WhatIf:
 
         lo, hi = max_share_interval(shares, part, CONFIDENCE)
         scale = total / clamp_min(total / N)
-        return float(lo * scale), float(hi * scale)
+        # the largest share is at least 1/N, so the ratio is at least 1: near-even loads
+        # can give a lower share bound under 1/N, which no topic can have
+        return max(float(lo * scale), 1.0), max(float(hi * scale), 1.0)
 
     def _consumers(self, records: np.ndarray) -> list[ConsumerLoad]:
         return [consumer_load(records, c, a) for c in self.consumers for a in ASSIGNORS]

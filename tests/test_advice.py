@@ -141,6 +141,8 @@ def test_single_hot_key_with_order_kept_says_nothing_helps_and_what_to_relax():
     assert not adv.helps
     assert adv.verdict.startswith("nothing under these constraints")
     assert adv.relax and adv.relax[0]["constraint"] == "--keep-order-by"
+    labels = [r["scenario"] for r in adv.relax]
+    assert len(labels) == len(set(labels))  # each scenario named once, by the mildest relaxation
     assert "relax --keep-order-by" in adv.verdict
     assert any("adding consumers cannot split a partition" in line for line in adv.why)
 

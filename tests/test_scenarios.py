@@ -246,6 +246,15 @@ def test_interval_brackets_and_covers_the_truth():
     assert hits >= 0.85 * trials, hits
 
 
+def test_interval_never_below_one_on_an_even_topic():
+    n = 30_000
+    keys = pl.Series("key", [f"k{i}".encode() for i in range(n)], dtype=pl.Binary)
+    part = partition_column(keys, 3, "murmur2").cast(pl.Int32)
+    w = WhatIf(Sample.from_frame(pl.DataFrame({"partition": part, "key": keys}), partition_count=3))
+    for r in [w.today] + w.evaluate_all([Scenario(3, "consistent"), Scenario(6), Scenario(12, "fnv1a")]):
+        assert 1.0 <= r.skew_low <= r.skew <= r.skew_high < 1.2
+
+
 def test_interval_narrows_with_more_records():
     small = WhatIf(make_sample(seed=4, n=2_000)).evaluate(Scenario(6))
     large = WhatIf(make_sample(seed=4, n=40_000)).evaluate(Scenario(6))
