@@ -77,6 +77,13 @@ def test_whatif_json_equals_library(sample_path):
     assert doc["sample"]["today_partitioner"] == {"name": "murmur2", "match_share": 1.0}
 
 
+def test_whatif_says_partitions_cannot_shrink(sample_path):
+    r = run("whatif", sample_path, "-p", "2,6", "--format", "json")
+    assert r.exit_code == 0
+    notes = json.loads(r.output)["sample"]["notes"]
+    assert any("cannot reduce" in n and "2 partition" in n for n in notes)
+
+
 def test_whatif_markdown(sample_path):
     r = run("whatif", sample_path, "--salt-hot", "1:4", "--salt-by", "user_id", "--format", "markdown")
     assert r.exit_code == 0, r.output

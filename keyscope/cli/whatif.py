@@ -186,6 +186,12 @@ def whatif(
     scenarios = list(dict.fromkeys(scenarios))
     results = w.evaluate_all(scenarios)
     doc = whatif_doc(w, results, sample_path)
+    fewer = sorted({sc.partitions for sc in scenarios if sc.partitions < w.today_partitions})
+    if fewer:
+        doc["sample"]["notes"].append(
+            f"Kafka cannot reduce a topic's partitions: {', '.join(map(str, fewer))} partition(s) mean a new topic"
+            " and moving every consumer to it"
+        )
     best = min(results, key=lambda r: r.skew)
     exceeded = fail_on_skew is not None and best.skew > fail_on_skew
     if fail_on_skew is not None:
