@@ -97,10 +97,11 @@ class Analysis:
         }
 
 
-# From this many records the compiled one-pass scan (keyscope._keytable) beats
-# Polars' group_by plus a second pass for rates; below it, numba's start-up
-# (~0.2 s) is not worth paying.
-COMPILED_MIN_ROWS = 200_000
+# From this many records the compiled one-pass scan (keyscope._keytable) is
+# worth numba's start-up in a fresh process (~0.6 s to import and load the cached
+# kernels; ~2 s the very first time, compiling): it then runs at about twice
+# Polars' group_by speed (docs/benchmarks.md).  Below it, Polars.
+COMPILED_MIN_ROWS = 2_000_000
 
 
 def key_partition_table(df, squares: bool = True):
