@@ -55,7 +55,8 @@ __all__ = [
 
 SALT_SEP = b"#"
 MAX_GROUP_FIELDS = 4
-POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
+POOL_KEYS = 16
+COMPILED_MIN_ROWS = 2_000_000  # as keyscope.analysis: below this numba's start-up is not worth it  # hottest keys whose records are kept at hand for salting
 _RESIDUES = 840  # lcm(2..8): offset-salt hashes are binned mod this once, for every D dividing it
 DEFAULT_SEPARATOR = "|"
 CONFIDENCE = 0.95
@@ -484,6 +485,12 @@ class WhatIf:
         if finer:
             src = self._cache[min(finer, key=lambda k: self._cache[k].height)]
             g = src.group_by(["partition", "key", *fields]).agg(pl.col("n").sum(), pl.col("b").sum())
+        elif not fields and self.sample.df.height >= COMPILED_MIN_ROWS:
+            # analyze's compiled one-pass (key, partition) scan: ~2x Polars' group_by here
+            from ._keytable import scan
+
+            kp, _ = scan(self.sample.df, self.today_partitions, extremes=False)
+            g = kp.select("partition", "key", pl.col("records").alias("n"), pl.col("bytes").alias("b"))
         else:
             size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
             g = self.sample.df.group_by(["partition", "key", *fields]).agg(

@@ -165,6 +165,17 @@ def test_prediction_equals_brute_force(whatif, sc):
     assert_matches(whatif, sc)
 
 
+def test_compiled_key_table_path_matches(monkeypatch):
+    """Large samples group (key, partition) with analyze's compiled scan: same predictions."""
+    import keyscope.scenarios as scn
+
+    s = make_sample(seed=6, n=8_000, keys=1_500)
+    monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
+    w = WhatIf(s)
+    for sc in SCENARIOS:
+        assert_matches(w, sc)
+
+
 def test_small_sample_pure_python_path_matches():
     # under 2,000 distinct keys the partitioners hash in pure Python: same answers
     w = WhatIf(make_sample(seed=3, n=3_000, keys=300))
