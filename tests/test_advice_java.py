@@ -1,0 +1,105 @@
+"""The Java key function `recommend` prints builds the very keys keyscope evaluated.
+
+Compiles the snippet's ``keyscopeKey`` (composite key + salting with
+commons-codec's MurmurHash3) with javac and runs it over the sample's records.
+Needs a JDK and a commons-codec jar (looked up in the local Maven repository
+or COMMONS_CODEC_JAR); the Kafka client jar is not needed for the key function.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import polars as pl
+import pytest
+
+from keyscope.advice import snippets
+from keyscope.partitioners import get_partitioner, partition_column
+from keyscope.sample import Sample
+from keyscope.scenarios import Salt, Scenario, WhatIf
+
+
+def _codec_jar() -> str | None:
+    env = os.environ.get("COMMONS_CODEC_JAR")
+    if env and os.path.exists(env):
+        return env
+    jars = sorted(glob.glob(os.path.expanduser("~/.m2/repository/commons-codec/commons-codec/*/commons-codec-*.jar")))
+    jars += sorted(glob.glob("/usr/share/java/commons-codec*.jar"))
+    # hash32x86 (the correct MurmurHash3_x86_32) exists from commons-codec 1.14 on
+    good = [j for j in jars if not any(f"/1.{m}/" in j for m in range(0, 14))]
+    return good[-1] if good else None
+
+
+JAR = _codec_jar()
+pytestmark = pytest.mark.skipif(
+    shutil.which("javac") is None or JAR is None, reason="needs javac and a commons-codec >= 1.14 jar"
+)
+
+
+def _sample():
+    rng = np.random.default_rng(8)
+    n = 6_000
+    tenant = np.where(rng.random(n) < 0.4, 0, rng.integers(1, 300, n))
+    keys = pl.Series("key", [f"tenant-{t}" for t in tenant]).cast(pl.Binary)
+    users = [None if i % 17 == 0 else f"üser-{u}" for i, u in enumerate(rng.integers(0, 50, n))]
+    df = pl.DataFrame(
+        {"partition": partition_column(keys, 3, "murmur2").cast(pl.Int32), "key": keys, "user_id": users}
+    )
+    return Sample.from_frame(df, topic="orders", partition_count=3)
+
+
+@pytest.mark.parametrize(
+    "sc",
+    [
+        Scenario(3, "murmur2", salt=Salt(top=2, buckets=8, by="user_id", seed=11)),
+        Scenario(6, "murmur2", key_fields=("user_id",), separator=":", salt=Salt(top=1, buckets=4, by="user_id")),
+    ],
+    ids=lambda s: s.label,
+)
+def test_java_key_function_reproduces_the_prediction(tmp_path, sc):
+    sample = _sample()
+    res = WhatIf(sample).evaluate(sc)
+    java = snippets(sc, 3, res.salted_keys, topic="orders")["java"]
+    lines = java.splitlines()
+    body = lines[: lines.index("}") + 1]  # HOT set and keyscopeKey
+    src = "\n".join(
+        [
+            "import java.io.*;",
+            "import java.nio.charset.StandardCharsets;",
+            "import java.util.*;",
+            "import org.apache.commons.codec.digest.MurmurHash3;",
+            "public class KeyCheck {",
+            *body,
+            "    public static void main(String[] a) throws IOException {",
+            "        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));",
+            "        PrintStream out = new PrintStream(new FileOutputStream(FileDescriptor.out), false, \"UTF-8\");",
+            "        for (String line; (line = in.readLine()) != null; ) {",
+            "            String[] f = line.split(\"\\t\", -1);",
+            "            out.println(keyscopeKey(f[0], f[1].equals(\"\\\\N\") ? null : f[1]));",
+            "        }",
+            "        out.flush();",
+            "    }",
+            "}",
+        ]
+    )
+    (tmp_path / "KeyCheck.java").write_text(src, encoding="utf-8")
+    subprocess.run(["javac", "-encoding", "UTF-8", "-cp", JAR, "KeyCheck.java"], cwd=tmp_path, check=True)
+    rows = sample.df.select(pl.col("key").cast(pl.String), "user_id").rows()
+    null = "\\N"
+    stdin = "\n".join(f"{k}\t{null if u is None else u}" for k, u in rows) + "\n"
+    run = subprocess.run(
+        ["java", "-cp", f"{JAR}{os.pathsep}.", "KeyCheck"],
+        cwd=tmp_path, input=stdin.encode(), capture_output=True, check=True,
+    )
+    java_keys = run.stdout.decode("utf-8").splitlines()
+    assert len(java_keys) == len(rows)
+    p = get_partitioner(sc.partitioner)
+    loads = np.zeros(sc.partitions)
+    for k in java_keys:
+        loads[p.partition(k.encode(), sc.partitions)] += 1
+    np.testing.assert_array_equal(loads, res.records)
+    assert any("#" in k for k in java_keys)  # salting happened
