@@ -1,9 +1,11 @@
-"""The Java key function `recommend` prints builds the very keys keyscope evaluated.
+"""The Java code `recommend` prints builds the very keys, and places them, as keyscope evaluated.
 
 Compiles the snippet's ``keyscopeKey`` (composite key + salting with
-commons-codec's MurmurHash3) with javac and runs it over the sample's records.
+commons-codec's MurmurHash3) with javac and runs it over the sample's records;
+compiles the printed CRC32/FNV-1a ``Partitioner`` classes against two-line
+stand-ins of the Kafka types they name (the placement logic is the snippet's).
 Needs a JDK and a commons-codec jar (looked up in the local Maven repository
-or COMMONS_CODEC_JAR); the Kafka client jar is not needed for the key function.
+or COMMONS_CODEC_JAR); the Kafka client jar is not needed.
 """
 
 from __future__ import annotations
@@ -103,3 +105,58 @@ def test_java_key_function_reproduces_the_prediction(tmp_path, sc):
         loads[p.partition(k.encode(), sc.partitions)] += 1
     np.testing.assert_array_equal(loads, res.records)
     assert any("#" in k for k in java_keys)  # salting happened
+
+
+@pytest.mark.parametrize("name,cls", [("consistent", "Crc32Partitioner"), ("fnv1a", "Fnv1aPartitioner")])
+def test_java_partitioner_snippet_places_keys_like_keyscope(tmp_path, name, cls):
+    """The printed Partitioner class, compiled against minimal stand-ins of the two Kafka types it names."""
+    java = snippets(Scenario(6, name), 3, topic="orders")["java"]
+    lines = java.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("public class "))
+    end = lines.index("}", start)
+    stubs = tmp_path / "org" / "apache" / "kafka"
+    (stubs / "clients" / "producer").mkdir(parents=True)
+    (stubs / "common").mkdir(parents=True)
+    (stubs / "clients" / "producer" / "Partitioner.java").write_text(
+        "package org.apache.kafka.clients.producer;\n"
+        "public interface Partitioner {\n"
+        "  int partition(String topic, Object key, byte[] keyBytes, Object value, byte[] valueBytes,"
+        " org.apache.kafka.common.Cluster cluster);\n"
+        "  void close();\n  void configure(java.util.Map<String, ?> configs);\n}\n"
+    )
+    (stubs / "common" / "Cluster.java").write_text(
+        "package org.apache.kafka.common;\n"
+        "public class Cluster {\n  final int n;\n  public Cluster(int n) { this.n = n; }\n"
+        "  public java.util.List<Integer> partitionsForTopic(String t) {"
+        " java.util.List<Integer> l = new java.util.ArrayList<>(); for (int i = 0; i < n; i++) l.add(i); return l; }\n}\n"
+    )
+    src = "\n".join(
+        [
+            "import java.util.*;",
+            "import java.util.zip.CRC32;",
+            "import java.util.concurrent.ThreadLocalRandom;",
+            "import org.apache.kafka.clients.producer.Partitioner;",
+            "import org.apache.kafka.common.Cluster;",
+            *lines[start : end + 1],
+        ]
+    )
+    (tmp_path / f"{cls}.java").write_text(src, encoding="utf-8")
+    main = (
+        "import java.io.*;\nimport java.util.*;\n"
+        "public class Place {\n  public static void main(String[] a) throws IOException {\n"
+        f"    {cls} p = new {cls}();\n    org.apache.kafka.common.Cluster c = new org.apache.kafka.common.Cluster(6);\n"
+        "    BufferedReader in = new BufferedReader(new InputStreamReader(System.in, \"ISO-8859-1\"));\n"
+        "    for (String line; (line = in.readLine()) != null; ) {\n"
+        "      byte[] k = HexFormat.of().parseHex(line);\n"
+        "      System.out.println(p.partition(\"t\", null, k, null, null, c));\n    }\n  }\n}\n"
+    )
+    (tmp_path / "Place.java").write_text(main)
+    files = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.java")]
+    subprocess.run(["javac", *files], cwd=tmp_path, check=True)
+    keys = [f"tenant-{i}:ü".encode() for i in range(500)] + [bytes([i, 255, i ^ 0x55, 0x80]) for i in range(256)]
+    run = subprocess.run(
+        ["java", "-cp", ".", "Place"], cwd=tmp_path, input="\n".join(k.hex() for k in keys).encode() + b"\n",
+        capture_output=True, check=True,
+    )
+    placed = [int(x) for x in run.stdout.decode().split()]
+    assert placed == partition_column(keys, 6, name).to_list()
