@@ -511,7 +511,7 @@ class WhatIf:
     def _kid(self, units) -> np.ndarray:
         if "kid" not in units.columns:
             units = units.join(self._key_index, on="key", how="left", maintain_order="left")
-        return units["kid"].fill_null(-1).cast(pl_int64()).to_numpy()
+        return units["kid"].fill_null(-1).to_numpy().astype(np.int64)
 
     def _composite(self, fields: tuple[str, ...], sep: str):
         """Units over ``fields`` with the producer key ``ckey`` (cached)."""
@@ -912,12 +912,6 @@ def _scenario_pass(src, op, valid, n, b, kid, w, S, N, K, track_split):  # pragm
 
 def _rows_tag(key_fields, sep, salt):
     return ("rows", key_fields, sep if key_fields else "", salt)
-
-
-def pl_int64():
-    import polars as pl
-
-    return pl.Int64
 
 
 def compose_keys(key, fields: Sequence, sep: str):

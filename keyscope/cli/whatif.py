@@ -474,7 +474,6 @@ def recommend_report(advice, doc: dict, top: int, markdown: bool = False) -> str
 
     table = markdown_table if markdown else text_table
     today = advice.today
-    c = doc["constraints"]
     out = []
     head = (
         f"topic {doc['sample']['topic']} · {today.partitions} partitions · today's partitioner"
@@ -490,7 +489,7 @@ def recommend_report(advice, doc: dict, top: int, markdown: bool = False) -> str
     for note in advice.notes:
         out += textwrap.wrap(f"note: {note}", WIDTH, subsequent_indent="  ")
 
-    def section(title, lines, code=False):
+    def section(title, lines):
         if not lines:
             return
         if markdown:
@@ -503,7 +502,6 @@ def recommend_report(advice, doc: dict, top: int, markdown: bool = False) -> str
                 out.extend(textwrap.wrap(x, WIDTH - 4, initial_indent="  - ", subsequent_indent="    "))
 
     if advice.helps:
-        rec = advice.recommended
         title = f"Recommended: {advice.verdict}"
         out += ([f"**{title}**"] if markdown else textwrap.wrap(title, WIDTH))
         section("Why", advice.why)
@@ -520,7 +518,6 @@ def recommend_report(advice, doc: dict, top: int, markdown: bool = False) -> str
             else:
                 out += ["", f"  [{label}]"] + ["    " + line if line else "" for line in code.splitlines()]
         section("Migration", advice.migration)
-        del rec
     else:
         out += textwrap.wrap(f"No recommendation: {advice.verdict}", WIDTH) if not markdown else [f"**No recommendation**: {advice.verdict}"]
         section("Facts", advice.why)
