@@ -413,12 +413,12 @@ class _Rows:
 
     src: np.ndarray  # int64, today's partition
     kid: np.ndarray  # int64, original key id (-1: null key)
-    keys: object  # polars Binary Series: the producer key (null: not hashed)
+    keys: object  # polars Binary Series: the producer key (null: not hashed); None when ``parts`` holds them
     n: np.ndarray  # float64 sampled records
     b: np.ndarray  # float64 sampled bytes
     splittable: bool  # may one original key land on several partitions?
     salted: list[tuple[bytes, float]] = field(default_factory=list)
-    parts: list[tuple] = field(default_factory=list)  # (cache tag, keys) hashed separately, in row order
+    parts: list[tuple] = field(default_factory=list)  # salted: (tag, cold keys), (tag, sub-keys, row -> sub-key)
 
 
 class WhatIf:
@@ -462,7 +462,7 @@ class WhatIf:
                 self.notes.append(
                     f"today's placement matches no known partitioner (best: {self.today_partitioner},"
                     f" {self.today_match:.1%} of keyed records); predictions assume {self.today_partitioner}"
-                    " unless --partitioner says otherwise"
+                    " (set it with --today-partitioner)"
                 )
         else:
             self.today_partitioner = get_partitioner(partitioner).name
