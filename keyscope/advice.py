@@ -2,10 +2,13 @@
 
 Ranking is by the *upper* end of the predicted skew's 95% interval (a remedy
 must work on the traffic we have not seen too), among scenarios that respect
-the constraints.  Scenarios within 2% of the best upper bound are a tie; the
-least disruptive of them is recommended, disruption being, in order: traffic
-that loses per-key order, traffic that changes partition, partitions added,
-number of producer changes.
+the constraints.  A fix that is good enough beats a marginally better one that
+disrupts more: every scenario whose upper bound is at or under the target skew
+(``--target-skew``, default 1.25) counts as fixing it, and the least disruptive
+of those is recommended.  When none reaches the target, scenarios within 2% of
+the best upper bound are a tie, settled the same way.  Disruption is, in order:
+traffic that loses per-key order, traffic that changes partition, partitions
+added, number of producer changes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .scenarios import DEFAULT_SEPARATOR, Result, Salt, Scenario, WhatIf, salt_r
 __all__ = ["Constraints", "Advice", "candidates", "violations", "recommend", "snippets", "TIE_TOLERANCE"]
 
 TIE_TOLERANCE = 0.02  # relative, on the skew's upper bound
+DEFAULT_TARGET_SKEW = 1.25  # hottest partition at most 25% above the mean: no consumer far behind the rest
 SALT_BUCKETS = (2, 4, 8)
 MAX_SALTED_KEYS = 16
 
@@ -28,6 +32,7 @@ class Constraints:
     keep_order_by: str = "key"  # "key", a captured field (order per key+FIELD), or "none"
     max_partitions: int | None = None  # default: twice today's count
     max_keys_moved: float = 1.0  # share of distinct keys allowed to change partition
+    target_skew: float = DEFAULT_TARGET_SKEW  # a skew (upper bound) at or under this counts as fixed
 
     def describe(self, today_partitions: int) -> str:
         order = {"key": "per-key order kept", "none": "ordering may break"}.get(
@@ -35,7 +40,7 @@ class Constraints:
         )
         return (
             f"{order}; at most {self.limit(today_partitions)} partitions;"
-            f" at most {self.max_keys_moved:.0%} of keys moved"
+            f" at most {self.max_keys_moved:.0%} of keys moved; fixed at skew <= {self.target_skew:g}"
         )
 
     def limit(self, today_partitions: int) -> int:
@@ -233,6 +238,8 @@ def recommend(
     whatif: WhatIf | None = None,
 ) -> Advice:
     """Evaluate the generated candidates and pick the remedy to recommend."""
+    if not constraints.target_skew >= 1:
+        raise UsageError(f"--target-skew must be at least 1 (a perfectly even load), got {constraints.target_skew}")
     if constraints.max_keys_moved < 0 or constraints.max_keys_moved > 1:
         raise UsageError(f"--max-keys-moved must be a share in [0, 1], got {constraints.max_keys_moved}")
     w = whatif or WhatIf(
@@ -253,7 +260,7 @@ def recommend(
     recommended = None
     if allowed:
         best = allowed[0].skew_high
-        near = [r for r in allowed if r.skew_high <= best * (1 + TIE_TOLERANCE)]
+        near = [r for r in allowed if r.skew_high <= max(best * (1 + TIE_TOLERANCE), constraints.target_skew)]
         recommended = min(near, key=dis)
         allowed.remove(recommended)
         allowed.insert(0, recommended)

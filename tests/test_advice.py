@@ -106,18 +106,29 @@ def test_limits_are_respected(sample):
         assert reasons
 
 
-def test_ranking_by_upper_bound_then_least_disruption(sample):
-    adv = recommend(sample, Constraints("none", max_partitions=6))
+@pytest.mark.parametrize("target", [1.0, 1.25, 1.6])
+def test_ranking_least_disruption_among_good_enough_else_best(sample, target):
+    adv = recommend(sample, Constraints("none", max_partitions=6, target_skew=target))
     allowed = adv.ranked
     best_high = min(r.skew_high for r in allowed)
     rec = adv.recommended
     assert rec is allowed[0]
-    assert rec.skew_high <= best_high * (1 + TIE_TOLERANCE)
-    near = [r for r in allowed if r.skew_high <= best_high * (1 + TIE_TOLERANCE)]
+    good_enough = max(best_high * (1 + TIE_TOLERANCE), target)
+    assert rec.skew_high <= good_enough
+    near = [r for r in allowed if r.skew_high <= good_enough]
     key = lambda r: disruption(r, 3, adv.today_partitioner)  # noqa: E731
     assert key(rec) == min(key(r) for r in near)
     rest = allowed[1:]
     assert [r.skew_high for r in rest] == sorted(r.skew_high for r in rest)
+
+
+def test_a_good_enough_fix_beats_a_slightly_better_disruptive_one(sample):
+    strict = recommend(sample, Constraints("none", max_partitions=6, target_skew=1.0)).recommended
+    relaxed = recommend(sample, Constraints("none", max_partitions=6, target_skew=1.6)).recommended
+    key = lambda r: disruption(r, 3, "murmur2")  # noqa: E731
+    assert relaxed.skew_high <= 1.6
+    assert key(relaxed) <= key(strict)
+    assert relaxed.skew_high >= strict.skew_high
 
 
 def test_recommendation_explains_numbers_and_cost(sample):

@@ -430,18 +430,30 @@ def write_plot(path: str, today, results) -> None:
     metavar="C",
     help="Consumers in the group, for the busiest-consumer figure (default: today's partition count).",
 )
+@click.option(
+    "--target-skew",
+    "target_skew",
+    type=click.FloatRange(min=1),
+    default=1.25,
+    show_default=True,
+    metavar="X",
+    help="Skew that counts as fixed: of the remedies whose predicted skew (upper 95% bound) is at or "
+    "under X, the least disruptive is recommended.",
+)
 @TODAY_OPTION
 @SEPARATOR_OPTION
 @click.option("--top", type=click.IntRange(min=1), default=8, show_default=True, help="Ranked alternatives to list.")
 @FORMAT_OPTION
-def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, consumers, today_partitioner, separator, top, fmt):
+def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target_skew, consumers, today_partitioner,
+              separator, top, fmt):
     """Recommend the remedy for a hot partition, with its cost and the producer change.
 
     Generates the candidates itself (partition counts up to --max-partitions,
     the three partitioners, composite keys over captured fields that vary
     within the hottest key, salting the hot keys with D = 2, 4, 8, and
     combinations), ranks them by the upper end of the predicted skew's 95%
-    interval under the constraints (near-ties: least disruption first) and
+    interval under the constraints, recommends the least disruptive of those
+    that reach --target-skew (else the best, near-ties by least disruption), and
     prints why, what it costs, snippets for kafka-python, confluent-kafka and
     the Java client, and migration notes.  When nothing under the constraints
     helps, it says so and which constraint to relax.
@@ -459,7 +471,8 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, consum
 
     keep = keep_order_by.strip()
     sample = read_sample(sample_path)
-    c = Constraints(keep_order_by=keep, max_partitions=max_partitions, max_keys_moved=max_keys_moved)
+    c = Constraints(keep_order_by=keep, max_partitions=max_partitions, max_keys_moved=max_keys_moved,
+                    target_skew=target_skew)
     advice = run(sample, c, consumers=consumers, partitioner=today_partitioner, separator=separator)
     doc = advice.to_dict(top=top)
     doc["sample"] = {"path": str(sample_path), "topic": sample.meta.topic, "records": sample.df.height}
