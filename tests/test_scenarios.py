@@ -176,6 +176,33 @@ def test_compiled_key_table_path_matches(monkeypatch):
         assert_matches(w, sc)
 
 
+def test_hashed_group_by_equals_value_group_by():
+    """Unit tables grouped on column hashes equal Polars' group-by on the values (null keys/fields, non-UTF-8)."""
+    import keyscope.scenarios as scn
+
+    df = make_sample(seed=8, n=6_000, keys=800).df
+    sets = [("user_id",), ("region",), ("user_id", "region")]
+    tables = scn._group_by_hashes(df, sets)
+    assert tables is not None
+    size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+    for fs, got in zip(sets, tables):
+        cols = ["partition", "key", *fs]
+        ref = df.group_by(cols).agg(pl.len().cast(pl.Int64).alias("n"), size.sum().alias("b"))
+        assert got.height == ref.height
+        assert got.sort(cols, nulls_last=True).equals(ref.select(got.columns).sort(cols, nulls_last=True))
+
+
+def test_hash_collision_falls_back_to_value_group_by(monkeypatch):
+    """When the hashes cannot group (a collision), the value group-by gives the same predictions."""
+    import keyscope.scenarios as scn
+
+    s = make_sample(seed=9, n=6_000, keys=800)
+    monkeypatch.setattr(scn, "_group_by_hashes", lambda df, sets: None)
+    w = WhatIf(s, group_fields=("user_id", "region"))
+    for sc in SCENARIOS:
+        assert_matches(w, sc)
+
+
 def test_small_sample_pure_python_path_matches():
     # under 2,000 distinct keys the partitioners hash in pure Python: same answers
     w = WhatIf(make_sample(seed=3, n=3_000, keys=300))
