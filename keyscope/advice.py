@@ -204,6 +204,7 @@ class Advice:
                 "keep_order_by": self.constraints.keep_order_by,
                 "max_partitions": self.constraints.limit(self.today.partitions),
                 "max_keys_moved": self.constraints.max_keys_moved,
+                "target_skew": self.constraints.target_skew,
             },
             "recommended": self.recommended.to_dict() if self.recommended else None,
             "why": self.why,

@@ -200,7 +200,7 @@ def test_recommend_json_and_markdown(sample_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["helps"] is True
-    assert doc["constraints"] == {"keep_order_by": "user_id", "max_partitions": 6, "max_keys_moved": 1.0}
+    assert doc["constraints"] == {"keep_order_by": "user_id", "max_partitions": 6, "max_keys_moved": 1.0, "target_skew": 1.25}
     assert set(doc["recommended"]["scenario"]["key_fields"]) <= {"user_id"}
     assert len(doc["ranked"]) == 3
     assert set(doc["producer_change"]) >= {"kafka-python", "confluent-kafka", "java"}
