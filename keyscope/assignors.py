@@ -73,13 +73,19 @@ class ConsumerLoad:
             "assignor": self.assignor,
             "busiest_consumer": self.busiest,
             "busiest_partitions": self.busiest_partitions,
-            "busiest_load": self.busiest_load,
+            "busiest_load": _load(self.busiest_load),
             "busiest_share": self.busiest_share,
             "ideal_share": self.ideal_share,
             "idle_consumers": self.idle,
             "hottest_partition_share": self.floor_share,
             "limited_by_one_partition": self.at_floor,
         }
+
+
+def _load(x: float) -> int | float:
+    """As the per-partition ``records`` of a whatif result: an integer when whole, else 3 decimals."""
+    x = float(x)
+    return int(x) if x.is_integer() and abs(x) < 2**53 else round(x, 3)
 
 
 def consumer_load(loads: Sequence[float], consumers: int, assignor: str = "range") -> ConsumerLoad:

@@ -275,6 +275,11 @@ def test_whatif(path, args):
     doc = strict_json(r.stdout)
     assert_valid("whatif", doc)
     assert ("fail_on_skew" in doc) == ("--fail-on-skew" in args)
+    for result in [doc["today"], *doc["scenarios"]]:
+        if all(isinstance(x, int) for x in result["records"]):  # whole loads print as integers everywhere
+            for c in result["consumers"]:
+                assert isinstance(c["busiest_load"], int)
+                assert c["busiest_load"] == sum(result["records"][p] for p in c["busiest_partitions"])
 
 
 def test_whatif_schema_rejects_broken_documents():
