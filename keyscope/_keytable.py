@@ -414,3 +414,142 @@ def scan(df, partitions: int, threads: int | None = None, extremes: bool = True)
         kp = pl.concat([kp, nulls])
     del keep
     return kp, {"omin": main.omin, "omax": main.omax, "tmin": main.tmin, "tmax": main.tmax}
+
+
+# --------------------------------------------------------------------------
+# Dictionary encoding: a dense integer code per row, for what-if's unit tables.
+# Same view reading and hashing as _scan; a slot is 4 x 64 bits: hash, w0, w1,
+# len | (code + 1) << 32 (0 = empty).  Exact: values are compared byte for byte.
+_EH, _EW0, _EW1, _ELC = 0, 1, 2, 3
+
+
+@njit(cache=True, nogil=True)
+def _encode(views, n, buf_addrs, valid, vbit, out, o0, tab, ng, limit, firsts):
+    """Code rows [0, n) of one chunk into ``out[o0:]``; stop early (return the row) at ``limit`` codes."""
+    mask = np.uint64(tab.shape[0] - 1)
+    has_valid = valid.size > 0
+    low32 = np.uint64(0xFFFFFFFF)
+    for i in range(n):
+        bit = vbit + i
+        if has_valid and ((valid[bit >> 3] >> (bit & 7)) & 1) == 0:
+            out[o0 + i] = -1
+            continue
+        v = views + 16 * i
+        ln = _i32(v)
+        h = _K3 ^ (np.uint64(ln) * _K1)
+        p = np.int64(0)
+        if ln <= 12:
+            w0 = _low(_u64(v + 4), ln)
+            w1 = _low(_u64(v + 8) >> np.uint64(32), ln - 8) if ln > 8 else np.uint64(0)
+            h = _mix(_mix(h, w0), w1)
+        else:
+            p = buf_addrs[_i32(v + 8)] + _i32(v + 12)
+            if ln <= 16:
+                w0 = _u64(p)
+                w1 = _u64(p + ln - 8)
+                h = _mix(_mix(h, w0), w1)
+            else:
+                j = 0
+                while j + 8 <= ln:
+                    h = _mix(h, _u64(p + j))
+                    j += 8
+                if j < ln:
+                    h = _mix(h, _u64(p + ln - 8))
+                w0 = np.uint64(p)
+                w1 = _u64(p)
+        h ^= h >> np.uint64(32)
+        slot = h & mask
+        while True:
+            lc = tab[slot, _ELC]
+            if lc == 0:
+                if ng >= limit:
+                    return i, ng
+                tab[slot, _EH] = h
+                tab[slot, _EW0] = w0
+                tab[slot, _EW1] = w1
+                tab[slot, _ELC] = np.uint64(ln) | (np.uint64(ng + 1) << np.uint64(32))
+                firsts[ng] = o0 + i
+                out[o0 + i] = ng
+                ng += 1
+                break
+            if tab[slot, _EH] == h and (lc & low32) == np.uint64(ln) and tab[slot, _EW1] == w1:
+                if ln <= 16:
+                    same = tab[slot, _EW0] == w0
+                else:
+                    q = np.int64(tab[slot, _EW0])
+                    same = True
+                    k = 0
+                    while k + 8 <= ln:
+                        if _u64(p + k) != _u64(q + k):
+                            same = False
+                            break
+                        k += 8
+                    if same and k < ln and _u64(p + ln - 8) != _u64(q + ln - 8):
+                        same = False
+                if same:
+                    out[o0 + i] = np.int64(lc >> np.uint64(32)) - 1
+                    break
+            slot = (slot + np.uint64(1)) & mask
+    return n, ng
+
+
+@njit(cache=True)
+def _erehash(old, new):
+    mask = np.uint64(new.shape[0] - 1)
+    for s in range(old.shape[0]):
+        if old[s, _ELC] == 0:
+            continue
+        slot = old[s, _EH] & mask
+        while new[slot, _ELC] != 0:
+            slot = (slot + np.uint64(1)) & mask
+        for f in range(4):
+            new[slot, f] = old[s, f]
+
+
+def encode(series, cap: int = 1 << 10):
+    """(codes, firsts) for a Binary/String Series: ``codes[i]`` (int32) is row i's value id (-1: null).
+
+    Ids are dense, in first-seen order; ``firsts[c]`` is the first row holding
+    value c, so ``series.gather(firsts)`` is the dictionary.  Why: what-if
+    groups records by (partition, key, fields) over these integers instead of
+    the values (see keyscope.scenarios).  Exact, not a hash: values are
+    compared byte for byte.
+    """
+    import polars as pl
+    import pyarrow as pa
+
+    n_rows = len(series)
+    out = np.empty(n_rows, np.int32)
+    arr = series.to_frame().to_arrow(compat_level=pl.CompatLevel.newest()).column(0)
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    keep = [arr]
+    cap = max(16, 1 << int(cap - 1).bit_length())
+    tab = np.zeros((2 * cap, 4), np.uint64)
+    firsts = np.empty(cap, np.int64)
+    ng, row0 = 0, 0
+    for chunk in chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        if not (pa.types.is_binary_view(chunk.type) or pa.types.is_string_view(chunk.type)):
+            chunk = chunk.cast(pa.binary_view() if pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type) else pa.string_view())
+        bufs = chunk.buffers()
+        buf_addrs = np.array([b.address if b is not None else 0 for b in bufs[2:]] or [0], dtype=np.int64)
+        valid = np.frombuffer(bufs[0], dtype=np.uint8) if bufs[0] is not None and chunk.null_count else np.zeros(0, np.uint8)
+        keep += [chunk, buf_addrs, valid]
+        views = bufs[1].address + 16 * chunk.offset
+        done = 0
+        while done < n:
+            stop, ng = _encode(
+                views + 16 * done, n - done, buf_addrs, valid, chunk.offset + done,
+                out, row0 + done, tab, ng, tab.shape[0] // 2, firsts,
+            )  # fmt: skip
+            done += stop
+            if done < n:  # full: double the table and the first-row list
+                new = np.zeros((2 * tab.shape[0], 4), np.uint64)
+                _erehash(tab, new)
+                tab = new
+                firsts = np.concatenate([firsts, np.empty(len(firsts), np.int64)])
+        row0 += n
+    del keep
+    return out, firsts[:ng].copy()

@@ -444,16 +444,28 @@ class WhatIf:
         firsts = [(f,) for f in dict.fromkeys(group_fields[:MAX_GROUP_FIELDS])]
         for fs in firsts:
             self._check_field(fs[0])
-        # tables per field first, when composite keys will need them, all in one query: the
-        # plain table then derives from the smallest instead of another pass over the records
-        for fs, table in zip(firsts, (_group_by_hashes(df, firsts) or []) if firsts else []):
-            self._cache[("units", fs)] = table
-        for fs in firsts:
-            self._units(fs)  # any the hashes could not group
+        coded = None
+        if firsts and df.height >= COMPILED_MIN_ROWS:
+            # large samples: every table (plain included) from integer codes, compiled
+            coded = _group_by_codes(df, firsts, self.today_partitions)
+        if coded is not None:
+            key_index, tables, self._cache["record-kid"] = coded
+            for fs, table in zip([(), *firsts], tables):
+                self._cache[("units", fs)] = table
+        else:
+            # tables per field first, when composite keys will need them, all in one query: the
+            # plain table then derives from the smallest instead of another pass over the records
+            for fs, table in zip(firsts, (_group_by_hashes(df, firsts) or []) if firsts else []):
+                self._cache[("units", fs)] = table
+            for fs in firsts:
+                self._units(fs)  # any the hashes could not group
         plain = self._units(())
         if plain["key"].null_count() == plain.height:
             raise InputError("every sampled record has a null key: key strategies and partition counts cannot move them")
-        self._key_index = plain.select("key").drop_nulls().unique().with_row_index("kid")
+        if coded is not None:
+            self._key_index = key_index  # the tables' kid column is already this index
+        else:
+            self._key_index = plain.select("key").drop_nulls().unique().with_row_index("kid")
         for k, table in list(self._cache.items()):  # tables built before the key ids existed
             if k[0] == "units" and "kid" not in table.columns:
                 self._cache[k] = table.join(self._key_index, on="key", how="left", maintain_order="left")
@@ -917,6 +929,141 @@ def _scenario_pass(src, op, valid, n, b, kid, w, S, N, K, track_split):  # pragm
             if valid[i] and split_k[kid[i]]:
                 lost += n[i] * w[src[i]]
     return cells_n, cells_b, unk_n, unk_b, present.sum(), moved_k.sum(), split_k.sum(), keyed_w, moved_w, lost
+
+
+MAX_CELLS = 1 << 22  # per key: partitions x field-value combinations the compiled group-by may hold
+
+
+@njit(cache=True, nogil=True)
+def _key_order(kid, K):  # pragma: no cover - compiled
+    """Rows grouped by key id (a stable counting sort; null keys, -1, last) and each key's start."""
+    start = np.zeros(K + 2, np.int64)
+    for i in range(kid.shape[0]):
+        k = kid[i]
+        start[(k if k >= 0 else K) + 1] += 1
+    for k in range(K + 1):
+        start[k + 1] += start[k]
+    pos = start[:-1].copy()
+    order = np.empty(kid.shape[0], np.int64)
+    for i in range(kid.shape[0]):
+        k = kid[i]
+        k = k if k >= 0 else K
+        order[pos[k]] = i
+        pos[k] += 1
+    return order, start
+
+
+@njit(cache=True, nogil=True)
+def _group_cells(order, start, cell, W, size):  # pragma: no cover - compiled
+    """Per key id (K = null), the distinct cells in [0, W) with their records and bytes.
+
+    Rows arrive grouped by key, so a key's cells fit a small dense scratch
+    array (reset through the list of touched cells): no hash table at all.
+    """
+    K1 = start.shape[0] - 1
+    scr_n = np.zeros(W, np.int64)
+    scr_b = np.zeros(W, np.int64)
+    touched = np.empty(W, np.int64)
+    cap = max(1024, order.shape[0] // 8)
+    ok = np.empty(cap, np.int64)
+    oc = np.empty(cap, np.int64)
+    on = np.empty(cap, np.int64)
+    ob = np.empty(cap, np.int64)
+    ng = 0
+    for k in range(K1):
+        nt = 0
+        for j in range(start[k], start[k + 1]):
+            i = order[j]
+            c = cell[i]
+            if scr_n[c] == 0:
+                touched[nt] = c
+                nt += 1
+            scr_n[c] += 1
+            scr_b[c] += size[i]
+        if ng + nt > cap:
+            cap = max(2 * cap, ng + nt)
+            ok2, oc2, on2, ob2 = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64)
+            ok2[:ng], oc2[:ng], on2[:ng], ob2[:ng] = ok[:ng], oc[:ng], on[:ng], ob[:ng]
+            ok, oc, on, ob = ok2, oc2, on2, ob2
+        for t in range(nt):
+            c = touched[t]
+            ok[ng] = k
+            oc[ng] = c
+            on[ng] = scr_n[c]
+            ob[ng] = scr_b[c]
+            ng += 1
+            scr_n[c] = 0
+            scr_b[c] = 0
+    return ok[:ng], oc[:ng], on[:ng], ob[:ng]
+
+
+def _group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
+    """(key index, per field set (partition, key, fields) -> n, b, kid, per-record key ids); None if too wide.
+
+    Why: Polars grouping 10M records on (partition, key, field), even on column
+    hashes, was most of ``recommend``'s time.  Here each column is dictionary
+    encoded once (keyscope._keytable.encode: exact, bytes compared, no hash
+    guesswork), the records are ordered by key id once, and each table is one
+    compiled pass over small integer cells.  The per-record key ids are kept
+    for the salting candidates (their hot keys' records).  The plain
+    (partition, key) table is the first of the returned tables.
+    """
+    import polars as pl
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ._keytable import encode
+
+    S = max(int(partitions), 1)
+    cols = list(dict.fromkeys(["key", *(f for fs in field_sets for f in fs)]))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        enc = dict(zip(cols, pool.map(lambda c: encode(df[c]), cols)))
+    widths = {c: len(enc[c][1]) + 1 for c in cols}  # + the null code
+    sets = [(), *field_sets]
+    cells_w = []
+    for fs in sets:
+        w = S
+        for f in fs:
+            w *= widths[f]
+        if w > MAX_CELLS:
+            return None
+        cells_w.append(w)
+    kid, key_firsts = enc["key"]
+    K = len(key_firsts)
+    part = df["partition"].to_numpy().astype(np.int64)
+    size = (
+        df.select(pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64))
+        .to_series()
+        .to_numpy()
+    )
+    order, start = _key_order(kid, K)
+    dicts = {c: pl.concat([df[c].gather(enc[c][1]), pl.Series([None], dtype=df[c].dtype)]) for c in cols}
+    fcode = {f: np.where(enc[f][0] < 0, widths[f] - 1, enc[f][0]).astype(np.int64) for f in cols if f != "key"}
+
+    def one(fs_w):
+        fs, w = fs_w
+        combo = None  # the fields' codes as one mixed-radix number
+        for f in fs:
+            combo = fcode[f] if combo is None else combo * widths[f] + fcode[f]
+        cell = part if combo is None else part + S * combo
+        return fs, _group_cells(order, start, cell, w, size)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        grouped = list(pool.map(one, zip(sets, cells_w)))
+    tables = []
+    for fs, (gk, gc, gn, gb) in grouped:
+        cols_out = {"partition": (gc % S).astype(np.int32), "key": dicts["key"].gather(gk)}
+        rest = gc // S
+        for f in reversed(fs):
+            rest, code = np.divmod(rest, widths[f])
+            cols_out[f] = dicts[f].gather(code)
+        frame = pl.DataFrame(cols_out).select("partition", "key", *fs)
+        kid_col = pl.Series("kid", gk, dtype=pl.Int64)
+        frame = frame.with_columns(
+            pl.Series("n", gn), pl.Series("b", gb), pl.when(kid_col < K).then(kid_col).cast(pl.UInt32).alias("kid")
+        )
+        tables.append(frame)
+    key_index = pl.DataFrame({"key": dicts["key"].head(K)}).with_row_index("kid")
+    return key_index, tables, kid
 
 
 def _group_by_hashes(df, field_sets: list[tuple[str, ...]]):

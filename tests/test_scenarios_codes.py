@@ -1,0 +1,98 @@
+"""What-if's compiled unit tables (dictionary codes + per-key dense group-by) equal the value group-by."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+import keyscope.scenarios as scn
+from keyscope._keytable import encode
+from keyscope.scenarios import WhatIf
+from tests.test_analysis_scan import tricky_frame
+from tests.test_scenarios import SCENARIOS, assert_matches, make_sample
+
+SIZE = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+
+
+@pytest.mark.parametrize("cap", [16, 1 << 10])
+def test_encode_is_an_exact_dictionary(cap):
+    """Every key layout (null, empty, inline, 13-16 bytes, long, binary), several chunks, a table that must grow."""
+    keys = tricky_frame(20_000, seed=3)["key"]
+    keys = pl.concat([keys.head(7_000), keys.slice(7_000)], rechunk=False)  # two chunks
+    codes, firsts = encode(keys, cap=cap)
+    assert codes.dtype == np.int32 and len(codes) == len(keys)
+    assert ((codes < 0) == keys.is_null().to_numpy()).all()
+    dictionary = keys.gather(firsts)
+    assert dictionary.null_count() == 0 and dictionary.n_unique() == len(firsts) == keys.drop_nulls().n_unique()
+    assert (firsts == np.sort(firsts)).all()  # first-seen order
+    back = pl.concat([dictionary, pl.Series([None], dtype=pl.Binary)]).gather(np.where(codes < 0, len(firsts), codes))
+    assert back.equals(keys.rechunk())
+
+
+def test_encode_string_column_with_nulls():
+    s = pl.Series("user_id", ["aé", None, "b", "aé", "", None, "x" * 30, "b", "x" * 30])
+    codes, firsts = encode(s)
+    assert codes.tolist() == [0, -1, 1, 0, 2, -1, 3, 1, 3]
+    assert s.gather(firsts).to_list() == ["aé", "b", "", "x" * 30]
+
+
+def _value_tables(df, sets):
+    out = []
+    for fs in sets:
+        cols = ["partition", "key", *fs]
+        out.append(df.group_by(cols).agg(pl.len().cast(pl.Int64).alias("n"), SIZE.sum().alias("b")))
+    return out
+
+
+def test_coded_tables_equal_value_group_by():
+    """Null keys and fields, non-UTF-8 keys; the kid column matches the key index."""
+    df = make_sample(seed=8, n=6_000, keys=800).df
+    sets = [("user_id",), ("region",), ("user_id", "region")]
+    key_index, tables, record_kid = scn._group_by_codes(df, sets, 3)
+    refs = _value_tables(df, [(), *sets])
+    assert len(tables) == len(refs)
+    for fs, got, ref in zip([(), *sets], tables, refs):
+        cols = ["partition", "key", *fs]
+        assert got.columns == [*cols, "n", "b", "kid"]
+        assert got.height == ref.height
+        assert got.select(ref.columns).sort(cols, nulls_last=True).equals(ref.sort(cols, nulls_last=True))
+        joined = got.drop_nulls("key").join(key_index, on="key", how="left", suffix="_ix")
+        assert (joined["kid"] == joined["kid_ix"]).all()
+        assert got.filter(pl.col("key").is_null())["kid"].null_count() == got["key"].null_count()
+    assert key_index["key"].n_unique() == key_index.height == df["key"].drop_nulls().n_unique()
+    keyed = record_kid >= 0
+    assert (keyed == df["key"].is_not_null().to_numpy()).all()
+    assert key_index["key"].gather(record_kid[keyed]).equals(df["key"].filter(pl.Series(keyed)))
+
+
+def test_too_many_cells_declines():
+    df = make_sample(seed=8, n=2_000, keys=100).df
+    assert scn._group_by_codes(df, [("user_id", "region")], 3) is not None
+    assert scn._group_by_codes(df, [("user_id", "region")], 10**6) is None  # wider than MAX_CELLS per key
+
+
+@pytest.mark.parametrize("max_cells", [scn.MAX_CELLS, 1])
+def test_compiled_tables_give_brute_force_predictions(monkeypatch, max_cells):
+    """Through WhatIf (as for 10M records), and through the fallback when the cells are too many."""
+    monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
+    monkeypatch.setattr(scn, "MAX_CELLS", max_cells)
+    s = make_sample(seed=10, n=6_000, keys=800)
+    w = WhatIf(s, group_fields=("user_id", "region"))
+    assert ("record-kid" in w._cache) == (max_cells > 1)
+    for sc in SCENARIOS:
+        assert_matches(w, sc)
+
+
+def test_compiled_and_polars_paths_agree(monkeypatch):
+    s = make_sample(seed=11, n=5_000, keys=600)
+    polars_path = WhatIf(s, group_fields=("user_id", "region"))
+    monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
+    compiled = WhatIf(s, group_fields=("user_id", "region"))
+    assert "record-kid" in compiled._cache and "record-kid" not in polars_path._cache
+    for sc in SCENARIOS:
+        a, b = polars_path.evaluate(sc), compiled.evaluate(sc)
+        assert np.array_equal(a.records, b.records) and np.array_equal(a.bytes, b.bytes)
+        assert (a.keys_total, a.keys_moved, a.keys_split) == (b.keys_total, b.keys_moved, b.keys_split)
+        assert a.salted_keys == b.salted_keys
+        assert (a.skew_low, a.skew_high) == (b.skew_low, b.skew_high)
