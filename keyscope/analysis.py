@@ -313,7 +313,9 @@ def analyze(
         share_lo, share_hi = part_interval(z)
         lo, hi = max_share_interval(a_p, part_interval, confidence)
         denom = clamp_min(total_load / n_parts)
-        interval = [lo * total_load / denom, hi * total_load / denom]
+        # the largest share is at least 1/n, so the ratio is at least 1 (as whatif bounds it):
+        # a near-even or tiny sample can give a lower share bound under 1/n, which no topic has
+        interval = [max(lo * total_load / denom, 1.0), max(hi * total_load / denom, 1.0)]
     chi = chi_square_uniform(n_p) if basis == "sample" and n_parts else None
     skew = {
         "ratio": ratio,
@@ -389,8 +391,8 @@ def analyze(
             head = on_hot.head(cover)
             shown, enc = key_display(head["key"])
             cover_keys = [
-                {"key": k if e == "utf8" else f"0x{k}", "share_on_hottest": float(sh)}
-                for k, e, sh in zip(shown.to_list(), enc.to_list(), head["share"].to_list())
+                {"key": k if e == "utf8" else f"0x{k}", "share_on_hottest": float(sh), "of_partition": float(pi)}
+                for k, e, sh, pi in zip(shown.to_list(), enc.to_list(), head["share"].to_list(), head["pi"].to_list())
             ]
     hottest_info = {
         "partition": hottest,
@@ -561,13 +563,14 @@ def _cause(ratio, n_parts, total, excess, e_null, e_keyed, cover, baseline, cove
     if cover is not None and cover <= HOT_KEY_MAX:
         names = ", ".join(repr(k["key"]) for k in cover_keys)
         share = sum(k["share_on_hottest"] for k in cover_keys)
+        of_part = sum(k["of_partition"] for k in cover_keys)
         verb = "alone explains" if cover == 1 else "together explain"
         return {
             "cause": "hot-key",
             "explanation": (
                 f"{names} {verb} partition {hottest}'s excess ({100 * hot_share:.1f}% of the load "
                 f"against an even {100 / n_parts:.1f}%): {'it carries' if cover == 1 else 'they carry'} "
-                f"{100 * share:.1f}% of the load there"
+                f"{100 * of_part:.1f}% of partition {hottest}'s load, {100 * share:.1f}% of all load"
             ),
         }
     beyond = baseline["beyond_random_hashing"]

@@ -418,3 +418,35 @@ def test_binary_keys_are_shown_as_hex():
     d = check_clean(analyze(Sample.from_frame(df, partition_count=2)))
     assert d["hot_keys"][0]["key"] == "00ff10" and d["hot_keys"][0]["key_encoding"] == "hex"
     assert d["hot_keys"][1]["key"] == "ok" and d["hot_keys"][1]["key_encoding"] == "utf8"
+
+
+def test_hot_key_cause_says_which_share_is_of_the_partition_and_which_of_all():
+    """The cause line gives the hot key's share of its partition (the table's 'of partition')
+    and of all load (the table's 'share'), each named: 'of the load there' read as either."""
+    from pathlib import Path
+
+    from keyscope.sample import read_sample
+
+    path = Path(__file__).resolve().parent.parent / "samples" / "crm-events-hot-tenant.parquet"
+    d = check_clean(analyze(read_sample(path)))
+    top = d["hot_keys"][0]
+    assert top["key"] == "stark-industries" and top["explains_excess"]
+    of_part = f"{100 * top['share_of_partition']:.1f}% of partition 2's load"
+    of_all = f"{100 * top['share']:.1f}% of all load"
+    assert of_part in d["baseline"]["explanation"] and of_all in d["baseline"]["explanation"]
+    assert "there" not in d["baseline"]["explanation"]
+
+
+@pytest.mark.parametrize("placement", [[0, 1, 2, 2], [0, 1, 2], [0, 0, 0]])
+def test_skew_interval_never_below_one(placement):
+    """max/mean >= 1 for any load: a tiny or near-even sample's interval starts at 1 at the
+    lowest (as whatif's does), never 0.35; one partition is exactly 1."""
+    parts = max(placement) + 1 if max(placement) else 1
+    df = pl.DataFrame(
+        {"key": [f"k{i}".encode() for i in range(len(placement))], "partition": placement},
+        schema={"key": pl.Binary, "partition": pl.Int32},
+    )
+    d = check_clean(analyze(Sample.from_frame(df, topic="t", partition_count=parts), reps=50))
+    lo, hi = d["skew"]["interval"]
+    assert 1.0 <= lo <= d["skew"]["ratio"] <= hi <= parts
+    assert not any("uncertain: 0." in w for w in d["warnings"])
