@@ -90,9 +90,13 @@ def test_compiled_and_polars_paths_agree(monkeypatch):
     monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
     compiled = WhatIf(s, group_fields=("user_id", "region"))
     assert "record-kid" in compiled._cache and "record-kid" not in polars_path._cache
+    by_id = []  # the salting candidates' hot records come from key ids on this path
+    original = WhatIf._hot_records_by_id
+    monkeypatch.setattr(WhatIf, "_hot_records_by_id", lambda self, hot: by_id.append(1) or original(self, hot))
     for sc in SCENARIOS:
         a, b = polars_path.evaluate(sc), compiled.evaluate(sc)
         assert np.array_equal(a.records, b.records) and np.array_equal(a.bytes, b.bytes)
         assert (a.keys_total, a.keys_moved, a.keys_split) == (b.keys_total, b.keys_moved, b.keys_split)
         assert a.salted_keys == b.salted_keys
         assert (a.skew_low, a.skew_high) == (b.skew_low, b.skew_high)
+    assert by_id
