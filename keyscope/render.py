@@ -176,8 +176,8 @@ def table_key_expr():
 
 
 _UNHASHED_NOTE = (
-    "\n'random': null keys (and the empty key under librdkafka's default) are not hashed;"
-    " the producer places them sticky or at random.\n"
+    "\n'random': null keys (and the empty key under librdkafka's default) are not hashed;\n"
+    "the producer places them sticky or at random.\n"
 )
 
 

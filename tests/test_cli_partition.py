@@ -98,3 +98,14 @@ def test_version_and_help():
     helptext = run("partition", "--help").stdout.decode()
     for alias in ("java", "sarama", "librdkafka", "confluent"):
         assert alias in helptext
+
+
+@pytest.mark.parametrize("stdin", [None, b"a\n\nb\n"])
+def test_empty_key_note_fits_100_columns(stdin):
+    """The 'random' note under the table (arguments and stdin paths) wraps like the rest: <= 100 columns."""
+    args = ("partition", "-p", "3") if stdin else ("partition", "", "order-42", "-p", "3")
+    r = run(*args, stdin=stdin)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert "'random': null keys" in out and "sticky or at random" in out
+    assert max(len(line) for line in out.splitlines()) <= 100

@@ -328,3 +328,24 @@ def test_ctrl_c_ends_watch_with_the_last_readings_verdict(broker, hot_group, ext
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert all(strict_json(line)["group"] == group for line in out.splitlines())
+
+
+def test_table_notes_and_trend_fit_100_columns():
+    """Pure: long notes (many uncommitted partitions, corrected end offsets, a missing topic) wrap
+    at 100 columns; the facts stay in the text; markdown keeps one list item per note."""
+    from keyscope.cli.lag import _render
+    from keyscope.kafka_io import Watermarks
+
+    marks = {p: Watermarks(low=0, high=40_449 + p, list_offsets_high=40_286) for p in range(12)}
+    committed = {0: 3_881, 1: 15_670, 2: 28_314}
+    t = lagmod.summarize_topic("crm-events", committed, marks)
+    g = lagmod.GroupLag("crm-events-sse", [t], 0, "Empty", None, 0.0, 0.0,
+                        notes=["committed topic crm-events-old-with-a-long-name no longer exists: left out of every figure"])
+    text = _render(g, None, False, None)
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    flat = " ".join(line.strip() for line in text.splitlines())
+    assert "partitions 3, 4, 5, 6, 7, 8, 9, 10, 11 have no committed offset" in flat
+    assert "by up to 174." in flat and "left out of every figure" in flat
+    md = _render(g, None, True, None)
+    assert sum(line.startswith("- ") for line in md.splitlines()) == 3
+    assert "\n\n- partitions 3" in md  # a blank line ends the table before the list

@@ -222,11 +222,21 @@ def _render(g, trend, markdown: bool, watch) -> str:
                 f"end offsets come from fetch responses: ListOffsets under-reported "
                 f"{_partitions(t.corrected_end_offsets, verb=False)} by up to {fmt_num(worst)}."
             )
-        for note in notes:
-            lines.append(("- " if markdown else "note: ") + note)
-    for note in g.notes:
-        lines.append(("- " if markdown else "note: ") + note)
+        lines += _notes(notes, markdown)
+    lines += _notes(g.notes, markdown)
     return "\n".join(lines).rstrip()
+
+
+def _notes(notes, markdown: bool) -> list[str]:
+    """Markdown: a list after a blank line; text: 'note: ' lines wrapped to 100 columns."""
+    import textwrap
+
+    if not notes:
+        return []
+    if markdown:
+        return [""] + [f"- {n}" for n in notes]
+    return [line for n in notes for line in textwrap.wrap(
+        "note: " + n, 100, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)]
 
 
 @cli.command()
