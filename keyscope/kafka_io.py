@@ -77,9 +77,19 @@ def topic_partitions(consumer, topic: str) -> list[int]:
         import difflib
 
         near = difflib.get_close_matches(topic, topics, n=3)
-        hint = f"; did you mean {', '.join(near)}?" if near else f" ({len(topics)} topics on this cluster)"
+        hint = f"; did you mean {', '.join(near)}?" if near else known_hint("topics", topics)
         raise KafkaError(f"topic {topic!r} does not exist{hint}")
     return sorted(parts)
+
+
+def known_hint(kind: str, names, show: int = 5) -> str:
+    """What the cluster does have, for an error about a name it lacks: the names when few, else a count."""
+    names = sorted(names)
+    if not names:
+        return ""
+    if len(names) <= show:
+        return f"; {kind} on this cluster: {', '.join(names)}"
+    return f" ({len(names)} {kind} on this cluster)"
 
 
 def watermarks(consumer, topic: str, partitions: list[int], timeout_s: float = 10.0) -> dict[int, Watermarks]:

@@ -302,8 +302,10 @@ class LagReader:
             known = []
         import difflib
 
+        from .kafka_io import known_hint
+
         near = difflib.get_close_matches(self.group, known, n=3)
-        hint = f"; did you mean {', '.join(near)}?" if near else f" ({len(known)} groups with offsets on this cluster)"
+        hint = f"; did you mean {', '.join(near)}?" if near else known_hint("consumer groups", known)
         where = f" for topic {self.topic!r}" if self.topic else ""
         return KafkaError(f"consumer group {self.group!r} has no committed offsets{where}{hint}")
 

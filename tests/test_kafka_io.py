@@ -50,3 +50,13 @@ def test_unreachable_broker_fails_within_timeout():
     with pytest.raises(KafkaError, match="cannot reach a Kafka broker"):
         kafka_io.open_consumer(resolve("127.0.0.1:1"), timeout_s=2)
     assert time.monotonic() - t < 15
+
+
+def test_known_hint_names_few_counts_many_and_says_nothing_when_unknown():
+    """An unknown topic or group names what the cluster has when that is short (no '1 topics'),
+    a count otherwise, and nothing when the list could not be read (never '0 groups')."""
+    from keyscope.kafka_io import known_hint
+
+    assert known_hint("topics", ["b", "a"]) == "; topics on this cluster: a, b"
+    assert known_hint("consumer groups", [f"g{i}" for i in range(6)]) == " (6 consumer groups on this cluster)"
+    assert known_hint("topics", []) == ""
