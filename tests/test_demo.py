@@ -26,3 +26,22 @@ def test_demo_tells_the_incident_and_cleans_up():
     # the broker it started is gone
     pid = int(re.search(r"pid (\d+)", out).group(1))
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_demo_headings_honour_no_color(monkeypatch):
+    """NO_COLOR (no-color.org) turns off the demo's bold/cyan even where click would color a terminal."""
+    import click
+    from click.testing import CliRunner
+
+    from keyscope.cli import demo as demo_cli
+
+    @click.command()
+    def show():
+        demo_cli._step(1, 6, "Start the embedded broker")
+        demo_cli._cmd("keyscope lag")
+
+    runner = CliRunner()
+    assert "\x1b[" in runner.invoke(show, color=True).output  # a terminal: colored
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = runner.invoke(show, color=True).output
+    assert "\x1b[" not in out and "[1/6] Start the embedded broker" in out and "$ keyscope lag" in out

@@ -17,12 +17,19 @@ import click
 from . import cli
 
 
+def _color() -> bool | None:
+    """False when NO_COLOR is set (no-color.org); else click decides (a terminal gets color)."""
+    import os
+
+    return False if os.environ.get("NO_COLOR") else None
+
+
 def _step(n: int, total: int, text: str) -> None:
-    click.secho(f"\n[{n}/{total}] {text}", bold=True)
+    click.secho(f"\n[{n}/{total}] {text}", bold=True, color=_color())
 
 
 def _cmd(text: str) -> None:
-    click.secho(f"$ {text}", fg="cyan")
+    click.secho(f"$ {text}", fg="cyan", color=_color())
 
 
 @cli.command()
@@ -96,7 +103,7 @@ def demo(ctx, records, keep, seed):
         _cmd(f"keyscope recommend {sample_path} --keep-order-by contact_id")
         ctx.invoke(recommend, sample_path=str(sample_path), keep_order_by="contact_id")
 
-        click.secho(f"\nDone in {time.monotonic() - started:.1f} s.", bold=True)
+        click.secho(f"\nDone in {time.monotonic() - started:.1f} s.", bold=True, color=_color())
         if keep:
             click.echo(
                 f"The broker is still running on {bs} (pid {broker.pid}); the sample is {sample_path}.\n"
