@@ -960,29 +960,55 @@ def _scenario_pass(src, op, valid, n, b, kid, w, S, N, K, track_split):  # pragm
 
 
 MAX_CELLS = 1 << 22  # per key: partitions x field-value combinations the compiled group-by may hold
+DENSE_CELLS = 1 << 22  # (keys + 1) x cells up to this: a dense table, no sort by key
 
 
 @njit(cache=True, nogil=True)
-def _key_order(kid, K):  # pragma: no cover - compiled
-    """Rows grouped by key id (a stable counting sort; null keys, -1, last) and each key's start."""
+def _sort_by_key(kid, K, cells, size):  # pragma: no cover - compiled
+    """Cells and sizes reordered by key id (a stable counting sort; null keys, -1, last) and each key's start.
+
+    Scattered, not gathered: records are read in order and written to one
+    cursor per key, which stays cheap for hot keys; the group-by then reads
+    each key's records contiguously.
+    """
+    n = kid.shape[0]
     start = np.zeros(K + 2, np.int64)
-    for i in range(kid.shape[0]):
+    for i in range(n):
         k = kid[i]
         start[(k if k >= 0 else K) + 1] += 1
     for k in range(K + 1):
         start[k + 1] += start[k]
     pos = start[:-1].copy()
-    order = np.empty(kid.shape[0], np.int64)
-    for i in range(kid.shape[0]):
+    m = cells.shape[0]
+    s_cells = np.empty((m, n), cells.dtype)
+    s_size = np.empty(n, size.dtype)
+    for i in range(n):
         k = kid[i]
         k = k if k >= 0 else K
-        order[pos[k]] = i
-        pos[k] += 1
-    return order, start
+        j = pos[k]
+        pos[k] = j + 1
+        s_size[j] = size[i]
+        for f in range(m):
+            s_cells[f, j] = cells[f, i]
+    return start, s_cells, s_size
 
 
 @njit(cache=True, nogil=True)
-def _group_cells(order, start, cell, W, size):  # pragma: no cover - compiled
+def _dense_cells(kid, K, cell, W, size):  # pragma: no cover - compiled
+    """``_group_cells`` when (keys + 1) x cells is small: one in-order pass into a dense table, no sort."""
+    cnt = np.zeros((K + 1) * W, np.int64)
+    byt = np.zeros((K + 1) * W, np.int64)
+    for i in range(kid.shape[0]):
+        k = kid[i]
+        j = (k if k >= 0 else K) * W + cell[i]
+        cnt[j] += 1
+        byt[j] += size[i]
+    nz = np.flatnonzero(cnt)
+    return nz // W, nz % W, cnt[nz], byt[nz]
+
+
+@njit(cache=True, nogil=True)
+def _group_cells(start, cell, W, size):  # pragma: no cover - compiled
     """Per key id (K = null), the distinct cells in [0, W) with their records and bytes.
 
     Rows arrive grouped by key, so a key's cells fit a small dense scratch
@@ -992,7 +1018,7 @@ def _group_cells(order, start, cell, W, size):  # pragma: no cover - compiled
     scr_n = np.zeros(W, np.int64)
     scr_b = np.zeros(W, np.int64)
     touched = np.empty(W, np.int64)
-    cap = max(1024, order.shape[0] // 8)
+    cap = max(1024, cell.shape[0] // 8)
     ok = np.empty(cap, np.int64)
     oc = np.empty(cap, np.int64)
     on = np.empty(cap, np.int64)
@@ -1001,13 +1027,12 @@ def _group_cells(order, start, cell, W, size):  # pragma: no cover - compiled
     for k in range(K1):
         nt = 0
         for j in range(start[k], start[k + 1]):
-            i = order[j]
-            c = cell[i]
+            c = cell[j]
             if scr_n[c] == 0:
                 touched[nt] = c
                 nt += 1
             scr_n[c] += 1
-            scr_b[c] += size[i]
+            scr_b[c] += size[j]
         if ng + nt > cap:
             cap = max(2 * cap, ng + nt)
             ok2, oc2, on2, ob2 = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64)
@@ -1063,20 +1088,28 @@ def _group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
         .to_series()
         .to_numpy()
     )
-    order, start = _key_order(kid, K)
     dicts = {c: pl.concat([df[c].gather(enc[c][1]), pl.Series([None], dtype=df[c].dtype)]) for c in cols}
-    fcode = {f: np.where(enc[f][0] < 0, widths[f] - 1, enc[f][0]).astype(np.int64) for f in cols if f != "key"}
-
-    def one(fs_w):
-        fs, w = fs_w
-        combo = None  # the fields' codes as one mixed-radix number
+    cells = np.empty((len(sets), df.height), np.int32)  # per set: partition + S * (the fields' codes, mixed radix)
+    part32 = part.astype(np.int32)
+    for row, fs in enumerate(sets):
+        combo = None
         for f in fs:
-            combo = fcode[f] if combo is None else combo * widths[f] + fcode[f]
-        cell = part if combo is None else part + S * combo
-        return fs, _group_cells(order, start, cell, w, size)
+            code = np.where(enc[f][0] < 0, np.int32(widths[f] - 1), enc[f][0])  # null: the last code
+            combo = code if combo is None else combo * np.int32(widths[f]) + code
+        cells[row] = part32 if combo is None else part32 + np.int32(S) * combo
+    dense = [(K + 1) * w <= DENSE_CELLS for w in cells_w]
+    wide = [r for r in range(len(sets)) if not dense[r]]
+    if wide:  # one counting sort by key for every wide set
+        start, s_cells, s_size = _sort_by_key(kid, K, cells[wide], size)
+        sorted_row = {r: i for i, r in enumerate(wide)}
+
+    def one(r):
+        if dense[r]:
+            return _dense_cells(kid, K, cells[r], cells_w[r], size)
+        return _group_cells(start, s_cells[sorted_row[r]], cells_w[r], s_size)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        grouped = list(pool.map(one, zip(sets, cells_w)))
+        grouped = list(zip(sets, pool.map(one, range(len(sets)))))
     tables = []
     for fs, (gk, gc, gn, gb) in grouped:
         cols_out = {"partition": (gc % S).astype(np.int32), "key": dicts["key"].gather(gk)}
