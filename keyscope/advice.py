@@ -206,7 +206,10 @@ class Advice:
                 "max_keys_moved": self.constraints.max_keys_moved,
                 "target_skew": self.constraints.target_skew,
             },
-            "recommended": self.recommended.to_dict() if self.recommended else None,
+            # Only a remedy that helps is "recommended": a script reading this
+            # field must never be handed a change that makes things worse.
+            "recommended": self.recommended.to_dict() if self.recommended and self.helps else None,
+            "best_allowed": self.recommended.to_dict() if self.recommended else None,
             "why": self.why,
             "cost": self.cost,
             "producer_change": self.snippets,

@@ -233,3 +233,37 @@ def test_help_documents_exit_codes():
         r = run(cmd, "--help")
         assert r.exit_code == 0
         assert "Exit codes:" in r.output and "--format" in r.output
+
+
+HOT_SAMPLE = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "samples" / "crm-events-hot-tenant.parquet")
+
+
+def test_consumers_alone_answers_does_adding_consumers_help():
+    r = run("whatif", HOT_SAMPLE, "--consumers", "1,2,3,6")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(run("whatif", HOT_SAMPLE, "--consumers", "1,2,3,6", "--format", "json").output)
+    assert doc["scenarios"] == []
+    loads = {c["consumers"]: c for c in doc["today"]["consumers"] if c["assignor"] == "range"}
+    hottest = max(doc["today"]["shares"])
+    # one consumer holds everything; with 3 or 6 the busiest is stuck with the hottest partition
+    assert loads[1]["busiest_share"] == pytest.approx(1.0)
+    for c in (3, 6):
+        assert loads[c]["busiest_share"] == pytest.approx(hottest, abs=1e-4)
+        assert loads[c]["limited_by_one_partition"]
+    assert "adding consumers cannot split a partition" in r.output
+
+
+@pytest.mark.parametrize("keep", ["key", "contact_id", "none"])
+def test_recommend_table_fits_100_columns(keep):
+    r = run("recommend", HOT_SAMPLE, "--keep-order-by", keep)
+    assert r.exit_code == 0, r.output
+    assert max(len(line) for line in r.output.splitlines()) <= 100, max(r.output.splitlines(), key=len)
+
+
+def test_recommend_json_never_recommends_a_change_that_does_not_help():
+    doc = json.loads(run("recommend", HOT_SAMPLE, "--format", "json").output)  # per-key order: nothing helps
+    assert doc["helps"] is False
+    assert doc["recommended"] is None
+    assert doc["best_allowed"] is not None and doc["best_allowed"]["skew"]["high"] >= doc["today"]["skew"]["low"]
+    ok = json.loads(run("recommend", HOT_SAMPLE, "--keep-order-by", "contact_id", "--format", "json").output)
+    assert ok["helps"] is True and ok["recommended"] == ok["best_allowed"]

@@ -166,10 +166,10 @@ def whatif(
     keysets = [parse_key_by(k) for k in key_by]
     salts = [parse_salt(s, by=salt_by, seed=salt_seed) for s in salt_hot]
     group = _int_list(consumers, "--consumers")
-    if not (counts or parts or keysets or salts):
+    if not (counts or parts or keysets or salts or group):
         raise UsageError(
-            "give at least one scenario: --partitions, --partitioner, --key-by or --salt-hot"
-            " (or let `keyscope recommend` generate them)"
+            "give at least one scenario: --partitions, --partitioner, --key-by, --salt-hot, or --consumers"
+            " alone for today's layout (or let `keyscope recommend` generate them)"
         )
     if salt_by != "offset" and not salts:
         raise UsageError("--salt-by only applies with --salt-hot")
@@ -184,7 +184,9 @@ def whatif(
         )
     ]
     scenarios = list(dict.fromkeys(scenarios))
-    results = w.evaluate_all(scenarios)
+    if not (counts or parts or keysets or salts):
+        scenarios = []  # --consumers alone: today's layout, consumer counts only
+    results = w.evaluate_all(scenarios) if scenarios else []
     doc = whatif_doc(w, results, sample_path)
     fewer = sorted({sc.partitions for sc in scenarios if sc.partitions < w.today_partitions})
     if fewer:
@@ -192,7 +194,7 @@ def whatif(
             f"Kafka cannot reduce a topic's partitions: {', '.join(map(str, fewer))} partition(s) mean a new topic"
             " and moving every consumer to it"
         )
-    best = min(results, key=lambda r: r.skew)
+    best = min(results or [w.today], key=lambda r: r.skew)
     exceeded = fail_on_skew is not None and best.skew > fail_on_skew
     if fail_on_skew is not None:
         doc["fail_on_skew"] = {
@@ -639,10 +641,24 @@ def recommend_report(advice, doc: dict, top: int, markdown: bool = False) -> str
             )
         cc = advice.today.consumer_loads[0].consumers
         out += ["", f"Allowed scenarios, best first (of {len(advice.ranked)}):"] + ([""] if markdown else [])
-        out.append(
-            table(["#", "scenario", "skew (95% CI)", "keys moved", "traffic moved", "order kept", f"busiest of {cc}"], rows, "rlrrrlr")
-        )
+        if markdown:
+            out.append(
+                table(["#", "scenario", "skew (95% CI)", "keys moved", "traffic moved", "order kept", f"busiest of {cc}"],
+                      rows, "rlrrrlr")
+            )
+        else:  # 100 columns: name and order in a wrapped legend, numbers in the table
+            for row in rows:
+                out += textwrap.wrap(f"{row[0]:>2}  {row[1]}; order kept {row[5]}", WIDTH, subsequent_indent="    ")
+            out.append("")
+            out.append(
+                table(["#", "skew (95% CI)", "keys moved", "traffic moved", f"busiest of {cc}"],
+                      [[r[0], r[2], r[3], r[4], r[6]] for r in rows], "rrrrr")
+            )
     rej = doc["rejected"]
     if rej:
-        out += ["", "Rejected by the constraints: " + ", ".join(f"{v} {k}" for k, v in sorted(rej.items()))]
+        line = (
+            "Rejected by the constraints (a scenario may break several): "
+            + ", ".join(f"{v} {k}" for k, v in sorted(rej.items()))
+        )
+        out += [""] + (textwrap.wrap(line, WIDTH) if not markdown else [line])
     return "\n".join(out)
