@@ -349,3 +349,10 @@ def test_table_notes_and_trend_fit_100_columns():
     md = _render(g, None, True, None)
     assert sum(line.startswith("- ") for line in md.splitlines()) == 3
     assert "\n\n- partitions 3" in md  # a blank line ends the table before the list
+
+
+def test_a_crawling_drain_gives_no_absurd_eta():
+    from keyscope.cli.lag import _duration
+
+    assert _duration(90) == "90s" and _duration(3 * 3600 + 120) == "3h02m"
+    assert _duration(2743484224 * 3600) == "more than a week"

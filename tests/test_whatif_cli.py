@@ -267,3 +267,8 @@ def test_recommend_json_never_recommends_a_change_that_does_not_help():
     assert doc["best_allowed"] is not None and doc["best_allowed"]["skew"]["high"] >= doc["today"]["skew"]["low"]
     ok = json.loads(run("recommend", HOT_SAMPLE, "--keep-order-by", "contact_id", "--format", "json").output)
     assert ok["helps"] is True and ok["recommended"] == ok["best_allowed"]
+
+
+def test_empty_list_items_are_refused():
+    r = run("whatif", HOT_SAMPLE, "--partitions", "4,,6")
+    assert r.exit_code == 2 and "empty item" in r.output

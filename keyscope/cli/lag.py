@@ -61,7 +61,8 @@ def lag(conn, group, topic, fmt, watch, count, fail_on_skew, timeout):
 
     \b
     Exit codes: 0 ok, 2 bad option, 4 broker unreachable / unknown topic /
-    group without committed offsets, 5 skew above --fail-on-skew.
+    group without committed offsets, 5 skew above --fail-on-skew,
+    130 Ctrl-C outside --watch.
     """
     from .. import lag as lagmod
 
@@ -142,6 +143,8 @@ def _partitions(ids, verb=True) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds > 7 * 86400:  # a drain that slow is no forecast worth printing
+        return "more than a week"
     s = int(round(seconds))
     if s < 120:
         return f"{s}s"

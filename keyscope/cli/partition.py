@@ -43,7 +43,7 @@ def partition(keys, partitions, partitioner, key_encoding, summary, fmt):
     Rules, formulas and test vectors: docs/partitioners.md.
 
     Exit codes: 0 ok; 2 bad option, unknown partitioner or partition count
-    < 1; 3 a key that is not valid hex/base64 (docs/exit-codes.md).
+    < 1; 3 a key that is not valid hex/base64; 130 Ctrl-C (docs/exit-codes.md).
     """
     from .. import keys as keyio
     from .. import render

@@ -20,7 +20,7 @@ def _int_list(values, what: str) -> list[int]:
         for part in str(v).split(","):
             part = part.strip()
             if not part:
-                continue
+                raise UsageError(f"{what}: empty item in {str(v)!r}; give numbers separated by commas, e.g. 4,6,12")
             try:
                 n = int(part)
             except ValueError:
