@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -74,11 +75,10 @@ def demo(ctx, records, keep, seed):
         story.create_topic(bs, story.TOPIC, 3)
         story.produce(bs, story.TOPIC, frame)
         committed = story.commit_group_lag(bs, story.TOPIC, story.GROUP, {2: 0.3})
-        click.echo(
+        click.echo(textwrap.fill(
             f"kafka-python's default partitioner (murmur2). {story.HOT_TENANT} is {spec.hot_share:.0%} of events; "
             f"consumer group {story.GROUP} kept up on partitions 0 and 1 and stalled on partition 2 "
-            f"(committed offsets {committed})."
-        )
+            f"(committed offsets {committed}).", 100))
 
         _step(3, total, "The alert fired: is the lag really on one partition?")
         _cmd(f"keyscope lag -b {bs} --group {story.GROUP} --topic {story.TOPIC}")
