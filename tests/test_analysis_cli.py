@@ -168,3 +168,14 @@ def test_capped_sample_reports_rates(tmp_path):
     assert doc["load_basis"] == "rate" and doc["skew"]["hottest_partition"] == 0
     flat = json.loads(invoke(path, "--format", "json", "--load", "sample").output)
     assert flat["load_basis"] == "sample" and flat["skew"]["ratio"] == pytest.approx(1.0)
+
+
+def test_mixed_verdict_is_told_in_words():
+    from pathlib import Path
+
+    mixed = Path(__file__).resolve().parent.parent / "samples" / "orders-mixed-partitioners.parquet"
+    r = CliRunner().invoke(cli, ["analyze", str(mixed)], catch_exceptions=False)
+    assert r.exit_code == 0
+    line = " ".join(r.output.split("mixed, likelier:")[1].split())
+    assert line.startswith("two producers with different partitioners (murmur2 and consistent)")
+    assert "a switch from murmur2 to consistent" in line

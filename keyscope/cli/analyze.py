@@ -273,7 +273,16 @@ def table_report(d: dict) -> str:
     mixed = d["partitioner"].get("mixed")
     if mixed:
         out.append("")
-        out += textwrap.wrap(f"mixed: {mixed['likelier']}", WIDTH)
+        story = {
+            "two-producers": "two producers with different partitioners ({})".format(
+                " and ".join(mixed.get("partitioners") or [])),
+            "partition-count-changed": "the partition count changed (was {})".format(
+                mixed.get("previous_partition_count") or "?"),
+            "unexplained": "no partitioner pair or count change explains it: a custom partitioner?",
+        }.get(mixed["likelier"], mixed["likelier"])
+        if mixed.get("switched_from") and mixed.get("switched_to"):
+            story += f"; a switch from {mixed['switched_from']} to {mixed['switched_to']}, not interleaved writers"
+        out += textwrap.wrap(f"mixed, likelier: {story}", WIDTH, subsequent_indent="  ")
     for w in d["warnings"]:
         out += textwrap.wrap(f"warning: {w}", WIDTH, subsequent_indent="  ")
     fos = d.get("fail_on_skew")
