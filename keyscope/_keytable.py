@@ -506,6 +506,11 @@ def _erehash(old, new):
             new[slot, f] = old[s, f]
 
 
+def _encode_limit(slots: int) -> int:
+    """Codes a table may hold: load <= 1/4 while it fits in cache (fewer probes, fewer mispredicted branches), else 1/2."""
+    return slots // 4 if slots <= 1 << 15 else slots // 2
+
+
 def encode(series, cap: int = 1 << 10):
     """(codes, firsts) for a Binary/String Series: ``codes[i]`` (int32) is row i's value id (-1: null).
 
@@ -542,14 +547,14 @@ def encode(series, cap: int = 1 << 10):
         while done < n:
             stop, ng = _encode(
                 views + 16 * done, n - done, buf_addrs, valid, chunk.offset + done,
-                out, row0 + done, tab, ng, tab.shape[0] // 2, firsts,
+                out, row0 + done, tab, ng, _encode_limit(tab.shape[0]), firsts,
             )  # fmt: skip
             done += stop
             if done < n:  # full: double the table and the first-row list
                 new = np.zeros((2 * tab.shape[0], 4), np.uint64)
                 _erehash(tab, new)
                 tab = new
-                firsts = np.concatenate([firsts, np.empty(len(firsts), np.int64)])
+                firsts = np.concatenate([firsts, np.empty(max(0, _encode_limit(tab.shape[0]) - len(firsts)), np.int64)])
         row0 += n
     del keep
     return out, firsts[:ng].copy()
