@@ -511,20 +511,20 @@ def _encode_limit(slots: int) -> int:
     return slots // 4 if slots <= 1 << 15 else slots // 2
 
 
-def encode(series, cap: int = 1 << 10):
+def encode(series, cap: int = 1 << 10, out=None):
     """(codes, firsts) for a Binary/String Series: ``codes[i]`` (int32) is row i's value id (-1: null).
 
     Ids are dense, in first-seen order; ``firsts[c]`` is the first row holding
     value c, so ``series.gather(firsts)`` is the dictionary.  Why: what-if
     groups records by (partition, key, fields) over these integers instead of
     the values (see keyscope.scenarios).  Exact, not a hash: values are
-    compared byte for byte.
+    compared byte for byte.  ``out``: an int32 array of len(series) to write the codes into.
     """
     import polars as pl
     import pyarrow as pa
 
     n_rows = len(series)
-    out = np.empty(n_rows, np.int32)
+    out = np.empty(n_rows, np.int32) if out is None else out
     arr = series.to_frame().to_arrow(compat_level=pl.CompatLevel.newest()).column(0)
     chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
     keep = [arr]

@@ -705,14 +705,13 @@ class WhatIf:
             .cast(pl.Int64)
             .to_numpy()
         )
-        lut = np.full(self._key_index.height + 1, -1, np.int64)  # the last entry: null keys (id -1)
+        lut = np.full(self._key_index.height, -1, np.int64)
         lut[hot_kid] = np.arange(len(hot_kid))
-        hid = lut[record_kid]
-        rows = np.flatnonzero(hid >= 0)
+        rows, hid = _pick_rows(record_kid, lut)
         df = self.sample.df
         size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
         recs = df.select("partition", "offset", "key_size", "value_size")[rows].select(
-            "partition", "offset", size.alias("size"), pl.Series("hid", hid[rows], dtype=pl.UInt32)
+            "partition", "offset", size.alias("size"), pl.Series("hid", hid, dtype=pl.UInt32)
         )
         return recs, hot_kid
 
@@ -964,6 +963,41 @@ DENSE_CELLS = 1 << 22  # (keys + 1) x cells up to this: a dense table, no sort b
 
 
 @njit(cache=True, nogil=True)
+def _pick_rows(kid, lut):  # pragma: no cover - compiled
+    """Rows whose key id maps to a hot key (``lut[kid] >= 0``; null keys, -1, never do) and that hot key's index."""
+    rows = np.empty(kid.shape[0], np.int64)
+    hid = np.empty(kid.shape[0], np.int64)
+    m = 0
+    for i in range(kid.shape[0]):
+        k = kid[i]
+        if k >= 0:
+            h = lut[k]
+            if h >= 0:
+                rows[m] = i
+                hid[m] = h
+                m += 1
+    return rows[:m].copy(), hid[:m].copy()
+
+
+@njit(cache=True, nogil=True)
+def _make_cells(part, S, codes, widths, members):  # pragma: no cover - compiled
+    """Per field set (a row of ``members``: field indexes, -1 padded), partition + S x the fields' codes in mixed radix; null = the last code."""
+    m, n = members.shape[0], part.shape[0]
+    cells = np.empty((m, n), np.int32)
+    for r in range(m):
+        for i in range(n):
+            combo = 0
+            for j in range(members.shape[1]):
+                f = members[r, j]
+                if f < 0:
+                    break
+                c = codes[f, i]
+                combo = combo * widths[f] + (c if c >= 0 else widths[f] - 1)
+            cells[r, i] = part[i] + S * combo
+    return cells
+
+
+@njit(cache=True, nogil=True)
 def _sort_by_key(kid, K, cells, size):  # pragma: no cover - compiled
     """Cells and sizes reordered by key id (a stable counting sort; null keys, -1, last) and each key's start.
 
@@ -1068,8 +1102,14 @@ def _group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
 
     S = max(int(partitions), 1)
     cols = list(dict.fromkeys(["key", *(f for fs in field_sets for f in fs)]))
+    codes = np.empty((len(cols) - 1, df.height), np.int32)  # the fields' codes, one row each
+
+    def enc_one(i_c):
+        i, c = i_c
+        return encode(df[c], out=codes[i - 1] if i else None)
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        enc = dict(zip(cols, pool.map(lambda c: encode(df[c]), cols)))
+        enc = dict(zip(cols, pool.map(enc_one, enumerate(cols))))
     widths = {c: len(enc[c][1]) + 1 for c in cols}  # + the null code
     sets = [(), *field_sets]
     cells_w = []
@@ -1082,21 +1122,18 @@ def _group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
         cells_w.append(w)
     kid, key_firsts = enc["key"]
     K = len(key_firsts)
-    part = df["partition"].to_numpy().astype(np.int64)
+    part = df["partition"].to_numpy().astype(np.int32)
     size = (
         df.select(pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64))
         .to_series()
         .to_numpy()
     )
     dicts = {c: pl.concat([df[c].gather(enc[c][1]), pl.Series([None], dtype=df[c].dtype)]) for c in cols}
-    cells = np.empty((len(sets), df.height), np.int32)  # per set: partition + S * (the fields' codes, mixed radix)
-    part32 = part.astype(np.int32)
-    for row, fs in enumerate(sets):
-        combo = None
-        for f in fs:
-            code = np.where(enc[f][0] < 0, np.int32(widths[f] - 1), enc[f][0])  # null: the last code
-            combo = code if combo is None else combo * np.int32(widths[f]) + code
-        cells[row] = part32 if combo is None else part32 + np.int32(S) * combo
+    fields = cols[1:]
+    members = np.full((len(sets), max(1, max(len(fs) for fs in sets))), -1, np.int64)
+    for r, fs in enumerate(sets):
+        members[r, : len(fs)] = [fields.index(f) for f in fs]
+    cells = _make_cells(part, S, codes, np.array([widths[f] for f in fields] or [1], np.int64), members)
     dense = [(K + 1) * w <= DENSE_CELLS for w in cells_w]
     wide = [r for r in range(len(sets)) if not dense[r]]
     if wide:  # one counting sort by key for every wide set
