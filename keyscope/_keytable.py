@@ -62,6 +62,17 @@ def _i32(typingctx, addr):
     return sig, codegen
 
 
+@njit(inline="always", cache=True)
+def _long_equal(p, q, ln):
+    """Keys of > 16 bytes at addresses p and q, compared 8 bytes at a time (the last word may overlap)."""
+    k = 0
+    while k + 8 <= ln:
+        if _u64(p + k) != _u64(q + k):
+            return False
+        k += 8
+    return not (k < ln and _u64(p + ln - 8) != _u64(q + ln - 8))
+
+
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _K3 = np.uint64(0x165667B19E3779F9)
@@ -173,15 +184,7 @@ def _scan(
                     same = gd[slot, _W0] == w0
                 else:
                     q = np.int64(gd[slot, _W0])
-                    same = True
-                    k = 0
-                    while k + 8 <= ln:
-                        if _u64(p + k) != _u64(q + k):
-                            same = False
-                            break
-                        k += 8
-                    if same and k < ln and _u64(p + ln - 8) != _u64(q + ln - 8):
-                        same = False
+                    same = _long_equal(p, q, ln)
                 if same:
                     gd[slot, _REC] += 1
                     gd[slot, _BYTES] += size
@@ -225,15 +228,7 @@ def _merge(gd, gdf, ng, src, srcf):
                     same = gd[slot, _W0] == w0
                 else:
                     p, q = np.int64(w0), np.int64(gd[slot, _W0])
-                    same = True
-                    k = 0
-                    while k + 8 <= ln:
-                        if _u64(p + k) != _u64(q + k):
-                            same = False
-                            break
-                        k += 8
-                    if same and k < ln and _u64(p + ln - 8) != _u64(q + ln - 8):
-                        same = False
+                    same = _long_equal(p, q, ln)
                 if same:
                     gd[slot, _REC] += src[s, _REC]
                     gd[slot, _BYTES] += src[s, _BYTES]
@@ -477,15 +472,7 @@ def _encode(views, n, buf_addrs, valid, vbit, out, o0, tab, ng, limit, firsts):
                     same = tab[slot, _EW0] == w0
                 else:
                     q = np.int64(tab[slot, _EW0])
-                    same = True
-                    k = 0
-                    while k + 8 <= ln:
-                        if _u64(p + k) != _u64(q + k):
-                            same = False
-                            break
-                        k += 8
-                    if same and k < ln and _u64(p + ln - 8) != _u64(q + ln - 8):
-                        same = False
+                    same = _long_equal(p, q, ln)
                 if same:
                     out[o0 + i] = np.int64(lc >> np.uint64(32)) - 1
                     break

@@ -37,48 +37,26 @@ _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_:./-]*$")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
 
 
+_PROMQL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_YAML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
+
+
+def _double_quoted(value: str, escapes: dict[str, str]) -> str:
+    return '"' + "".join(
+        escapes.get(ch) or (ch if ch.isprintable() else _code_escape(ch)) for ch in value
+    ) + '"'
+
+
 def promql_str(value: str) -> str:
     """A PromQL double-quoted string literal (Go escapes); the result is printable ASCII-safe text."""
-    out = ['"']
-    for ch in value:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif not ch.isprintable():
-            out.append(_code_escape(ch))
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    return _double_quoted(value, _PROMQL_ESCAPES)
 
 
 def yaml_str(value: str) -> str:
     """A YAML scalar for any string: plain when unambiguous, else double-quoted with escapes."""
     if _PLAIN.match(value) and value.lower() not in _YAML_WORDS:
         return value
-    out = ['"']
-    for ch in value:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif not ch.isprintable():
-            out.append(_code_escape(ch))
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    return _double_quoted(value, _YAML_ESCAPES)
 
 
 def _code_escape(ch: str) -> str:
