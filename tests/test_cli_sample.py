@@ -24,6 +24,9 @@ from keyscope.sample import read_sample
 
 from .conftest import create_topic
 
+# The sampler is the code most exposed to broker differences: real Kafka and Tansu both.
+pytestmark = pytest.mark.tansu
+
 
 def run(*args, env=None):
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)

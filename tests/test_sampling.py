@@ -24,6 +24,9 @@ from keyscope.sampling import DEFAULT_MAX_RECORDS, SampleSpec, parse_field, samp
 
 from .conftest import create_topic
 
+# The sampler is the code most exposed to broker differences: real Kafka and Tansu both.
+pytestmark = pytest.mark.tansu
+
 
 def produce(bootstrap: str, topic: str, messages: list[dict], **conf) -> list[tuple]:
     """Produce with librdkafka; returns (partition, offset, key, value, headers) as the broker acknowledged."""
