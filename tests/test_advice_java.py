@@ -4,8 +4,9 @@ Compiles the snippet's ``keyscopeKey`` (composite key + salting with
 commons-codec's MurmurHash3) with javac and runs it over the sample's records;
 compiles the printed CRC32/FNV-1a ``Partitioner`` classes against two-line
 stand-ins of the Kafka types they name (the placement logic is the snippet's).
-Needs a JDK and a commons-codec jar (looked up in the local Maven repository
-or COMMONS_CODEC_JAR); the Kafka client jar is not needed.
+Needs a JDK and a commons-codec jar (COMMONS_CODEC_JAR, else the local Maven
+repository, resolved there from Maven Central with mvn when missing); the Kafka
+client jar is not needed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from keyscope.sample import Sample
 from keyscope.scenarios import Salt, Scenario, WhatIf
 
 
+CODEC_VERSION = "1.17.1"  # pinned: MurmurHash3.hash32x86 exists from 1.14 on
+
+
 def _codec_jar() -> str | None:
     env = os.environ.get("COMMONS_CODEC_JAR")
     if env and os.path.exists(env):
@@ -33,6 +37,12 @@ def _codec_jar() -> str | None:
     jars += sorted(glob.glob("/usr/share/java/commons-codec*.jar"))
     # hash32x86 (the correct MurmurHash3_x86_32) exists from commons-codec 1.14 on
     good = [j for j in jars if not any(f"/1.{m}/" in j for m in range(0, 14))]
+    if not good and shutil.which("mvn"):
+        subprocess.run(["mvn", "-q", "-B", "-Dstyle.color=never", "dependency:get",
+                        f"-Dartifact=commons-codec:commons-codec:{CODEC_VERSION}"], capture_output=True)
+        jar = os.path.expanduser(f"~/.m2/repository/commons-codec/commons-codec/{CODEC_VERSION}/"
+                                 f"commons-codec-{CODEC_VERSION}.jar")
+        good = [jar] if os.path.exists(jar) else []
     return good[-1] if good else None
 
 
