@@ -246,11 +246,11 @@ def _stopped(table, x_expr, y_expr, records) -> tuple[int, float] | None:
     )
     if per.height == 0:
         return None
-    from scipy.stats import binom
+    from scipy.special import bdtr  # binomial CDF without scipy.stats' import
 
     n, x, after = int(per["n"].sum()), int(per["x"].sum()), int(per["after"].sum())
     k = per.height
     q = x / n if n else 0.0
     # P(sum of k geometric runs >= L) = P(fewer than k x-records in the last L + k - 1).
-    chance = float(binom.cdf(k - 1, after + k - 1, q)) if after and q < 1.0 else 1.0
+    chance = float(bdtr(k - 1, after + k - 1, q)) if after and q < 1.0 else 1.0
     return after, min(max(chance, 0.0), 1.0)

@@ -18,6 +18,7 @@ from keyscope.stats import (
     ratio_share_se,
     skew_ratio,
     skew_ratios,
+    z_value,
     wilson_interval,
 )
 
@@ -149,3 +150,25 @@ def test_random_hashing_tail_approximation_matches_exact_placement():
     exact = random_hashing_skews(w, 6, reps=400, exact_top=20_000, seed=2)
     assert np.median(approx) == pytest.approx(np.median(exact), rel=0.03)
     assert np.quantile(approx, 0.95) == pytest.approx(np.quantile(exact, 0.95), rel=0.05)
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.8, 0.9, 0.95, 0.99, 0.999])
+def test_z_value_equals_scipy_within_a_few_ulp(confidence):
+    from scipy.stats import norm
+
+    ref = float(norm.ppf(1 - (1 - confidence) / 2))
+    assert abs(z_value(confidence) - ref) <= 4 * math.ulp(ref)  # 2-3 ulp measured
+
+
+def test_chi_square_equals_scipy_chisquare():
+    from scipy.stats import chisquare
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        c = rng.integers(0, 5000, size=int(rng.integers(2, 40))).astype(float)
+        c[0] += 1  # never all zero
+        ref = chisquare(c)
+        got = chi_square_uniform(c)
+        assert got["dof"] == c.size - 1
+        assert got["statistic"] == pytest.approx(float(ref.statistic), rel=1e-12)
+        assert got["p_value"] == pytest.approx(float(ref.pvalue), rel=1e-9, abs=1e-300)
