@@ -233,6 +233,14 @@ def why_differ(corrected, alert: AlertTopic | None) -> str | None:
     if not reasons:
         reasons.append("the lags kafka_exporter reports differ from the true lags")
     n = len(alert.partition_lag)
-    bound = f" (above {n}, the most {n} partitions allow)" if ratio > n else ""
+    bound = f" (above {n}: no {n} lags >= 0 can give that)" if ratio > n else ""
     real = f"the real skew is {_num(true)}" if true is not None else "no partition has a true lag, so there is no real skew"
     return f"{SERIES_SKEW_RATIO} is {_num(ratio)}{bound} because " + "; ".join(reasons) + f"; {real}"
+
+
+def prom_text(x: float) -> str:
+    """A float as Prometheus's HTTP API writes it (Go strconv 'f', -1): shortest digits, no exponent."""
+    from decimal import Decimal
+
+    text = format(Decimal(repr(float(x))), "f")
+    return text[:-2] if text.endswith(".0") else text
