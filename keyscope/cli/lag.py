@@ -353,6 +353,15 @@ def _wrap(text: str) -> list[str]:
 @click.option("--alert-prefix", metavar="NAME", help="Alert name prefix (default: the topic in CamelCase, crm-events -> CrmEvents).")
 @click.option("--no-recording", is_flag=True, help="Alerts only: the recording group is already loaded (one per Prometheus).")
 @click.option(
+    "--set",
+    "rule_set",
+    type=click.Choice(["fixed", "deployed"]),
+    default="fixed",
+    show_default=True,
+    help="fixed: keyscope:* series over true lags (>= 0, topk by group and topic, alert per topic); "
+    "deployed: the rules as deployed, verbatim (kafka:* series, what `keyscope lag` shows as the alert's reading).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["yaml", "json", "markdown"]),
@@ -360,7 +369,7 @@ def _wrap(text: str) -> list[str]:
     show_default=True,
     help="yaml: a Prometheus rule file; json: the same file as JSON (Prometheus reads it too); markdown: YAML in a fence.",
 )
-def rules(group, topic, threshold, for_window, severity, runbook_url, alert_prefix, no_recording, fmt):
+def rules(group, topic, threshold, for_window, severity, runbook_url, alert_prefix, no_recording, rule_set, fmt):
     """Prometheus recording rules and alerts that compute what `keyscope lag` prints.
 
     \b
@@ -388,14 +397,16 @@ def rules(group, topic, threshold, for_window, severity, runbook_url, alert_pref
         runbook_url=runbook_url,
         alert_prefix=alert_prefix,
         recording=not no_recording,
+        rule_set=rule_set,
     )
-    argv = ["keyscope", "rules", "--group", group, "--topic", topic, "--threshold", f"{threshold:g}", "--for", for_window]
+    argv = ["keyscope", "rules", "--set", rule_set, "--group", group, "--topic", topic,
+            "--threshold", f"{threshold:g}", "--for", for_window]
     if no_recording:
         argv.append("--no-recording")
     if fmt == "json":
         click.echo(to_json(doc))
         return
-    text = rulesmod.to_yaml(doc, rulesmod.header(shlex.join(argv), threshold))
+    text = rulesmod.to_yaml(doc, rulesmod.header(shlex.join(argv), threshold, rule_set), rulesmod.RULE_COMMENTS)
     if fmt == "markdown":
         text = "```yaml\n" + text + "```\n"
     click.echo(text, nl=False)
