@@ -138,6 +138,7 @@ func (e *exporter) Collect(ch chan<- prometheus.Metric) {
 func main() {
 	server := flag.String("kafka.server", "127.0.0.1:9092", "bootstrap server")
 	listen := flag.String("web.listen-address", "127.0.0.1:9308", "where to serve /metrics")
+	flag.String("refresh.metadata", "30s", "accepted for kafka_exporter's command line; metadata is refreshed every scrape")
 	flag.Parse()
 	config := sarama.NewConfig()
 	config.ClientID = "kafka_exporter"
