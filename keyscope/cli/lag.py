@@ -260,8 +260,10 @@ def _readings(g, t, markdown: bool) -> list[str]:
 
     a = g.alert_topic(t.topic)
     n = len(t.series)
-    if a is None:
-        alert = ["no series (kafka_exporter exports none)", "no series", "-"]
+    if g.alert is None:
+        alert = ["not read", "not read", "not read"]
+    elif a is None:
+        alert = ["no series (none exported)", "no series", _hottest_cell(g, t)]
     else:
         bad = len(a.sentinels)
         alert = [
@@ -278,8 +280,10 @@ def _readings(g, t, markdown: bool) -> list[str]:
         ]
     else:
         corrected = ["no series: no true lag", "no series", "-"]
-    names = ["group_partition_lag", "group_skew_ratio", "group_hottest_partition"]
-    headers = ["series", "as your alert computes it (kafka:)", "corrected (keyscope:)"]
+    from ..lag import SERIES
+
+    names = list(SERIES)  # the real names; the corrected ones are keyscope:group_* with the same suffix
+    headers = ["series", "as your alert computes it", "corrected (keyscope:group_*)"]
     rows = [[names[i], alert[i], corrected[i]] for i in range(3)]
     out = [(markdown_table if markdown else text_table)(headers, rows)]
     why = alert_why(g, t)
