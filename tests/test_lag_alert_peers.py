@@ -32,6 +32,7 @@ import yaml
 from keyscope.alert import prom_avg, stored_order
 
 from .conftest import create_topic
+from .test_json_schemas import assert_valid
 
 HERE = Path(__file__).parent
 CACHE = Path(os.environ.get("KEYSCOPE_TEST_CACHE", Path.home() / ".cache" / "keyscope-tests"))
@@ -266,6 +267,7 @@ def check_against_prometheus(stack: Stack, lags_by_topic: dict[str, list[int | N
     settle(stack, group, since)
     doc = keyscope_lag(stack, group)
     assert committed_offsets(stack.bootstrap, group, sizes) == before  # read-only
+    assert_valid("lag", doc)  # docs/schemas/lag.schema.json holds for sentinels and negative lags too
 
     g = json.dumps(group)
     prom_lag = stack.values(f"kafka:group_partition_lag{{consumergroup={g}}}", "topic", "partition")
