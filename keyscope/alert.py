@@ -215,21 +215,23 @@ def why_differ(corrected, alert: AlertTopic | None) -> str | None:
     if never:
         verb = "was" if len(never) == 1 else "were"
         reasons.append(f"{_parts(never)} {verb} never committed: kafka_exporter reports -1, which lowers the mean")
-    ahead = [p for p in corrected.partitions if p.committed is not None and p.committed > p.list_offsets_end]
+    ahead = [p for p in corrected.partitions if p.committed is not None and p.committed > p.end_offset]
     for p in ahead:
-        gap = p.committed - p.list_offsets_end
+        gap = p.committed - p.end_offset
         reasons.append(
-            f"partition {p.partition} is committed {gap:,} ahead of its end offset: kafka_exporter reports lag -{gap:,}, "
-            "which lowers the mean"
+            f"partition {p.partition} is committed {gap:,} ahead of its end offset: kafka_exporter reports lag "
+            f"{p.exporter_lag:,}, which lowers the mean"
         )
-    under = [p for p in corrected.partitions if p.list_offsets_end < p.end_offset and p.committed is not None
-             and p.committed <= p.list_offsets_end]
+    under = [p for p in corrected.partitions if p.committed is not None and p.list_offsets_end < p.end_offset
+             and p not in ahead]
     if under:
         worst = max(p.end_offset - p.list_offsets_end for p in under)
-        reasons.append(
-            f"ListOffsets under-reports the end offset of {_parts([p.partition for p in under])} by up to {worst:,} "
-            "(kafka_exporter believes it)"
-        )
+        negative = [p.partition for p in under if p.exporter_lag < 0]
+        text = (f"ListOffsets under-reports the end offset of {_parts([p.partition for p in under])} by up to "
+                f"{worst:,}, and kafka_exporter subtracts from it")
+        if negative:
+            text += f" (a negative lag on {_parts(negative)}, though {'it is' if len(negative) == 1 else 'they are'} caught up)"
+        reasons.append(text)
     if not reasons:
         reasons.append("the lags kafka_exporter reports differ from the true lags")
     n = len(alert.partition_lag)
