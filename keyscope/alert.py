@@ -236,8 +236,8 @@ def why_differ(corrected, alert: AlertTopic | None) -> str | None:
         reasons.append("the lags kafka_exporter reports differ from the true lags")
     n = len(alert.partition_lag)
     bound = f" (above {n}: no {n} lags >= 0 can give that)" if ratio > n else ""
-    real = f"the real skew is {_num(true)}" if true is not None else "no partition has a true lag, so there is no real skew"
-    return f"{SERIES_SKEW_RATIO} is {_num(ratio)}{bound} because " + "; ".join(reasons) + f"; {real}"
+    real = f"the real skew is {prom_text(true)}" if true is not None else "no partition has a true lag, so there is no real skew"
+    return f"{SERIES_SKEW_RATIO} is {prom_text(ratio)}{bound} because " + "; ".join(reasons) + f"; {real}"
 
 
 def prom_text(x: float) -> str:

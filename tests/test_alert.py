@@ -56,7 +56,7 @@ def test_topk1_keeps_one_series_for_the_cluster_first_of_equals():
 def test_why_differ_names_the_artefact_and_the_real_skew():
     never = topic({0: 0, 2: 0}, {0: 10, 1: 4, 2: 0})
     assert alert.why_differ(never, never.alert) == (
-        "kafka:group_skew_ratio is 3.333 (above 3: no 3 lags >= 0 can give that) because partition 1 was "
+        "kafka:group_skew_ratio is 3.3333333333333335 (above 3: no 3 lags >= 0 can give that) because partition 1 was "
         "never committed: kafka_exporter reports -1, which lowers the mean; the real skew is 2")
     ahead = topic({0: 0, 1: 0, 2: 30}, {0: 75, 1: 0, 2: 0})
     assert "partition 2 is committed 30 ahead of its end offset: kafka_exporter reports lag -30" in alert.why_differ(ahead, ahead.alert)

@@ -240,7 +240,7 @@ def _render(g, trend, markdown: bool, watch) -> str:
         if t.uncommitted:
             notes.append(
                 f"{_partitions(t.uncommitted)} no committed offset: no true lag (kafka_exporter reports "
-                "-1 there); the corrected reading leaves it out of max and avg."
+                f"-1 there); the corrected reading leaves {'it' if len(t.uncommitted) == 1 else 'them'} out of max and avg."
             )
         if t.corrected_end_offsets:
             worst = max(p.end_offset - p.list_offsets_end for p in t.partitions)
