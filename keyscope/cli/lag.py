@@ -350,7 +350,7 @@ def _wrap(text: str) -> list[str]:
 @cli.command()
 @click.option("-g", "--group", required=True, help="Consumer group id the alerts watch, e.g. crm-events-sse.")
 @click.option("-t", "--topic", required=True, help="Topic the group reads, e.g. crm-events.")
-@click.option("--threshold", type=float, default=4.0, show_default=True, help="Alert when kafka:group_skew_ratio is above this.")
+@click.option("--threshold", type=float, default=4.0, show_default=True, help="Alert when the skew ratio (keyscope:group_skew_ratio, or kafka:group_skew_ratio with --set deployed) is above this.")
 @click.option("--for", "for_window", default="10m", show_default=True, help="How long the condition must hold (Prometheus duration).")
 @click.option("--severity", default="warning", show_default=True, help="severity label of the alerts.")
 @click.option("--runbook-url", metavar="URL", help="Your runbook, added as the runbook_url annotation.")
@@ -374,16 +374,19 @@ def _wrap(text: str) -> list[str]:
     help="yaml: a Prometheus rule file; json: the same file as JSON (Prometheus reads it too); markdown: YAML in a fence.",
 )
 def rules(group, topic, threshold, for_window, severity, runbook_url, alert_prefix, no_recording, rule_set, fmt):
-    """Prometheus recording rules and alerts that compute what `keyscope lag` prints.
+    """Prometheus rules for the skew alert: a fixed set, or the set as deployed.
 
     \b
-    Recording rules (for every group and topic kafka-exporter reports):
-      kafka:group_partition_lag      kafka_consumergroup_lag >= 0
-      kafka:group_skew_ratio         max / clamp_min(avg, 0.001) by (consumergroup, topic)
-      kafka:group_hottest_partition  the partition(s) whose lag equals the max
-    Alerts for --group and --topic: <Prefix>HotKeySkewHigh (skew above
-    --threshold for --for) and <Prefix>UnderReplicatedConsumers (fewer
-    members than partitions).
+    --set fixed (default), keyscope's own names, over true lags (`keyscope lag`'s "corrected"):
+      keyscope:group_partition_lag      kafka_consumergroup_lag >= 0
+      keyscope:group_skew_ratio         max / clamp_min(avg, 0.001) by (topic, consumergroup)
+      keyscope:group_hottest_partition  topk by (topic, consumergroup) (1, ...)
+    --set deployed, verbatim (`keyscope lag`'s "as your alert computes it"):
+      kafka:group_partition_lag, kafka:group_skew_ratio, kafka:group_hottest_partition
+      (kafka_exporter's -1 and negative lags kept; topk(1) for the whole cluster)
+    Comments in the YAML explain each difference. Alerts for --group and
+    --topic: <Prefix>HotKeySkewHigh (skew above --threshold for --for) and
+    <Prefix>UnderReplicatedConsumers (fewer members than partitions).
 
     \b
     Check it with: keyscope rules -g G -t T > rules.yml && promtool check rules rules.yml
