@@ -382,12 +382,12 @@ class LagReader:
             read_at=time.time(),
             monotonic=time.monotonic(),
             notes=notes,
-            alert=self._alert_reading(out),
+            alert=self._alert_reading(out, committed),
         )
 
     # -- the deployed alert's reading (keyscope.alert) ------------------------------------------
 
-    def _alert_reading(self, topics: list[TopicLag]) -> "alertmod.AlertReading":
+    def _alert_reading(self, topics: list[TopicLag], committed: dict[str, dict[int, int]]) -> "alertmod.AlertReading":
         """The group's series as the deployed rules hold them, and the cluster-wide topk(1)."""
         own = []
         for t in topics:
@@ -397,23 +397,34 @@ class LagReader:
         if not self.scan_cluster:
             return alertmod.AlertReading(topics=own, hottest=None, groups_scanned=0,
                                          scan_error="cluster scan skipped (--no-cluster-scan)")
+        skipped: list[str] = []
         try:
-            everything, groups = self._scan_cluster(own)
+            everything, groups = self._scan_cluster(own, skipped, committed)
         except KafkaError as e:
             return alertmod.AlertReading(topics=own, hottest=None, groups_scanned=0, scan_error=str(e))
-        return alertmod.AlertReading(topics=own, hottest=alertmod.topk1(everything), groups_scanned=groups)
+        notes = []
+        if skipped:
+            names = ", ".join(repr(g) for g in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            notes.append(f"offsets of {len(skipped)} group(s) could not be read and were left out of the "
+                         f"cluster-wide {SERIES_HOTTEST_PARTITION}, as kafka_exporter leaves them out: {names}")
+        return alertmod.AlertReading(topics=own, hottest=alertmod.topk1(everything),
+                                     groups_scanned=groups - len(skipped), notes=notes)
 
-    def _group_offsets(self, groups: list[str]) -> dict[str, dict[str, dict[int, int]]]:
-        """group -> topic -> partition -> committed offset (OffsetFetch only: read-only)."""
+    def _group_offsets(self, groups: list[str], skipped: list[str]) -> dict[str, dict[str, dict[int, int]]]:
+        """group -> topic -> partition -> committed offset (OffsetFetch only: read-only).
+
+        A group whose offsets cannot be read is skipped and named in ``skipped``, as
+        kafka_exporter skips it (it logs the error and goes on).
+        """
         got: dict = {}
         try:
             got = self._admin.list_group_offsets({g: None for g in groups}) if groups else {}
-        except Exception:  # brokers without multi-group OffsetFetch (v8): one group at a time
+        except Exception:  # no multi-group OffsetFetch (v8), or one group failed: one group at a time
             for g in groups:
                 try:
                     got.update(self._admin.list_group_offsets({g: None}))
-                except Exception as e:
-                    raise KafkaError(f"cannot read committed offsets of group {g!r}: {_one_line(e)}") from None
+                except Exception:
+                    skipped.append(g)
         out: dict[str, dict[str, dict[int, int]]] = {}
         for g, offsets in got.items():
             for tp, om in (offsets or {}).items():
@@ -421,7 +432,8 @@ class LagReader:
                     out.setdefault(g, {}).setdefault(tp.topic, {})[tp.partition] = om.offset
         return out
 
-    def _scan_cluster(self, own: list["alertmod.AlertTopic"]) -> tuple[list["alertmod.AlertTopic"], int]:
+    def _scan_cluster(self, own: list["alertmod.AlertTopic"], skipped: list[str],
+                      own_committed: dict[str, dict[int, int]]) -> tuple[list["alertmod.AlertTopic"], int]:
         """Every group's series as kafka_exporter exports them: what topk(1) without ``by`` ranks."""
         from kafka import TopicPartition
 
@@ -430,7 +442,8 @@ class LagReader:
         except Exception as e:
             raise KafkaError(f"cannot list consumer groups: {_one_line(e)}") from None
         mine = {t.topic for t in own}
-        committed = self._group_offsets(groups)
+        committed = self._group_offsets([g for g in groups if g != self.group], skipped)
+        committed[self.group] = own_committed  # read once, for the report and the scan alike
         wanted = sorted({t for g, topics in committed.items() for t in topics if not (g == self.group and t in mine)})
         parts: dict[str, list[int]] = {}
         for name in wanted:

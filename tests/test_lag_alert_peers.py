@@ -360,7 +360,9 @@ def test_twelve_partitions_running_mean_is_not_sum_over_n(stack):
 def test_second_group_and_second_topic_and_the_cluster_wide_hottest(stack):
     shared, second = topic(), topic()
     other = scenario(stack, {shared: [7, 0, 0]})  # another group on the same topic
+    others_before = committed_offsets(stack.bootstrap, other, {shared: 3})
     doc, _ = check_against_prometheus(stack, {shared: [20, 30, 0], second: [5000, 1, 2]})
+    assert committed_offsets(stack.bootstrap, other, {shared: 3}) == others_before  # the cluster scan only reads
     assert [t["topic"] for t in doc["topics"]] == sorted([shared, second])
     h = doc["kafka:group_hottest_partition"]  # larger than any lag elsewhere in this cluster
     assert (h["consumergroup"], h["topic"], h["partition"], h["value"]) == (doc["group"], second, 0, 5000.0)

@@ -315,19 +315,19 @@ def _alert_notes(g, t) -> list[str]:
     from ..alert import SERIES_HOTTEST_PARTITION, prom_text
 
     a = g.alert
-    if a is None:
+    if a is None or t is not g.topics[0]:  # cluster-wide: said once, under the first topic
         return []
     if a.scan_error:
         return [f"{SERIES_HOTTEST_PARTITION} not computed: {a.scan_error}"]
     h = a.hottest
-    if h is None or t is not g.topics[0]:
-        return []
+    if h is None:
+        return list(a.notes)
     where = f"group {h.group}, topic {h.topic}, partition {h.partition} ({prom_text(h.value)})"
     text = (f"{SERIES_HOTTEST_PARTITION} is topk(1) without `by`: one series for the whole cluster "
             f"({a.groups_scanned} group{'s' if a.groups_scanned != 1 else ''} read): {where}")
     if h.ties:
         text += f"; {len(h.ties)} other series tie, Prometheus keeps the one it stored first (label order assumed)"
-    return [text + "."]
+    return [text + "."] + list(a.notes)
 
 
 def _notes(notes, markdown: bool) -> list[str]:
