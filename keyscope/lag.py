@@ -1,18 +1,24 @@
-"""Consumer-group lag in the alert's own terms, read without touching the group.
+"""Consumer-group lag, read without touching the group, in two readings side by side.
 
-The three numbers are the recording rules', with the same names and math
-(see :mod:`keyscope.rules`, which prints those rules)::
+**As your alert computes it** (:mod:`keyscope.alert`): the series the deployed
+rules hold, bit for bit as kafka_exporter 1.7.0 + Prometheus 2.42 produce
+them, under their real names (``kafka:group_partition_lag`` with -1 for a
+partition never committed and negative lag for one committed ahead,
+``kafka:group_skew_ratio``, ``kafka:group_hottest_partition`` = one series
+for the whole cluster).
 
-    kafka:group_partition_lag     = end offset (true high watermark) - committed offset
-    kafka:group_skew_ratio        = max(lag) / clamp_min(avg(lag), 0.001)     per group, topic
-    kafka:group_hottest_partition = the partition(s) whose lag equals that max
+**Corrected** (this module, keyscope's own names, what ``keyscope rules``'
+fixed set records)::
 
-Which partitions enter the ratios: exactly those Prometheus would hold a
-``kafka:group_partition_lag`` series for.  kafka-exporter reports a partition
-with no committed offset as ``kafka_consumergroup_lag = -1``; the rule keeps
-only ``>= 0``, so such a partition (and a committed offset ahead of the log
-end, after a topic was recreated) has no series and is left out of max and
-avg here too.  Both are still listed, flagged, never shown as zero lag.
+    keyscope:group_partition_lag     = end offset (true high watermark) - committed, where >= 0
+    keyscope:group_skew_ratio        = max(lag) / clamp_min(avg(lag), 0.001)     per group, topic
+    keyscope:group_hottest_partition = the partition(s) whose lag equals that max, per group, topic
+
+A partition with no committed offset, or committed ahead of the log end (a
+recreated topic), has no true lag: it is listed, flagged, never shown as zero
+lag, and left out of max and avg.  Both readings use Prometheus 2.42's
+arithmetic (incremental mean, in series order), so they differ exactly where
+the data differ, and :func:`keyscope.alert.why_differ` says why in one line.
 
 Read-only by construction: committed offsets come from OffsetFetch and the
 member count from DescribeGroups (admin requests, never JoinGroup or
@@ -26,15 +32,22 @@ import datetime as _dt
 import time
 from dataclasses import dataclass, field
 
+from . import alert as alertmod
 from . import kafka_io
 from .connection import Connection
 from .errors import KafkaError, UsageError
-from .stats import CLAMP_MIN, clamp_min, skew_ratio
+from .stats import CLAMP_MIN, clamp_min
 
-SERIES_PARTITION_LAG = "kafka:group_partition_lag"
-SERIES_SKEW_RATIO = "kafka:group_skew_ratio"
-SERIES_HOTTEST_PARTITION = "kafka:group_hottest_partition"
+# The deployed rules' series (the alert's reading) ...
+SERIES_PARTITION_LAG = alertmod.SERIES_PARTITION_LAG
+SERIES_SKEW_RATIO = alertmod.SERIES_SKEW_RATIO
+SERIES_HOTTEST_PARTITION = alertmod.SERIES_HOTTEST_PARTITION
 SERIES = (SERIES_PARTITION_LAG, SERIES_SKEW_RATIO, SERIES_HOTTEST_PARTITION)
+# ... and keyscope's own names for the corrected reading (recorded by `keyscope rules --set fixed`).
+CORRECTED_PARTITION_LAG = "keyscope:group_partition_lag"
+CORRECTED_SKEW_RATIO = "keyscope:group_skew_ratio"
+CORRECTED_HOTTEST_PARTITION = "keyscope:group_hottest_partition"
+CORRECTED_SERIES = (CORRECTED_PARTITION_LAG, CORRECTED_SKEW_RATIO, CORRECTED_HOTTEST_PARTITION)
 
 __all__ = [
     "PartitionLag",
@@ -47,6 +60,7 @@ __all__ = [
     "trends",
     "to_dict",
     "SERIES",
+    "CORRECTED_SERIES",
 ]
 
 
@@ -64,8 +78,13 @@ class PartitionLag:
 
     @property
     def in_ratio(self) -> bool:
-        """Whether Prometheus would hold a kafka:group_partition_lag series for it."""
+        """Whether it has a true lag (a keyscope:group_partition_lag series) and enters the corrected ratio."""
         return self.lag is not None and self.lag >= 0
+
+    @property
+    def exporter_lag(self) -> int:
+        """kafka_consumergroup_lag as kafka_exporter 1.7.0 reports it: ListOffsets end - committed, or -1."""
+        return alertmod.exporter_lag(self.committed, self.list_offsets_end)
 
     @property
     def status(self) -> str:
@@ -85,14 +104,18 @@ class TopicLag:
 
     @property
     def series(self) -> dict[int, int]:
-        """kafka:group_partition_lag, one value per partition that has the series."""
+        """keyscope:group_partition_lag: the true lag of every partition that has one."""
         return {p.partition: p.lag for p in self.partitions if p.in_ratio}
+
+    def _stored(self) -> list[int]:
+        s = self.series
+        return [s[p] for p in alertmod.stored_order(s)]
 
     @property
     def skew_ratio(self) -> float | None:
-        """kafka:group_skew_ratio; None when no partition has a lag series (no series either)."""
-        lags = list(self.series.values())
-        return skew_ratio(lags) if lags else None
+        """keyscope:group_skew_ratio (Prometheus's arithmetic); None when no partition has a true lag."""
+        lags = self._stored()
+        return alertmod.prom_skew_ratio(lags) if lags else None
 
     @property
     def max_lag(self) -> int | None:
@@ -101,8 +124,16 @@ class TopicLag:
 
     @property
     def avg_lag(self) -> float | None:
-        lags = list(self.series.values())
-        return sum(lags) / len(lags) if lags else None
+        lags = self._stored()
+        return alertmod.prom_avg(lags) if lags else None
+
+    @property
+    def alert(self) -> "alertmod.AlertTopic | None":
+        """This topic's series as the deployed rules hold them (None: kafka_exporter exports none)."""
+        return alertmod.alert_topic(
+            "", self.topic, {p.partition: p.committed for p in self.partitions},
+            {p.partition: p.list_offsets_end for p in self.partitions},
+        )
 
     @property
     def total_lag(self) -> int:
@@ -110,7 +141,7 @@ class TopicLag:
 
     @property
     def hottest(self) -> list[int]:
-        """kafka:group_hottest_partition: every partition whose lag equals the max (ties kept, as the rule does)."""
+        """keyscope:group_hottest_partition: every partition whose true lag equals the max (ties kept)."""
         s = self.series
         if not s:
             return []
@@ -136,6 +167,10 @@ class GroupLag:
     read_at: float  # wall clock, epoch seconds
     monotonic: float  # for rates between readings
     notes: list[str] = field(default_factory=list)
+    alert: "alertmod.AlertReading | None" = None  # the deployed alert's reading; None when not read
+
+    def alert_topic(self, name: str) -> "alertmod.AlertTopic | None":
+        return None if self.alert is None else self.alert.topic(name)
 
     def topic(self, name: str) -> TopicLag:
         for t in self.topics:
@@ -146,6 +181,13 @@ class GroupLag:
     def max_skew(self) -> float | None:
         vals = [t.skew_ratio for t in self.topics if t.skew_ratio is not None]
         return max(vals) if vals else None
+
+    def skew(self, t: "TopicLag", reading: str) -> float | None:
+        """The skew of topic ``t`` in ``reading`` ('alert': kafka:group_skew_ratio, 'corrected': the true one)."""
+        if reading == "corrected":
+            return t.skew_ratio
+        a = self.alert_topic(t.topic)
+        return None if a is None else a.skew_ratio
 
 
 @dataclass(frozen=True)
@@ -225,10 +267,12 @@ def _admin_client(**config):
 class LagReader:
     """Holds the two read-only clients, so ``--watch`` reuses connections between readings."""
 
-    def __init__(self, conn: Connection, group: str, topic: str | None = None, timeout_s: float = 10.0):
+    def __init__(self, conn: Connection, group: str, topic: str | None = None, timeout_s: float = 10.0,
+                 scan_cluster: bool = True):
         if not group:
             raise UsageError("--group must not be empty")
         self.conn, self.group, self.topic, self.timeout_s = conn, group, topic, timeout_s
+        self.scan_cluster = scan_cluster  # read every group's offsets for the cluster-wide topk(1)
         self._consumer = kafka_io.open_consumer(conn, timeout_s)
         try:
             self._admin = self._open_admin()
@@ -338,12 +382,95 @@ class LagReader:
             read_at=time.time(),
             monotonic=time.monotonic(),
             notes=notes,
+            alert=self._alert_reading(out, committed),
         )
 
+    # -- the deployed alert's reading (keyscope.alert) ------------------------------------------
 
-def read_group_lag(conn: Connection, group: str, topic: str | None = None, timeout_s: float = 10.0) -> GroupLag:
+    def _alert_reading(self, topics: list[TopicLag], committed: dict[str, dict[int, int]]) -> "alertmod.AlertReading":
+        """The group's series as the deployed rules hold them, and the cluster-wide topk(1)."""
+        own = []
+        for t in topics:
+            a = t.alert
+            if a is not None:
+                own.append(alertmod.AlertTopic(group=self.group, topic=a.topic, partition_lag=a.partition_lag))
+        if not self.scan_cluster:
+            return alertmod.AlertReading(topics=own, hottest=None, groups_scanned=0,
+                                         scan_error="cluster scan skipped (--no-cluster-scan)")
+        skipped: list[str] = []
+        try:
+            everything, groups = self._scan_cluster(own, skipped, committed)
+        except KafkaError as e:
+            return alertmod.AlertReading(topics=own, hottest=None, groups_scanned=0, scan_error=str(e))
+        notes = []
+        if skipped:
+            names = ", ".join(repr(g) for g in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            notes.append(f"offsets of {len(skipped)} group(s) could not be read and were left out of the "
+                         f"cluster-wide {SERIES_HOTTEST_PARTITION}, as kafka_exporter leaves them out: {names}")
+        return alertmod.AlertReading(topics=own, hottest=alertmod.topk1(everything),
+                                     groups_scanned=groups - len(skipped), notes=notes)
+
+    def _group_offsets(self, groups: list[str], skipped: list[str]) -> dict[str, dict[str, dict[int, int]]]:
+        """group -> topic -> partition -> committed offset (OffsetFetch only: read-only).
+
+        A group whose offsets cannot be read is skipped and named in ``skipped``, as
+        kafka_exporter skips it (it logs the error and goes on).
+        """
+        got: dict = {}
+        try:
+            got = self._admin.list_group_offsets({g: None for g in groups}) if groups else {}
+        except Exception:  # no multi-group OffsetFetch (v8), or one group failed: one group at a time
+            for g in groups:
+                try:
+                    got.update(self._admin.list_group_offsets({g: None}))
+                except Exception:
+                    skipped.append(g)
+        out: dict[str, dict[str, dict[int, int]]] = {}
+        for g, offsets in got.items():
+            for tp, om in (offsets or {}).items():
+                if om.offset is not None and om.offset >= 0:
+                    out.setdefault(g, {}).setdefault(tp.topic, {})[tp.partition] = om.offset
+        return out
+
+    def _scan_cluster(self, own: list["alertmod.AlertTopic"], skipped: list[str],
+                      own_committed: dict[str, dict[int, int]]) -> tuple[list["alertmod.AlertTopic"], int]:
+        """Every group's series as kafka_exporter exports them: what topk(1) without ``by`` ranks."""
+        from kafka import TopicPartition
+
+        try:
+            groups = sorted({g["group_id"] for g in self._admin.list_groups()} | {self.group})
+        except Exception as e:
+            raise KafkaError(f"cannot list consumer groups: {_one_line(e)}") from None
+        mine = {t.topic for t in own}
+        committed = self._group_offsets([g for g in groups if g != self.group], skipped)
+        committed[self.group] = own_committed  # read once, for the report and the scan alike
+        wanted = sorted({t for g, topics in committed.items() for t in topics if not (g == self.group and t in mine)})
+        parts: dict[str, list[int]] = {}
+        for name in wanted:
+            try:
+                parts[name] = kafka_io.topic_partitions(self._consumer, name)
+            except KafkaError:
+                continue  # a deleted topic: kafka_exporter no longer asks for it either
+        tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
+        try:
+            ends = self._consumer.end_offsets(tps, timeout_ms=int(self.timeout_s * 1000)) if tps else {}
+        except Exception as e:
+            raise KafkaError(f"cannot read end offsets for the cluster-wide scan: {_one_line(e)}") from None
+        out = list(own)
+        for g in groups:
+            for name, offs in sorted(committed.get(g, {}).items()):
+                if name not in parts or (g == self.group and name in mine):
+                    continue
+                a = alertmod.alert_topic(g, name, offs, {p: ends[TopicPartition(name, p)] for p in parts[name]})
+                if a is not None:
+                    out.append(a)
+        return out, len(groups)
+
+
+def read_group_lag(conn: Connection, group: str, topic: str | None = None, timeout_s: float = 10.0,
+                   scan_cluster: bool = True) -> GroupLag:
     """One reading of ``group``'s lag (on ``topic``, or every topic it committed offsets for)."""
-    with LagReader(conn, group, topic, timeout_s) as reader:
+    with LagReader(conn, group, topic, timeout_s, scan_cluster=scan_cluster) as reader:
         return reader.read()
 
 
@@ -360,6 +487,7 @@ def to_dict(g: GroupLag, trend: dict[tuple[str, int], Trend] | None = None) -> d
                 "log_start_offset": p.log_start,
                 "list_offsets_end": p.list_offsets_end,
                 "lag": p.lag,
+                "exporter_lag": p.exporter_lag,
                 "in_ratio": p.in_ratio,
                 "status": p.status,
             }
@@ -378,9 +506,10 @@ def to_dict(g: GroupLag, trend: dict[tuple[str, int], Trend] | None = None) -> d
                 "topic": t.topic,
                 "partition_count": len(t.partitions),
                 "partitions": rows,
-                SERIES_PARTITION_LAG: [{"partition": p, "value": v} for p, v in t.series.items()],
-                SERIES_SKEW_RATIO: t.skew_ratio,
-                SERIES_HOTTEST_PARTITION: [{"partition": p, "value": t.series[p]} for p in t.hottest],
+                **_alert_topic_dict(t, g.alert_topic(t.topic)),
+                CORRECTED_PARTITION_LAG: [{"partition": p, "value": v} for p, v in t.series.items()],
+                CORRECTED_SKEW_RATIO: t.skew_ratio,
+                CORRECTED_HOTTEST_PARTITION: [{"partition": p, "value": t.series[p]} for p in t.hottest],
                 "max_lag": t.max_lag,
                 "avg_lag": t.avg_lag,
                 "total_lag": t.total_lag,
@@ -397,7 +526,40 @@ def to_dict(g: GroupLag, trend: dict[tuple[str, int], Trend] | None = None) -> d
         "state": g.state,
         "members_error": g.members_error,
         "topics": topics,
+        **_alert_group_dict(g.alert),
         "notes": g.notes,
+    }
+
+
+def _alert_topic_dict(t: TopicLag, a: "alertmod.AlertTopic | None") -> dict:
+    """The deployed alert's series for one topic, under their real names (null: kafka_exporter exports none)."""
+    return {
+        SERIES_PARTITION_LAG: [] if a is None else [{"partition": p, "value": v} for p, v in a.partition_lag],
+        SERIES_SKEW_RATIO: None if a is None else a.skew_ratio,
+        "alert": None if a is None else {
+            "max_lag": a.max_lag,
+            "avg_lag": a.avg_lag,
+            "partitions_reported_as_minus_one": a.sentinels,
+            "series_order": [p for p, _ in a.partition_lag],
+        },
+        "why_differ": alertmod.why_differ(t, a),
+    }
+
+
+def _alert_group_dict(a: "alertmod.AlertReading | None") -> dict:
+    h = None if a is None else a.hottest
+    return {
+        SERIES_HOTTEST_PARTITION: None if h is None else {
+            "consumergroup": h.group,
+            "topic": h.topic,
+            "partition": h.partition,
+            "value": h.value,
+            "ties": [{"consumergroup": g, "topic": t, "partition": p} for g, t, p in h.ties],
+        },
+        "alert_scan": {
+            "groups_scanned": 0 if a is None else a.groups_scanned,
+            "error": "not read" if a is None else a.scan_error,
+        },
     }
 
 

@@ -1,15 +1,20 @@
-"""Prometheus recording rules and alerts that compute what ``keyscope lag`` prints.
+"""Prometheus rules for the skew alert: the set as deployed, or a fixed set, with the difference in comments.
 
-For teams that do not have the rules yet: the same series names and math as
-:mod:`keyscope.lag`, built on kafka-exporter's metrics
-(``kafka_consumergroup_lag``, ``kafka_consumergroup_members``,
-``kafka_topic_partitions``), with the seed's safeguards: ``clamp_min(avg,
-0.001)``, a ``for:`` window and runbook annotations.
+``--set deployed`` prints the recording rules as the on-call team runs them
+(verbatim, :data:`DEPLOYED_RECORDING`) and the alert on
+``kafka:group_skew_ratio``: what ``keyscope lag`` shows as "as your alert
+computes it".  Fed by kafka_exporter, they keep its ``-1`` sentinel for a
+partition never committed and negative lags for a partition committed ahead,
+so the mean drops and the ratio can exceed the partition count (9.0 on 3
+partitions with two never committed), and ``topk(1, …)`` without ``by`` keeps
+one hottest series for the whole cluster.
 
-``kafka_consumergroup_lag >= 0`` drops kafka-exporter's ``-1`` sentinel for a
-partition the group never committed, which would otherwise pull the average
-down and push the ratio up; ``keyscope lag`` leaves those partitions out the
-same way.
+``--set fixed`` (the default) records keyscope's own names
+(``keyscope:group_partition_lag`` …, what ``keyscope lag`` shows as
+"corrected"): ``kafka_consumergroup_lag >= 0`` drops the artefacts, ``topk by
+(topic, consumergroup)`` keeps one hottest partition per group and topic, and
+the alert is per topic.  Both sets can be loaded side by side: no series name
+is shared.
 
 The YAML is written here (no YAML library at run time), so every value that
 reaches it goes through :func:`yaml_str` or a literal block whose lines are
@@ -26,10 +31,66 @@ import re
 
 from . import __version__
 from .errors import UsageError
-from .lag import SERIES_HOTTEST_PARTITION, SERIES_PARTITION_LAG, SERIES_SKEW_RATIO
+from .lag import (
+    CORRECTED_HOTTEST_PARTITION,
+    CORRECTED_PARTITION_LAG,
+    CORRECTED_SKEW_RATIO,
+    SERIES_HOTTEST_PARTITION,
+    SERIES_PARTITION_LAG,
+    SERIES_SKEW_RATIO,
+)
 from .stats import CLAMP_MIN
 
 RECORDING_GROUP = "keyscope-consumer-lag"
+DEPLOYED_RECORDING_GROUP = "kafka-consumer-lag"
+RULE_SETS = ("fixed", "deployed")
+
+# The recording rules as deployed (issue 11), verbatim: `keyscope lag` reproduces what they record.
+DEPLOYED_RECORDING = [
+    {
+        "record": SERIES_PARTITION_LAG,
+        "expr": "max by (topic, consumergroup, partition) (kafka_consumergroup_lag)",
+    },
+    {
+        "record": SERIES_SKEW_RATIO,
+        "expr": (
+            f"(max by (topic, consumergroup) ({SERIES_PARTITION_LAG})) / "
+            f"clamp_min(avg by (topic, consumergroup) ({SERIES_PARTITION_LAG}), 0.001)"
+        ),
+    },
+    {
+        "record": SERIES_HOTTEST_PARTITION,
+        "expr": f"topk(1, sum by (topic, consumergroup, partition) ({SERIES_PARTITION_LAG}))",
+    },
+]
+
+# Why each rule is as it is: YAML comments above the rule (JSON cannot carry them).
+RULE_COMMENTS = {
+    SERIES_PARTITION_LAG: [
+        "As deployed. kafka_exporter 1.7.0 reports -1 for a partition the group never committed (in a topic",
+        "it committed on) and a negative lag for one committed ahead of the end offset; this rule keeps both.",
+    ],
+    SERIES_SKEW_RATIO: [
+        "As deployed. The -1 and negative lags enter max and avg: the mean drops and the ratio can exceed the",
+        "partition count (lags 3, -1, -1 give 9.0 on 3 partitions). Prometheus 2.42 averages incrementally.",
+    ],
+    SERIES_HOTTEST_PARTITION: [
+        "As deployed. topk(1, ...) without `by` keeps ONE series for the whole cluster, not one per group",
+        "and topic: for every group but the worst, there is no hottest partition.",
+    ],
+    CORRECTED_PARTITION_LAG: [
+        "Fixed: `>= 0` drops kafka_exporter's -1 (never committed) and negative lags (committed ahead of",
+        f"the end offset): only true lags. Differs from {SERIES_PARTITION_LAG} exactly there.",
+    ],
+    CORRECTED_SKEW_RATIO: [
+        "Fixed: same formula over true lags only, so it never exceeds the number of partitions with a",
+        "true lag (max <= sum = n * avg): a threshold needs more partitions than its value to fire.",
+    ],
+    CORRECTED_HOTTEST_PARTITION: [
+        "Fixed: `topk by (topic, consumergroup)` keeps one hottest partition per group and topic",
+        f"({SERIES_HOTTEST_PARTITION} keeps one for the whole cluster). Ties: the first series stored.",
+    ],
+}
 _DURATION = re.compile(r"^(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _METRIC_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
@@ -94,28 +155,26 @@ def validate(group: str, topic: str, threshold: float, for_window: str, alert_pr
         raise UsageError(f"--alert-prefix must be a valid Prometheus name ([A-Za-z_:][A-Za-z0-9_:]*), got {alert_prefix!r}")
 
 
-def recording_rules() -> list[dict]:
-    """The three series, for every group and topic kafka-exporter reports."""
+def recording_rules(rule_set: str = "fixed") -> list[dict]:
+    """The three series, for every group and topic kafka-exporter reports: fixed (keyscope:*) or as deployed."""
+    if rule_set == "deployed":
+        return [dict(r) for r in DEPLOYED_RECORDING]
     return [
         {
-            "record": SERIES_PARTITION_LAG,
-            "expr": "max by (consumergroup, topic, partition) (kafka_consumergroup_lag >= 0)",
+            "record": CORRECTED_PARTITION_LAG,
+            "expr": "max by (topic, consumergroup, partition) (kafka_consumergroup_lag >= 0)",
         },
         {
-            "record": SERIES_SKEW_RATIO,
+            "record": CORRECTED_SKEW_RATIO,
             "expr": (
-                f"max by (consumergroup, topic) ({SERIES_PARTITION_LAG})\n"
+                f"max by (topic, consumergroup) ({CORRECTED_PARTITION_LAG})\n"
                 "/\n"
-                f"clamp_min(avg by (consumergroup, topic) ({SERIES_PARTITION_LAG}), {promql_number(CLAMP_MIN)})"
+                f"clamp_min(avg by (topic, consumergroup) ({CORRECTED_PARTITION_LAG}), {promql_number(CLAMP_MIN)})"
             ),
         },
         {
-            "record": SERIES_HOTTEST_PARTITION,
-            "expr": (
-                f"{SERIES_PARTITION_LAG}\n"
-                "== on (consumergroup, topic) group_left\n"
-                f"max by (consumergroup, topic) ({SERIES_PARTITION_LAG})"
-            ),
+            "record": CORRECTED_HOTTEST_PARTITION,
+            "expr": f"topk by (topic, consumergroup) (1, {CORRECTED_PARTITION_LAG})",
         },
     ]
 
@@ -128,10 +187,26 @@ def alert_rules(
     severity: str = "warning",
     runbook_url: str | None = None,
     alert_prefix: str | None = None,
+    rule_set: str = "fixed",
 ) -> list[dict]:
-    """The skew alert and the members-vs-partitions view for one group and topic."""
+    """The skew alert and the members-vs-partitions view for one group and topic.
+
+    ``deployed``: the deployed alert's form, ``kafka:group_skew_ratio{consumergroup=G} > X``
+    (every topic of the group, one alert per topic series); ``fixed``: on the
+    corrected ratio, for this topic.
+    """
     prefix = alert_prefix or default_alert_prefix(topic)
     g, t, thr = promql_str(group), promql_str(topic), promql_number(threshold)
+    ratio = SERIES_SKEW_RATIO if rule_set == "deployed" else CORRECTED_SKEW_RATIO
+    hottest = SERIES_HOTTEST_PARTITION if rule_set == "deployed" else CORRECTED_HOTTEST_PARTITION
+    selector = f"{{consumergroup={g}}}" if rule_set == "deployed" else f"{{consumergroup={g}, topic={t}}}"
+    bound = (
+        "Note: kafka_exporter's -1 (never committed) and negative lags (committed ahead) enter this ratio, "
+        "so it can exceed the partition count on those artefacts alone; `keyscope lag` says when."
+        if rule_set == "deployed" else
+        "Note: the ratio cannot exceed the number of partitions with a true lag, so this alert can only "
+        f"fire on topics with more than {thr} such partitions."
+    )
     runbook = (
         "Run: keyscope lag --bootstrap-server <broker> --group '{{ $labels.consumergroup }}' "
         f"--topic {topic} --watch 10   (per-partition lag, the same three numbers, draining or growing). "
@@ -139,7 +214,7 @@ def alert_rules(
     )
     skew = {
         "alert": f"{prefix}HotKeySkewHigh",
-        "expr": f"{SERIES_SKEW_RATIO}{{consumergroup={g}, topic={t}}} > {thr}",
+        "expr": f"{ratio}{selector} > {thr}",
         "for": for_window,
         "labels": {"severity": severity},
         "annotations": {
@@ -148,11 +223,11 @@ def alert_rules(
                 '(skew ratio {{ $value | printf "%.2f" }} > ' + thr + ")"
             ),
             "description": (
-                f"{SERIES_SKEW_RATIO} = max partition lag / clamp_min(avg partition lag, {promql_number(CLAMP_MIN)}) "
+                f"{ratio} = max partition lag / clamp_min(avg partition lag, {promql_number(CLAMP_MIN)}) "
                 f"has been above {thr} for {for_window}. A hot key (or a consumer stuck on one partition) holds "
                 "the lag; more consumers cannot help while one partition holds it. The partition is "
-                f"{SERIES_HOTTEST_PARTITION} for this group and topic. Note: the ratio cannot exceed the number "
-                f"of partitions with a lag series, so this alert can only fire on topics with more than {thr} partitions."
+                f"{hottest}" + (" for this group and topic. " if rule_set == "fixed" else " (one series for the whole cluster). ")
+                + bound
             ),
             "runbook": runbook,
         },
@@ -192,37 +267,54 @@ def build(
     runbook_url: str | None = None,
     alert_prefix: str | None = None,
     recording: bool = True,
+    rule_set: str = "fixed",
 ) -> dict:
     """A Prometheus rule file as a dict (``groups: [...]``)."""
     validate(group, topic, threshold, for_window, alert_prefix)
     if not severity:
         raise UsageError("--severity must not be empty")
+    if rule_set not in RULE_SETS:
+        raise UsageError(f"--set must be one of {', '.join(RULE_SETS)}, got {rule_set!r}")
     groups = []
     if recording:
-        groups.append({"name": RECORDING_GROUP, "rules": recording_rules()})
+        name = RECORDING_GROUP if rule_set == "fixed" else DEPLOYED_RECORDING_GROUP
+        groups.append({"name": name, "rules": recording_rules(rule_set)})
     groups.append(
         {
-            "name": f"keyscope-{group}-{topic}",
-            "rules": alert_rules(group, topic, threshold, for_window, severity, runbook_url, alert_prefix),
+            "name": f"keyscope-{group}-{topic}" + ("-deployed" if rule_set == "deployed" else ""),
+            "rules": alert_rules(group, topic, threshold, for_window, severity, runbook_url, alert_prefix, rule_set),
         }
     )
     return {"groups": groups}
 
 
-def to_yaml(doc: dict, comments: list[str] = ()) -> str:
-    """Emit the rule-file dict as YAML: block style, literal blocks for multi-line PromQL."""
+def to_yaml(doc: dict, comments: list[str] = (), rule_comments: dict[str, list[str]] | None = None) -> str:
+    """Emit the rule-file dict as YAML: block style, literal blocks for multi-line PromQL.
+
+    ``rule_comments``: comment lines to put above the rule recording (or alerting) that name.
+    """
     lines = ["# " + _comment(c) for c in comments]
-    _emit(doc, 0, lines)
+    _emit(doc, 0, lines, rule_comments=rule_comments or {})
     return "\n".join(lines) + "\n"
 
 
-def header(argv_text: str, threshold: float) -> list[str]:
+def header(argv_text: str, threshold: float, rule_set: str = "fixed") -> list[str]:
+    thr = promql_number(threshold)
+    if rule_set == "deployed":
+        return [
+            f"Generated by keyscope {__version__}: {argv_text}",
+            "The rules AS DEPLOYED (verbatim), on kafka_exporter metrics: `keyscope lag` shows what they",
+            "record as 'as your alert computes it'. They keep kafka_exporter's -1 and negative lags, so",
+            f"{SERIES_SKEW_RATIO} can exceed the partition count and a threshold of {thr} can fire on few",
+            "partitions on those artefacts alone. `keyscope rules --set fixed` prints the fixed set.",
+        ]
     return [
         f"Generated by keyscope {__version__}: {argv_text}",
-        f"Same names and math as `keyscope lag`; built on kafka-exporter metrics.",
+        "The FIXED set, on kafka_exporter metrics, under keyscope's own names: `keyscope lag` shows what it",
+        "records as 'corrected'. Differences from the deployed rules (`--set deployed`) are in the comments.",
         f"Load the '{RECORDING_GROUP}' group once per Prometheus (--no-recording for further groups).",
-        f"{SERIES_SKEW_RATIO} <= number of partitions with a lag series (max/avg <= n): "
-        f"threshold {promql_number(threshold)} needs more than {promql_number(threshold)} partitions to fire.",
+        f"{CORRECTED_SKEW_RATIO} <= number of partitions with a true lag (max/avg <= n): "
+        f"threshold {thr} needs more than {thr} partitions to fire.",
     ]
 
 
@@ -230,8 +322,9 @@ def _comment(text: str) -> str:
     return "".join(ch if ch.isprintable() else _code_escape(ch) for ch in text)
 
 
-def _emit(obj, indent: int, lines: list[str], key_prefix: str = "") -> None:
+def _emit(obj, indent: int, lines: list[str], key_prefix: str = "", rule_comments: dict | None = None) -> None:
     pad = " " * indent
+    rule_comments = rule_comments or {}
     if isinstance(obj, dict):
         first = True
         for k, v in obj.items():
@@ -241,7 +334,7 @@ def _emit(obj, indent: int, lines: list[str], key_prefix: str = "") -> None:
             first = False
             if isinstance(v, (dict, list)):
                 lines.append(f"{lead}{k}:")
-                _emit(v, indent + 2, lines)
+                _emit(v, indent + 2, lines, rule_comments=rule_comments)
             elif k == "expr" and isinstance(v, str) and "\n" in v:
                 lines.append(f"{lead}{k}: |-")
                 for part in v.split("\n"):
@@ -253,7 +346,9 @@ def _emit(obj, indent: int, lines: list[str], key_prefix: str = "") -> None:
     elif isinstance(obj, list):
         for item in obj:
             if isinstance(item, dict):
-                _emit(item, indent + 2, lines, key_prefix=pad + "- ")
+                name = item.get("record") or item.get("alert")
+                lines += [f"{pad}# {_comment(c)}" for c in rule_comments.get(name, [])]
+                _emit(item, indent + 2, lines, key_prefix=pad + "- ", rule_comments=rule_comments)
             else:
                 lines.append(f"{pad}- {_scalar(item)}")
     else:

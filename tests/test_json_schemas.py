@@ -232,6 +232,7 @@ def test_info_schema_rejects_broken_documents():
     "args",
     [
         ["-g", "crm-events-sse", "-t", "crm-events"],
+        ["--set", "deployed", "-g", "crm-events-sse", "-t", "crm-events", "--for", "12m"],
         ["-g", "we{{ird\"group", "-t", "a.b_c", "--no-recording", "--runbook-url", "https://runbooks/x",
          "--alert-prefix", "Orders", "--for", "1h30m", "--threshold", "2.5", "--severity", "page"],
     ],
@@ -421,6 +422,10 @@ def test_lag_one_reading(lagging_topic):
 
     half = run("lag", "-b", bs, "-g", groups["half"], "--format", "json")
     assert_valid("lag", half)
+    assert half["topics"][0]["why_differ"] and half["kafka:group_hottest_partition"] is not None
+    unscanned = run("lag", "-b", bs, "-g", groups["half"], "--format", "json", "--no-cluster-scan")
+    assert_valid("lag", unscanned)
+    assert unscanned["kafka:group_hottest_partition"] is None and unscanned["alert_scan"]["error"]
     p2 = half["topics"][0]["partitions"][2]
     assert p2["committed_offset"] is None and p2["lag"] is None and p2["status"] == "no committed offset"
     assert half["topics"][0]["partitions_without_committed_offset"] == [2]

@@ -105,17 +105,30 @@ def test_json_numbers_equal_the_recording_rule_formulas(broker, broker_kind, hot
     else:  # real Kafka's ListOffsets is right
         assert all(row["list_offsets_end"] == row["end_offset"] for row in t["partitions"])
 
+    # Corrected (keyscope:*): true lags only; the uncommitted partition has none.
     expected_lag = {p: produced[p] - c for p, c in committed.items()}
-    assert {s["partition"]: s["value"] for s in t["kafka:group_partition_lag"]} == expected_lag
+    assert {s["partition"]: s["value"] for s in t["keyscope:group_partition_lag"]} == expected_lag
     rows = {row["partition"]: row for row in t["partitions"]}
     assert rows[4]["committed_offset"] is None and rows[4]["lag"] is None and rows[4]["in_ratio"] is False
     assert t["partitions_without_committed_offset"] == [4]
 
     lags = list(expected_lag.values())
-    assert t["kafka:group_skew_ratio"] == skew(lags)  # 19500 / 4900, uncommitted partition left out
-    assert t["kafka:group_hottest_partition"] == [{"partition": 0, "value": 19500}]
+    assert t["keyscope:group_skew_ratio"] == skew(lags)  # 19500 / 4900, uncommitted partition left out
+    assert t["keyscope:group_hottest_partition"] == [{"partition": 0, "value": 19500}]
     assert t["max_lag"] == 19500 and t["total_lag"] == sum(lags) and t["avg_lag"] == sum(lags) / 4
     assert doc["members"] == 0 and t["members_below_partitions"] is True
+
+    # As the alert computes it (kafka:*): kafka_exporter's values, ListOffsets' end offsets, -1 for partition 4.
+    exporter = {row["partition"]: row["list_offsets_end"] - (committed.get(row["partition"]) or 0) for row in t["partitions"]}
+    exporter[4] = -1
+    assert {s["partition"]: s["value"] for s in t["kafka:group_partition_lag"]} == exporter
+    assert [row["exporter_lag"] for row in t["partitions"]] == [exporter[p] for p in range(5)]
+    vals = [exporter[p] for p in range(5)]
+    mean = vals[0]
+    for n, v in enumerate(vals[1:], start=2):
+        mean += v / n - mean / n  # Prometheus 2.42's avg
+    assert t["kafka:group_skew_ratio"] == max(vals) / max(mean, 0.001) != t["keyscope:group_skew_ratio"]
+    assert "partition 4 was never committed" in t["why_differ"]
 
 
 def test_table_shows_uncommitted_partition_as_such_and_the_three_series(broker, hot_group):
@@ -126,8 +139,10 @@ def test_table_shows_uncommitted_partition_as_such_and_the_three_series(broker, 
     for name in ("kafka:group_partition_lag", "kafka:group_skew_ratio", "kafka:group_hottest_partition"):
         assert name in out
     cols = next(line for line in out.splitlines() if line.strip().startswith("4 ")).split()
-    assert cols[:5] == ["4", "-", "700", "-", "-"] and "no committed offset" in " ".join(cols)
-    assert f"{skew([19500, 0, 100, 0]):.3f}" in out
+    assert cols[:6] == ["4", "-", "700", "-", "-1", "-"] and "no committed offset" in " ".join(cols)  # alert lag -1
+    assert repr(skew([19500, 0, 100, 0])) in out  # the corrected ratio, every digit
+    flat = " ".join(line.strip() for line in out.splitlines())
+    assert "why they differ: kafka:group_skew_ratio is" in flat and "partition 4 was never committed" in flat
     assert "█" in out  # a bar for the hot partition
     md = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--format", "markdown")
     assert md.returncode == 0 and "| kafka:group_skew_ratio |" in md.stdout
@@ -146,15 +161,19 @@ def test_lag_is_read_only(broker, hot_group):
 
 def test_fail_on_skew_exit_code(broker, hot_group):
     topic, group, _, _ = hot_group
-    ratio = skew([19500, 0, 100, 0])  # 3.98
-    over = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", "3.5")
+    ratio = skew([19500, 0, 100, 0])  # 3.98, the corrected reading
+    corrected = ["--skew-reading", "corrected"]
+    over = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", "3.5", *corrected)
     assert over.returncode == 5, over.stderr
-    assert "above --fail-on-skew 3.5" in over.stderr and "kafka:group_skew_ratio" in over.stdout
-    under = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", f"{ratio + 0.01}")
+    assert "keyscope:group_skew_ratio (corrected)" in over.stderr and "above --fail-on-skew 3.5" in over.stderr
+    under = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", f"{ratio + 0.01}", *corrected)
     assert under.returncode == 0, under.stderr
-    # 4 series: the ratio can never exceed 4, and keyscope says so.
-    cannot = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", "4")
+    # 4 true lags: the corrected ratio can never exceed 4, and keyscope says so.
+    cannot = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", "4", *corrected)
     assert cannot.returncode == 0 and "cannot exceed 4" in cannot.stderr
+    # By default it gates on the alert's reading: partition 4's -1 pulls the mean down, the ratio goes past 4.
+    alert = run(broker.bootstrap_server, "--group", group, "--topic", topic, "--fail-on-skew", f"{ratio + 0.01}")
+    assert alert.returncode == 5 and "kafka:group_skew_ratio (as your alert computes it)" in alert.stderr
 
 
 def test_all_lags_zero_gives_finite_numbers(broker, topic_name):
@@ -166,9 +185,11 @@ def test_all_lags_zero_gives_finite_numbers(broker, topic_name):
     assert r.returncode == 0, r.stderr
     t = strict_json(r.stdout)["topics"][0]
     assert t["topic"] == topic_name
-    assert t["kafka:group_skew_ratio"] == 0.0  # 0 / clamp_min(0, 0.001)
+    assert t["kafka:group_skew_ratio"] == 0.0 == t["keyscope:group_skew_ratio"]  # 0 / clamp_min(0, 0.001)
+    assert [s["value"] for s in t["keyscope:group_partition_lag"]] == [0, 0, 0]
     assert [s["value"] for s in t["kafka:group_partition_lag"]] == [0, 0, 0]
-    assert [h["partition"] for h in t["kafka:group_hottest_partition"]] == [0, 1, 2]  # a tie, as the rule records it
+    assert [h["partition"] for h in t["keyscope:group_hottest_partition"]] == [0, 1, 2]  # a tie, all listed
+    assert t["why_differ"] is None
     table = run(broker.bootstrap_server, "--group", group)
     assert table.returncode == 0 and "nan" not in table.stdout.lower() and "inf" not in table.stdout.lower()
 
