@@ -8,7 +8,7 @@ is not installed) must be named before the first byte goes out.
 from __future__ import annotations
 
 import base64
-import importlib.util
+import importlib
 import json
 import os
 import threading
@@ -33,7 +33,7 @@ def client_config(conn: Connection) -> dict:
     if mech == "OAUTHBEARER":
         cfg["sasl_oauth_token_provider"] = oauth_provider(conn)
     elif mech == "AWS_MSK_IAM":
-        if importlib.util.find_spec("botocore") is None:
+        if not _have("botocore"):
             raise UsageError(
                 "sasl.mechanism=AWS_MSK_IAM needs the botocore package: pip install 'keyscope[aws]' "
                 "(or pip install botocore)"
@@ -41,10 +41,18 @@ def client_config(conn: Connection) -> dict:
         if conn.sasl.get("awsProfileName"):
             os.environ["AWS_PROFILE"] = conn.sasl["awsProfileName"]  # what botocore's default session reads
     elif mech == "GSSAPI":
-        if importlib.util.find_spec("gssapi") is None:
+        if not _have("gssapi"):
             raise UsageError("sasl.mechanism=GSSAPI needs the gssapi package (pip install gssapi) and a Kerberos ticket")
     object.__setattr__(conn, "_client_config", cfg)
     return dict(cfg)
+
+
+def _have(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def oauth_provider(conn: Connection):

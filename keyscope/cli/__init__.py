@@ -94,8 +94,17 @@ def _start_debug(conn) -> None:
                 pass
 
     log = logging.getLogger("kafka")
-    log.addHandler(Masking(level=logging.INFO))
+    handler, level = Masking(level=logging.INFO), log.level
+    log.addHandler(handler)
     log.setLevel(logging.INFO)
+
+    def stop():
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(stop)
 
 
 class KeyscopeGroup(click.Group):
