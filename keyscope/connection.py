@@ -220,7 +220,7 @@ def resolve(
         props = _read(command_config)
     for i, item in enumerate(overrides, 1):
         if "=" not in item:
-            raise UsageError(f"-X expects KEY=VALUE (the -X number {i} has no '=')")
+            raise UsageError(f"-X expects key=value (the -X number {i} has no '=')")
         k, v = item.split("=", 1)
         k = k.strip()
         props.values[k] = v.strip()
@@ -284,9 +284,12 @@ def resolve(
         if mechanism is not None or jaas[0] is not None:
             notes.append(f"sasl.* settings are not used with security.protocol={protocol} "
                          "(SASL needs SASL_PLAINTEXT or SASL_SSL)")
-        kwargs.pop("sasl_mechanism", None)
-        kwargs.pop("sasl_plain_username", None)
-        kwargs.pop("sasl_plain_password", None)
+        if jaas[0] is not None:  # kept (masked in describe()); kafka-python ignores them without SASL
+            _user, _pw = jaas[1].get("username"), jaas[1].get("password")
+            if _user is not None:
+                kwargs["sasl_plain_username"] = _user
+            if _pw is not None:
+                kwargs["sasl_plain_password"] = _pw
     if not protocol.endswith("SSL") and any(k.startswith("ssl.") for k in tls):
         notes.append(f"ssl.* settings are not used with security.protocol={protocol} (TLS needs SSL or SASL_SSL)")
     bootstrap = bootstrap or os.environ.get(ENV_BOOTSTRAP)

@@ -48,7 +48,7 @@ def open_consumer(conn: Connection, timeout_s: float = 10.0, **extra):
     conn.log(f"connecting to {conn.bootstrap_servers} with security.protocol={conn.protocol}"
              + (f", sasl.mechanism={conn.mechanism}" if conn.protocol.startswith("SASL_") else "")
              + f", timeout {timeout_s:g}s")
-    found = probe(conn, cfg, deadline)
+    found = probe(conn, cfg, deadline, timeout_s)
     ms = max(1000, int((deadline - time.monotonic()) * 1000))
     config = dict(
         bootstrap_servers=conn.bootstrap_servers,

@@ -61,7 +61,7 @@ def _servers(bootstrap: str) -> list[tuple[str, int]]:
     return out
 
 
-def probe(conn: Connection, cfg: dict, deadline: float) -> ProbeResult:
+def probe(conn: Connection, cfg: dict, deadline: float, timeout_s: float | None = None) -> ProbeResult:
     """Connect once to a bootstrap server (retrying transient failures until ``deadline``), or raise KafkaError."""
     servers = _servers(conn.bootstrap_servers)
     first_definitive: Exception | None = None
@@ -89,7 +89,8 @@ def probe(conn: Connection, cfg: dict, deadline: float) -> ProbeResult:
             if first_definitive is not None:
                 raise KafkaError(str(first_definitive))
             raise KafkaError(
-                f"cannot reach a Kafka broker at {conn.bootstrap_servers} within the timeout ({last_transient}): "
+                f"cannot reach a Kafka broker at {conn.bootstrap_servers} within "
+                + (f"{timeout_s:g}s" if timeout_s is not None else "the timeout") + f" ({last_transient}): "
                 "check the address and port, and --command-config for TLS/SASL"
             )
         time.sleep(pause)
