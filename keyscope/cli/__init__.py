@@ -43,7 +43,7 @@ def connection_options(fn):
         "--command-config",
         type=click.Path(dir_okay=False),
         metavar="FILE",
-        help="client.properties as for Kafka's CLI tools (security.protocol, sasl.*, ssl.* PEM paths, client.id).",
+        help="client.properties as for Kafka's CLI tools (security.protocol, sasl.mechanism, sasl.jaas.config, ssl.* PEM or PKCS12 stores, client.id; docs/security.md).",
     )
     @click.option("-X", "overrides", multiple=True, metavar="KEY=VALUE", help="Client property, as kcat -X; repeatable.")
     @click.option("-v", "--debug", is_flag=True,
