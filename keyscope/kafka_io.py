@@ -43,7 +43,8 @@ def open_consumer(conn: Connection, timeout_s: float = 10.0, **extra):
     from .auth import client_config
     from .probe import probe
 
-    deadline = time.monotonic() + timeout_s
+    # At least a second to connect, as before the probe: a tiny --timeout still gets a connection and an empty sample.
+    deadline = time.monotonic() + max(1.0, timeout_s)
     cfg = client_config(conn)
     conn.log(f"connecting to {conn.bootstrap_servers} with security.protocol={conn.protocol}"
              + (f", sasl.mechanism={conn.mechanism}" if conn.protocol.startswith("SASL_") else "")

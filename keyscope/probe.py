@@ -320,6 +320,11 @@ def _sasl(wire, host, server, conn: Connection, cfg: dict, versions, res: ProbeR
     err = r.int16()
     offered = [r.string() or "" for _ in range(max(0, r.int32()))]
     res.mechanisms = offered
+    if err == ERR_UNSUPPORTED_SASL_MECHANISM and mech in offered:
+        raise Definitive(
+            f"{server} refuses SASL mechanism {mech} (UNSUPPORTED_SASL_MECHANISM) although it lists it: "
+            "SASL is probably not set up on this listener; check security.protocol"
+        )
     if err == ERR_UNSUPPORTED_SASL_MECHANISM:
         raise Definitive(
             f"{server} refuses SASL mechanism {mech}: this listener offers {', '.join(offered) or 'none'} "

@@ -254,15 +254,19 @@ def test_missing_client_certificate_named(secure, tmp_path):
     one_line_error(r, 4, "client certificate", "ssl.keystore.location")
 
 
-def test_tls_against_silent_port_ends_within_timeout(tmp_path, secure):
-    """A port that accepts and never answers (a plaintext service waiting for more bytes): no hang."""
+@pytest.mark.parametrize("server", ["silent-socket", "tansu"])
+def test_tls_against_silent_port_ends_within_timeout(tmp_path, secure, server, request):
+    """A port that never answers a TLS ClientHello: a socket nobody accepts on, and Tansu's plaintext
+    listener (it waits for the rest of a frame that size would announce).  It used to hang forever."""
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(8)  # never accepted: the kernel completes the TCP handshake, nobody answers
-        port = srv.getsockname()[1]
+        address = f"127.0.0.1:{srv.getsockname()[1]}"
+        if server == "tansu":
+            address = request.getfixturevalue("tansu").bootstrap_server
         config = secure.props("security.protocol=SSL\n" + secure.ssl_lines())
-        for cmd in (sample_args(f"127.0.0.1:{port}", config, out=tmp_path / "s.parquet", timeout=3),
-                    ["lag", "-b", f"127.0.0.1:{port}", "--command-config", config, "-g", "g", "--timeout", "3"]):
+        for cmd in (sample_args(address, config, out=tmp_path / "s.parquet", timeout=3),
+                    ["lag", "-b", address, "--command-config", config, "-g", "g", "--timeout", "3"]):
             try:
                 r = subprocess.run([sys.executable, "-m", "keyscope", *map(str, cmd)], capture_output=True,
                                    text=True, timeout=90)
