@@ -520,3 +520,26 @@ def test_sasl_settings_with_plaintext_protocol_get_a_note(secure, tmp_path):
     r = ks(*sample_args(secure.plain, config, out=tmp_path / "s.parquet"))
     assert r.exit_code == 0, r.stderr
     assert "not used with security.protocol=PLAINTEXT" in r.stderr and "alice-secret" not in r.stderr
+
+
+# --------------------------------------------------------------------------- host names, several bootstrap servers
+
+
+def test_certificate_for_another_host_named_and_check_can_be_turned_off(secure, tmp_path):
+    """127.1 reaches 127.0.0.1 but is not a name the broker's certificate holds."""
+    port = secure.ssl.rsplit(":", 1)[1]
+    config = secure.props("security.protocol=SSL\n" + secure.ssl_lines())
+    r = ks(*sample_args(f"127.1:{port}", config, out=tmp_path / "s.parquet", timeout=8))
+    one_line_error(r, 4, "does not name 127.1", "ssl.endpoint.identification.algorithm")
+    config = secure.props("security.protocol=SSL\n" + secure.ssl_lines().replace("algorithm=https", "algorithm="))
+    r = ks(*sample_args(f"127.1:{port}", config, out=tmp_path / "s.parquet"))
+    assert r.exit_code == 0, r.stderr
+
+
+def test_first_bootstrap_server_down_the_next_one_is_used(secure, tmp_path):
+    _, config = render_case(secure, "sasl-scram-sha-512")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    r = ks(*sample_args(f"{dead},{secure.sasl}", config, out=tmp_path / "s.parquet"))
+    assert r.exit_code == 0, r.stderr
