@@ -191,8 +191,8 @@ class Connection:
             shown[k] = "***" if is_secret(k) else v
         for k, v in self.tls.items():
             shown[k] = "***" if is_secret(k) else v
-        for k, v in self.sasl.items():
-            shown[f"sasl.jaas.{k}"] = "***" if (is_secret(k) or k == "clientSecret") else v
+        for k, v in self.sasl.items():  # JAAS options as sasl.jaas.NAME; OAuth properties under their own names
+            shown[k if "." in k else f"sasl.jaas.{k}"] = "***" if (is_secret(k) or k == "clientSecret") else v
         return shown
 
     def log(self, text: str) -> None:
