@@ -30,12 +30,27 @@ class Watermarks:
 
 
 def open_consumer(conn: Connection, timeout_s: float = 10.0, **extra):
-    """A read-only kafka-python consumer; fails within ``timeout_s`` when the cluster is unreachable."""
+    """A read-only kafka-python consumer; fails within ``timeout_s`` when the cluster is unreachable.
+
+    A probe (keyscope.probe) connects first, bounded by the same deadline, so
+    that a wrong protocol, certificate, mechanism or password is named at once
+    instead of being retried until the timeout.
+    """
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError as _KE
     from kafka.errors import KafkaTimeoutError
 
-    ms = max(1000, int(timeout_s * 1000))
+    from .auth import client_config
+    from .probe import probe
+
+    # At least a second to connect, as before the probe: a tiny --timeout still gets a connection and an empty sample.
+    deadline = time.monotonic() + max(1.0, timeout_s)
+    cfg = client_config(conn)
+    conn.log(f"connecting to {conn.bootstrap_servers} with security.protocol={conn.protocol}"
+             + (f", sasl.mechanism={conn.mechanism}" if conn.protocol.startswith("SASL_") else "")
+             + f", timeout {timeout_s:g}s")
+    found = probe(conn, cfg, deadline, timeout_s)
+    ms = max(1000, int((deadline - time.monotonic()) * 1000))
     config = dict(
         bootstrap_servers=conn.bootstrap_servers,
         group_id=None,
@@ -46,17 +61,28 @@ def open_consumer(conn: Connection, timeout_s: float = 10.0, **extra):
         request_timeout_ms=max(ms, 5000),
         client_id="keyscope",
     )
-    config.update(conn.kwargs)
+    config.update(cfg)
     config.update(extra)
     try:
-        return KafkaConsumer(**config)
+        consumer = KafkaConsumer(**config)
     except KafkaTimeoutError:
+        advertised = ", ".join(f"{h}:{p}" for _n, h, p in found.brokers)
         raise KafkaError(
-            f"cannot reach a Kafka broker at {conn.bootstrap_servers} within {timeout_s:g}s: "
-            "check the address and port, and --command-config for TLS/SASL"
+            f"{found.server} answered, but the client could not bootstrap within {timeout_s:g}s"
+            + (f"; the brokers it advertises ({advertised}) may be unreachable from here: check advertised.listeners"
+               if advertised else "")
         ) from None
     except (_KE, OSError, ValueError, TypeError) as e:
         raise KafkaError(f"cannot connect to {conn.bootstrap_servers}: {_one_line(e)}") from None
+    conn.log("client connected")
+    return consumer
+
+
+def client_config(conn: Connection) -> dict:
+    """kafka-python settings for any client of ``conn`` (the admin client in keyscope.lag too)."""
+    from .auth import client_config as _cfg
+
+    return _cfg(conn)
 
 
 def list_topics(consumer) -> list[str]:
@@ -73,6 +99,12 @@ def topic_partitions(consumer, topic: str) -> list[int]:
     except Exception as e:
         raise KafkaError(f"cannot read metadata for topic {topic!r}: {_one_line(e)}") from None
     if not parts:
+        denied = _topic_error(consumer, topic)
+        if denied == 29:  # TOPIC_AUTHORIZATION_FAILED: Kafka says so whether or not the topic exists
+            raise KafkaError(
+                f"not authorized to describe topic {topic!r} (TOPIC_AUTHORIZATION_FAILED), or it does not exist: "
+                "the principal needs DESCRIBE and READ ACLs on it"
+            )
         topics = list_topics(consumer)
         import difflib
 
@@ -80,6 +112,35 @@ def topic_partitions(consumer, topic: str) -> list[int]:
         hint = f"; did you mean {', '.join(near)}?" if near else known_hint("topics", topics)
         raise KafkaError(f"topic {topic!r} does not exist{hint}")
     return sorted(parts)
+
+
+def _topic_error(consumer, topic: str, timeout_s: float = 5.0) -> int | None:
+    """The error code a Metadata request naming ``topic`` gets (None when it cannot be asked).
+
+    Why: a request for all topics silently leaves out the ones the principal
+    may not describe, so "does not exist" would be a wrong answer under ACLs.
+    """
+    try:
+        from kafka.protocol.metadata import MetadataRequest
+
+        manager = consumer._client._manager
+        req = MetadataRequest(
+            topics=[MetadataRequest.MetadataRequestTopic(name=topic)],
+            allow_auto_topic_creation=False,
+            include_cluster_authorized_operations=False,
+            include_topic_authorized_operations=False,
+        )
+
+        async def ask():
+            return await manager.wait_for(manager.send(req), int(timeout_s * 1000))
+
+        resp = consumer._client._net.run(ask)
+        for t in resp.topics:
+            if getattr(t, "name", None) == topic:
+                return t.error_code
+    except Exception:  # only a better message is at stake
+        return None
+    return None
 
 
 def known_hint(kind: str, names, show: int = 5) -> str:
@@ -296,6 +357,14 @@ def error_name(code: int) -> str:
     import kafka.errors as Errors
 
     try:
-        return Errors.for_code(code).__name__
+        name = Errors.for_code(code).__name__
     except Exception:
         return f"error {code}"
+    return name + _AUTH_HINTS.get(code, "")
+
+
+_AUTH_HINTS = {
+    29: " (not authorized: the principal needs READ and DESCRIBE ACLs on the topic)",
+    30: " (not authorized: the principal needs DESCRIBE ACLs on the group)",
+    31: " (not authorized on the cluster)",
+}

@@ -291,7 +291,7 @@ class LagReader:
             bootstrap_timeout_ms=ms,
             request_timeout_ms=max(ms, 5000),
         )
-        config.update({k: v for k, v in self.conn.kwargs.items() if k in KafkaAdminClient.DEFAULT_CONFIG})
+        config.update({k: v for k, v in kafka_io.client_config(self.conn).items() if k in KafkaAdminClient.DEFAULT_CONFIG})
         try:
             return _admin_client(**config)
         except (_KE, OSError, ValueError, TypeError) as e:

@@ -999,7 +999,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     plan = _FieldPlan(spec.fields)
     sampled_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
-    consumer = kafka_io.open_consumer(conn, timeout_s=min(timeout_s, 30.0))
+    consumer = kafka_io.open_consumer(conn, timeout_s=timeout_s)
     try:
         all_parts = kafka_io.topic_partitions(consumer, spec.topic)
         wanted = all_parts if spec.partitions is None else spec.partitions

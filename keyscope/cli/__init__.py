@@ -43,19 +43,68 @@ def connection_options(fn):
         "--command-config",
         type=click.Path(dir_okay=False),
         metavar="FILE",
-        help="client.properties as for Kafka's CLI tools (security.protocol, sasl.*, ssl.* PEM paths, client.id).",
+        help="client.properties as for Kafka's CLI tools (security.protocol, sasl.mechanism, sasl.jaas.config, ssl.* PEM or PKCS12 stores, client.id; docs/security.md).",
     )
     @click.option("-X", "overrides", multiple=True, metavar="KEY=VALUE", help="Client property, as kcat -X; repeatable.")
+    @click.option("-v", "--debug", is_flag=True,
+                  help="Show the connection steps on stderr (TCP, TLS, SASL, metadata); secrets are masked.")
     @functools.wraps(fn)
-    def wrapper(*args, bootstrap_server, command_config, overrides, **kwargs):
+    def wrapper(*args, bootstrap_server, command_config, overrides, debug, **kwargs):
         from ..connection import resolve
 
         conn = resolve(bootstrap_server, command_config, overrides)
+        for note in conn.notes:
+            click.echo(f"keyscope: note: {note}", err=True)
         if conn.ignored:
             click.echo(f"keyscope: note: ignoring client properties {', '.join(conn.ignored)}", err=True)
+        if conn.ignored_lines:
+            lines = ", ".join(map(str, conn.ignored_lines))
+            click.echo(f"keyscope: note: ignoring --command-config line(s) {lines}: not a known client property "
+                       "(contents not shown)", err=True)
+        if debug:
+            _start_debug(conn)
         return fn(*args, conn=conn, **kwargs)
 
     return wrapper
+
+
+def _start_debug(conn) -> None:
+    """--debug: keyscope's own connection steps and kafka-python's log, on stderr, with every secret masked."""
+    import logging
+
+    secrets = sorted(set(conn.secrets()), key=len, reverse=True)
+
+    def mask(text: str) -> str:
+        for s in secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def say(text: str) -> None:
+        click.echo(f"keyscope: debug: {mask(text)}", err=True)
+
+    conn.debug = say
+    shown = " ".join(f"{k}={v}" for k, v in conn.describe().items())
+    say(f"settings: {shown}")
+
+    class Masking(logging.Handler):
+        def emit(self, record):
+            try:
+                say(f"kafka-python: {record.name}: {record.getMessage()}")
+            except Exception:  # a log line must never break the command
+                pass
+
+    log = logging.getLogger("kafka")
+    handler, level = Masking(level=logging.INFO), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    def stop():
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(stop)
 
 
 class KeyscopeGroup(click.Group):

@@ -76,8 +76,8 @@ def lag(conn, group, topic, fmt, watch, count, fail_on_skew, skew_reading, no_cl
     reading (JSON: one object per line).
 
     \b
-    Exit codes: 0 ok, 2 bad option, 4 broker unreachable / unknown topic /
-    group without committed offsets, 5 skew above --fail-on-skew,
+    Exit codes: 0 ok, 2 bad option or client properties, 4 broker unreachable /
+    TLS/SASL failure / not authorized / unknown topic / group without committed offsets, 5 skew above --fail-on-skew,
     130 Ctrl-C outside --watch.
     """
     from .. import lag as lagmod

@@ -67,8 +67,8 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
       keyscope sample -t crm-events --from earliest --partitions 0,2 --per-partition 50000
 
     \b
-    Exit codes: 0 written; 2 bad options; 3 output not writable;
-    4 cluster unreachable, unknown topic or partition;
+    Exit codes: 0 written; 2 bad options or client properties; 3 output not writable;
+    4 cluster unreachable, TLS/SASL failure, topic not authorized, unknown topic or partition;
     6 cut short by Ctrl-C or a lost broker (what was read is written and marked partial);
     130 Ctrl-C before any record was read.
     """
