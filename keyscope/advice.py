@@ -102,7 +102,10 @@ def _counts(n: int, limit: int) -> tuple[list[int], list[int]]:
     if limit - n <= 24:
         inside = list(range(n, limit + 1))
     else:
-        inside = sorted({*range(n, n + 9), *range(2 * n, limit + 1, n), *(2**k for k in range(1, 13)), limit})
+        # multiples of n up to 16n, then powers of two: a --max-partitions of 100,000 must not
+        # mean 33,000 counts to evaluate
+        powers = (2**k for k in range(1, max(limit, 2).bit_length()))
+        inside = sorted({*range(n, n + 9), *range(2 * n, min(limit, 16 * n) + 1, n), *powers, limit})
         inside = [c for c in inside if n <= c <= limit]
     beyond = sorted({c for c in (2 * n, 3 * n, 4 * n) if c > limit})
     return inside, beyond

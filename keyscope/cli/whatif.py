@@ -8,6 +8,7 @@ import textwrap
 import click
 
 from ..errors import EXIT_SKEW, UsageError
+from ..limits import check_count, finite_threshold
 from . import FORMAT_OPTION, cli
 
 WIDTH = 100
@@ -25,9 +26,7 @@ def _int_list(values, what: str) -> list[int]:
                 n = int(part)
             except ValueError:
                 raise UsageError(f"{what}: {part!r} is not a whole number") from None
-            if n < 1:
-                raise UsageError(f"{what}: {n} must be at least 1")
-            out.append(n)
+            out.append(check_count(n, what))
     return list(dict.fromkeys(out))
 
 
@@ -42,7 +41,7 @@ def _partitioner_list(values) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-SAMPLE_ARG = click.argument("sample_path", metavar="SAMPLE", type=click.Path(dir_okay=False))
+SAMPLE_ARG = click.argument("sample_path", metavar="SAMPLE", type=click.Path(readable=False))
 TODAY_OPTION = click.option(
     "--today-partitioner",
     "today_partitioner",
@@ -118,6 +117,7 @@ SEPARATOR_OPTION = click.option(
     type=click.FloatRange(min=0),
     default=None,
     metavar="X",
+    callback=finite_threshold,
     help="Exit with code 5 when even the best scenario's predicted skew is above X (report still printed).",
 )
 @click.option(
@@ -551,6 +551,10 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
     from ..sample import read_sample
 
     keep = keep_order_by.strip()
+    if max_partitions is not None:
+        check_count(max_partitions, "--max-partitions")
+    if consumers is not None:
+        check_count(consumers, "--consumers")
     sample = read_sample(sample_path)
     c = Constraints(keep_order_by=keep, max_partitions=max_partitions, max_keys_moved=max_keys_moved,
                     target_skew=target_skew)
