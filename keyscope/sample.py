@@ -314,10 +314,12 @@ class Sample:
                 _refuse_special(path)
                 os.replace(tmp, path)
             elif not _publish_new(tmp, path):
-                other = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix or '.parquet'}")
-                if not _publish_new(tmp, other):
-                    raise InputError(f"cannot write {path}: it was created by another process while sampling")
-                raise OutputTaken(path, other)
+                for i in range(100):
+                    tag = f"{os.getpid()}" + (f"-{i}" if i else "")
+                    other = path.with_name(f"{path.stem}.{tag}{path.suffix or '.parquet'}")
+                    if _publish_new(tmp, other):
+                        raise OutputTaken(path, other)
+                raise InputError(f"cannot write {path}: it was created by another process while sampling")
         finally:
             try:
                 os.unlink(tmp)

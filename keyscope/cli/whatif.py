@@ -8,6 +8,7 @@ import textwrap
 import click
 
 from ..errors import EXIT_SKEW, UsageError
+from ..keys import shown_label
 from ..limits import check_count, finite_threshold
 from . import FORMAT_OPTION, cli
 
@@ -415,7 +416,7 @@ def whatif_report(doc: dict, markdown: bool = False) -> str:
         )
         salted = d["order"]["salted_keys"]
         if salted:
-            keys = ", ".join(f"{k['key'] if k['key_encoding'] == 'utf8' else '0x' + k['key']} ({_pct(k['share'])})" for k in salted[:5])
+            keys = ", ".join(f"{shown_label(k['key'], k['key_encoding'], quote=False)} ({_pct(k['share'])})" for k in salted[:5])
             line = f"salted: {keys}{' ...' if len(salted) > 5 else ''}"
             rule = f"rule: {d['scenario']['salt']['rule']}"
             if markdown:
