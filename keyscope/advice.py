@@ -488,7 +488,8 @@ def _py_key_fn(sc: Scenario, hot: list[bytes]) -> list[str]:
     if sc.salt:
         lines.append("import mmh3  # pip install mmh3" if sc.salt.by != "offset" else "import itertools")
         inline, more = _inline(hot)
-        lines.append(f"HOT = {{{', '.join(_py_bytes(k) for k in inline)}}}  # salted keys (keyscope){more}")
+        literal = f"{{{', '.join(_py_bytes(k) for k in inline)}}}" if inline else "set()"
+        lines.append(f"HOT = {literal}  # salted keys (keyscope){more}")
         if sc.salt.by == "offset":
             lines.append("_turn = itertools.count()  # round-robin salt; keyscope predicted with an equivalent even spread")
     lines.append("")
@@ -640,7 +641,7 @@ def _inline(hot: list[bytes]) -> tuple[list[bytes], str]:
     from .keys import byte_size
 
     sizes = ", ".join(byte_size(len(k)) for k in skipped[:3])
-    return keep, f"  # and {len(skipped)} key(s) too long to paste ({sizes}): add them as the producer builds them"
+    return keep, f"; {len(skipped)} more too long to paste ({sizes}): add them as the producer builds them"
 
 
 def _java_ident(name: str) -> str:

@@ -152,6 +152,7 @@ HIDDEN = (
     "\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb]"
 )
 _HIDDEN = re.compile(HIDDEN)
+_HIDDEN_IN_TEXT = re.compile(HIDDEN.replace("\\x00-\\x1f", "\\x00-\\x09\\x0b-\\x1f"))  # newline is layout
 
 
 def shows_as_text(text: str) -> bool:
@@ -160,9 +161,9 @@ def shows_as_text(text: str) -> bool:
 
 
 def display_name(text) -> str:
-    """A name or message as printed: hidden characters escaped, everything else as is."""
+    """A name, message or whole report as printed: hidden characters escaped, newlines and the rest as is."""
     text = str(text)
-    return _HIDDEN.sub(_escape, text) if _HIDDEN.search(text) else text
+    return _HIDDEN_IN_TEXT.sub(_escape, text) if _HIDDEN_IN_TEXT.search(text) else text
 
 
 def _escape(m) -> str:

@@ -7,6 +7,7 @@ import textwrap
 import click
 
 from ..errors import EXIT_SKEW
+from ..keys import display_name
 from ..limits import finite_threshold
 from . import FORMAT_OPTION, cli
 
@@ -108,9 +109,9 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
     if fmt == "json":
         click.echo(render.to_json(doc))
     elif fmt == "markdown":
-        click.echo(markdown_report(doc))
+        click.echo(display_name(markdown_report(doc)))
     else:
-        click.echo(table_report(doc))
+        click.echo(display_name(table_report(doc)))
     if exceeded:
         click.echo(
             f"keyscope: skew ratio {result.skew_ratio:.2f} is above --fail-on-skew {fail_on_skew:g}", err=True

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import EXIT_PARTIAL, InputError, KeyscopeError, UsageError
+from ..keys import display_name
 from . import FORMAT_OPTION, cli, connection_options
 
 
@@ -106,7 +107,7 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
             s.write(path, overwrite=force)
         except OSError as e:
             raise InputError(f"cannot write {path}: {e.strerror or e}") from None
-        click.echo(render_sample_report(s, str(path), fmt))
+        click.echo(display_name(render_sample_report(s, str(path), fmt)))
     if s.meta.partial:
         raise PartialSample(
             f"sample is partial ({s.meta.partial_reason}): kept {len(s):,} records in {path}"
@@ -127,7 +128,7 @@ def info(file, fmt):
     from ..sample import read_sample
 
     s = read_sample(file)
-    click.echo(render_info(s, file, fmt))
+    click.echo(display_name(render_info(s, file, fmt)))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -149,7 +150,7 @@ class _Progress:
         from ..render import fmt_num
 
         line = (
-            f"sampling {self.topic}: {fmt_num(p.records)} records, {_mb(p.bytes)} fetched, "
+            f"sampling {display_name(self.topic)}: {fmt_num(p.records)} records, {_mb(p.bytes)} fetched, "
             f"{p.partitions_done}/{p.partitions_total} partitions done, {p.elapsed_s:.1f}s"
         )
         sys.stderr.write("\r" + line[:_width()] + "\x1b[K")

@@ -8,7 +8,7 @@ import textwrap
 import click
 
 from ..errors import EXIT_SKEW, UsageError
-from ..keys import shown_label
+from ..keys import display_name, shown_label
 from ..limits import check_count, finite_threshold
 from . import FORMAT_OPTION, cli
 
@@ -210,7 +210,7 @@ def whatif(
     if fmt == "json":
         click.echo(render.to_json(doc))
     else:
-        click.echo(whatif_report(doc, markdown=(fmt == "markdown")))
+        click.echo(display_name(whatif_report(doc, markdown=(fmt == "markdown"))))
     if exceeded:
         click.echo(
             f"keyscope: best predicted skew {best.skew:.2f} ({best.name}) is above --fail-on-skew {fail_on_skew:g}",
@@ -565,7 +565,7 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
     if fmt == "json":
         click.echo(render.to_json(doc))
     else:
-        click.echo(recommend_report(advice, doc, top, markdown=(fmt == "markdown")))
+        click.echo(display_name(recommend_report(advice, doc, top, markdown=(fmt == "markdown"))))
 
 
 def recommend_report(advice, doc: dict, top: int, markdown: bool = False) -> str:
