@@ -25,6 +25,7 @@ TIE_TOLERANCE = 0.02  # relative, on the skew's upper bound
 DEFAULT_TARGET_SKEW = 1.25  # hottest partition at most 25% above the mean: no consumer far behind the rest
 SALT_BUCKETS = (2, 4, 8)
 MAX_SALTED_KEYS = 16
+MAX_INLINE_KEY = 256  # bytes: a longer hot key is named by its size in snippets, not pasted
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,10 @@ def _counts(n: int, limit: int) -> tuple[list[int], list[int]]:
     if limit - n <= 24:
         inside = list(range(n, limit + 1))
     else:
-        inside = sorted({*range(n, n + 9), *range(2 * n, limit + 1, n), *(2**k for k in range(1, 13)), limit})
+        # multiples of n up to 16n, then powers of two: a --max-partitions of 100,000 must not
+        # mean 33,000 counts to evaluate
+        powers = (2**k for k in range(1, max(limit, 2).bit_length()))
+        inside = sorted({*range(n, n + 9), *range(2 * n, min(limit, 16 * n) + 1, n), *powers, limit})
         inside = [c for c in inside if n <= c <= limit]
     beyond = sorted({c for c in (2 * n, 3 * n, 4 * n) if c > limit})
     return inside, beyond
@@ -438,13 +442,9 @@ def _share(x: float) -> str:
 
 
 def _show(key: bytes) -> str:
-    try:
-        text = key.decode("utf-8")
-        if text.isprintable():
-            return repr(text)
-    except UnicodeDecodeError:
-        pass
-    return "0x" + key.hex()
+    from .keys import key_label
+
+    return key_label(key)
 
 
 # --------------------------------------------------------------------------
@@ -487,7 +487,9 @@ def _py_key_fn(sc: Scenario, hot: list[bytes]) -> list[str]:
     lines = []
     if sc.salt:
         lines.append("import mmh3  # pip install mmh3" if sc.salt.by != "offset" else "import itertools")
-        lines.append(f"HOT = {{{', '.join(_py_bytes(k) for k in hot)}}}  # salted keys (keyscope)")
+        inline, more = _inline(hot)
+        literal = f"{{{', '.join(_py_bytes(k) for k in inline)}}}" if inline else "set()"
+        lines.append(f"HOT = {literal}  # salted keys (keyscope){more}")
         if sc.salt.by == "offset":
             lines.append("_turn = itertools.count()  # round-robin salt; keyscope predicted with an equivalent even spread")
     lines.append("")
@@ -566,7 +568,8 @@ def _java(sc: Scenario, hot: list[bytes], topic: str) -> str:
             if text_keys:
                 lines.append(f"static final Set<String> HOT = Set.of({', '.join(_java_str(k) for k in hot)});")
             else:
-                lines.append("// salted keys are binary: compare their bytes (hex) " + ", ".join(k.hex() for k in hot))
+                lines.append("// salted keys are binary or long: compare their bytes (hex) "
+                             + ", ".join(k.hex() if len(k) <= MAX_INLINE_KEY else f"({len(k):,} bytes)" for k in hot))
                 lines.append("static final Set<String> HOT = Set.of(/* keys as the producer builds them */);")
             if sc.salt.by == "offset":
                 lines.append("static final AtomicLong TURN = new AtomicLong();  // round-robin salt")
@@ -623,10 +626,22 @@ def _java(sc: Scenario, hot: list[bytes], topic: str) -> str:
 
 
 def _is_text(k: bytes) -> bool:
-    try:
-        return k.decode("utf-8").isprintable()
-    except UnicodeDecodeError:
-        return False
+    """Can the key be a string literal in a snippet?  The one display rule, and short enough to paste."""
+    from .keys import key_display_one
+
+    return len(k) <= MAX_INLINE_KEY and key_display_one(k)[1] == "utf8"
+
+
+def _inline(hot: list[bytes]) -> tuple[list[bytes], str]:
+    """Hot keys short enough to paste into a snippet, and a note for the rest."""
+    keep = [k for k in hot if len(k) <= MAX_INLINE_KEY]
+    skipped = [k for k in hot if len(k) > MAX_INLINE_KEY]
+    if not skipped:
+        return keep, ""
+    from .keys import byte_size
+
+    sizes = ", ".join(byte_size(len(k)) for k in skipped[:3])
+    return keep, f"; {len(skipped)} more too long to paste ({sizes}): add them as the producer builds them"
 
 
 def _java_ident(name: str) -> str:

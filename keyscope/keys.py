@@ -1,4 +1,5 @@
-"""Reading keys the way users write them: UTF-8, hex or base64, one per line.
+"""Reading keys the way users write them (UTF-8, hex or base64, one per line), and
+showing keys and names the one way every output format shares.
 
 Columnar: stdin with millions of lines becomes one Arrow binary array without
 a Python object per key (newline positions found with numpy).  Command-line
@@ -133,3 +134,125 @@ def _first_bad(values, encoding):
         except InputError:
             return v
     return values[0] if values else ""
+
+
+# ---------------------------------------------------------------------------- display
+#
+# One rule for every key and name keyscope prints, in every format.  A key is
+# shown as its UTF-8 text when it decodes and holds none of the characters
+# below, else as lowercase hex (``key_encoding`` says which, in JSON).  A name
+# (topic, field, anything from a file or a broker) keeps its text, with those
+# characters escaped (\x1b, \u009b).  The characters: C0 and C1 controls and
+# DEL (ESC/CSI/OSC/BEL/NEL drive terminals), and the invisible format
+# characters that reorder or hide text (bidi overrides and isolates,
+# zero-width, soft hyphen, line/paragraph separators, BOM).  Written so that
+# Python's re and Polars' (Rust) regex read the class the same way.
+HIDDEN = (
+    "[\\x00-\\x1f\\x7f-\\x9f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e"
+    "\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb]"
+)
+_HIDDEN = re.compile(HIDDEN)
+_HIDDEN_IN_TEXT = re.compile(HIDDEN.replace("\\x00-\\x1f", "\\x00-\\x09\\x0b-\\x1f"))  # newline is layout
+
+
+def shows_as_text(text: str) -> bool:
+    """Can this (decoded) key be printed as it is?"""
+    return not _HIDDEN.search(text)
+
+
+def display_name(text) -> str:
+    """A name, message or whole report as printed: hidden characters escaped, newlines and the rest as is."""
+    text = str(text)
+    return _HIDDEN_IN_TEXT.sub(_escape, text) if _HIDDEN_IN_TEXT.search(text) else text
+
+
+def _escape(m) -> str:
+    o = ord(m.group())
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+_HIDDEN_IN_JSON = re.compile(HIDDEN.replace("\\x00-\\x1f", ""))  # json.dumps escapes C0 itself; raw ones are layout
+
+
+def json_safe(text: str) -> str:
+    """JSON text with hidden characters as \\u escapes: the same value, safe on a terminal."""
+    return _HIDDEN_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def key_display_one(key: bytes | None) -> tuple[str | None, str | None]:
+    """(shown, encoding) for one key: ``utf8`` text or ``hex``; (None, None) for a null key."""
+    if key is None:
+        return None, None
+    try:
+        text = bytes(key).decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and shows_as_text(text):
+        return text, "utf8"
+    return bytes(key).hex(), "hex"
+
+
+LABEL_WIDTH = 60  # a key in a sentence is cut here, with an ellipsis and its size
+
+
+def key_label(key: bytes, width: int = LABEL_WIDTH) -> str:
+    """A key in a sentence: quoted text or 0x-hex, cut with an ellipsis and its size when long."""
+    shown, enc = key_display_one(key)
+    return shown_label(shown, enc, len(key), width)
+
+
+def shown_label(shown: str, enc: str, size: int | None = None, width: int = LABEL_WIDTH, quote: bool = True) -> str:
+    """:func:`key_label` for a key already shown (``key``/``key_encoding`` of a JSON document)."""
+    text = f"0x{shown}" if enc == "hex" else shown
+    q = repr if quote and enc == "utf8" else str
+    if len(text) <= width:
+        return q(text)
+    if size is None:
+        size = len(shown) // 2 if enc == "hex" else len(shown.encode("utf-8", "surrogateescape"))
+    return f"{q(text[: width - 1] + '…')} ({byte_size(size)} key)"
+
+
+def byte_size(n: int) -> str:
+    """1,234 B, 300.0 KiB, 1.0 MiB."""
+    if n < 1024:
+        return f"{n:,} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.1f} {unit}"
+    return f"{n:,.1f} GiB"
+
+
+def utf8_or_null(keys):
+    """A String Series: the key as text where it is valid UTF-8, else null.
+
+    Polars cannot cast invalid UTF-8 non-strictly, so: one strict cast for the
+    common all-text column, and a per-key decode only when that fails.
+    """
+    import polars as pl
+
+    try:
+        return keys.cast(pl.String)
+    except pl.exceptions.PolarsError:
+        def dec(b):
+            try:
+                return b.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+
+        return pl.Series(keys.name, [None if b is None else dec(b) for b in keys.to_list()], dtype=pl.String)
+
+
+def key_display(keys):
+    """:func:`key_display_one` over a Binary Series, columnar: (shown, encoding) Series."""
+    import polars as pl
+
+    text = utf8_or_null(keys)
+    frame = pl.DataFrame({"k": keys, "t": text})
+    is_text = pl.col("t").is_not_null() & ~pl.col("t").str.contains(HIDDEN)
+    out = frame.select(
+        pl.when(is_text).then(pl.col("t")).otherwise(pl.col("k").bin.encode("hex")).alias("key"),
+        pl.when(pl.col("k").is_null()).then(None).when(is_text).then(pl.lit("utf8"))
+        .otherwise(pl.lit("hex")).alias("key_encoding"),
+    )
+    return out["key"], out["key_encoding"]

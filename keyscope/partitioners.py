@@ -180,6 +180,9 @@ def partition_for(key: bytes | None, partitions: int, partitioner: str = "murmur
 def _check_partitions(partitions: int) -> None:
     if not isinstance(partitions, int) or partitions < 1:
         raise UsageError(f"partition count must be a positive integer, got {partitions!r}")
+    from .limits import check_count
+
+    check_count(partitions, "partition count")
 
 
 # Below this many keys the pure-Python path beats importing Polars/llvmlite

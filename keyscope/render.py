@@ -15,44 +15,9 @@ from typing import Any, Iterable, Sequence
 FORMATS = ("table", "json", "markdown")
 
 
-def utf8_or_null(keys):
-    """A String Series: the key as text where it is valid UTF-8, else null.
-
-    Polars cannot cast invalid UTF-8 non-strictly, so: one strict cast for the
-    common all-text column, and a per-key decode only when that fails.
-    """
-    import polars as pl
-
-    try:
-        return keys.cast(pl.String)
-    except pl.exceptions.PolarsError:
-        def dec(b):
-            try:
-                return b.decode("utf-8")
-            except UnicodeDecodeError:
-                return None
-
-        return pl.Series(keys.name, [None if b is None else dec(b) for b in keys.to_list()], dtype=pl.String)
-
-
-def key_display(keys):
-    """(text, encoding) Series showing Binary keys readably and unambiguously.
-
-    UTF-8 text when the key decodes and is printable, else lowercase hex;
-    null stays null.  JSON output carries both, so ``"abc"``/``utf8`` and
-    ``"616263"``/``hex`` can never be confused.
-    """
-    import polars as pl
-
-    text = utf8_or_null(keys)
-    frame = pl.DataFrame({"k": keys, "t": text})
-    is_text = pl.col("t").is_not_null() & pl.col("t").str.contains(r"^[^\x00-\x1f\x7f]*$")
-    out = frame.select(
-        pl.when(is_text).then(pl.col("t")).otherwise(pl.col("k").bin.encode("hex")).alias("key"),
-        pl.when(pl.col("k").is_null()).then(None).when(is_text).then(pl.lit("utf8"))
-        .otherwise(pl.lit("hex")).alias("key_encoding"),
-    )
-    return out["key"], out["key_encoding"]
+# Keys and names are shown by one rule, kept in keyscope.keys (text or hex for keys,
+# escapes for names); JSON output escapes the same characters.
+from .keys import display_name, json_safe, key_display, key_display_one, utf8_or_null  # noqa: E402,F401
 
 
 def finite(x: float | int | None) -> float | int | None:
@@ -64,7 +29,7 @@ def finite(x: float | int | None) -> float | int | None:
 
 def to_json(obj: Any) -> str:
     """Strict JSON: NaN/Inf raise instead of producing invalid output."""
-    return json.dumps(obj, indent=2, allow_nan=False, default=_json_default, ensure_ascii=False)
+    return json_safe(json.dumps(obj, indent=2, allow_nan=False, default=_json_default, ensure_ascii=False))
 
 
 def _json_default(o):
@@ -291,22 +256,6 @@ def write_frame_table(df, out, align: str | None = None, markdown: bool = False)
     write_lines(body, out)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def key_display_one(key: bytes | None) -> tuple[str | None, str | None]:
-    """``key_display`` for one key, in plain Python (same rules, same result)."""
-    if key is None:
-        return None, None
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and not _CONTROL.search(text):
-        return text, "utf8"
-    return key.hex(), "hex"
-
-
 def partition_rows_small(records: list[dict], partitions: int, fmt: str, out) -> None:
     """``partition_rows`` for ``partitioners.partition_records``: identical output, no Polars."""
     view = []
@@ -315,7 +264,7 @@ def partition_rows_small(records: list[dict], partitions: int, fmt: str, out) ->
         view.append({"key": key, "key_encoding": enc, "partitioner": r["partitioner"],
                      "hash": r["hash"], "partition": r["partition"]})
     if fmt == "json":
-        out.write(json.dumps(view, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n")
+        out.write(json_safe(json.dumps(view, ensure_ascii=False, separators=(",", ":"), allow_nan=False)) + "\n")
         return
     rules = _partition_rules(partitions)
     rows = []

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, UsageError
+from .limits import MAX_PARTITIONS
 
 META_KEY = "keyscope"
 FORMAT_VERSION = 1
@@ -83,10 +84,76 @@ class SampleMeta:
 
     @classmethod
     def from_json(cls, text: str) -> "SampleMeta":
+        """Parse and check every field's type and size: a file is not trusted (ValueError names the field)."""
         d = json.loads(text)
-        parts = {int(k): PartitionInfo(**v) for k, v in d.pop("partitions", {}).items()}
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+        raw_parts = d.pop("partitions", {})
+        if not isinstance(raw_parts, dict):
+            raise ValueError(f"'partitions' must be an object, got {_json_type(raw_parts)}")
+        parts = {}
+        for k, v in raw_parts.items():
+            try:
+                p = int(k)
+            except ValueError:
+                raise ValueError(f"partition {k!r} is not a number") from None
+            _check_partition_id(p)
+            if not isinstance(v, dict):
+                raise ValueError(f"partition {p}: expected an object, got {_json_type(v)}")
+            unknown = sorted(set(v) - set(PartitionInfo.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"partition {p}: unknown field(s) {', '.join(unknown)}")
+            for name, value in v.items():
+                if name == "records":
+                    _want(value, int, f"partition {p}: records", nullable=False)
+                else:
+                    _want(value, int, f"partition {p}: {name}")
+            parts[p] = PartitionInfo(**{**v, "partition": p})
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for name, typ in _META_TYPES.items():
+            if name in known:
+                _want(known[name], typ, repr(name), nullable=name == "partial_reason")
+        count = known.get("partition_count", 0)
+        if not 0 <= count <= MAX_PARTITIONS:
+            raise ValueError(
+                f"partition count {count:,} is beyond keyscope's limit of {MAX_PARTITIONS:,} partitions per topic"
+            )
+        for name in ("fields", "field_misses"):
+            for k, v in known.get(name, {}).items():
+                _want(v, int if name == "field_misses" else str, f"{name}[{k!r}]", nullable=False)
         return cls(partitions=parts, **known)
+
+
+_META_TYPES = {
+    "topic": str, "partition_count": int, "source": str, "how": dict, "fields": dict, "field_misses": dict,
+    "sampled_at": str, "keyscope_version": str, "partial": bool, "partial_reason": str, "format_version": int,
+}
+
+
+def _json_type(v) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}.get(
+        type(v), "a number"
+    )
+
+
+def _want(value, typ, what: str, nullable: bool = True) -> None:
+    if value is None and nullable:
+        return
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    if not ok:
+        name = {int: "a whole number", str: "text", dict: "an object", bool: "true/false"}[typ]
+        raise ValueError(f"{what} must be {name}, got {_json_type(value)} {json.dumps(value)[:40]}")
+    if typ is int and abs(value) >= 1 << 63:
+        raise ValueError(f"{what} is out of range: {value}")
+
+
+def _check_partition_id(p: int) -> None:
+    if p < 0:
+        raise ValueError(f"partition {p} is negative")
+    if p >= MAX_PARTITIONS:
+        raise ValueError(
+            f"partition {p} is beyond keyscope's limit of {MAX_PARTITIONS:,} partitions per topic"
+        )
 
 
 class Sample:
@@ -200,17 +267,35 @@ class Sample:
         )
         if df.height and df["partition"].min() < 0:
             raise InputError("sample has negative partition numbers")
+        if df.height and df["partition"].max() >= MAX_PARTITIONS:
+            raise InputError(
+                f"a record on partition {df['partition'].max()} is beyond keyscope's limit of "
+                f"{MAX_PARTITIONS:,} partitions per topic"
+            )
         m = SampleMeta(topic=topic, **meta)
         seen = int(df["partition"].max()) + 1 if df.height else 0
         m.partition_count = max(partition_count or 0, m.partition_count or 0, seen)
+        if m.partition_count > MAX_PARTITIONS:
+            raise InputError(f"partition count {m.partition_count:,} is beyond keyscope's limit of {MAX_PARTITIONS:,}")
         if not m.sampled_at:
             m.sampled_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         if not m.partitions and df.height:
             m.partitions = _ranges_from_frame(df)
         return cls(df, m)
 
-    def write(self, path: str | Path) -> Path:
-        """Write Parquet with metadata; atomically (temp file then rename)."""
+    def write(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write Parquet with metadata, atomically: readers see no file or the whole file.
+
+        The records go to a temp file of a unique name in the same directory
+        (two writers never share one), then it is published in one step: with
+        ``overwrite`` by rename over any regular file; without, by a hard link
+        that fails if the name exists (no-clobber), so of two runs racing for
+        one name exactly one wins.  The loser's sample is not lost: it is
+        published under ``NAME.PID.parquet`` and :class:`OutputTaken` says where.
+        """
+        import os
+        import tempfile
+
         import pyarrow.parquet as pq
 
         path = Path(path)
@@ -218,10 +303,72 @@ class Sample:
         md = dict(table.schema.metadata or {})
         md[META_KEY.encode()] = self.meta.to_json().encode()
         table = table.replace_schema_metadata(md)
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(fd, 0o666 & ~mask)  # as an ordinary new file, not mkstemp's 0600
+            with os.fdopen(fd, "wb") as f:
+                pq.write_table(table, f, compression="zstd")
+            if overwrite:
+                _refuse_special(path)
+                os.replace(tmp, path)
+            elif not _publish_new(tmp, path):
+                for i in range(100):
+                    tag = f"{os.getpid()}" + (f"-{i}" if i else "")
+                    other = path.with_name(f"{path.stem}.{tag}{path.suffix or '.parquet'}")
+                    if _publish_new(tmp, other):
+                        raise OutputTaken(path, other)
+                raise InputError(f"cannot write {path}: it was created by another process while sampling")
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
         return path
+
+
+class OutputTaken(UsageError):
+    """Another process created the output while we sampled; ours is kept under another name."""
+
+    def __init__(self, path: Path, kept: Path):
+        super().__init__(
+            f"{path} was created by another process while sampling; this sample is kept in {kept}"
+        )
+        self.path, self.kept = path, kept
+
+
+def _publish_new(tmp: str, path: Path) -> bool:
+    """Give ``tmp`` the name ``path`` only if nothing has it (atomic); False if taken."""
+    import os
+
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: claim the name exclusively, then replace it
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            return False
+        os.replace(tmp, path)
+        return True
+
+
+def _refuse_special(path: Path) -> None:
+    """--force replaces a file, never a device, pipe or directory (os.replace would, as root)."""
+    import os
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"cannot write {path}: it is a directory")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise InputError(f"cannot write {path}: not a regular file (a device or pipe); choose a file name")
 
 
 def _ranges_from_frame(df) -> dict[int, PartitionInfo]:
@@ -255,10 +402,7 @@ def read_sample(path: str | Path) -> Sample:
     from .sources import detect_format, read_foreign
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a sample file")
+    _check_regular(path)
     try:
         kind = detect_format(path)
     except OSError as e:
@@ -273,7 +417,7 @@ def read_sample(path: str | Path) -> Sample:
     raw = md.get(META_KEY.encode())
     try:
         meta = SampleMeta.from_json(raw.decode()) if raw else SampleMeta(source="parquet")
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, AttributeError) as e:
         raise InputError(f"{path}: keyscope metadata is damaged ({_first_line(e)})") from None
     try:
         df = pl.from_arrow(table.replace_schema_metadata(None))
@@ -285,6 +429,25 @@ def read_sample(path: str | Path) -> Sample:
     sample.meta = meta if raw else sample.meta
     sample.meta.partition_count = max(meta.partition_count, sample.partition_count)
     return sample
+
+
+def _check_regular(path: Path) -> None:
+    """A sample is a regular file: a FIFO with no writer would block forever, a device never ends."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path}: is a directory, not a sample file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path}: not a regular file (a pipe or device); save the sample to a file first")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: cannot read (permission denied)")
 
 
 def _first_line(e: Exception) -> str:

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import KafkaError, UsageError
+from .limits import MAX_PARTITIONS
 
 DEFAULT_MAX_RECORDS = 100_000  # when neither --per-partition nor --max-records is given
 DEFAULT_MAX_BYTES = 256 << 20
@@ -113,7 +114,7 @@ def parse_time(text: str, now_ms: int | None = None) -> int:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if _REL.match(t):
         span = sum(float(n) * _UNIT_MS[u] for n, u in _REL_PART.findall(t))
-        return int(now_ms - span)
+        return _after_1970(now_ms - span, text)
     try:
         d = _dt.datetime.fromisoformat(t.replace("z", "Z"))
     except ValueError:
@@ -122,7 +123,14 @@ def parse_time(text: str, now_ms: int | None = None) -> int:
         ) from None
     if d.tzinfo is None:
         d = d.replace(tzinfo=_dt.timezone.utc)
-    return int(d.timestamp() * 1000)
+    return _after_1970(d.timestamp() * 1000, text)
+
+
+def _after_1970(ms: float, text: str) -> int:
+    """Kafka timestamps are milliseconds since 1970 (ListOffsets reads -1 and -2 as latest/earliest)."""
+    if not (math.isfinite(ms) and ms >= 0):
+        raise UsageError(f"--from-time {text!r} is before 1970-01-01T00:00:00Z, where Kafka timestamps start")
+    return int(ms)
 
 
 def parse_partitions(text: str) -> list[int]:
@@ -134,6 +142,11 @@ def parse_partitions(text: str) -> list[int]:
         if not m:
             raise UsageError(f"--partitions expects numbers and ranges like 0,2,5-7, got {text!r}")
         a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if b >= MAX_PARTITIONS:
+            raise UsageError(
+                f"--partitions {part!r}: partition ids go up to {MAX_PARTITIONS - 1:,} "
+                f"(keyscope handles at most {MAX_PARTITIONS:,} partitions per topic)"
+            )
         if b < a:
             raise UsageError(f"--partitions range {part!r} runs backwards")
         out.update(range(a, b + 1))

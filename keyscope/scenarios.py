@@ -38,6 +38,7 @@ from numba import njit
 
 from .assignors import ASSIGNORS, ConsumerLoad, consumer_load
 from .errors import InputError, UsageError
+from .limits import MAX_PARTITIONS, MAX_SALT_BUCKETS, MAX_SALTED_KEYS, check_count
 from .partitioners import PARTITIONERS, get_partitioner, hash_column
 from .stats import clamp_min, max_share_interval, normal_interval, ratio_share_se, skew_ratio, wilson_interval
 
@@ -181,6 +182,10 @@ class Salt:
             raise UsageError(f"hot-key share threshold must be in (0, 100%], got {self.share}")
         if self.buckets < 2:
             raise UsageError(f"salting needs at least 2 sub-keys, got {self.buckets}")
+        if self.buckets > MAX_SALT_BUCKETS:
+            raise UsageError(f"salting into {self.buckets:,} sub-keys is too many; keyscope handles at most {MAX_SALT_BUCKETS:,}")
+        if self.top is not None and self.top > MAX_SALTED_KEYS:
+            raise UsageError(f"salting the top {self.top:,} keys is too many; keyscope handles at most {MAX_SALTED_KEYS:,}")
 
     @property
     def label(self) -> str:
@@ -231,6 +236,7 @@ class Scenario:
     def __post_init__(self):
         if not isinstance(self.partitions, int) or self.partitions < 1:
             raise UsageError(f"partition count must be a positive integer, got {self.partitions!r}")
+        check_count(self.partitions, "partition count")
         object.__setattr__(self, "partitioner", get_partitioner(self.partitioner).name)
         object.__setattr__(self, "key_fields", tuple(self.key_fields))
 
@@ -471,8 +477,7 @@ class WhatIf:
                 self._cache[k] = table.join(self._key_index, on="key", how="left", maintain_order="left")
         self.consumers = sorted(set(consumers or (self.today_partitions, 2 * self.today_partitions)))
         for c in self.consumers:
-            if c < 1:
-                raise UsageError(f"consumer counts must be positive, got {c}")
+            check_count(c, "consumer count", limit=2 * MAX_PARTITIONS)
         if partitioner is None:
             self.today_partitioner, self.today_match = self.detect_partitioner()
             if self.today_match < 0.99:

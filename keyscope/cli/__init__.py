@@ -114,7 +114,9 @@ class KeyscopeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyscopeError as e:
-            click.echo(f"keyscope: error: {e}", err=True)
+            from ..keys import display_name  # names from files and brokers reach messages too
+
+            click.echo(f"keyscope: error: {display_name(e)}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("keyscope: interrupted", err=True)

@@ -7,6 +7,8 @@ import textwrap
 import click
 
 from ..errors import EXIT_SKEW
+from ..keys import display_name
+from ..limits import finite_threshold
 from . import FORMAT_OPTION, cli
 
 WIDTH = 100
@@ -15,7 +17,7 @@ KEY_WIDTH = 28
 
 
 @cli.command()
-@click.argument("sample_path", metavar="[SAMPLE]", required=False, type=click.Path(dir_okay=False))
+@click.argument("sample_path", metavar="[SAMPLE]", required=False, type=click.Path(readable=False))
 @click.option("--top", "top", type=click.IntRange(min=0), default=10, show_default=True, help="Hot keys to list.")
 @click.option(
     "--by",
@@ -39,6 +41,7 @@ KEY_WIDTH = 28
     type=click.FloatRange(min=0),
     default=None,
     metavar="X",
+    callback=finite_threshold,
     help="Exit with code 5 when the skew ratio is above X (after printing the report).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the perfect-hashing simulation.")
@@ -106,9 +109,9 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
     if fmt == "json":
         click.echo(render.to_json(doc))
     elif fmt == "markdown":
-        click.echo(markdown_report(doc))
+        click.echo(display_name(markdown_report(doc)))
     else:
-        click.echo(table_report(doc))
+        click.echo(display_name(table_report(doc)))
     if exceeded:
         click.echo(
             f"keyscope: skew ratio {result.skew_ratio:.2f} is above --fail-on-skew {fail_on_skew:g}", err=True

@@ -102,9 +102,13 @@ def lag(conn, group, topic, fmt, watch, count, fail_on_skew, skew_reading, no_cl
 
                         text = to_json(doc)
                     else:
-                        text = json.dumps(doc, allow_nan=False, ensure_ascii=False)
+                        from ..keys import json_safe
+
+                        text = json_safe(json.dumps(doc, allow_nan=False, ensure_ascii=False))
                 else:
-                    text = _render(cur, trend, markdown=(fmt == "markdown"), watch=watch)
+                    from ..keys import display_name
+
+                    text = display_name(_render(cur, trend, markdown=(fmt == "markdown"), watch=watch))
                 if redraw:
                     out.write("\x1b[H\x1b[J" + text + "\n")
                 else:

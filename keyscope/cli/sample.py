@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import EXIT_PARTIAL, InputError, KeyscopeError, UsageError
+from ..keys import display_name
 from . import FORMAT_OPTION, cli, connection_options
 
 
@@ -23,7 +24,7 @@ class PartialSample(KeyscopeError):
 @connection_options
 @click.option("-t", "--topic", required=True, help="Topic to sample.")
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+    "-o", "--output", type=click.Path(), metavar="FILE",
     help="Parquet file to write [default: TOPIC.parquet].",
 )
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
@@ -95,13 +96,18 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
 
     show = not quiet and sys.stderr.isatty()
     progress = _Progress(topic) if show else None
-    try:
-        s = sampling.sample_topic(conn, spec, progress=progress)
-    finally:
-        if progress is not None:
-            progress.clear()
-    _write_through_ctrl_c(s, path)
-    click.echo(render_sample_report(s, str(path), fmt))
+    with StopOnce(progress) as stop:
+        try:
+            s = sampling.sample_topic(conn, spec, progress=stop.progress)
+        finally:
+            if progress is not None:
+                progress.clear()
+        stop.mark(s)
+        try:
+            s.write(path, overwrite=force)
+        except OSError as e:
+            raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+        click.echo(display_name(render_sample_report(s, str(path), fmt)))
     if s.meta.partial:
         raise PartialSample(
             f"sample is partial ({s.meta.partial_reason}): kept {len(s):,} records in {path}"
@@ -109,7 +115,7 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(readable=False))
 @FORMAT_OPTION
 def info(file, fmt):
     """What a sample FILE holds: topic, watermarks and ranges read, fields, how it was taken.
@@ -122,7 +128,7 @@ def info(file, fmt):
     from ..sample import read_sample
 
     s = read_sample(file)
-    click.echo(render_info(s, file, fmt))
+    click.echo(display_name(render_info(s, file, fmt)))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -144,7 +150,7 @@ class _Progress:
         from ..render import fmt_num
 
         line = (
-            f"sampling {self.topic}: {fmt_num(p.records)} records, {_mb(p.bytes)} fetched, "
+            f"sampling {display_name(self.topic)}: {fmt_num(p.records)} records, {_mb(p.bytes)} fetched, "
             f"{p.partitions_done}/{p.partitions_total} partitions done, {p.elapsed_s:.1f}s"
         )
         sys.stderr.write("\r" + line[:_width()] + "\x1b[K")
@@ -169,28 +175,99 @@ def _mb(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
-def _write_through_ctrl_c(s, path: Path) -> None:
-    """Write the sample even if Ctrl-C comes now: the records are read, losing them helps nobody."""
-    import signal
-    import threading
+class StopOnce:
+    """Ctrl-C and SIGTERM while sampling: the first stops the read, what was read is kept.
 
-    deferred = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, lambda *_: None) if deferred else None
-    try:
-        s.write(path)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if deferred:
-            signal.signal(signal.SIGINT, old)
+    The first signal raises KeyboardInterrupt while the sampler still reads
+    (its fetch loop turns that into a partial sample) or before any record
+    came; once the records are being assembled and written, and for every
+    later signal (a second Ctrl-C 0.1 s after the first, ``timeout``'s SIGTERM
+    during the write), it is only noted: the file is written, the exit code
+    is 6.  Only the main thread can set handlers; elsewhere this does nothing.
+    """
+
+    _AFTER_READING = {"_build_sample"}
+
+    def __init__(self, shown=None):
+        self.shown = shown  # the progress line, if one is drawn
+        self.records = 0
+        self.signals: list[int] = []
+        self.old: dict = {}
+
+    def progress(self, p) -> None:
+        self.records = p.records
+        if self.shown is not None:
+            self.shown(p)
+
+    def __enter__(self) -> "StopOnce":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum, frame) -> None:
+        self.signals.append(signum)
+        if len(self.signals) == 1 and (self.records == 0 or _reading(frame)):
+            raise KeyboardInterrupt
+        sys.stderr.write(f"\r\x1b[Kkeyscope: stopping: writing the {self.records:,} records read\n"
+                         if sys.stderr.isatty() else f"keyscope: stopping: writing the {self.records:,} records read\n")
+        sys.stderr.flush()
+
+    def mark(self, s) -> None:
+        """A signal during the read made a partial sample: say which one stopped it."""
+        import signal
+
+        if not self.signals:
+            return
+        why = "terminated (SIGTERM)" if self.signals[0] == signal.SIGTERM else "interrupted (Ctrl-C)"
+        if s.meta.partial and s.meta.partial_reason == "interrupted (Ctrl-C)":
+            s.meta.partial_reason = why
+        elif not s.meta.partial and len(s):
+            s.meta.partial, s.meta.partial_reason = True, why
+            s.meta.how["stopped_by"] = "partial"
+
+
+def _reading(frame) -> bool:
+    """Is the interrupted code the sampler, before it assembles the records?"""
+    in_sampler = False
+    while frame is not None:
+        mod = frame.f_globals.get("__name__", "")
+        if mod == "keyscope.sampling":
+            if frame.f_code.co_name in StopOnce._AFTER_READING:
+                return False
+            in_sampler = True
+        elif in_sampler is False and frame.f_code.co_name == "close" and frame.f_back is not None \
+                and frame.f_back.f_globals.get("__name__") == "keyscope.sampling":
+            return False  # closing the consumer after the read
+        frame = frame.f_back
+    return in_sampler
 
 
 def _check_writable(path: Path, force: bool) -> None:
     """Fail before sampling, not after: a long sample must not be lost to a bad path."""
-    if path.exists() and not force:
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise InputError(f"cannot write {path}: it is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise InputError(f"cannot write {path}: not a regular file (a device or pipe); choose a file name")
+    if st is not None and not force:
         raise UsageError(f"{path} exists; pass --force to overwrite it or -o to choose another file")
-    if path.exists() and path.is_dir():
-        raise InputError(f"{path} is a directory")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"cannot write {path}: directory {parent} does not exist")

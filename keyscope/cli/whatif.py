@@ -8,6 +8,8 @@ import textwrap
 import click
 
 from ..errors import EXIT_SKEW, UsageError
+from ..keys import display_name, shown_label
+from ..limits import check_count, finite_threshold
 from . import FORMAT_OPTION, cli
 
 WIDTH = 100
@@ -25,9 +27,7 @@ def _int_list(values, what: str) -> list[int]:
                 n = int(part)
             except ValueError:
                 raise UsageError(f"{what}: {part!r} is not a whole number") from None
-            if n < 1:
-                raise UsageError(f"{what}: {n} must be at least 1")
-            out.append(n)
+            out.append(check_count(n, what))
     return list(dict.fromkeys(out))
 
 
@@ -42,7 +42,7 @@ def _partitioner_list(values) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-SAMPLE_ARG = click.argument("sample_path", metavar="SAMPLE", type=click.Path(dir_okay=False))
+SAMPLE_ARG = click.argument("sample_path", metavar="SAMPLE", type=click.Path(readable=False))
 TODAY_OPTION = click.option(
     "--today-partitioner",
     "today_partitioner",
@@ -118,6 +118,7 @@ SEPARATOR_OPTION = click.option(
     type=click.FloatRange(min=0),
     default=None,
     metavar="X",
+    callback=finite_threshold,
     help="Exit with code 5 when even the best scenario's predicted skew is above X (report still printed).",
 )
 @click.option(
@@ -209,7 +210,7 @@ def whatif(
     if fmt == "json":
         click.echo(render.to_json(doc))
     else:
-        click.echo(whatif_report(doc, markdown=(fmt == "markdown")))
+        click.echo(display_name(whatif_report(doc, markdown=(fmt == "markdown"))))
     if exceeded:
         click.echo(
             f"keyscope: best predicted skew {best.skew:.2f} ({best.name}) is above --fail-on-skew {fail_on_skew:g}",
@@ -415,7 +416,7 @@ def whatif_report(doc: dict, markdown: bool = False) -> str:
         )
         salted = d["order"]["salted_keys"]
         if salted:
-            keys = ", ".join(f"{k['key'] if k['key_encoding'] == 'utf8' else '0x' + k['key']} ({_pct(k['share'])})" for k in salted[:5])
+            keys = ", ".join(f"{shown_label(k['key'], k['key_encoding'], quote=False)} ({_pct(k['share'])})" for k in salted[:5])
             line = f"salted: {keys}{' ...' if len(salted) > 5 else ''}"
             rule = f"rule: {d['scenario']['salt']['rule']}"
             if markdown:
@@ -551,6 +552,10 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
     from ..sample import read_sample
 
     keep = keep_order_by.strip()
+    if max_partitions is not None:
+        check_count(max_partitions, "--max-partitions")
+    if consumers is not None:
+        check_count(consumers, "--consumers")
     sample = read_sample(sample_path)
     c = Constraints(keep_order_by=keep, max_partitions=max_partitions, max_keys_moved=max_keys_moved,
                     target_skew=target_skew)
@@ -560,7 +565,7 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
     if fmt == "json":
         click.echo(render.to_json(doc))
     else:
-        click.echo(recommend_report(advice, doc, top, markdown=(fmt == "markdown")))
+        click.echo(display_name(recommend_report(advice, doc, top, markdown=(fmt == "markdown"))))
 
 
 def recommend_report(advice, doc: dict, top: int, markdown: bool = False) -> str:
