@@ -41,9 +41,14 @@ DEFAULT_MAX_BYTES = 256 << 20
 DEFAULT_TIMEOUT_S = 60.0
 FETCH_MAX_BYTES = 32 << 20  # per request; brokers may exceed it by one batch
 PARTITION_FETCH_BYTES = 4 << 20  # per partition and request, at most
-FIRST_FETCH_BYTES = 64 << 10  # a partition's first ask, before its bytes per record are known
+FIRST_FETCH_BYTES = 64 << 10  # least ask for a batch bigger than its ask (then x4 each time)
+GUESS_RECORD_BYTES = 256  # bytes per record assumed until the first answers tell
 MIN_FETCH_BYTES = 4 << 10
-PACE_STEP = 0.05  # no partition reads more than this share of its budget ahead of the one furthest behind
+# Pacing: no partition holds more than PACE_RATIO x the lowest share of its budget read, plus PACE_STEP,
+# so a sample cut at any point keeps the partitions' shares; fetches look further ahead (FETCH_AHEAD_*),
+# and what a fetch brought beyond the pace is decoded later from memory, not fetched again.
+PACE_RATIO, PACE_STEP = 1.05, 0.002
+FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP = 1.5, 0.05
 ISOLATIONS = ("read_committed", "read_uncommitted")
 MAX_IN_FLIGHT = 4  # fetch requests out at once
 PARTITIONS_PER_REQUEST = 32  # Tansu returns ~1 MB per partition whatever the limits; keeps answers < 100 MB frames
@@ -869,6 +874,7 @@ class _Chunk:
     stopped: bool  # decoding stopped at ``hi`` or at the record budget
     walked_bytes: int = 0  # bytes of the batches decoding went through (for sizing the next fetch)
     walked_records: int = 0  # records those batches declare
+    stop_pos: int = 0  # where the batch decoding stopped in begins (when ``stopped``)
 
 
 def _decode_chunk(partition: int, records: bytes, lo: int, hi: int, budget: int, plan: _FieldPlan):
@@ -934,11 +940,12 @@ def _decode(partition: int, records: bytes, lo: int, hi: int, budget: int, plan:
     pos = int(st[_POS])
     walked = pos > 0 or stopped  # at least one complete batch was read
     nxt = int(st[_NEXT]) if walked else None
+    stop_pos = pos
     if stopped:  # the batch decoding stopped in counts as walked
         pos += 12 + int.from_bytes(records[pos + 8 : pos + 12], "big")
     wrec = _count_records(buf[:pos]) if pos else 0
     table = _to_arrow(partition, n, st, cols, plan) if n else None
-    return _Chunk(table, n, nxt, stopped, pos, wrec)
+    return _Chunk(table, n, nxt, stopped, pos, wrec, stop_pos)
 
 
 def _to_arrow(partition: int, n: int, st, cols: _Columns, plan: _FieldPlan):
@@ -1016,7 +1023,8 @@ class _Part:
     busy: bool = False  # in a request in flight, or waiting to be asked again after an error
     hit_budget: bool = False
     target: int = 0  # records it may hold once the answer in flight is decoded (pacing)
-    fetch_bytes: int = FIRST_FETCH_BYTES  # size of the first ask; grows when an answer holds no whole batch
+    fetch_bytes: int = FIRST_FETCH_BYTES  # least ask after an answer held no whole batch; grows each time
+    pending: bytes = b""  # fetched batches beyond the pace, decoded when the others catch up
     front: bool = False  # the last answer held no whole batch: ask for it first in the next request
     batch_bytes: int = 0  # largest batch seen: every ask is at least this big
     walked_bytes: int = 0  # bytes of the batches decoded ...
@@ -1123,16 +1131,16 @@ class _RunState:
     requests: int = 0
 
 
-def _pace_target(part: _Part, frontier: float) -> int:
-    """Records ``part`` may hold: its budget's share at the frontier, plus one step."""
-    return min(part.budget, math.ceil((frontier + PACE_STEP) * part.budget - 1e-9))
+def _pace_target(part: _Part, frontier: float, ratio: float = PACE_RATIO, step: float = PACE_STEP) -> int:
+    """Records ``part`` may hold while the partition furthest behind has read ``frontier`` of its budget."""
+    return min(part.budget, math.ceil((frontier * ratio + step) * part.budget - 1e-9))
 
 
 def _fetch_size(part: _Part, want: int, bpr: float | None, limit: int) -> int:
     """Bytes to ask of one partition for ``want`` more records, at least its largest batch."""
     if part.walked_records:
         bpr = part.walked_bytes / part.walked_records
-    size = part.fetch_bytes if bpr is None else int(want * bpr * 1.2) + 1024
+    size = int(want * (bpr or GUESS_RECORD_BYTES) * 1.2) + 1024
     size = min(max(size, part.batch_bytes, MIN_FETCH_BYTES), limit)
     return max(size, part.fetch_bytes) if part.front else size
 
@@ -1140,11 +1148,13 @@ def _fetch_size(part: _Part, want: int, bpr: float | None, limit: int) -> int:
 def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0) -> _RunState:
     """The fetch loop: a few requests in flight, each for a few partitions; decode while the next is fetched.
 
-    Reading is paced (issue: a sample cut short must stay proportional): no
-    partition is asked for more than PACE_STEP of its budget beyond the
-    partition furthest behind, and the decoder stops at that mark, so wherever
-    a timeout, --max-bytes or Ctrl-C cuts the sample, every partition has read
-    the same share of its budget, within one step.
+    Reading is paced, so that a sample cut short stays proportional: the
+    decoder stops each partition at PACE_RATIO x the share of its budget the
+    partition furthest behind has read, plus PACE_STEP, so wherever a timeout,
+    --max-bytes or Ctrl-C cuts the sample, every partition has read about the
+    same share of its budget.  Fetches ask further ahead; the batches past the
+    pace wait in memory (``_Part.pending``) and are decoded, not fetched again,
+    when the others have caught up.
 
     --max-bytes counts what requests in flight may still bring, so the bytes
     fetched exceed it by at most the one whole batch a broker returns when a
@@ -1164,6 +1174,14 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
     def retry_later(ps: list[int], delay: float = 0.25) -> None:
         waiting.append((time.monotonic() + delay, ps))
 
+    def _ready() -> tuple[float, list[_Part]]:
+        """The lowest share read among open partitions, and the open partitions below the pace, not busy."""
+        open_ = [x for x in parts.values() if not x.done]
+        if not open_:
+            return 1.0, []
+        frontier = min(x.share for x in open_)
+        return frontier, [x for x in open_ if not x.busy and x.kept < _pace_target(x, frontier)]
+
     def pump() -> None:
         """Ask for the partitions that are behind, while requests and --max-bytes allow."""
         now = time.monotonic()
@@ -1171,17 +1189,19 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
             waiting.remove(item)
             for p in item[1]:
                 parts[p].busy = False
-        open_ = [x for x in parts.values() if not x.done]
-        if not open_:
-            return
-        frontier = min(x.share for x in open_)
-        ready = [x for x in open_ if not x.busy and x.kept < _pace_target(x, frontier)]
+        while True:  # fetched already: decode up to the pace from memory
+            frontier, ready = _ready()
+            local = [x for x in ready if x.pending]
+            if not local:
+                break
+            for x in local:
+                x.target = _pace_target(x, frontier)
+                _consume(x, x.pending, spec, plan, fresh=False)
         if not ready:
             return
         ready.sort(key=lambda x: (not x.front, x.share, x.partition))  # a batch too big for its ask goes first
         walked = sum(x.walked_records for x in parts.values())
         bpr = sum(x.walked_bytes for x in parts.values()) / walked if walked else None
-        biggest = max(MIN_FETCH_BYTES, max(x.batch_bytes for x in parts.values()))
         by_node: dict = {}
         for x in ready:
             by_node.setdefault(fetcher.leader(x.partition), []).append(x)
@@ -1191,24 +1211,40 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
             for p in lost:
                 parts[p].busy = True
             retry_later(lost, 0.2)
+        sizes = {
+            x.partition: _fetch_size(x, _pace_target(x, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP) - x.kept,
+                                     bpr, partition_max)
+            for xs in by_node.values() for x in xs
+        }
+        left = max_bytes - state.bytes - sum(r for _, r in inflight.values())
+        if left <= 0:
+            return  # the answers in flight may use up --max-bytes: wait for them
+        scarce = sum(sizes.values()) > left
+        if scarce:
+            # --max-bytes is nearly spent: share what is left in proportion to what each needs, in
+            # one request per leader (a broker exceeds a request's limit by one whole batch at most)
+            if inflight:
+                return
+            scale = left / sum(sizes.values())
+            sizes = {p: max(1, int(n * scale)) for p, n in sizes.items()}
         for node, xs in by_node.items():
             while xs and len(inflight) < MAX_IN_FLIGHT:
-                left = max_bytes - state.bytes - sum(r for _, r in inflight.values())
-                if left <= 0 or (inflight and left < 2 * biggest):
-                    return  # the answers in flight may use up --max-bytes: wait for them
-                free = MAX_IN_FLIGHT - len(inflight)
+                free = 1 if scarce else MAX_IN_FLIGHT - len(inflight)
                 size = min(PARTITIONS_PER_REQUEST, -(-len(xs) // free))  # spread over the free slots
                 batch, xs = xs[:size], xs[size:]
                 offsets = {}
                 for x in batch:
                     x.target = _pace_target(x, frontier)
                     x.busy = True
-                    offsets[x.partition] = (x.next, _fetch_size(x, x.target - x.kept, bpr, partition_max))
-                limit = min(request_max, left, sum(s for _, s in offsets.values()))
+                    offsets[x.partition] = (x.next, sizes[x.partition])
+                limit = max(1, min(request_max, left, sum(n for _, n in offsets.values())))
+                left -= limit
                 tag = next(tags)
                 inflight[tag] = (list(offsets), limit)
                 fetcher.send(tag, node, offsets, max_bytes=limit, isolation_level=isolation)
                 state.requests += 1
+                if left <= 0:
+                    return
 
     try:
         pump()
@@ -1329,20 +1365,31 @@ def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
         part.batch_bytes = max(part.batch_bytes, min(12 + int.from_bytes(records[8:12], "big"), 256 << 20))
     if spec.isolation == "read_committed":
         records = _skip_aborted(records, fp.aborted, part)
+    return _consume(part, records, spec, plan)
+
+
+def _consume(part: _Part, records: bytes, spec, plan, fresh: bool = True):
+    """Decode ``records`` (fresh from a fetch, or ``part.pending``) up to the pace; keep the rest pending."""
+    part.pending = b""
     c = _decode(part.partition, records, part.next, part.stop, max(1, part.target - part.kept), plan)
     if c.table is not None:
         part.tables.append(c.table)
         part.kept += c.n
-    part.walked_bytes += c.walked_bytes
-    part.walked_records += c.walked_records
+    if fresh:
+        part.walked_bytes += c.walked_bytes
+        part.walked_records += c.walked_records
     if c.next is None:
+        if not fresh:
+            return True  # only a cut batch was left: fetch it again
         # Not one complete batch: the batch is larger than we asked for.  Asked first in a
         # request, a broker returns it whole whatever the limits (KIP-74); ask bigger too.
         part.front = True
         part.fetch_bytes = min(part.fetch_bytes * 4, 256 << 20)
         return True
-    part.front = False
+    part.front = part.front and not fresh
     if c.next <= part.next and c.n == 0:
+        if not fresh:
+            return True
         part.stalls += 1
         if part.stalls >= 3:  # the broker keeps answering with records we already have
             part.done = True
@@ -1356,6 +1403,8 @@ def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
         part.done = True
     elif part.next >= part.stop:
         part.done = True
+    elif c.stopped:  # at the pace: the batches from here on wait in memory
+        part.pending = records[c.stop_pos :]
     return not part.done
 
 
@@ -1490,7 +1539,7 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
         "bytes_fetched": state.bytes,
         "fetch_requests": state.requests,
         "isolation": spec.isolation,
-        "pace_step": PACE_STEP,
+        "pace": {"ratio": PACE_RATIO, "step": PACE_STEP},
         "ranges": {str(p): [parts[p].start, parts[p].stop] for p in sorted(parts)},
         "list_offsets_high": {str(p): parts[p].list_offsets_high for p in sorted(parts)},
         "connection": conn.describe(),
