@@ -467,3 +467,65 @@ def test_a_sample_cut_short_keeps_the_partition_shares(hot_topic, cut):
     assert max(abs(_shares(b)[p] - real[p]) for p in real) <= 0.03, _shares(b)
     for p, i in b.meta.partitions.items():  # what was read is a contiguous run up to read_to
         assert i.read_to == i.last + 1 and i.records == i.read_to - i.first
+
+
+@pytest.mark.tansu
+def test_aborted_transactions_note_only_where_the_broker_does_not_list_them(broker, broker_kind, topic_name):
+    """Real Kafka lists aborted transactions in Fetch answers: they are left out, silently.
+    Tansu 0.6 lists none: its aborted records stay in, and the sample says so."""
+    create_topic(broker.bootstrap_server, topic_name, 1)
+    tx = Producer({"bootstrap.servers": broker.bootstrap_server, "transactional.id": f"tx-{topic_name}",
+                   "logger": _quiet()})
+    tx.init_transactions(30)
+    for n, commit in enumerate([True, False, True]):
+        tx.begin_transaction()
+        for i in range(10):
+            tx.produce(topic_name, key=b"tx%d-%d" % (n, i), value=b"c" if commit else b"a", partition=0)
+        tx.flush(30)
+        (tx.commit_transaction if commit else tx.abort_transaction)(30)
+    s = sample(broker, topic_name)
+    aborted = [k for _, _, k in rows(s) if k.startswith(b"tx1-")]
+    unlisted = [n for n in s.meta.how.get("notes", []) if "did not list the aborted transaction" in n]
+    if broker_kind == "kafka":
+        assert len(s) == 20 and not aborted and not unlisted
+        assert rows(s) == peer_rows(consume_all(broker.bootstrap_server, topic_name, 1))
+    else:
+        assert len(s) == 30 and len(aborted) == 10 and len(unlisted) == 1
+
+
+def test_cli_isolation_option_notes_and_schema(broker, topic_name, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from keyscope.cli import cli
+
+    from .test_json_schemas import assert_valid
+
+    create_topic(broker.bootstrap_server, topic_name, 3)
+    tx = _transactions(broker.bootstrap_server, topic_name)
+    try:
+        out = tmp_path / "s.parquet"
+        base = ["sample", "-b", broker.bootstrap_server, "-t", topic_name, "-o", str(out), "--force", "-q",
+                "--from", "earliest"]
+        r = CliRunner().invoke(cli, base)
+        assert r.exit_code == 0, r.output
+        assert "note: partition 2: read up to the last stable offset" in r.output and r.output.count("note:") == 1
+        committed = consume_all(broker.bootstrap_server, topic_name, 3)
+        r = CliRunner().invoke(cli, base + ["--format", "json"])
+        doc = json.loads(r.output)
+        assert_valid("sample", doc)
+        assert doc["summary"]["records"] == len(committed) and doc["meta"]["how"]["isolation"] == "read_committed"
+        info = CliRunner().invoke(cli, ["info", str(out)])
+        assert "note: partition 2: read up to the last stable offset" in info.output
+        assert_valid("sample", json.loads(CliRunner().invoke(cli, ["info", str(out), "--format", "json"]).output))
+        r = CliRunner().invoke(cli, base + ["--isolation", "read_uncommitted", "--format", "json"])
+        doc = json.loads(r.output)
+        assert_valid("sample", doc)
+        everything = consume_all(broker.bootstrap_server, topic_name, 3, "read_uncommitted")
+        assert doc["summary"]["records"] == len(everything) > len(committed)
+        assert "notes" not in doc["meta"]["how"]
+        r = CliRunner().invoke(cli, base + ["--isolation", "dirty"])
+        assert r.exit_code == 2 and "--isolation" in r.output
+    finally:
+        tx.abort_transaction(30)
