@@ -44,9 +44,9 @@ PARTITION_FETCH_BYTES = 4 << 20  # per partition and request, at most
 FIRST_FETCH_BYTES = 64 << 10  # least ask for a batch bigger than its ask (then x4 each time)
 GUESS_RECORD_BYTES = 256  # bytes per record assumed until the first answers tell
 MIN_FETCH_BYTES = 4 << 10
-# Pacing: no partition holds more than PACE_RATIO x the lowest share of its budget read, plus PACE_STEP,
-# so a sample cut at any point keeps the partitions' shares; fetches look further ahead (FETCH_AHEAD_*),
-# and what a fetch brought beyond the pace is decoded later from memory, not fetched again.
+# Pacing: no partition keeps more than PACE_RATIO x the lowest share of its budget kept, plus PACE_STEP,
+# so a sample cut at any point keeps the partitions' shares.  Fetches look further ahead (FETCH_AHEAD_*):
+# records decoded beyond the pace are held, and kept when the others catch up (dropped at a cut).
 PACE_RATIO, PACE_STEP = 1.05, 0.002
 FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP = 1.5, 0.05
 ISOLATIONS = ("read_committed", "read_uncommitted")
@@ -887,7 +887,7 @@ def _decode(partition: int, records: bytes, lo: int, hi: int, budget: int, plan:
     """Decode the records of ``[lo, hi)`` in one fetched chunk, at most ``budget`` of them."""
     buf = np.frombuffer(records, np.uint8)
     end = buf.size
-    cap = _count_records(buf)
+    cap = min(_count_records(buf), max(0, budget))  # the kernel never writes more than the budget
     cols = _Columns(cap, end, bool(plan.json), len(plan.headers))
     st = np.zeros(_ST_LEN, np.int64)
     st[_NEXT] = lo
@@ -1022,9 +1022,10 @@ class _Part:
     done: bool = False
     busy: bool = False  # in a request in flight, or waiting to be asked again after an error
     hit_budget: bool = False
-    target: int = 0  # records it may hold once the answer in flight is decoded (pacing)
     fetch_bytes: int = FIRST_FETCH_BYTES  # least ask after an answer held no whole batch; grows each time
-    pending: bytes = b""  # fetched batches beyond the pace, decoded when the others catch up
+    held: list = field(default_factory=list)  # decoded records (tables) beyond the pace, kept as the others catch up
+    held_n: int = 0
+    exhausted: bool = False  # nothing more to fetch: the range or the budget is read
     front: bool = False  # the last answer held no whole batch: ask for it first in the next request
     batch_bytes: int = 0  # largest batch seen: every ask is at least this big
     walked_bytes: int = 0  # bytes of the batches decoded ...
@@ -1148,13 +1149,13 @@ def _fetch_size(part: _Part, want: int, bpr: float | None, limit: int) -> int:
 def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0) -> _RunState:
     """The fetch loop: a few requests in flight, each for a few partitions; decode while the next is fetched.
 
-    Reading is paced, so that a sample cut short stays proportional: the
-    decoder stops each partition at PACE_RATIO x the share of its budget the
-    partition furthest behind has read, plus PACE_STEP, so wherever a timeout,
-    --max-bytes or Ctrl-C cuts the sample, every partition has read about the
-    same share of its budget.  Fetches ask further ahead; the batches past the
-    pace wait in memory (``_Part.pending``) and are decoded, not fetched again,
-    when the others have caught up.
+    Reading is paced, so that a sample cut short stays proportional: a
+    partition keeps records up to PACE_RATIO x the share of its budget the
+    partition furthest behind has kept, plus PACE_STEP, so wherever a timeout,
+    --max-bytes or Ctrl-C cuts the sample, every partition has kept about the
+    same share of its budget.  Fetches ask further ahead (FETCH_AHEAD_*); what
+    they bring past the pace is decoded and held (``_Part.held``), kept as the
+    others catch up, and dropped at a cut.
 
     --max-bytes counts what requests in flight may still bring, so the bytes
     fetched exceed it by at most the one whole batch a broker returns when a
@@ -1174,13 +1175,25 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
     def retry_later(ps: list[int], delay: float = 0.25) -> None:
         waiting.append((time.monotonic() + delay, ps))
 
-    def _ready() -> tuple[float, list[_Part]]:
-        """The lowest share read among open partitions, and the open partitions below the pace, not busy."""
-        open_ = [x for x in parts.values() if not x.done]
-        if not open_:
-            return 1.0, []
-        frontier = min(x.share for x in open_)
-        return frontier, [x for x in open_ if not x.busy and x.kept < _pace_target(x, frontier)]
+    def report() -> None:
+        if progress is not None:
+            progress(Progress(
+                records=sum(x.kept for x in parts.values()), bytes=state.bytes,
+                partitions_done=sum(1 for x in parts.values() if x.done), partitions_total=len(parts),
+                elapsed_s=time.monotonic() - t0,
+            ))
+
+    def release() -> float:
+        """Keep held records up to the pace, until the pace stops moving; the frontier it ends at."""
+        while True:
+            open_ = [x for x in parts.values() if not x.done]
+            if not open_:
+                return 1.0
+            frontier = min(x.share for x in open_)
+            moved = [x for x in open_ if x.held_n and _release(x, _pace_target(x, frontier))]
+            if not moved:
+                return frontier
+            report()  # a step of the pace: Ctrl-C may come here as anywhere
 
     def pump() -> None:
         """Ask for the partitions that are behind, while requests and --max-bytes allow."""
@@ -1189,14 +1202,11 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
             waiting.remove(item)
             for p in item[1]:
                 parts[p].busy = False
-        while True:  # fetched already: decode up to the pace from memory
-            frontier, ready = _ready()
-            local = [x for x in ready if x.pending]
-            if not local:
-                break
-            for x in local:
-                x.target = _pace_target(x, frontier)
-                _consume(x, x.pending, spec, plan, fresh=False)
+        frontier = release()
+        ready = [
+            x for x in parts.values() if not (x.done or x.busy or x.exhausted)
+            and x.kept + x.held_n < _pace_target(x, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP)
+        ]
         if not ready:
             return
         ready.sort(key=lambda x: (not x.front, x.share, x.partition))  # a batch too big for its ask goes first
@@ -1212,8 +1222,8 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
                 parts[p].busy = True
             retry_later(lost, 0.2)
         sizes = {
-            x.partition: _fetch_size(x, _pace_target(x, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP) - x.kept,
-                                     bpr, partition_max)
+            x.partition: _fetch_size(
+                x, _pace_target(x, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP) - x.kept - x.held_n, bpr, partition_max)
             for xs in by_node.values() for x in xs
         }
         left = max_bytes - state.bytes - sum(r for _, r in inflight.values())
@@ -1234,7 +1244,6 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
                 batch, xs = xs[:size], xs[size:]
                 offsets = {}
                 for x in batch:
-                    x.target = _pace_target(x, frontier)
                     x.busy = True
                     offsets[x.partition] = (x.next, sizes[x.partition])
                 limit = max(1, min(request_max, left, sum(n for _, n in offsets.values())))
@@ -1290,12 +1299,7 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
             if later:
                 retry_later(later)
             pump()
-            if progress is not None:
-                progress(Progress(
-                    records=sum(x.kept for x in parts.values()), bytes=state.bytes,
-                    partitions_done=sum(1 for x in parts.values() if x.done), partitions_total=len(parts),
-                    elapsed_s=time.monotonic() - t0,
-                ))
+            report()
     except KeyboardInterrupt:
         if not any(p.kept for p in parts.values()):
             raise
@@ -1333,11 +1337,11 @@ def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
             part.notes.append(f"records {part.next}..{fp.log_start_offset - 1} were deleted by retention while sampling")
             part.next = fp.log_start_offset
             if part.next >= part.stop:
-                part.done = True
-            return not part.done
-        part.done = True
+                part.exhausted = True
+            return _settle(part)
+        part.exhausted = True
         part.notes.append(f"offset {part.next} out of range")
-        return False
+        return _settle(part)
     if fp.error_code in _RETRIABLE_PARTITION_ERRORS:
         now = time.monotonic()
         part.error_since = part.error_since or now
@@ -1355,57 +1359,81 @@ def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
     part.bytes += len(records)
     if not records:
         if 0 <= fp.high_watermark <= part.next:
-            part.done = True  # the partition was truncated below where we are: nothing left to read
+            part.exhausted = True  # the partition was truncated below where we are: nothing left to read
             part.notes.append(f"high watermark fell to {fp.high_watermark} while sampling")
         elif spec.isolation == "read_committed" and 0 <= fp.last_stable_offset <= part.next:
-            part.done = True  # an open transaction: read_committed sees nothing past it yet
+            part.exhausted = True  # an open transaction: read_committed sees nothing past it yet
             part.notes.append(f"stopped at the last stable offset {fp.last_stable_offset:,} (an open transaction)")
-        return not part.done
+        return _settle(part)
     if len(records) >= 12:  # the first batch's size, even when cut short: ask at least that much next time
         part.batch_bytes = max(part.batch_bytes, min(12 + int.from_bytes(records[8:12], "big"), 256 << 20))
     if spec.isolation == "read_committed":
         records = _skip_aborted(records, fp.aborted, part)
-    return _consume(part, records, spec, plan)
+    return _consume(part, records, plan)
 
 
-def _consume(part: _Part, records: bytes, spec, plan, fresh: bool = True):
-    """Decode ``records`` (fresh from a fetch, or ``part.pending``) up to the pace; keep the rest pending."""
-    part.pending = b""
-    c = _decode(part.partition, records, part.next, part.stop, max(1, part.target - part.kept), plan)
+def _consume(part: _Part, records: bytes, plan) -> bool:
+    """Decode a fetched chunk into the held records (at most what the budget still needs)."""
+    c = _decode(part.partition, records, part.next, part.stop, max(1, part.budget - part.kept - part.held_n), plan)
     if c.table is not None:
-        part.tables.append(c.table)
-        part.kept += c.n
-    if fresh:
-        part.walked_bytes += c.walked_bytes
-        part.walked_records += c.walked_records
+        part.held.append(c.table)
+        part.held_n += c.n
+    part.walked_bytes += c.walked_bytes
+    part.walked_records += c.walked_records
     if c.next is None:
-        if not fresh:
-            return True  # only a cut batch was left: fetch it again
         # Not one complete batch: the batch is larger than we asked for.  Asked first in a
         # request, a broker returns it whole whatever the limits (KIP-74); ask bigger too.
         part.front = True
         part.fetch_bytes = min(part.fetch_bytes * 4, 256 << 20)
         return True
-    part.front = part.front and not fresh
+    part.front = False
     if c.next <= part.next and c.n == 0:
-        if not fresh:
-            return True
         part.stalls += 1
         if part.stalls >= 3:  # the broker keeps answering with records we already have
-            part.done = True
+            part.exhausted = True
             part.notes.append(f"the broker returned nothing new at offset {part.next}")
-            return False
+            return _settle(part)
         return True
     part.stalls = 0
     part.next = c.next
-    if part.kept >= part.budget:
+    if part.kept + part.held_n >= part.budget:
         part.hit_budget = part.hit_budget or part.next < part.stop
-        part.done = True
+        part.exhausted = True
     elif part.next >= part.stop:
+        part.exhausted = True
+    return _settle(part)
+
+
+def _release(part: _Part, target: int) -> bool:
+    """Keep held records up to ``target`` records in all; True when some were kept."""
+    moved = False
+    while part.held and part.kept < target:
+        t = part.held[0]
+        k = min(t.num_rows, target - part.kept)
+        part.tables.append(t.slice(0, k))
+        part.kept += k
+        part.held_n -= k
+        moved = True
+        if k == t.num_rows:
+            part.held.pop(0)
+        else:
+            part.held[0] = t.slice(k)
+    _settle(part)
+    return moved
+
+
+def _settle(part: _Part) -> bool:
+    """Done once nothing is left to fetch or hold; True while the partition is open."""
+    if part.exhausted and not part.held_n:
         part.done = True
-    elif c.stopped:  # at the pace: the batches from here on wait in memory
-        part.pending = records[c.stop_pos :]
     return not part.done
+
+
+def _read_to(part: _Part) -> int:
+    """Offsets from the start up to this one were kept in full: the first held record, or where fetching is."""
+    if part.held:
+        return int(part.held[0].column("offset")[0].as_py())
+    return part.next
 
 
 def _skip_aborted(records: bytes, aborted, part: _Part) -> bytes:
@@ -1522,7 +1550,7 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
             records=0 if r is None else int(r["records"]),
             first_timestamp_ms=None if r is None or r["t0"] is None else int(r["t0"]),
             last_timestamp_ms=None if r is None or r["t1"] is None else int(r["t1"]),
-            last_stable=x.last_stable, budget=x.budget, read_to=x.next,
+            last_stable=x.last_stable, budget=x.budget, read_to=_read_to(x),
         )
     misses = {f.name: int(df[f.name].null_count()) for f in plan.fields}
     how = {
