@@ -9,12 +9,15 @@ Compressed batches are inflated with the codecs pyarrow ships (gzip, snappy,
 lz4, zstd), so no codec package is needed.
 
 What is read: per partition, a contiguous offset range ``[start, stop)``,
-``stop`` being the high watermark when sampling began, so a busy topic cannot
-keep the sampler running and an idle or empty partition costs nothing.
-Bounds (``per_partition``, ``max_records``, ``max_bytes``, ``timeout_s``)
-stop it early, whichever comes first.  ``max_records`` is split across
-partitions in proportion to what each holds in its range, so the sample's
-partition mix follows the topic's.
+``stop`` being the high watermark when sampling began (the last stable offset
+under ``read_committed``, the default), so a busy topic cannot keep the
+sampler running and an idle or empty partition costs nothing.  Aborted
+transactions are dropped as a read_committed consumer drops them.  Bounds
+(``per_partition``, ``max_records``, ``max_bytes``, ``timeout_s``) stop it
+early, whichever comes first.  ``max_records`` is split across partitions in
+proportion to what each holds in its range, and partitions are read paced
+(see :func:`_run`), so the sample's partition mix follows the topic's even
+when a bound or Ctrl-C cuts it short.
 
 Ctrl-C or a lost broker does not lose what was read: :func:`sample_topic`
 returns it with ``meta.partial`` set, and the caller writes it.
@@ -874,7 +877,6 @@ class _Chunk:
     stopped: bool  # decoding stopped at ``hi`` or at the record budget
     walked_bytes: int = 0  # bytes of the batches decoding went through (for sizing the next fetch)
     walked_records: int = 0  # records those batches declare
-    stop_pos: int = 0  # where the batch decoding stopped in begins (when ``stopped``)
 
 
 def _decode_chunk(partition: int, records: bytes, lo: int, hi: int, budget: int, plan: _FieldPlan):
@@ -940,12 +942,11 @@ def _decode(partition: int, records: bytes, lo: int, hi: int, budget: int, plan:
     pos = int(st[_POS])
     walked = pos > 0 or stopped  # at least one complete batch was read
     nxt = int(st[_NEXT]) if walked else None
-    stop_pos = pos
     if stopped:  # the batch decoding stopped in counts as walked
         pos += 12 + int.from_bytes(records[pos + 8 : pos + 12], "big")
     wrec = _count_records(buf[:pos]) if pos else 0
     table = _to_arrow(partition, n, st, cols, plan) if n else None
-    return _Chunk(table, n, nxt, stopped, pos, wrec, stop_pos)
+    return _Chunk(table, n, nxt, stopped, pos, wrec)
 
 
 def _to_arrow(partition: int, n: int, st, cols: _Columns, plan: _FieldPlan):
@@ -1046,7 +1047,8 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     """Read ``spec.topic`` into a Sample; read-only (no group, no commit, no topic creation).
 
     Returns a partial sample (``meta.partial``) on Ctrl-C or a broker lost for
-    longer than ``spec.retry_s`` after at least one record was read.
+    longer than ``spec.retry_s``; raises KafkaError when nothing could be read
+    at all (unreachable cluster, unknown topic, missing partitions).
     """
     from . import kafka_io
 

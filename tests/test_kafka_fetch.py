@@ -115,8 +115,6 @@ def wait_until(what: str, check, timeout: float = 60.0, every: float = 0.3):
 
 def _log_bytes(bootstrap: str, topic: str, partitions: int) -> int:
     """The record batches' bytes per partition, from one Fetch each with room for all of them."""
-    import queue
-
     from keyscope import kafka_io
 
     c = kafka_io.open_consumer(resolve(bootstrap))
