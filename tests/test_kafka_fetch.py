@@ -114,7 +114,12 @@ def wait_until(what: str, check, timeout: float = 60.0, every: float = 0.3):
 
 
 def _log_bytes(bootstrap: str, topic: str, partitions: int) -> int:
-    """The record batches' bytes per partition, from one Fetch each with room for all of them."""
+    """The record batches' bytes, from one Fetch per partition with room for all of them."""
+    return sum(_fetch_once(bootstrap, topic, partitions).values())
+
+
+def _fetch_once(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Bytes one Fetch from offset 0 with a 64 MiB limit brings, per partition."""
     from keyscope import kafka_io
 
     c = kafka_io.open_consumer(resolve(bootstrap))
@@ -122,13 +127,13 @@ def _log_bytes(bootstrap: str, topic: str, partitions: int) -> int:
         c.partitions_for_topic(topic)
         f = kafka_io.RawFetcher(c, topic)
         wait_until("metadata", lambda: all(f.leader(p) is not None for p in range(partitions)))
-        total = 0
+        out = {}
         for p in range(partitions):
             f.send(p, f.leader(p), {p: (0, 64 << 20)}, max_bytes=64 << 20)
             _, answer, exc = f.answers.get(timeout=30)
             assert exc is None and answer[0].error_code == 0
-            total += len(answer[0].records)
-        return total
+            out[p] = len(answer[0].records)
+        return out
     finally:
         c.close()
 
@@ -156,6 +161,32 @@ def test_fetch_limits_truncated_batches_and_a_batch_bigger_than_the_limit(broker
     assert {p: (i.low, i.high, i.records) for p, i in s.meta.partitions.items()} == {
         0: (0, 1100, 1100), 1: (0, 1300, 1300)}
     assert "notes" not in s.meta.how
+
+
+@pytest.fixture(scope="module")
+def small_fetch_kafka():
+    """A broker of its own whose fetch.max.bytes (not dynamic) caps every answer at ~40 KB."""
+    from .kafka import KafkaCluster
+
+    with KafkaCluster(1, properties={"fetch.max.bytes": "40000"}) as cluster:
+        yield cluster
+
+
+def test_broker_fetch_max_bytes_caps_answers_and_nothing_is_lost(small_fetch_kafka, topic_name):
+    broker = small_fetch_kafka
+    create_topic(broker.bootstrap_server, topic_name, 3)
+    msgs = [{"key": b"k%d" % i, "value": b"v" * 300, "partition": i % 3} for i in range(3000)]
+    acked = produce(broker.bootstrap_server, topic_name, msgs, **{"batch.num.messages": 30})
+    acked += produce(broker.bootstrap_server, topic_name,  # one ~100 KB batch: more than an answer may hold
+                     [{"key": b"big%d" % i, "value": b"B" * 1000, "partition": 0} for i in range(100)],
+                     **{"batch.num.messages": 1000, "linger.ms": 1000})
+    acked.sort()
+    once = _fetch_once(broker.bootstrap_server, topic_name, 3)
+    assert once == {0: 40_000, 1: 40_000, 2: 40_000}  # the cap is on: ~330 KB asked, 40 KB given, a batch cut
+    s = sample(broker, topic_name)  # keyscope's own limits are far larger: the broker's cap decides
+    assert rows(s) == [(p, o, k) for p, o, k, _ in acked]
+    assert s.meta.how["fetch_requests"] >= 3 * 330_000 // 40_000
+    assert not s.meta.partial and "notes" not in s.meta.how
 
 
 def test_max_bytes_is_respected_within_one_batch(broker, topic_name):
