@@ -1096,11 +1096,6 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             x.hit_budget = spec.start == "latest" and budgets[p] < avail[p]
             if budgets[p] == 0 or start >= stop:
                 x.done = True
-            if w.list_offsets_high < w.high:
-                x.notes.append(
-                    f"ListOffsets under-reported the end offset ({w.list_offsets_high:,}); "
-                    f"the high watermark of a fetch response ({w.high:,}) is used"
-                )
             if stop < w.high:
                 x.notes.append(f"read up to the last stable offset {stop:,}: an open transaction holds the records after it")
             parts[p] = x
@@ -1574,7 +1569,15 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
         "list_offsets_high": {str(p): parts[p].list_offsets_high for p in sorted(parts)},
         "connection": conn.describe(),
     }
-    notes = [f"partition {p}: {n}" for p in sorted(parts) for n in parts[p].notes]
+    notes = []
+    under = [x for _, x in sorted(parts.items()) if x.list_offsets_high < x.high]
+    if under:  # Tansu, when producers batch (shared/BROKER.md); never seen on Apache Kafka
+        notes.append(
+            f"end offsets come from fetch responses: ListOffsets under-reported partition"
+            f"{'s' if len(under) > 1 else ''} {', '.join(str(x.partition) for x in under)} "
+            f"by up to {max(x.high - x.list_offsets_high for x in under):,}"
+        )
+    notes += [f"partition {p}: {n}" for p in sorted(parts) for n in parts[p].notes]
     if notes:
         how["notes"] = notes
     meta = SampleMeta(
