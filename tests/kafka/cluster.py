@@ -101,7 +101,10 @@ class KafkaCluster:
     def _random_cluster_id() -> str:
         import base64
 
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        while True:  # one in 64 starts with "-", which the storage tool's argument parser takes for an option
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            if not cid.startswith("-"):
+                return cid
 
     def _config(self, node: Node) -> Path:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
