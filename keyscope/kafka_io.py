@@ -27,6 +27,7 @@ class Watermarks:
     low: int
     high: int
     list_offsets_high: int  # what ListOffsets said, kept to show when it was wrong
+    last_stable: int | None = None  # last stable offset (end for read_committed) from a fetch response; None if unknown
 
 
 def open_consumer(conn: Connection, timeout_s: float = 10.0, **extra):
@@ -173,13 +174,18 @@ def watermarks(consumer, topic: str, partitions: list[int], timeout_s: float = 1
     seen = _fetch_high_watermarks(consumer, topic, probe, timeout_s) if probe else {}
     out = {}
     for tp in tps:
-        high = max(highs[tp], seen.get(tp.partition, highs[tp]))
-        out[tp.partition] = Watermarks(low=lows[tp], high=high, list_offsets_high=highs[tp])
+        hw, lso = seen.get(tp.partition, (highs[tp], None))
+        high = max(highs[tp], hw)
+        if tp.partition not in probe:
+            lso = high  # an empty partition has no open transaction
+        elif lso is not None and not lows[tp] <= lso <= high:
+            lso = None  # a broker that does not track it
+        out[tp.partition] = Watermarks(low=lows[tp], high=high, list_offsets_high=highs[tp], last_stable=lso)
     return out
 
 
-def _fetch_high_watermarks(consumer, topic: str, at: dict[int, int], timeout_s: float) -> dict[int, int]:
-    """High watermark per partition as a fetch response states it (best effort within ``timeout_s``)."""
+def _fetch_high_watermarks(consumer, topic: str, at: dict[int, int], timeout_s: float) -> dict[int, tuple[int, int]]:
+    """(high watermark, last stable offset) per partition as a fetch response states them (best effort within ``timeout_s``)."""
     import queue
 
     fetcher = RawFetcher(consumer, topic)
@@ -190,7 +196,7 @@ def _fetch_high_watermarks(consumer, topic: str, at: dict[int, int], timeout_s: 
     for tag, (node, offsets) in enumerate(by_node.items()):
         # max_wait_ms=0 would be ideal, but Tansu then answers with no partitions at all.
         fetcher.send(tag, node, offsets, max_bytes=1 << 20, max_wait_ms=50)
-    seen: dict[int, int] = {}
+    seen: dict[int, tuple[int, int]] = {}
     deadline = time.monotonic() + timeout_s
     pending = len(by_node)
     while pending and time.monotonic() < deadline:
@@ -203,7 +209,7 @@ def _fetch_high_watermarks(consumer, topic: str, at: dict[int, int], timeout_s: 
             raise KafkaError(f"fetch from {topic!r} failed: {_one_line(exc)}")
         for fp in parts:
             if fp.high_watermark >= 0:
-                seen[fp.partition] = fp.high_watermark
+                seen[fp.partition] = (fp.high_watermark, fp.last_stable_offset)
     return seen
 
 
@@ -240,6 +246,8 @@ class FetchedPartition:
     high_watermark: int
     log_start_offset: int
     records: bytes  # raw RecordBatch bytes, possibly ending in a truncated batch
+    last_stable_offset: int = -1
+    aborted: tuple[tuple[int, int], ...] = ()  # (producer id, first offset) of aborted transactions (read_committed)
 
 
 class RawFetcher:
@@ -276,8 +284,12 @@ class RawFetcher:
     def refresh_metadata(self) -> None:
         self._cluster.request_update()
 
-    def send(self, tag, node_id, offsets: dict[int, tuple[int, int]], max_bytes: int, max_wait_ms: int = 100) -> None:
-        """Fetch ``{partition: (offset, partition_max_bytes)}`` from ``node_id``.
+    def send(self, tag, node_id, offsets: dict[int, tuple[int, int]], max_bytes: int, max_wait_ms: int = 100,
+             isolation_level: int = 0) -> None:
+        """Fetch ``{partition: (offset, partition_max_bytes)}`` from ``node_id``, in that order.
+
+        ``isolation_level`` 1 (read_committed) makes the broker stop at the
+        last stable offset and list the aborted transactions in the range.
 
         Puts ``(tag, [FetchedPartition...], None)`` or ``(tag, None, exception)`` on :attr:`answers`.
         """
@@ -288,7 +300,7 @@ class RawFetcher:
             max_wait_ms=max_wait_ms,
             min_bytes=1,
             max_bytes=int(max_bytes),
-            isolation_level=0,  # read_uncommitted: every record that occupies a partition
+            isolation_level=int(isolation_level),
             session_id=0,
             session_epoch=-1,  # no incremental fetch session: each request stands alone
             topics=[
@@ -323,6 +335,8 @@ class RawFetcher:
                         high_watermark=pd.high_watermark,
                         log_start_offset=getattr(pd, "log_start_offset", -1),
                         records=pd.records or b"",
+                        last_stable_offset=getattr(pd, "last_stable_offset", -1),
+                        aborted=tuple((a.producer_id, a.first_offset) for a in (pd.aborted_transactions or ())),
                     )
                     for td in resp.responses
                     for pd in td.partitions

@@ -57,6 +57,10 @@ class PartitionInfo:
     records: int = 0  # records sampled
     first_timestamp_ms: int | None = None
     last_timestamp_ms: int | None = None
+    # keyscope sample only (None elsewhere):
+    last_stable: int | None = None  # last stable offset when sampling began: read_committed reads up to it
+    budget: int | None = None  # records the plan asked of this partition (its share of the bounds)
+    read_to: int | None = None  # offsets from how.ranges' start up to this one (exclusive) were read in full
 
 
 @dataclass

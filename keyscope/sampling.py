@@ -9,12 +9,15 @@ Compressed batches are inflated with the codecs pyarrow ships (gzip, snappy,
 lz4, zstd), so no codec package is needed.
 
 What is read: per partition, a contiguous offset range ``[start, stop)``,
-``stop`` being the high watermark when sampling began, so a busy topic cannot
-keep the sampler running and an idle or empty partition costs nothing.
-Bounds (``per_partition``, ``max_records``, ``max_bytes``, ``timeout_s``)
-stop it early, whichever comes first.  ``max_records`` is split across
-partitions in proportion to what each holds in its range, so the sample's
-partition mix follows the topic's.
+``stop`` being the high watermark when sampling began (the last stable offset
+under ``read_committed``, the default), so a busy topic cannot keep the
+sampler running and an idle or empty partition costs nothing.  Aborted
+transactions are dropped as a read_committed consumer drops them.  Bounds
+(``per_partition``, ``max_records``, ``max_bytes``, ``timeout_s``) stop it
+early, whichever comes first.  ``max_records`` is split across partitions in
+proportion to what each holds in its range, and partitions are read paced
+(see :func:`_run`), so the sample's partition mix follows the topic's even
+when a bound or Ctrl-C cuts it short.
 
 Ctrl-C or a lost broker does not lose what was read: :func:`sample_topic`
 returns it with ``meta.partial`` set, and the caller writes it.
@@ -41,7 +44,16 @@ DEFAULT_MAX_RECORDS = 100_000  # when neither --per-partition nor --max-records 
 DEFAULT_MAX_BYTES = 256 << 20
 DEFAULT_TIMEOUT_S = 60.0
 FETCH_MAX_BYTES = 32 << 20  # per request; brokers may exceed it by one batch
-PARTITION_FETCH_BYTES = 4 << 20
+PARTITION_FETCH_BYTES = 4 << 20  # per partition and request, at most
+FIRST_FETCH_BYTES = 64 << 10  # least ask for a batch bigger than its ask (then x4 each time)
+GUESS_RECORD_BYTES = 256  # bytes per record assumed until the first answers tell
+MIN_FETCH_BYTES = 4 << 10
+# Pacing: no partition keeps more than PACE_RATIO x the lowest share of its budget kept, plus PACE_STEP,
+# so a sample cut at any point keeps the partitions' shares.  Fetches look further ahead (FETCH_AHEAD_*):
+# records decoded beyond the pace are held, and kept when the others catch up (dropped at a cut).
+PACE_RATIO, PACE_STEP = 1.05, 0.002
+FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP = 1.5, 0.05
+ISOLATIONS = ("read_committed", "read_uncommitted")
 MAX_IN_FLIGHT = 4  # fetch requests out at once
 PARTITIONS_PER_REQUEST = 32  # Tansu returns ~1 MB per partition whatever the limits; keeps answers < 100 MB frames
 MODES = ("latest", "earliest", "time")
@@ -184,13 +196,18 @@ class SampleSpec:
     timeout_s: float | None = None
     fields: list[FieldSpec] = field(default_factory=list)
     retry_s: float = 10.0  # how long a lost broker may take to come back before the sample is cut short
+    isolation: str = "read_committed"  # what a read_committed consumer sees; read_uncommitted adds aborted records
+    fetch_max_bytes: int | None = None  # per Fetch request (Kafka's fetch.max.bytes) [FETCH_MAX_BYTES]
+    partition_fetch_bytes: int | None = None  # per partition (max.partition.fetch.bytes) [PARTITION_FETCH_BYTES]
 
     def validate(self) -> "SampleSpec":
         if self.start not in MODES:
             raise UsageError(f"--from must be one of latest, earliest (or use --from-time), got {self.start!r}")
         if self.start == "time" and self.from_time_ms is None:
             raise UsageError("--from-time needs a time")
-        for name in ("per_partition", "max_records", "max_bytes"):
+        if self.isolation not in ISOLATIONS:
+            raise UsageError(f"--isolation must be read_committed or read_uncommitted, got {self.isolation!r}")
+        for name in ("per_partition", "max_records", "max_bytes", "fetch_max_bytes", "partition_fetch_bytes"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
@@ -420,10 +437,10 @@ def _build_ir() -> str:
         val = f.b.xor(f.b.lshr(u, f.k(1)), f.b.neg(f.b.and_(u, f.k(1))))
         return val, f.cmp("!=", f.get(ok), 0)
 
-    # ---- ks_count(buf, end) -> records declared by the complete v2 batches
-    f = Fn("ks_count", I64, [("buf", P8), ("end", I64)])
+    # ---- ks_count(buf, end, attrs) -> records declared by the complete v2 batches; *attrs = OR of their attributes
+    f = Fn("ks_count", I64, [("buf", P8), ("end", I64), ("attrs", P64)])
     buf, end = f.a["buf"], f.a["end"]
-    p, total = f.var(0), f.var(0)
+    p, total, seen = f.var(0), f.var(0), f.var(0)
     with f.loop():
         pv = f.get(p)
         with f.if_(f.cmp(">", f.add(pv, _BATCH_HEADER), end)):
@@ -436,7 +453,9 @@ def _build_ir() -> str:
         ok = f.b.and_(f.cmp("==", f.byte(buf, f.add(pv, 16)), 2), f.cmp("<", cnt, 0x80000000))
         with f.if_(ok):
             f.set(total, f.add(f.get(total), cnt))
+        f.set(seen, f.b.or_(f.get(seen), f.be(buf, f.add(pv, 21), 2)))
         f.set(p, bend)
+    f.b.store(f.get(seen), f.a["attrs"])
     f.ret(f.get(total))
     f.finish()
 
@@ -703,7 +722,7 @@ def _kernels() -> dict:
             engine.finalize_object()
             V, I = ctypes.c_void_p, ctypes.c_int64
             _kernel_fns = {
-                "count": ctypes.CFUNCTYPE(I, V, I)(engine.get_function_address("ks_count")),
+                "count": ctypes.CFUNCTYPE(I, V, I, V)(engine.get_function_address("ks_count")),
                 "decode": ctypes.CFUNCTYPE(
                     I, V, I, V, I, I, I, V, V, V, V, V, V, I, V, V, V, V, I, V, I, V, I, V, I
                 )(engine.get_function_address("ks_decode")),
@@ -722,7 +741,16 @@ def _warm_kernels() -> None:
 
 def _count_records(buf: np.ndarray) -> int:
     """Records declared by the complete v2 batches in ``buf`` (an upper bound on what is kept)."""
-    return int(_kernels()["count"](buf.ctypes.data, buf.size)) if buf.size else 0
+    return _scan_batches(buf)[0]
+
+
+def _scan_batches(buf: np.ndarray) -> tuple[int, int]:
+    """(records declared, OR of the batch attributes) over the complete v2 batches in ``buf``."""
+    if not buf.size:
+        return 0, 0
+    attrs = np.zeros(1, np.int64)
+    n = int(_kernels()["count"](buf.ctypes.data, buf.size, attrs.ctypes.data))
+    return n, int(attrs[0])
 
 
 def _utf8_valid(data: np.ndarray, offsets: np.ndarray, n: int, ok: np.ndarray) -> None:
@@ -852,11 +880,29 @@ class _FieldPlan:
             self.hname_off[i + 1] = self.hname_off[i] + len(nm)
 
 
+@dataclass
+class _Chunk:
+    """What one fetched chunk of one partition gave."""
+
+    table: object  # pyarrow Table, or None when no record was kept
+    n: int  # records kept
+    next: int | None  # offset to fetch next; None when not one complete batch came
+    stopped: bool  # decoding stopped at ``hi`` or at the record budget
+    walked_bytes: int = 0  # bytes of the batches decoding went through (for sizing the next fetch)
+    walked_records: int = 0  # records those batches declare
+
+
 def _decode_chunk(partition: int, records: bytes, lo: int, hi: int, budget: int, plan: _FieldPlan):
     """Decode one fetched chunk: (pyarrow Table or None, records kept, next offset or None, stopped)."""
+    c = _decode(partition, records, lo, hi, budget, plan)
+    return c.table, c.n, c.next, c.stopped
+
+
+def _decode(partition: int, records: bytes, lo: int, hi: int, budget: int, plan: _FieldPlan) -> _Chunk:
+    """Decode the records of ``[lo, hi)`` in one fetched chunk, at most ``budget`` of them."""
     buf = np.frombuffer(records, np.uint8)
     end = buf.size
-    cap = _count_records(buf)
+    cap = min(_count_records(buf), max(0, budget))  # the kernel never writes more than the budget
     cols = _Columns(cap, end, bool(plan.json), len(plan.headers))
     st = np.zeros(_ST_LEN, np.int64)
     st[_NEXT] = lo
@@ -906,11 +952,14 @@ def _decode_chunk(partition: int, records: bytes, lo: int, hi: int, budget: int,
         stopped = status == _STOP
         break
     n = int(st[_N])
-    walked = int(st[_POS]) > 0 or stopped  # at least one complete batch was read
+    pos = int(st[_POS])
+    walked = pos > 0 or stopped  # at least one complete batch was read
     nxt = int(st[_NEXT]) if walked else None
-    if n == 0:
-        return None, 0, nxt, stopped
-    return _to_arrow(partition, n, st, cols, plan), n, nxt, stopped
+    if stopped:  # the batch decoding stopped in counts as walked
+        pos += 12 + int.from_bytes(records[pos + 8 : pos + 12], "big")
+    wrec = _count_records(buf[:pos]) if pos else 0
+    table = _to_arrow(partition, n, st, cols, plan) if n else None
+    return _Chunk(table, n, nxt, stopped, pos, wrec)
 
 
 def _to_arrow(partition: int, n: int, st, cols: _Columns, plan: _FieldPlan):
@@ -981,15 +1030,30 @@ class _Part:
     stop: int
     budget: int
     next: int
+    last_stable: int | None = None
     kept: int = 0
     bytes: int = 0
     done: bool = False
+    busy: bool = False  # in a request in flight, or waiting to be asked again after an error
     hit_budget: bool = False
-    fetch_bytes: int = PARTITION_FETCH_BYTES
+    fetch_bytes: int = FIRST_FETCH_BYTES  # least ask after an answer held no whole batch; grows each time
+    held: list = field(default_factory=list)  # decoded records (tables) beyond the pace, kept as the others catch up
+    held_n: int = 0
+    exhausted: bool = False  # nothing more to fetch: the range or the budget is read
+    front: bool = False  # the last answer held no whole batch: ask for it first in the next request
+    batch_bytes: int = 0  # largest batch seen: every ask is at least this big
+    walked_bytes: int = 0  # bytes of the batches decoded ...
+    walked_records: int = 0  # ... and the records they declare: the bytes-per-record estimate
     stalls: int = 0
     error_since: float | None = None
+    txn_open: set = field(default_factory=set)  # producers whose transactional records were kept, no marker seen yet
     tables: list = field(default_factory=list)
-    note: str | None = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        """How much of its budget this partition has read."""
+        return self.kept / self.budget if self.budget else 1.0
 
 
 def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | None = None):
@@ -1011,6 +1075,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     max_bytes = spec.max_bytes if spec.max_bytes is not None else DEFAULT_MAX_BYTES
     plan = _FieldPlan(spec.fields)
     sampled_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    committed = spec.isolation == "read_committed"
 
     consumer = kafka_io.open_consumer(conn, timeout_s=timeout_s)
     try:
@@ -1024,20 +1089,29 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             )
         remaining = max(1.0, deadline - time.monotonic())
         marks = kafka_io.watermarks(consumer, spec.topic, wanted, timeout_s=min(remaining, 30.0))
-        starts = _start_offsets(consumer, spec, marks, remaining)
-        avail = {p: max(0, marks[p].high - starts[p]) for p in wanted}
+        # read_committed: nothing past the last stable offset (an open transaction) is visible yet
+        stops = {
+            p: min(w.high, w.last_stable) if committed and w.last_stable is not None else w.high
+            for p, w in marks.items()
+        }
+        starts = {p: min(o, stops[p]) for p, o in _start_offsets(consumer, spec, marks, remaining).items()}
+        avail = {p: max(0, stops[p] - starts[p]) for p in wanted}
         budgets = plan_budgets(avail, max_records, spec.per_partition)
         parts: dict[int, _Part] = {}
         for p in wanted:
             w = marks[p]
-            start = starts[p]
+            start, stop = starts[p], stops[p]
             if spec.start == "latest":
-                start = max(w.low, w.high - budgets[p])  # the last `budget` records
-            parts[p] = _Part(p, w.low, w.high, w.list_offsets_high, start, w.high, budgets[p], start)
+                start = max(w.low, stop - budgets[p])  # the last `budget` records
+            x = _Part(p, w.low, w.high, w.list_offsets_high, start, stop, budgets[p], start, last_stable=w.last_stable)
+            x.fetch_bytes = min(FIRST_FETCH_BYTES, spec.partition_fetch_bytes or PARTITION_FETCH_BYTES)
             # latest: the bound moved the start, so older records were left out
-            parts[p].hit_budget = spec.start == "latest" and budgets[p] < avail[p]
-            if budgets[p] == 0 or start >= w.high:
-                parts[p].done = True
+            x.hit_budget = spec.start == "latest" and budgets[p] < avail[p]
+            if budgets[p] == 0 or start >= stop:
+                x.done = True
+            if stop < w.high:
+                x.notes.append(f"read up to the last stable offset {stop:,}: an open transaction holds the records after it")
+            parts[p] = x
         state = _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0)
     finally:
         try:
@@ -1068,46 +1142,132 @@ class _RunState:
     requests: int = 0
 
 
-def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0) -> _RunState:
-    """The fetch loop: a few requests in flight, each for a few partitions; decode while the next is fetched."""
-    from collections import deque
+def _pace_target(part: _Part, frontier: float, ratio: float = PACE_RATIO, step: float = PACE_STEP) -> int:
+    """Records ``part`` may hold while the partition furthest behind has read ``frontier`` of its budget."""
+    return min(part.budget, math.ceil((frontier * ratio + step) * part.budget - 1e-9))
 
+
+def _fetch_size(part: _Part, want: int, bpr: float | None, limit: int) -> int:
+    """Bytes to ask of one partition for ``want`` more records, at least its largest batch."""
+    if part.walked_records:
+        bpr = part.walked_bytes / part.walked_records
+    size = int(want * (bpr or GUESS_RECORD_BYTES) * 1.2) + 1024
+    size = min(max(size, part.batch_bytes, MIN_FETCH_BYTES), limit)
+    return max(size, part.fetch_bytes) if part.front else size
+
+
+def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0) -> _RunState:
+    """The fetch loop: a few requests in flight, each for a few partitions; decode while the next is fetched.
+
+    Reading is paced, so that a sample cut short stays proportional: a
+    partition keeps records up to PACE_RATIO x the share of its budget the
+    partition furthest behind has kept, plus PACE_STEP, so wherever a timeout,
+    --max-bytes or Ctrl-C cuts the sample, every partition has kept about the
+    same share of its budget.  Fetches ask further ahead (FETCH_AHEAD_*); what
+    they bring past the pace is decoded and held (``_Part.held``), kept as the
+    others catch up, and dropped at a cut.
+
+    --max-bytes counts what requests in flight may still bring, so the bytes
+    fetched exceed it by at most the one whole batch a broker returns when a
+    batch is larger than the limit.
+    """
     state = _RunState()
     fetcher = kafka_io.RawFetcher(consumer, spec.topic)
-    inflight: dict[int, list[int]] = {}
-    ready = deque(p for p in sorted(parts) if not parts[p].done)
+    isolation = 1 if spec.isolation == "read_committed" else 0
+    request_max = spec.fetch_max_bytes or FETCH_MAX_BYTES
+    partition_max = spec.partition_fetch_bytes or PARTITION_FETCH_BYTES
+    inflight: dict[int, tuple[list[int], int]] = {}  # tag -> (partitions, bytes the answer may hold)
     waiting: list[tuple[float, list[int]]] = []  # (when, partitions) to fetch again after an error
     failing_since: float | None = None
     last_error = ""
     tags = iter(range(1 << 62))
 
+    def retry_later(ps: list[int], delay: float = 0.25) -> None:
+        waiting.append((time.monotonic() + delay, ps))
+
+    def report() -> None:
+        if progress is not None:
+            progress(Progress(
+                records=sum(x.kept for x in parts.values()), bytes=state.bytes,
+                partitions_done=sum(1 for x in parts.values() if x.done), partitions_total=len(parts),
+                elapsed_s=time.monotonic() - t0,
+            ))
+
+    def release() -> float:
+        """Keep held records up to the pace, until the pace stops moving; the frontier it ends at."""
+        while True:
+            open_ = [x for x in parts.values() if not x.done]
+            if not open_:
+                return 1.0
+            frontier = min(x.share for x in open_)
+            moved = [x for x in open_ if x.held_n and _release(x, _pace_target(x, frontier))]
+            if not moved:
+                return frontier
+            report()  # a step of the pace: Ctrl-C may come here as anywhere
+
     def pump() -> None:
-        """Send requests until MAX_IN_FLIGHT are out; spread the ready partitions over them."""
+        """Ask for the partitions that are behind, while requests and --max-bytes allow."""
         now = time.monotonic()
         for item in [w for w in waiting if w[0] <= now]:
             waiting.remove(item)
-            ready.extend(p for p in item[1] if not parts[p].done)
-        while ready and len(inflight) < MAX_IN_FLIGHT and state.bytes < max_bytes:
-            free = MAX_IN_FLIGHT - len(inflight)
-            size = min(PARTITIONS_PER_REQUEST, -(-len(ready) // free))
-            batch = [ready.popleft() for _ in range(min(size, len(ready)))]
-            by_node: dict = {}
-            for p in batch:
-                by_node.setdefault(fetcher.leader(p), []).append(p)
-            if None in by_node:  # no leader known: ask for metadata and try again shortly
-                fetcher.refresh_metadata()
-                waiting.append((now + 0.2, by_node.pop(None)))
-            budget_left = max(1, max_bytes - state.bytes)
-            for node, ps in by_node.items():
+            for p in item[1]:
+                parts[p].busy = False
+        frontier = release()
+        ready = [
+            x for x in parts.values() if not (x.done or x.busy or x.exhausted)
+            and x.kept + x.held_n < _pace_target(x, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP)
+        ]
+        if not ready:
+            return
+        ready.sort(key=lambda x: (not x.front, x.share, x.partition))  # a batch too big for its ask goes first
+        walked = sum(x.walked_records for x in parts.values())
+        bpr = sum(x.walked_bytes for x in parts.values()) / walked if walked else None
+        by_node: dict = {}
+        for x in ready:
+            by_node.setdefault(fetcher.leader(x.partition), []).append(x)
+        if None in by_node:  # no leader known: ask for metadata and try again shortly
+            fetcher.refresh_metadata()
+            lost = [x.partition for x in by_node.pop(None)]
+            for p in lost:
+                parts[p].busy = True
+            retry_later(lost, 0.2)
+        sizes = {
+            x.partition: _fetch_size(
+                x, _pace_target(x, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP) - x.kept - x.held_n, bpr, partition_max)
+            for xs in by_node.values() for x in xs
+        }
+        left = max_bytes - state.bytes - sum(r for _, r in inflight.values())
+        if left <= 0:
+            return  # the answers in flight may use up --max-bytes: wait for them
+        scarce = sum(sizes.values()) > left
+        if scarce:
+            # --max-bytes is nearly spent: share what is left in proportion to what each needs, in
+            # one request per leader (a broker exceeds a request's limit by one whole batch at most)
+            if inflight:
+                return
+            scale = left / sum(sizes.values())
+            sizes = {p: max(1, int(n * scale)) for p, n in sizes.items()}
+        for node, xs in by_node.items():
+            while xs and len(inflight) < MAX_IN_FLIGHT:
+                free = 1 if scarce else MAX_IN_FLIGHT - len(inflight)
+                size = min(PARTITIONS_PER_REQUEST, -(-len(xs) // free))  # spread over the free slots
+                batch, xs = xs[:size], xs[size:]
+                offsets = {}
+                for x in batch:
+                    x.busy = True
+                    offsets[x.partition] = (x.next, sizes[x.partition])
+                limit = max(1, min(request_max, left, sum(n for _, n in offsets.values())))
+                left -= limit
                 tag = next(tags)
-                inflight[tag] = ps
-                offsets = {p: (parts[p].next, parts[p].fetch_bytes) for p in ps}
-                fetcher.send(tag, node, offsets, max_bytes=min(FETCH_MAX_BYTES, budget_left))
+                inflight[tag] = (list(offsets), limit)
+                fetcher.send(tag, node, offsets, max_bytes=limit, isolation_level=isolation)
                 state.requests += 1
+                if left <= 0:
+                    return
 
     try:
         pump()
-        while inflight or waiting or ready:
+        while any(not x.done for x in parts.values()):
             now = time.monotonic()
             if now >= deadline:
                 state.stopped_by = "timeout"
@@ -1119,43 +1279,37 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
                 state.partial_reason = f"lost the broker: {last_error}"
                 break
             pump()
+            if not inflight and not waiting:
+                break  # nothing left to ask (cannot happen while a partition is open; never spin)
             try:
                 tag, answer, exc = fetcher.answers.get(timeout=max(0.005, min(0.1, deadline - now)))
             except queue.Empty:
                 continue
-            plist = inflight.pop(tag, None)
-            if plist is None:
+            req = inflight.pop(tag, None)
+            if req is None:
                 continue
+            plist = req[0]
             if exc is not None:
                 failing_since = failing_since or time.monotonic()
                 last_error = _first_line(exc)
                 fetcher.refresh_metadata()
-                waiting.append((time.monotonic() + 0.25, plist))
+                retry_later(plist)
                 continue
             failing_since = None
-            again: list[int] = []
             later: list[int] = []
             for fp in answer:
                 part = parts.get(fp.partition)
-                if part is None or part.done:
+                if part is None or part.done or fp.partition not in plist:
                     continue
-                verdict = _take(part, fp, spec, plan, state, fetcher)
-                if verdict == _LATER:
+                if _take(part, fp, spec, plan, state, fetcher) == _LATER:
                     later.append(part.partition)
-                elif verdict:
-                    again.append(part.partition)
+            for p in plist:
+                if p not in later:
+                    parts[p].busy = False
             if later:
-                waiting.append((time.monotonic() + 0.25, later))
-            answered = {fp.partition for fp in answer}
-            again += [p for p in plist if p not in answered and not parts[p].done and p not in later]
-            ready.extend(again)
+                retry_later(later)
             pump()
-            if progress is not None:
-                progress(Progress(
-                    records=sum(x.kept for x in parts.values()), bytes=state.bytes,
-                    partitions_done=sum(1 for x in parts.values() if x.done), partitions_total=len(parts),
-                    elapsed_s=time.monotonic() - t0,
-                ))
+            report()
     except KeyboardInterrupt:
         if not any(p.kept for p in parts.values()):
             raise
@@ -1180,6 +1334,7 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
 _OFFSET_OUT_OF_RANGE = 1
 _LATER = "later"  # _take: fetch this partition again after a pause (leader moving, metadata stale)
 _RETRIABLE_PARTITION_ERRORS = {3, 5, 6, 9, 74, 75}  # unknown partition, leader moved/not available, epochs
+_TRANSACTIONAL, _CONTROL = 0x10, 0x20  # RecordBatch attribute bits
 
 
 def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
@@ -1189,14 +1344,14 @@ def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
     if fp.error_code == _OFFSET_OUT_OF_RANGE:
         # Retention removed our next records while we read: skip to what is left.
         if fp.log_start_offset > part.next:
-            part.note = f"records {part.next}..{fp.log_start_offset - 1} were deleted by retention while sampling"
+            part.notes.append(f"records {part.next}..{fp.log_start_offset - 1} were deleted by retention while sampling")
             part.next = fp.log_start_offset
             if part.next >= part.stop:
-                part.done = True
-            return not part.done
-        part.done = True
-        part.note = f"offset {part.next} out of range"
-        return False
+                part.exhausted = True
+            return _settle(part)
+        part.exhausted = True
+        part.notes.append(f"offset {part.next} out of range")
+        return _settle(part)
     if fp.error_code in _RETRIABLE_PARTITION_ERRORS:
         now = time.monotonic()
         part.error_since = part.error_since or now
@@ -1209,41 +1364,162 @@ def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
     part.error_since = None
     if fp.error_code != 0:
         raise KafkaError(f"fetch from {spec.topic!r} partition {part.partition} failed: {error_name(fp.error_code)}")
-    state.bytes += len(fp.records)
-    part.bytes += len(fp.records)
-    if not fp.records:
+    records = fp.records
+    state.bytes += len(records)
+    part.bytes += len(records)
+    if not records:
         if 0 <= fp.high_watermark <= part.next:
-            part.done = True  # the partition was truncated below where we are: nothing left to read
-            part.note = f"high watermark fell to {fp.high_watermark} while sampling"
-        return not part.done
-    table, n, nxt, stopped = _decode_chunk(part.partition, fp.records, part.next, part.stop, part.budget - part.kept, plan)
-    if table is not None:
-        part.tables.append(table)
-        part.kept += n
-    if nxt is None:
-        # Not one complete batch: the batch is larger than we asked for.
+            part.exhausted = True  # the partition was truncated below where we are: nothing left to read
+            part.notes.append(f"high watermark fell to {fp.high_watermark} while sampling")
+        elif spec.isolation == "read_committed" and 0 <= fp.last_stable_offset <= part.next:
+            part.exhausted = True  # an open transaction: read_committed sees nothing past it yet
+            part.notes.append(f"stopped at the last stable offset {fp.last_stable_offset:,} (an open transaction)")
+        return _settle(part)
+    if len(records) >= 12:  # the first batch's size, even when cut short: ask at least that much next time
+        part.batch_bytes = max(part.batch_bytes, min(12 + int.from_bytes(records[8:12], "big"), 256 << 20))
+    if spec.isolation == "read_committed":
+        records = _skip_aborted(records, fp.aborted, part)
+    return _consume(part, records, plan)
+
+
+def _consume(part: _Part, records: bytes, plan) -> bool:
+    """Decode a fetched chunk into the held records (at most what the budget still needs)."""
+    c = _decode(part.partition, records, part.next, part.stop, max(1, part.budget - part.kept - part.held_n), plan)
+    if c.table is not None:
+        part.held.append(c.table)
+        part.held_n += c.n
+    part.walked_bytes += c.walked_bytes
+    part.walked_records += c.walked_records
+    if c.next is None:
+        # Not one complete batch: the batch is larger than we asked for.  Asked first in a
+        # request, a broker returns it whole whatever the limits (KIP-74); ask bigger too.
+        part.front = True
         part.fetch_bytes = min(part.fetch_bytes * 4, 256 << 20)
         return True
-    if nxt <= part.next and n == 0:
+    part.front = False
+    if c.next <= part.next and c.n == 0:
         part.stalls += 1
         if part.stalls >= 3:  # the broker keeps answering with records we already have
-            part.done = True
-            part.note = f"the broker returned nothing new at offset {part.next}"
-            return False
+            part.exhausted = True
+            part.notes.append(f"the broker returned nothing new at offset {part.next}")
+            return _settle(part)
         return True
     part.stalls = 0
-    part.next = nxt
-    if part.kept >= part.budget:
+    part.next = c.next
+    if part.kept + part.held_n >= part.budget:
         part.hit_budget = part.hit_budget or part.next < part.stop
+        part.exhausted = True
+    elif part.next >= part.stop:
+        part.exhausted = True
+    return _settle(part)
+
+
+def _release(part: _Part, target: int) -> bool:
+    """Keep held records up to ``target`` records in all; True when some were kept."""
+    moved = False
+    while part.held and part.kept < target:
+        t = part.held[0]
+        k = min(t.num_rows, target - part.kept)
+        part.tables.append(t.slice(0, k))
+        part.kept += k
+        part.held_n -= k
+        moved = True
+        if k == t.num_rows:
+            part.held.pop(0)
+        else:
+            part.held[0] = t.slice(k)
+    _settle(part)
+    return moved
+
+
+def _settle(part: _Part) -> bool:
+    """Done once nothing is left to fetch or hold; True while the partition is open."""
+    if part.exhausted and not part.held_n:
         part.done = True
-    elif stopped or part.next >= part.stop:
-        part.done = True
-    else:
-        # Ask for about what the rest of the budget needs, so small samples fetch little.
-        per_record = part.bytes / max(1, part.kept)
-        want = int((part.budget - part.kept) * per_record * 1.25) + 16384
-        part.fetch_bytes = max(64 << 10, min(PARTITION_FETCH_BYTES, want))
     return not part.done
+
+
+def _read_to(part: _Part) -> int:
+    """Offsets from the start up to this one were kept in full: the first held record, or where fetching is."""
+    if part.held:
+        return int(part.held[0].column("offset")[0].as_py())
+    return part.next
+
+
+def _skip_aborted(records: bytes, aborted, part: _Part) -> bytes:
+    """Hide the batches of aborted transactions from the decoder, as a read_committed consumer does.
+
+    The rule of Kafka's Java consumer: a producer enters the aborted set when
+    a batch reaches the first offset of one of its aborted transactions (the
+    Fetch response lists them), leaves it at its ABORT marker, and its
+    transactional batches in between are dropped.  A dropped batch gets the
+    control bit, so the decoder skips it and still moves past its offsets.
+
+    A broker that lists no aborted transactions (Tansu 0.6) leaves aborted
+    records in; an ABORT marker after kept records of the same producer shows
+    it, and the partition gets a note saying so.
+    """
+    buf = np.frombuffer(records, np.uint8)
+    if not (_scan_batches(buf)[1] & _TRANSACTIONAL):
+        return records
+    pending = sorted(aborted, key=lambda a: a[1])
+    i = 0
+    active: set[int] = set()
+    out: bytearray | None = None
+    p, end = 0, len(records)
+    while p + _BATCH_HEADER <= end:
+        bend = p + 12 + int.from_bytes(records[p + 8 : p + 12], "big")
+        if bend > end or records[p + 16] != 2:
+            break
+        attrs = int.from_bytes(records[p + 21 : p + 23], "big")
+        base = int.from_bytes(records[p : p + 8], "big", signed=True)
+        last = base + int.from_bytes(records[p + 23 : p + 27], "big")
+        pid = int.from_bytes(records[p + 43 : p + 51], "big", signed=True)
+        if pid >= 0 and attrs & _TRANSACTIONAL:
+            while i < len(pending) and pending[i][1] <= last:
+                active.add(pending[i][0])
+                i += 1
+            if attrs & _CONTROL:
+                marker = _control_type(records, p, bend)
+                if marker == 0 and pid in active:  # ABORT, listed
+                    active.discard(pid)
+                elif marker == 0 and pid in part.txn_open and last >= part.next:
+                    part.notes.append(
+                        f"the broker did not list the aborted transaction of producer {pid} ending at offset "
+                        f"{last:,}: its records are in the sample"
+                    )
+                if marker in (0, 1):
+                    part.txn_open.discard(pid)
+            elif pid in active:
+                out = out if out is not None else bytearray(records)
+                out[p + 22] |= _CONTROL  # skipped by the decoder, offsets still advance
+            elif last >= part.next:
+                part.txn_open.add(pid)
+        p = bend
+    return bytes(out) if out is not None else records
+
+
+def _control_type(records: bytes, p: int, bend: int) -> int | None:
+    """The type of a control batch's first record: 0 ABORT, 1 COMMIT; None when unreadable."""
+    q = p + _BATCH_HEADER
+    vals = []
+    for _ in range(4):  # record length, (attributes byte), timestamp delta, offset delta, key length
+        if q >= bend:
+            return None
+        if len(vals) == 1:
+            q += 1  # attributes
+        v, shift = 0, 0
+        while q < bend:
+            b = records[q]
+            q += 1
+            v |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        vals.append((v >> 1) ^ -(v & 1))
+    if vals[3] < 4 or q + 4 > bend:
+        return None
+    return int.from_bytes(records[q + 2 : q + 4], "big", signed=True)
 
 
 def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max_records, max_bytes, timeout_s):
@@ -1284,6 +1560,7 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
             records=0 if r is None else int(r["records"]),
             first_timestamp_ms=None if r is None or r["t0"] is None else int(r["t0"]),
             last_timestamp_ms=None if r is None or r["t1"] is None else int(r["t1"]),
+            last_stable=x.last_stable, budget=x.budget, read_to=_read_to(x),
         )
     misses = {f.name: int(df[f.name].null_count()) for f in plan.fields}
     how = {
@@ -1299,12 +1576,21 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
         "elapsed_s": round(time.monotonic() - t0, 3),
         "bytes_fetched": state.bytes,
         "fetch_requests": state.requests,
-        "isolation": "read_uncommitted",
+        "isolation": spec.isolation,
+        "pace": {"ratio": PACE_RATIO, "step": PACE_STEP},
         "ranges": {str(p): [parts[p].start, parts[p].stop] for p in sorted(parts)},
         "list_offsets_high": {str(p): parts[p].list_offsets_high for p in sorted(parts)},
         "connection": conn.describe(),
     }
-    notes = [f"partition {p}: {parts[p].note}" for p in sorted(parts) if parts[p].note]
+    notes = []
+    under = [x for _, x in sorted(parts.items()) if x.list_offsets_high < x.high]
+    if under:  # Tansu, when producers batch (shared/BROKER.md); never seen on Apache Kafka
+        notes.append(
+            f"end offsets come from fetch responses: ListOffsets under-reported partition"
+            f"{'s' if len(under) > 1 else ''} {', '.join(str(x.partition) for x in under)} "
+            f"by up to {max(x.high - x.list_offsets_high for x in under):,}"
+        )
+    notes += [f"partition {p}: {n}" for p in sorted(parts) for n in parts[p].notes]
     if notes:
         how["notes"] = notes
     meta = SampleMeta(

@@ -116,13 +116,16 @@ def test_kafka_python_producer_gzip_headers_and_timestamps(broker, topic_name):
 
     create_topic(broker.bootstrap_server, topic_name, 2)
     sent = []
+    # Timestamps within retention: real Kafka deletes a segment whose records are older than
+    # retention.ms (7 days) by CreateTime as soon as it rolls, so 2023 timestamps vanish.
+    base = int(time.time() * 1000) // 1000 * 1000 - 3_600_000
     for codec in (None, "gzip"):
         prod = KafkaProducer(bootstrap_servers=broker.bootstrap_server, linger_ms=20, compression_type=codec)
         futures = []
         for i in range(400):
             key = None if i % 50 == 0 else (b"" if i % 41 == 0 else b"kp-%d" % (i % 31))
             headers = [("trace", b"x%d" % i), ("trace", b"last-%d" % i)] if i % 2 else []
-            ts = 1_700_000_000_000 + i * 1000
+            ts = base + i * 1000
             futures.append((key, ts, prod.send(topic_name, key=key, value=b"v" * (i % 9), headers=headers,
                                                timestamp_ms=ts, partition=i % 2)))
         prod.flush()

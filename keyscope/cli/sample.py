@@ -50,10 +50,16 @@ class PartialSample(KeyscopeError):
     "--field", "fields", multiple=True, metavar="NAME=PATH",
     help="Also capture a column: a JSON path into the value ($.tenant_id, $.event.type) or header:NAME. Repeatable.",
 )
+@click.option(
+    "--isolation", type=click.Choice(["read_committed", "read_uncommitted"]), default="read_committed",
+    show_default=True,
+    help="read_committed: what a read_committed consumer sees (aborted transactions left out, up to the last "
+    "stable offset); read_uncommitted: aborted and open transactions' records too.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @FORMAT_OPTION
 def sample(conn, topic, output, force, start, from_time, partitions, per_partition, max_records, max_bytes, timeout,
-           fields, quiet, fmt):
+           fields, isolation, quiet, fmt):
     """Read a bounded sample of TOPIC into a Parquet file every other command can use offline.
 
     Read-only: never joins a consumer group, never commits, never creates a
@@ -90,6 +96,7 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
         max_bytes=sampling.parse_size(max_bytes) if max_bytes else None,
         timeout_s=timeout,
         fields=[sampling.parse_field(f) for f in fields],
+        isolation=isolation,
     ).validate()
     path = Path(output) if output else Path(f"{topic}.parquet")
     _check_writable(path, force)
@@ -306,7 +313,7 @@ def render_sample_report(s, path: str, fmt: str) -> str:
     ]
     if s.meta.partial:
         head.append(("PARTIAL", s.meta.partial_reason or "stopped early"))
-    return _compose(fmt, f"Sample of {s.meta.topic}", head, summary)
+    return _compose(fmt, f"Sample of {s.meta.topic}", head, summary, how.get("notes") or [])
 
 
 def render_info(s, path: str, fmt: str) -> str:
@@ -338,10 +345,10 @@ def render_info(s, path: str, fmt: str) -> str:
     if s.meta.partial:
         head.append(("PARTIAL", s.meta.partial_reason or "stopped early"))
     head.append(("keyscope", s.meta.keyscope_version))
-    return _compose(fmt, f"Sample {path}", head, summary)
+    return _compose(fmt, f"Sample {path}", head, summary, how.get("notes") or [])
 
 
-def _compose(fmt: str, title: str, head: list[tuple[str, str]], summary: dict) -> str:
+def _compose(fmt: str, title: str, head: list[tuple[str, str]], summary: dict, notes: list[str] = ()) -> str:
     from .. import render
 
     fields = [
@@ -354,10 +361,14 @@ def _compose(fmt: str, title: str, head: list[tuple[str, str]], summary: dict) -
         out += [render.markdown_table(_PART_HEADERS, parts, "rrrrrr")]
         if fields:
             out += ["", render.markdown_table(["field", "path", "misses", "miss rate"], fields, "llrr")]
+        if notes:
+            out += [""] + [f"- {n}" for n in notes]
         return "\n".join(out)
     width = max(len(k) for k, _ in head)
     out = [f"{k.ljust(width)}  {v}" for k, v in head]
     out += ["", render.text_table(_PART_HEADERS, parts, "rrrrrr")]
     if fields:
         out += ["", render.text_table(["field", "path", "misses", "miss rate"], fields, "llrr")]
+    if notes:
+        out += [""] + [f"note: {n}" for n in notes]
     return "\n".join(out)
