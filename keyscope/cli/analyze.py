@@ -140,7 +140,12 @@ def _sample_now(topic, bootstrap_server, command_config, overrides, max_records,
         max_records=max_records,
         timeout_s=timeout,
     ).validate()
-    return sampling.sample_topic(conn, spec)
+    from .sample import StopOnce
+
+    with StopOnce() as stop:  # Ctrl-C or SIGTERM: analyze what was read (exit 6), as `keyscope sample` keeps it
+        s = sampling.sample_topic(conn, spec, progress=stop.progress)
+        stop.mark(s)
+    return s
 
 
 # ---------------------------------------------------------------- rendering
