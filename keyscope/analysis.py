@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import UsageError
+from .errors import UnfairSample, UsageError
 from .stats import (
     CONFIDENCE,
     chi_square_uniform,
@@ -43,7 +43,7 @@ from .stats import (
 )
 
 BY = ("records", "bytes")
-LOADS = ("auto", "sample", "rate")
+LOADS = ("auto", "sample", "watermarks", "rate")
 # Fewer sampled records than this per partition (on average) and the skew
 # ratio's interval is too wide to act on: say so.
 MIN_RECORDS_PER_PARTITION = 30
@@ -195,6 +195,170 @@ def partition_rates(sample, extremes: dict | None = None) -> dict[int, dict[str,
     return out
 
 
+# ----------------------------------------------------------------------------- fair weights
+#
+# One rule, used by analyze, whatif and recommend (keyscope.scenarios.WhatIf):
+# what each sampled record stands for.  A sample whose partitions were read in
+# proportion to what they hold is its own load (weight 1).  One cut short
+# (--timeout, --max-bytes, --max-records, Ctrl-C: the sampler stopped before
+# the hot partition's share was read) or capped (--per-partition) is
+# re-weighted from its metadata alone, whatever order the sampler read in:
+# partition p holds S_p offsets in the range sampled (watermarks) and the
+# sample covers R_p of them with n_p records, so it stands for
+# n_p * S_p / R_p records and each record weighs S_p / R_p.  Intervals then
+# come from the weighted (linearised ratio) variance, which grows as the
+# weights grow unequal: a partition read 10% carries 10x the variance per
+# record.  Without watermarks, each partition's rate (offsets/s) is the load.
+# With neither, or with a partition that holds records of which none were
+# read, no re-weighting can give its share: the verdict is refused
+# (UnfairSample, exit 7).
+
+PROPORTIONAL_SLACK = 0.02  # a partition read within 2% (or 2 offsets) of its fair share is in proportion
+
+
+@dataclass
+class Weights:
+    """What each sampled record of a partition stands for, and why."""
+
+    basis: str  # sample | watermarks | rate
+    w: np.ndarray  # per partition: load per sampled record (records, or records/s on the rate basis)
+    coverage: list  # per partition: share of its range read (None where unknown)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scaled(self) -> bool:
+        return self.basis != "sample"
+
+
+def partition_weights(sample, load: str = "auto", counts: np.ndarray | None = None, rates: dict | None = None) -> Weights:
+    """The one rule for samples that are not proportional across partitions (see above).
+
+    ``load``: auto (the rule), sample (counts as they are), watermarks or rate (forced).
+    Raises UnfairSample when the verdict cannot be made fair.
+    """
+    P = max(int(sample.partition_count), 0)
+    if counts is None:
+        counts = (
+            np.bincount(sample.df["partition"].to_numpy().astype(np.int64), minlength=P)[:P]
+            if sample.df.height else np.zeros(P, dtype=np.int64)
+        )
+    n_p = np.asarray(counts, dtype=np.float64)
+    ones = np.ones(P)
+    if load == "sample" or P == 0:
+        return Weights("sample", ones, [None] * P)
+    spans, read = _spans(sample, n_p, P)
+    known = spans is not None
+    coverage = [float(read[p] / spans[p]) if known and spans[p] > 0 else None for p in range(P)]
+    missing = [p for p in range(P) if known and spans[p] > 0 and n_p[p] == 0]
+    capped = _capped_per_partition(sample, n_p)
+    cut = _cut_short(sample)
+    if load in ("auto", "watermarks") and known:
+        if load == "auto" and not missing and _proportional(read, spans):
+            return Weights("sample", ones, coverage)
+        if missing:
+            raise UnfairSample(
+                f"partition(s) {_list(missing)} hold records "
+                f"({', '.join(f'{int(spans[p]):,}' for p in missing[:5])} by their offsets) but none were read, "
+                "so no skew or cause can be told from this sample; sample again with a longer --timeout, "
+                "a larger --max-bytes, or --partitions to choose"
+            )
+        w = ones.copy()
+        sampled = n_p > 0
+        w[sampled] = spans[sampled] / read[sampled]
+        cov = [c for c in coverage if c is not None]
+        notes = [
+            f"partitions were read unevenly ({min(cov):.1%} to {max(cov):.1%} of their records): loads are "
+            "re-weighted by each partition's record count from its offsets, intervals widened to match"
+        ]
+        return Weights("watermarks", w, coverage, notes)
+    if load == "watermarks":
+        raise UsageError("--load watermarks needs every sampled partition's low and high watermark; this sample lacks them")
+    if rates is None:
+        rates = partition_rates(sample) if sample.df.height else {}
+    rate = [(rates.get(p) or {}).get("rate_per_s") for p in range(P)]
+    rate_known = all(rate[p] is not None or n_p[p] == 0 and (rates.get(p) or {}).get("retained") == 0 for p in range(P))
+    if load == "rate" or (capped or cut) and rate_known:
+        if not rate_known:
+            raise UsageError(
+                "--load rate needs a rate for every partition (first/last offsets and timestamps); "
+                "this sample lacks them for some partitions"
+            )
+        w = np.array([float(rate[p]) / n_p[p] if rate[p] is not None and n_p[p] > 0 else 0.0 for p in range(P)])
+        return Weights("rate", w, coverage, ["loads are each partition's rate (offsets advanced per second)"])
+    if capped or cut:
+        why = "capped per partition (--per-partition)" if capped else f"cut short ({_cut_reason(sample)})"
+        raise UnfairSample(
+            f"the sample was {why} and has neither watermarks nor timestamps to re-weight its partitions: "
+            "its counts are not the topic's load, so no skew or cause can be told; sample again with keyscope sample"
+        )
+    return Weights("sample", ones, coverage)
+
+
+def _spans(sample, n_p: np.ndarray, P: int):
+    """(offsets in each partition's sampled range, offsets the sample covers), or (None, None) when unknown."""
+    infos = sample.meta.partitions
+    how = sample.meta.how if isinstance(sample.meta.how, dict) else {}
+    ranges = how.get("ranges") if isinstance(how.get("ranges"), dict) else {}
+    mode = how.get("mode")
+    spans = np.zeros(P)
+    read = np.zeros(P)
+    lo_hi = None
+    for p in range(P):
+        info = infos.get(p)
+        if info is None:
+            if n_p[p]:
+                return None, None  # records on a partition the metadata does not know
+            continue
+        if info.low is None or info.high is None or info.high < info.low:
+            return None, None
+        r = ranges.get(str(p))
+        if mode != "latest" and isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r):
+            spans[p] = max(0, r[1] - r[0])
+        else:
+            spans[p] = info.high - info.low
+        if n_p[p]:
+            if info.first is not None and info.last is not None and info.last >= info.first:
+                read[p] = info.last - info.first + 1
+            else:
+                if lo_hi is None:
+                    lo_hi = _offset_extremes(sample.df)
+                o0, o1 = lo_hi.get(p, (0, n_p[p] - 1))
+                read[p] = o1 - o0 + 1
+            read[p] = max(read[p], n_p[p])
+            if read[p] > spans[p]:
+                return None, None  # the sample holds more than the watermarks allow: do not trust them
+    return spans, read
+
+
+def _offset_extremes(df) -> dict:
+    import polars as pl
+
+    g = df.group_by("partition").agg(pl.col("offset").min().alias("a"), pl.col("offset").max().alias("b"))
+    return {int(p): (int(a), int(b)) for p, a, b in g.iter_rows()}
+
+
+def _proportional(read: np.ndarray, spans: np.ndarray) -> bool:
+    total_s, total_r = float(spans.sum()), float(read.sum())
+    if total_s <= 0:
+        return True
+    fair = total_r * spans / total_s
+    return bool(np.all(np.abs(read - fair) <= np.maximum(2.0, PROPORTIONAL_SLACK * fair)))
+
+
+def _cut_short(sample) -> bool:
+    how = sample.meta.how if isinstance(sample.meta.how, dict) else {}
+    return bool(sample.meta.partial) or how.get("stopped_by") in ("timeout", "max-bytes", "partial")
+
+
+def _cut_reason(sample) -> str:
+    how = sample.meta.how if isinstance(sample.meta.how, dict) else {}
+    return sample.meta.partial_reason or f"stopped by {how.get('stopped_by')}"
+
+
+def _list(ps) -> str:
+    return ", ".join(map(str, ps[:10])) + (f" and {len(ps) - 10} more" if len(ps) > 10 else "")
+
+
 def _capped_per_partition(sample, sampled: np.ndarray) -> bool:
     """Did the sampler stop partitions at a fixed per-partition count (so counts are flat by design)?
 
@@ -259,37 +423,29 @@ def analyze(
     keys_p = np.bincount(part_idx[~is_null], minlength=P)[:P] if part_idx.size else np.zeros(P, dtype=np.int64)
     n_total = float(n_p.sum())
 
-    # ---- load basis ----
+    # ---- load basis: the one rule (partition_weights) ----
     rates = partition_rates(sample, extremes) if df.height else {}
     rate_arr = np.array([(rates.get(p) or {}).get("rate_per_s") for p in range(P)], dtype=object)
     rate_known = all(
         rate_arr[p] is not None or (n_p[p] == 0 and (rates.get(p) or {}).get("retained") == 0) for p in range(P)
     )
     capped = _capped_per_partition(sample, n_p)
-    basis = load
-    if load == "auto":
-        basis = "rate" if (capped and rate_known and n_parts > 1) else "sample"
-    elif load == "rate" and not rate_known:
-        raise UsageError(
-            "--load rate needs a rate for every partition (first/last offsets and timestamps); "
-            "this sample lacks them for some partitions"
-        )
-    if load == "auto" and capped and not rate_known and n_parts > 1:
-        warnings.append(
-            "the sample took the same number of records from each partition and has no timestamps to "
-            "turn offsets into rates: its counts show the sampler's cap, not the topic's load"
-        )
+    weights = partition_weights(sample, load, counts=n_p, rates=rates) if n_parts > 1 or load != "auto" else \
+        Weights("sample", np.ones(P), [None] * P)
+    basis = weights.basis
+    warnings.extend(weights.notes if basis == "watermarks" else [])
     rate_vals = np.array([float(r) if r is not None else 0.0 for r in rate_arr]) if P else np.zeros(0)
+    wt = weights.w[:P] if weights.w.size >= P else np.ones(P)
+    l_rec, l_bytes = n_p * wt, b_p * wt
     if basis == "rate":
         l_rec = rate_vals
-        mean_b = np.divide(b_p, n_p, out=np.zeros(P), where=n_p > 0)
-        l_bytes = rate_vals * mean_b
-    else:
-        l_rec, l_bytes = n_p.copy(), b_p.copy()
     if by == "records":
         load_p, y_p, s2_p, y_null, y_kp = l_rec, n_p, n_p, null_n_p, rec
+        # weighted evidence: each record of p stands for w_p, so Var(load_p) ~ w_p^2 n_p
+        wy_p, ws2_p = n_p * wt, n_p * wt * wt
     else:
         load_p, y_p, s2_p, y_null, y_kp = l_bytes, b_p, s2b_p, null_b_p, byt
+        wy_p, ws2_p = b_p * wt, s2b_p * wt * wt
     total_load = float(load_p.sum())
     a_p = load_p / total_load if total_load > 0 else np.zeros(P)
     # within-partition share of each (key, partition) row, and its share of the topic
@@ -302,10 +458,13 @@ def analyze(
     hottest = int(np.argmax(load_p)) if n_parts and total_load > 0 else None
     share_lo = share_hi = None
     interval = None
-    if basis == "sample" and n_parts and total_load > 0:
+    if n_parts and total_load > 0:
         y_total, s2_total = float(y_p.sum()), float(s2_p.sum())
+        wy_total, ws2_total = float(wy_p.sum()), float(ws2_p.sum())
 
         def part_interval(zz):
+            if basis != "sample":  # re-weighted: the linearised ratio interval over the weights
+                return normal_interval(a_p, ratio_share_se(wy_p, ws2_p, wy_total, ws2_total), z=zz)
             if by == "records":
                 return wilson_interval(n_p, n_total, z=zz)
             return normal_interval(a_p, ratio_share_se(y_p, s2_p, y_total, s2_total), z=zz)

@@ -13,6 +13,7 @@ EXIT_INPUT = 3  # a file or key that cannot be read as asked
 EXIT_KAFKA = 4  # broker unreachable, unknown topic/group, protocol failure
 EXIT_SKEW = 5  # --fail-on-skew threshold exceeded
 EXIT_PARTIAL = 6  # work stopped early (Ctrl-C, broker died); what was read is kept
+EXIT_UNFAIR = 7  # the sample is not proportional across partitions and cannot be re-weighted
 EXIT_INTERRUPTED = 130
 
 
@@ -32,3 +33,10 @@ class InputError(KeyscopeError):
 
 class KafkaError(KeyscopeError):
     exit_code = EXIT_KAFKA
+
+
+class UnfairSample(KeyscopeError):
+    """A skew or cause verdict from this sample would be wrong: its partitions were not read in
+    proportion, and what would re-weight them (watermarks, rates) is missing."""
+
+    exit_code = EXIT_UNFAIR

@@ -444,9 +444,16 @@ class WhatIf:
         self.today_partitions = sample.partition_count
         self.fields = sample.field_names
         self._cache: dict = {}
-        self.weights, self.notes = _coverage_weights(sample, self.today_partitions)
-        self.scaled = bool(np.any(self.weights != 1.0))
-        self.load_unit = "records, scaled to the topic by each partition's sampled share" if self.scaled else "sampled records"
+        from .analysis import partition_weights
+
+        fair = partition_weights(sample)  # the rule analyze uses: re-weight an unfair sample, or refuse
+        self.weights, self.notes, self.load_basis = fair.w.astype(np.float64), list(fair.notes), fair.basis
+        self.scaled = fair.scaled
+        self.load_unit = {
+            "sample": "sampled records",
+            "watermarks": "records, scaled to the topic by each partition's sampled share",
+            "rate": "records/s, each partition's rate (offsets advanced per second)",
+        }[fair.basis]
         firsts = [(f,) for f in dict.fromkeys(group_fields[:MAX_GROUP_FIELDS])]
         for fs in firsts:
             self._check_field(fs[0])
@@ -1249,43 +1256,3 @@ def _large_binary(series):
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     return arr.cast(pa.large_binary())
-
-
-def _coverage_weights(sample, S: int) -> tuple[np.ndarray, list[str]]:
-    """Per-partition weights that turn sampled records into topic load.
-
-    A sample that read a different share of each partition (say, the last 10k
-    records of each) would make every partition look equally busy; scaling
-    each partition by watermark span / records sampled undoes that.  Used only
-    when every sampled partition's watermarks are known and shares differ.
-    """
-    notes: list[str] = []
-    counts = np.bincount(sample.df["partition"].to_numpy().astype(np.int64), minlength=S)
-    ones = np.ones(S)
-    spans = np.zeros(S)
-    for p in range(S):
-        info = sample.meta.partitions.get(p)
-        if info is None or info.low is None or info.high is None:
-            if counts[p]:
-                return ones, notes
-            continue
-        spans[p] = info.high - info.low
-    unsampled = [p for p in range(S) if counts[p] == 0 and spans[p] > 0]
-    if unsampled:
-        notes.append(
-            f"partition(s) {', '.join(map(str, unsampled))} hold records but none were sampled;"
-            " their keys are missing from every prediction"
-        )
-    sampled = counts > 0
-    if np.any(spans[sampled] < counts[sampled]):
-        return ones, notes  # watermarks inconsistent with the sample: do not trust them
-    cover = counts[sampled] / spans[sampled]
-    if cover.max() / cover.min() <= 1.05:
-        return ones, notes
-    w = ones.copy()
-    w[sampled] = spans[sampled] / counts[sampled]
-    notes.append(
-        "partitions were sampled unevenly (from "
-        f"{cover.min():.1%} to {cover.max():.1%} of their records); loads are scaled to the topic"
-    )
-    return w, notes

@@ -257,7 +257,8 @@ def test_deterministic_for_a_seed():
 
 def capped_sample(per_partition=200, rates=(100.0, 10.0, 10.0), t0=1_700_000_000_000):
     """Last N records of each partition, like `keyscope sample --from latest`: equal counts,
-    but partition 0 advanced its offsets 10x faster (records/s)."""
+    but partition 0 advanced its offsets 10x faster (records/s).  No watermarks (they would
+    be the real counts, the first choice): the rates re-weight it."""
     frames = []
     infos = {}
     for p, rate in enumerate(rates):
@@ -275,7 +276,7 @@ def capped_sample(per_partition=200, rates=(100.0, 10.0, 10.0), t0=1_700_000_000
                 }
             )
         )
-        infos[p] = PartitionInfo(p, low=0, high=10_000 + per_partition, first=10_000, last=10_000 + per_partition - 1, records=per_partition)
+        infos[p] = PartitionInfo(p, first=10_000, last=10_000 + per_partition - 1, records=per_partition)
     s = Sample.from_frame(pl.concat(frames), topic="crm", partition_count=len(rates), how={"per_partition": per_partition})
     s.meta.partitions = infos
     return s
@@ -291,7 +292,8 @@ def test_capped_sample_uses_real_rates():
     assert rates == pytest.approx(expected, rel=1e-3)
     assert d["skew"]["ratio"] == pytest.approx(max(rates) / (sum(rates) / 3))
     assert d["skew"]["hottest_partition"] == 0
-    assert d["skew"]["interval"] is None  # measured from offsets, not sampled
+    lo, hi = d["skew"]["interval"]  # the rate basis has an interval too (each rate rests on 200 records)
+    assert 1.0 <= lo < d["skew"]["ratio"] < hi
     # the sample's counts alone say "even"; the report must not
     assert d["skew"]["records_ratio"] == pytest.approx(max(rates) / (sum(rates) / 3))
     # a key on partition 0 carries (1/20) of that partition's rate
@@ -305,12 +307,17 @@ def test_capped_sample_uses_real_rates():
     assert flat["skew"]["ratio"] == pytest.approx(1.0)
 
 
-def test_capped_sample_without_timestamps_warns():
+def test_capped_sample_without_timestamps_or_watermarks_is_refused():
+    from keyscope.errors import EXIT_UNFAIR, UnfairSample
+
     s = capped_sample()
     s.df = s.df.with_columns(pl.lit(None, dtype=pl.Datetime("ms", "UTC")).alias("timestamp"))
-    d = check_clean(analyze(s, reps=50))
-    assert d["load_basis"] == "sample"
-    assert any("cap" in w for w in d["warnings"])
+    for i in s.meta.partitions.values():
+        i.first_timestamp_ms = i.last_timestamp_ms = None
+    with pytest.raises(UnfairSample, match="capped per partition") as e:
+        analyze(s, reps=50)
+    assert e.value.exit_code == EXIT_UNFAIR == 7
+    assert analyze(s, load="sample", reps=50).load_basis == "sample"  # asked for: the counts as they are
 
 
 # ------------------------------------------------------------------ partitioner detection (synthetic)

@@ -273,3 +273,11 @@ def test_bad_input(case, files):
 
 def test_matrix_is_large_enough():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_recommend_with_a_large_max_partitions_stays_bounded(files):
+    """--max-partitions 100,000 is allowed: the counts tried stay few, within the memory limit."""
+    r = ks("recommend", files["good"], "--max-partitions", "100000", "--format", "json", timeout=300)
+    assert r is not None and r.returncode == 0, r and r.stderr.decode()[-800:]
+    doc = json.loads(r.stdout)
+    assert doc["constraints"]["max_partitions"] == 100_000 and doc["evaluated"] < 400

@@ -29,11 +29,12 @@ KEY_WIDTH = 28
 @click.option(
     "--load",
     "load",
-    type=click.Choice(["auto", "sample", "rate"]),
+    type=click.Choice(["auto", "sample", "watermarks", "rate"]),
     default="auto",
     show_default=True,
-    help="What a partition's load is: the sample's counts, or its real rate from offsets and "
-    "timestamps. auto uses the rate when the sample was capped per partition (--per-partition).",
+    help="What a partition's load is: the sample's counts, its record count from the watermarks, or its real "
+    "rate from offsets and timestamps. auto re-weights a sample whose partitions were not read in proportion "
+    "(cut short or --per-partition) by the watermarks, else the rates (docs/analyze.md).",
 )
 @click.option(
     "--fail-on-skew",
@@ -85,6 +86,8 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
       4  with --topic: cluster unreachable or unknown topic
       5  skew ratio above --fail-on-skew X (report still printed; wins over 6)
       6  with --topic: sampling cut short (report on what was read)
+      7  the sample's partitions were not read in proportion and cannot be
+         re-weighted (a partition with records but none read; no watermarks)
     """
     from .. import render
     from ..analysis import analyze as run_analysis
@@ -137,7 +140,12 @@ def _sample_now(topic, bootstrap_server, command_config, overrides, max_records,
         max_records=max_records,
         timeout_s=timeout,
     ).validate()
-    return sampling.sample_topic(conn, spec)
+    from .sample import StopOnce
+
+    with StopOnce() as stop:  # Ctrl-C or SIGTERM: analyze what was read (exit 6), as `keyscope sample` keeps it
+        s = sampling.sample_topic(conn, spec, progress=stop.progress)
+        stop.mark(s)
+    return s
 
 
 # ---------------------------------------------------------------- rendering
@@ -187,7 +195,8 @@ def _summary_lines(d: dict) -> list[str]:
         f"topic {d['topic']} · {d['partition_count']} partition(s) · {s['records']:,} records sampled "
         f"({s['distinct_keys']:,} distinct keys, {s['null_key_records']:,} null-key)",
     ]
-    basis = "real rate (offsets/s)" if d["load_basis"] == "rate" else "sample counts"
+    basis = {"rate": "real rate (offsets/s)", "watermarks": "records by offsets (re-weighted)"}.get(
+        d["load_basis"], "sample counts")
     iv = f" (95%: {_interval(sk['interval'])})" if sk["interval"] else ""
     hot = f" · hottest partition {sk['hottest_partition']}" if sk["hottest_partition"] is not None else ""
     lines.append(f"skew ratio {_ratio(sk['ratio'])}{iv} by {d['by']}, load = {basis}{hot}")

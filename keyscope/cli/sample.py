@@ -77,6 +77,7 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
     Exit codes: 0 written; 2 bad options or client properties; 3 output not writable;
     4 cluster unreachable, TLS/SASL failure, topic not authorized, unknown topic or partition;
     6 cut short by Ctrl-C or a lost broker (what was read is written and marked partial);
+    6 also for SIGTERM (e.g. from `timeout`); a second Ctrl-C is ignored while writing;
     130 Ctrl-C before any record was read.
     """
     from .. import sampling

@@ -157,6 +157,7 @@ def whatif(
       2  bad option (unknown field, partitioner, malformed list)
       3  SAMPLE unreadable
       5  --fail-on-skew X: the best scenario's predicted skew is above X
+      7  the sample cannot be re-weighted to the topic (see keyscope analyze)
     """
     from .. import render
     from ..sample import read_sample
@@ -545,6 +546,7 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
       0  advice printed (including "nothing helps")
       2  bad option (unknown field, --max-partitions below today's count)
       3  SAMPLE unreadable
+      7  the sample cannot be re-weighted to the topic (see keyscope analyze)
     """
     from .. import render
     from ..advice import Constraints
