@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_lag_alert_peers import TWELVE, commit, committed_offsets, free_port, produce, stop, wait_http
+from .test_lag_alert_peers import TWELVE, apt_install, commit, committed_offsets, free_port, produce, stop, wait_http
 
 HERE = Path(__file__).parent / "peers" / "burrow"
 ZK_JARS = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"]
@@ -31,9 +31,8 @@ ZK_JARS = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"]
 
 def need_debian(binary: str | None, path: str | None, package: str) -> None:
     have = lambda: (binary is None or shutil.which(binary)) and (path is None or os.path.exists(path))  # noqa: E731
-    if not have() and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True, timeout=600,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if not have():
+        apt_install(package)
     if not have():
         pytest.skip(f"{package} is not installed (Debian: apt-get install {package})")
 
