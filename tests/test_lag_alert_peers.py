@@ -105,11 +105,21 @@ def exporter_binary() -> Path:
     return out
 
 
+def apt_install(package: str) -> None:
+    """Debian's package, as root, when missing (an `apt-get update` first if the lists are stale)."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    if subprocess.run(cmd, capture_output=True, timeout=600, env=env).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, env=env)
+        subprocess.run(cmd, capture_output=True, timeout=600, env=env)
+
+
 def prometheus_binary() -> str:
     path = shutil.which("prometheus")
-    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "prometheus"], capture_output=True, timeout=600,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if path is None:
+        apt_install("prometheus")
         path = shutil.which("prometheus")
     if path is None:
         pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
@@ -258,7 +268,7 @@ def keyscope_lag(stack: Stack, group: str, *extra: str) -> dict:
     return json.loads(r.stdout)
 
 
-def check_against_prometheus(stack: Stack, lags_by_topic: dict[str, list[int | None]]) -> tuple[dict, Stack]:
+def check_against_prometheus(stack: Stack, lags_by_topic: dict[str, list[int | None]]) -> dict:
     """Set up, let Prometheus catch up, run keyscope (read-only), and compare every series exactly."""
     group = scenario(stack, lags_by_topic)
     since = time.time()
@@ -295,7 +305,7 @@ def check_against_prometheus(stack: Stack, lags_by_topic: dict[str, list[int | N
     m = hottest[0]["metric"]
     assert (h["consumergroup"], h["topic"], str(h["partition"]), h["value"]) == (
         m["consumergroup"], m["topic"], m["partition"], float(hottest[0]["value"][1]))
-    return doc, stack
+    return doc
 
 
 def one(doc: dict) -> dict:
@@ -308,20 +318,20 @@ def topic() -> str:
 
 
 def test_incident_0_0_339(stack):
-    doc, _ = check_against_prometheus(stack, {topic(): [0, 0, 339]})
+    doc = check_against_prometheus(stack, {topic(): [0, 0, 339]})
     t = one(doc)
     assert t["kafka:group_skew_ratio"] == 3.0 and t["why_differ"] is None  # clean data: both readings agree
     assert t["keyscope:group_skew_ratio"] == 3.0
 
 
 def test_lags_10_5_900(stack):
-    doc, _ = check_against_prometheus(stack, {topic(): [10, 5, 900]})
+    doc = check_against_prometheus(stack, {topic(): [10, 5, 900]})
     t = one(doc)
     assert t["kafka:group_skew_ratio"] == t["keyscope:group_skew_ratio"] == 900 / prom_avg([10, 5, 900])
 
 
 def test_one_partition_never_committed(stack):
-    doc, _ = check_against_prometheus(stack, {topic(): [10, None, 0]})
+    doc = check_against_prometheus(stack, {topic(): [10, None, 0]})
     t = one(doc)
     assert [s["value"] for s in t["kafka:group_partition_lag"]] == [10.0, -1.0, 0.0]
     assert t["kafka:group_skew_ratio"] > 3 > t["keyscope:group_skew_ratio"] == 2.0  # 3.33 as deployed, 2.0 true
@@ -329,7 +339,7 @@ def test_one_partition_never_committed(stack):
 
 
 def test_two_partitions_never_committed(stack):
-    doc, _ = check_against_prometheus(stack, {topic(): [3, None, None]})
+    doc = check_against_prometheus(stack, {topic(): [3, None, None]})
     t = one(doc)
     assert t["kafka:group_skew_ratio"] == 3 / prom_avg([3, -1, -1]) == 8.999999999999998  # "9.0": pending on 3 partitions
     assert t["keyscope:group_skew_ratio"] == 1.0
@@ -337,7 +347,7 @@ def test_two_partitions_never_committed(stack):
 
 
 def test_committed_ahead_of_the_end(stack):
-    doc, _ = check_against_prometheus(stack, {topic(): [75, 0, -30]})
+    doc = check_against_prometheus(stack, {topic(): [75, 0, -30]})
     t = one(doc)
     assert [s["value"] for s in t["kafka:group_partition_lag"]] == [75.0, 0.0, -30.0]
     assert t["kafka:group_skew_ratio"] == 5.0 and t["keyscope:group_skew_ratio"] == 2.0
@@ -351,7 +361,7 @@ def test_twelve_partitions_running_mean_is_not_sum_over_n(stack):
     ratio = max(TWELVE) / prom_avg(in_order)
     assert ratio != max(TWELVE) / (sum(TWELVE) / 12)  # the scenario distinguishes the two means...
     assert ratio != max(TWELVE) / prom_avg(TWELVE)  # ...and the order Prometheus holds the series in
-    doc, _ = check_against_prometheus(stack, {topic(): TWELVE})
+    doc = check_against_prometheus(stack, {topic(): TWELVE})
     t = one(doc)
     assert t["kafka:group_skew_ratio"] == ratio
     assert [s["partition"] for s in t["kafka:group_partition_lag"]] == [0, 1, 10, 11, 2, 3, 4, 5, 6, 7, 8, 9]
@@ -361,7 +371,7 @@ def test_second_group_and_second_topic_and_the_cluster_wide_hottest(stack):
     shared, second = topic(), topic()
     other = scenario(stack, {shared: [7, 0, 0]})  # another group on the same topic
     others_before = committed_offsets(stack.bootstrap, other, {shared: 3})
-    doc, _ = check_against_prometheus(stack, {shared: [20, 30, 0], second: [5000, 1, 2]})
+    doc = check_against_prometheus(stack, {shared: [20, 30, 0], second: [5000, 1, 2]})
     assert committed_offsets(stack.bootstrap, other, {shared: 3}) == others_before  # the cluster scan only reads
     assert [t["topic"] for t in doc["topics"]] == sorted([shared, second])
     h = doc["kafka:group_hottest_partition"]  # larger than any lag elsewhere in this cluster
@@ -374,7 +384,7 @@ def test_second_group_and_second_topic_and_the_cluster_wide_hottest(stack):
 
 
 def test_all_lags_zero(stack):
-    doc, _ = check_against_prometheus(stack, {topic(): [0, 0, 0]})
+    doc = check_against_prometheus(stack, {topic(): [0, 0, 0]})
     t = one(doc)
     assert t["kafka:group_skew_ratio"] == 0.0 == t["keyscope:group_skew_ratio"]  # 0 / clamp_min(0, 0.001), not NaN
 

@@ -186,7 +186,6 @@ def _duration(seconds: float) -> str:
 def _render(g, trend, markdown: bool, watch) -> str:
     import datetime as dt
 
-    from ..lag import SERIES_HOTTEST_PARTITION, SERIES_PARTITION_LAG, SERIES_SKEW_RATIO
     from ..render import bar, fmt_num, fmt_pct, markdown_table, text_table
 
     when = dt.datetime.fromtimestamp(g.read_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -336,8 +335,6 @@ def _alert_notes(g, t) -> list[str]:
 
 def _notes(notes, markdown: bool) -> list[str]:
     """Markdown: a list after a blank line; text: 'note: ' lines wrapped to 100 columns."""
-    import textwrap
-
     if not notes:
         return []
     if markdown:
