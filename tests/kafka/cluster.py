@@ -148,7 +148,7 @@ class KafkaCluster:
             node.dir.mkdir(parents=True, exist_ok=True)
             cfg = self._config(node)
             fmt = subprocess.run(
-                self._java() + ["kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(cfg)],
+                self._java() + ["kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}", "-c", str(cfg)],
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:
