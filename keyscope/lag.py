@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import kafka_io
+from . import members as _members
 from .connection import Connection
 from .errors import KafkaError, UsageError
 from .stats import CLAMP_MIN, clamp_min, skew_ratio
@@ -136,6 +137,7 @@ class GroupLag:
     read_at: float  # wall clock, epoch seconds
     monotonic: float  # for rates between readings
     notes: list[str] = field(default_factory=list)
+    group_members: "_members.GroupMembers | None" = None  # who owns what (keyscope.members)
 
     def topic(self, name: str) -> TopicLag:
         for t in self.topics:
@@ -268,10 +270,8 @@ class LagReader:
         self.close()
 
     def _committed(self) -> dict[str, dict[int, int]]:
-        try:
-            got = self._admin.list_group_offsets({self.group: None})
-        except Exception as e:
-            raise KafkaError(f"cannot read committed offsets of group {self.group!r}: {_one_line(e)}") from None
+        got = _members.retry_coordinator(lambda: self._admin.list_group_offsets({self.group: None}),
+                                         f"committed offsets of group {self.group!r}", self.timeout_s)
         by_topic: dict[str, dict[int, int]] = {}
         for tp, om in got.get(self.group, {}).items():
             if om.offset is not None and om.offset >= 0:
@@ -317,8 +317,9 @@ class LagReader:
         topics = [self.topic] if self.topic is not None else sorted(committed)
         if not any(committed.get(t) for t in topics):
             raise self._unknown_group(committed)
-        members, state, members_error = self._describe()
-        notes, out = [], []
+        gm = _members.describe(self._admin, self.group)
+        members, state, members_error = gm.count, gm.state, gm.error
+        notes, out = list(gm.notes), []
         for name in topics:
             try:
                 parts = kafka_io.topic_partitions(self._consumer, name)
@@ -338,6 +339,7 @@ class LagReader:
             read_at=time.time(),
             monotonic=time.monotonic(),
             notes=notes,
+            group_members=gm,
         )
 
 
@@ -390,7 +392,7 @@ def to_dict(g: GroupLag, trend: dict[tuple[str, int], Trend] | None = None) -> d
                 "members_below_partitions": None if g.members is None else g.members < len(t.partitions),
             }
         )
-    return {
+    return _members.annotate({
         "group": g.group,
         "read_at": _dt.datetime.fromtimestamp(g.read_at, _dt.timezone.utc).isoformat(timespec="milliseconds"),
         "members": g.members,
@@ -398,7 +400,7 @@ def to_dict(g: GroupLag, trend: dict[tuple[str, int], Trend] | None = None) -> d
         "members_error": g.members_error,
         "topics": topics,
         "notes": g.notes,
-    }
+    }, g.group_members)
 
 
 def _one_line(e: BaseException) -> str:
