@@ -270,7 +270,7 @@ class LagReader:
         self.close()
 
     def _committed(self) -> dict[str, dict[int, int]]:
-        got = _members.retry_coordinator(lambda: self._admin.list_group_offsets({self.group: None}),
+        got = _members.retry_coordinator(self._admin, self.group, lambda: self._admin.list_group_offsets({self.group: None}),
                                          f"committed offsets of group {self.group!r}", self.timeout_s)
         by_topic: dict[str, dict[int, int]] = {}
         for tp, om in got.get(self.group, {}).items():

@@ -189,13 +189,13 @@ def _fmt(a: dict[str, tuple[int, ...]]) -> str:
     return " ".join(parts) or "nothing"
 
 
-def retry_coordinator(call, what: str, timeout_s: float):
+def retry_coordinator(admin, group: str, call, what: str, timeout_s: float):
     """Run ``call()`` until it succeeds or ``timeout_s`` passes, while the group coordinator is unreachable.
 
     A dead broker that coordinated the group keeps being named coordinator
     until the controller fences it (broker.session.timeout.ms, 9 s by
     default), then another broker takes the group over: a read a few seconds
-    later succeeds.  Returns ``call()``'s value or raises KafkaError with one line.
+    later, after asking FindCoordinator again, succeeds.  Returns ``call()``'s value or raises KafkaError with one line.
     """
     from .errors import KafkaError
 
@@ -211,7 +211,18 @@ def retry_coordinator(call, what: str, timeout_s: float):
                     if _coordinator_unreachable(e) else ""
                 )
                 raise KafkaError(f"cannot read {what}: {_one_line(e)}{hint}") from None
+            _forget_coordinator(admin, group)
             time.sleep(0.5)
+
+
+def _forget_coordinator(admin, group: str) -> None:
+    """kafka-python caches a group's coordinator and never drops it when that broker dies: ask again."""
+    try:
+        from kafka.protocol.metadata import CoordinatorType
+
+        admin._manager.cluster._coordinators.pop((CoordinatorType.GROUP, group), None)
+    except (ImportError, AttributeError):  # pragma: no cover - guarded by the kafka-python>=3,<4 pin
+        pass
 
 
 def _coordinator_unreachable(e: BaseException) -> bool:
@@ -287,7 +298,8 @@ def summary_rows(gm: GroupMembers | None, topic: str, hottest: list[int], partit
     for m in shown:
         ps = m.assignment.get(topic, ())
         owns = ("partitions " + ",".join(map(str, ps))) if ps else "no partition of this topic"
-        rows.append([f"member {m.client_id or m.member_id}", f"{owns}  ({describe_member(m)})"])
+        where = f"host {m.host or '?'}, member-id {m.member_id}" + (f", instance-id {m.instance_id}" if m.instance_id else "")
+        rows.append([f"member {m.client_id or m.member_id}", f"{owns}  ({where})"])
     if len(gm.members) > len(shown):
         rows.append(["", f"... {len(gm.members) - len(shown)} more member(s) (--format json lists all)"])
     return rows

@@ -180,3 +180,44 @@ def test_sample_survives_leader_kill(kafka_cluster, tmp_path):
             offs = sorted(o for q, o, _ in rows if q == p)
             assert offs == list(range(len(offs)))
 
+
+
+def test_lag_with_the_coordinator_dead(kafka_cluster):
+    """`keyscope lag` with the group's coordinator killed: one clear line at first, the right lags once Kafka moves the group."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from kafka import KafkaAdminClient
+
+    bs = kafka_cluster.bootstrap_server
+    topic, group = f"lc-{uuid.uuid4().hex[:8]}", f"gc-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, PARTITIONS, replication=3)
+    p = Producer({"bootstrap.servers": bs, "acks": "all"})
+    for i in range(3000):
+        p.produce(topic, key=b"%d" % i, value=b"v", partition=i % PARTITIONS)
+    assert p.flush(30) == 0
+    committed = {0: 100, 1: 900, 2: 1000}
+    c = Consumer({"bootstrap.servers": bs, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, q, o) for q, o in committed.items()], asynchronous=False)
+    c.close()
+    admin = KafkaAdminClient(bootstrap_servers=bs)
+    try:  # FindCoordinator, as every client asks it
+        victim = admin._manager.run(admin._find_coordinator_id, group)
+    finally:
+        admin.close()
+    kafka_cluster.kill_node(victim)
+    lag = [sys.executable, "-m", "keyscope", "lag", "-b", bs, "-g", group, "--format", "json"]
+    try:
+        # At once, with a short --timeout: Kafka has not moved the group yet, so one clear line (exit 4).
+        quick = subprocess.run(lag + ["--timeout", "2"], capture_output=True, text=True, timeout=120)
+        # With time to wait: keyscope asks FindCoordinator again until another broker has the group.
+        r = subprocess.run(lag + ["--timeout", "60"], capture_output=True, text=True, timeout=180)
+    finally:
+        kafka_cluster.start_node(victim)
+    assert "Traceback" not in quick.stderr + r.stderr
+    if quick.returncode != 0:
+        assert quick.returncode == 4, quick.stderr
+        line = quick.stderr.strip()
+        assert len(line.splitlines()) == 1 and "coordinator broker is unreachable" in line, line
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    lags = {row["partition"]: row["lag"] for row in doc["topics"][0]["partitions"]}
+    assert lags == {q: 1000 - o for q, o in committed.items()}
