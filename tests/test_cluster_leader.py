@@ -3,12 +3,12 @@
 Partition 0 holds ~18 MB, so keyscope needs several fetches for it, and a
 real broker quota (consumer_byte_rate for the sample's own client id, so
 nothing else is throttled) makes its leader hold keyscope back after the
-first ones.
-The test waits for the first progress line (the CLI runs on a pseudo-terminal,
-where it shows progress), stops keyscope (SIGSTOP, our own child), lifts the quota, kills the
-leader of partition 0 and lets keyscope go on.  Whatever it
-ends with, exit 0 or a partial sample (exit 6), every record it kept must be a
-produced one, at its produced offset, exactly once.
+first ones.  The test waits for the first progress line (the CLI runs on a
+pseudo-terminal, where it shows progress), stops keyscope (SIGSTOP, our own
+child), lifts the quota, kills the leader of partition 0 and lets keyscope go
+on.  It must finish from the new leader (exit 0; Kafka fences the dead broker
+after ~9-15 s here, keyscope waits up to 30 s) with every produced record, at
+its produced offset, exactly once.
 """
 
 from __future__ import annotations
@@ -161,25 +161,17 @@ def test_sample_survives_leader_kill(kafka_cluster, tmp_path):
     # Mid-sample: at the kill, keyscope had read some records, not all (the quota saw to it).
     got_then = progress_records(seen["line"])
     assert 0 < got_then < RECORDS, seen["line"]
-    assert rc in (0, 6), (rc, err[-800:])
+    # It finished from the new leader: exit 0, not a partial sample.
+    assert rc == 0, (rc, err[-800:])
     assert after[0] != victim  # the partition really moved
+    report = json.loads(out)
+    assert report["summary"]["partial"] is False
+    assert report["meta"]["how"]["stopped_by"] == "end of range"
     s = pl.read_parquet(out_file)
     rows = list(zip(s["partition"].to_list(), s["offset"].to_list(), s["key"].to_list()))
-    # No record duplicated, none invented, each at the offset it was produced at.
-    assert len(set((p, o) for p, o, _ in rows)) == len(rows)
-    assert len(set(k for _, _, k in rows)) == len(rows)
-    for p, o, k in rows:
-        assert produced.get((p, o)) == k, (p, o, k)
-    report = json.loads(out)
-    if rc == 0:
-        assert len(rows) == RECORDS  # nothing lost: every produced record was read
-        assert report.get("partial") in (False, None)
-    else:
-        # A partial sample: per partition, a contiguous prefix of what was produced.
-        for p in range(PARTITIONS):
-            offs = sorted(o for q, o, _ in rows if q == p)
-            assert offs == list(range(len(offs)))
-
+    # Not one record lost, duplicated or invented: each at the offset it was produced at.
+    assert len(rows) == RECORDS
+    assert {(p, o): k for p, o, k in rows} == produced
 
 
 def test_lag_with_the_coordinator_dead(kafka_cluster):
@@ -217,6 +209,13 @@ def test_lag_with_the_coordinator_dead(kafka_cluster):
         assert quick.returncode == 4, quick.stderr
         line = quick.stderr.strip()
         assert len(line.splitlines()) == 1 and "coordinator broker is unreachable" in line, line
+    if r.returncode != 0:
+        print("DIAG", r.stderr, quick.returncode, quick.stderr)
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        from confluent_kafka.admin import AdminClient
+        a = AdminClient({"bootstrap.servers": bs})
+        print("DIAG offsets now", a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30))
+        print("DIAG offsets topic", [(p, pm.leader, pm.isrs) for p, pm in a.list_topics("__consumer_offsets").topics["__consumer_offsets"].partitions.items()])
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     lags = {row["partition"]: row["lag"] for row in doc["topics"][0]["partitions"]}

@@ -310,3 +310,39 @@ def test_lag_names_live_members(kafka, request, client, assignor):
     assert after_members == before_members == view
     assert after_view == view
     assert not g.errors, g.errors
+
+
+def test_lag_members_on_tansu(tansu):
+    """Tansu answers DescribeGroups with member ids but empty assignments: keyscope says the owner is unknown."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    bs = tansu.bootstrap_server
+    topic, group = f"mt-{uuid.uuid4().hex[:8]}", f"gt-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, PARTITIONS)
+    p = Producer({"bootstrap.servers": bs})
+    for part in range(PARTITIONS):
+        for i in range(50):
+            p.produce(topic, key=b"k%d" % i, value=b"v", partition=part)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": bs, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, q, 10) for q in range(PARTITIONS)], asynchronous=False)
+    c.close()
+    g = KafkaPythonGroup(bs, topic, group, "range", n=1)
+    try:
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline and not any(ps for _, ps in g.view().values()):
+            time.sleep(0.2)
+        view = g.view()
+        assert view and all(ps for _, ps in view.values()), (view, g.errors)
+        res = {fmt: CliRunner().invoke(cli, ["lag", "-b", bs, "-g", group, "-t", topic, "--format", fmt])
+               for fmt in ("json", "table")}
+    finally:
+        g.stop()
+    assert res["json"].exit_code == 0, res["json"].output
+    doc = json.loads(res["json"].output)
+    ((_, (mid, _)),) = view.items()
+    # Tansu 0.6 also reports every client id as empty: keyscope shows what the broker gives.
+    assert [(m["client_id"], m["member_id"]) for m in doc["group_members"]] == [("", mid)]
+    assert all(row["owner"] is None for row in doc["topics"][0]["partitions"])
+    owner_lines = [ln for ln in res["table"].output.splitlines() if ln.startswith("hottest partition owner")]
+    assert len(owner_lines) == 1 and "unknown: the broker named the members but not their partitions" in owner_lines[0]
