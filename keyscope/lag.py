@@ -270,24 +270,15 @@ class LagReader:
         self.close()
 
     def _committed(self) -> dict[str, dict[int, int]]:
-        got = _members.retry_coordinator(self._admin, self.group, lambda: self._admin.list_group_offsets({self.group: None}),
-                                         f"committed offsets of group {self.group!r}", self.timeout_s)
+        got = _members.retry_coordinator(
+            self._admin, self.group, lambda: self._admin.list_group_offsets({self.group: None}),
+            f"committed offsets of group {self.group!r}", self.timeout_s,
+        )
         by_topic: dict[str, dict[int, int]] = {}
         for tp, om in got.get(self.group, {}).items():
             if om.offset is not None and om.offset >= 0:
                 by_topic.setdefault(tp.topic, {})[tp.partition] = om.offset
         return by_topic
-
-    def _describe(self) -> tuple[int | None, str | None, str | None]:
-        try:
-            d = self._admin.describe_groups([self.group]).get(self.group)
-        except Exception as e:
-            return None, None, f"DescribeGroups failed: {_one_line(e)}"
-        if not d:
-            return None, None, "DescribeGroups returned nothing for the group"
-        if d.get("error"):
-            return None, d.get("group_state"), f"DescribeGroups: {d['error']}"
-        return len(d.get("members") or []), d.get("group_state") or None, None
 
     def _unknown_group(self, committed: dict[str, dict[int, int]]) -> KafkaError:
         if self.topic is not None and committed:

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 __all__ = ["Member", "GroupMembers", "describe", "owners_of", "to_dict", "retry_coordinator"]
 
-GROUP_ID_NOT_FOUND = 69
 UNSUPPORTED_VERSION = 35
 _RETRIABLE_COORDINATOR_ERRORS = (14, 15, 16)  # load in progress, not available, not coordinator
 
@@ -280,7 +279,7 @@ def describe_member(m: Member) -> str:
     return text + (f", instance-id {m.instance_id}" if m.instance_id else "")
 
 
-def summary_rows(gm: GroupMembers | None, topic: str, hottest: list[int], partitions: int) -> list[list[str]]:
+def summary_rows(gm: GroupMembers | None, topic: str, hottest: list[int]) -> list[list[str]]:
     """Rows for ``keyscope lag``'s per-topic summary: the protocol, who owns the hot partition, every member."""
     if gm is None or gm.error is not None:
         return []

@@ -22,9 +22,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
-
-import pytest
 
 from .conftest import create_topic
 

@@ -94,7 +94,7 @@ class KafkaPythonGroup(Group):
 
         c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=client_id,
                           enable_auto_commit=False, partition_assignment_strategy=[cls],
-                          session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_records=50)
+                          session_timeout_ms=10000, heartbeat_interval_ms=1000, max_poll_records=50)
         try:
             c.subscribe([topic])
             while not self._stop.is_set():
@@ -118,7 +118,7 @@ class ConfluentGroup(Group):
         if assignor == "consumer":
             conf["group.protocol"] = "consumer"
         else:
-            conf.update({"partition.assignment.strategy": assignor, "session.timeout.ms": 6000,
+            conf.update({"partition.assignment.strategy": assignor, "session.timeout.ms": 10000,
                          "heartbeat.interval.ms": 1000})
         c = Consumer(conf)
         try:

@@ -200,7 +200,7 @@ def _render(g, trend, markdown: bool, watch) -> str:
         else:
             summary = [[name, "no series: no partition has a committed offset at or below its end"] for name in
                        (SERIES_PARTITION_LAG, SERIES_SKEW_RATIO, SERIES_HOTTEST_PARTITION)]
-        summary += _members_rows(g.group_members, t.topic, t.hottest, len(t.partitions))
+        summary += _members_rows(g.group_members, t.topic, t.hottest)
         if g.members is not None:
             flag = (
                 "  no live member: nothing consumes" if g.members == 0
@@ -231,10 +231,11 @@ def _render(g, trend, markdown: bool, watch) -> str:
     return "\n".join(lines).rstrip()
 
 
-def _members_rows(gm, topic, hottest, n):
+def _members_rows(gm, topic, hottest):
+    """The group's protocol, the hot partition's owner, every member (keyscope.members)."""
     from ..members import summary_rows
 
-    return summary_rows(gm, topic, hottest, n)
+    return summary_rows(gm, topic, hottest)
 
 
 def _notes(notes, markdown: bool) -> list[str]:

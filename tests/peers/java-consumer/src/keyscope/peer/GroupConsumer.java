@@ -54,7 +54,7 @@ public final class GroupConsumer {
       p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
     } else {
       p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
-      p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "6000");
+      p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "10000");
       p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "1000");
       String cls = switch (assignor) {
         case "range" -> "org.apache.kafka.clients.consumer.RangeAssignor";
