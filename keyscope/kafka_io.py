@@ -271,6 +271,9 @@ class RawFetcher:
         except AttributeError:  # pragma: no cover - guarded by the kafka-python>=3,<4 pin
             raise KafkaError("this kafka-python version does not expose its network client; keyscope needs kafka-python 3.x") from None
         self._cluster = self._manager.cluster
+        # A consumer that never subscribes tracks no topic: its metadata refreshes would ask for
+        # none and drop every leader, so a moved leader would never be found (seen on real Kafka).
+        self._cluster.add_topic(topic)
         self.topic = topic
         self.answers: "queue.Queue" = queue.Queue()
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from . import alert as alertmod
 from . import kafka_io
+from . import members as _members
 from .connection import Connection
 from .errors import KafkaError, UsageError
 from .stats import CLAMP_MIN, clamp_min
@@ -168,6 +169,7 @@ class GroupLag:
     monotonic: float  # for rates between readings
     notes: list[str] = field(default_factory=list)
     alert: "alertmod.AlertReading | None" = None  # the deployed alert's reading; None when not read
+    group_members: "_members.GroupMembers | None" = None  # who owns what (keyscope.members)
 
     def alert_topic(self, name: str) -> "alertmod.AlertTopic | None":
         return None if self.alert is None else self.alert.topic(name)
@@ -312,26 +314,15 @@ class LagReader:
         self.close()
 
     def _committed(self) -> dict[str, dict[int, int]]:
-        try:
-            got = self._admin.list_group_offsets({self.group: None})
-        except Exception as e:
-            raise KafkaError(f"cannot read committed offsets of group {self.group!r}: {_one_line(e)}") from None
+        got = _members.retry_coordinator(
+            self._admin, self.group, lambda: self._admin.list_group_offsets({self.group: None}),
+            f"committed offsets of group {self.group!r}", self.timeout_s,
+        )
         by_topic: dict[str, dict[int, int]] = {}
         for tp, om in got.get(self.group, {}).items():
             if om.offset is not None and om.offset >= 0:
                 by_topic.setdefault(tp.topic, {})[tp.partition] = om.offset
         return by_topic
-
-    def _describe(self) -> tuple[int | None, str | None, str | None]:
-        try:
-            d = self._admin.describe_groups([self.group]).get(self.group)
-        except Exception as e:
-            return None, None, f"DescribeGroups failed: {_one_line(e)}"
-        if not d:
-            return None, None, "DescribeGroups returned nothing for the group"
-        if d.get("error"):
-            return None, d.get("group_state"), f"DescribeGroups: {d['error']}"
-        return len(d.get("members") or []), d.get("group_state") or None, None
 
     def _unknown_group(self, committed: dict[str, dict[int, int]]) -> KafkaError:
         if self.topic is not None and committed:
@@ -361,8 +352,9 @@ class LagReader:
         topics = [self.topic] if self.topic is not None else sorted(committed)
         if not any(committed.get(t) for t in topics):
             raise self._unknown_group(committed)
-        members, state, members_error = self._describe()
-        notes, out = [], []
+        gm = _members.describe(self._admin, self.group)
+        members, state, members_error = gm.count, gm.state, gm.error
+        notes, out = list(gm.notes), []
         for name in topics:
             try:
                 parts = kafka_io.topic_partitions(self._consumer, name)
@@ -383,6 +375,7 @@ class LagReader:
             monotonic=time.monotonic(),
             notes=notes,
             alert=self._alert_reading(out, committed),
+            group_members=gm,
         )
 
     # -- the deployed alert's reading (keyscope.alert) ------------------------------------------
@@ -519,7 +512,7 @@ def to_dict(g: GroupLag, trend: dict[tuple[str, int], Trend] | None = None) -> d
                 "members_below_partitions": None if g.members is None else g.members < len(t.partitions),
             }
         )
-    return {
+    return _members.annotate({
         "group": g.group,
         "read_at": _dt.datetime.fromtimestamp(g.read_at, _dt.timezone.utc).isoformat(timespec="milliseconds"),
         "members": g.members,
@@ -528,7 +521,7 @@ def to_dict(g: GroupLag, trend: dict[tuple[str, int], Trend] | None = None) -> d
         "topics": topics,
         **_alert_group_dict(g.alert),
         "notes": g.notes,
-    }
+    }, g.group_members)
 
 
 def _alert_topic_dict(t: TopicLag, a: "alertmod.AlertTopic | None") -> dict:

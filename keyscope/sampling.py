@@ -195,7 +195,10 @@ class SampleSpec:
     max_bytes: int | None = None
     timeout_s: float | None = None
     fields: list[FieldSpec] = field(default_factory=list)
-    retry_s: float = 10.0  # how long a lost broker may take to come back before the sample is cut short
+    # How long a lost broker may take to come back, or its partitions to get a new leader, before the
+    # sample is cut short.  Kafka fences a dead broker after broker.session.timeout.ms (9 s by default)
+    # and a controller failover adds seconds: 10 s cut samples short on real Kafka.
+    retry_s: float = 30.0
     isolation: str = "read_committed"  # what a read_committed consumer sees; read_uncommitted adds aborted records
     fetch_max_bytes: int | None = None  # per Fetch request (Kafka's fetch.max.bytes) [FETCH_MAX_BYTES]
     partition_fetch_bytes: int | None = None  # per partition (max.partition.fetch.bytes) [PARTITION_FETCH_BYTES]
@@ -1290,6 +1293,9 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
                 continue
             plist = req[0]
             if exc is not None:
+                if _throttled(exc):  # a broker quota holds this connection: wait, the broker is fine
+                    waiting.append((time.monotonic() + 0.1, plist))
+                    continue
                 failing_since = failing_since or time.monotonic()
                 last_error = _first_line(exc)
                 fetcher.refresh_metadata()
@@ -1329,6 +1335,17 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
         elif any(p.hit_budget for p in parts.values()):
             state.stopped_by = "record limit"
     return state
+
+
+def _throttled(exc: BaseException) -> bool:
+    """kafka-python refuses sends on a connection the broker throttled (quota) until the throttle time passes.
+
+    That is the broker answering, not a broker lost: it must not count
+    towards ``retry_s`` (found on real Kafka with a consumer_byte_rate quota).
+    """
+    from kafka.errors import NodeNotReadyError
+
+    return isinstance(exc, NodeNotReadyError) and "throttle" in str(exc)
 
 
 _OFFSET_OUT_OF_RANGE = 1

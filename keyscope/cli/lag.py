@@ -224,7 +224,7 @@ def _render(g, trend, markdown: bool, watch) -> str:
             align = align[:4] + "r" + align[4:]
         table = (markdown_table if markdown else text_table)(headers, rows, align)
         lines += ["", ("### " if markdown else "") + f"topic {t.topic} ({len(t.partitions)} partitions)", table, ""]
-        summary = []
+        summary = _members_rows(g.group_members, t.topic, t.hottest)
         lines += _readings(g, t, markdown)
         if g.members is not None:
             flag = (
@@ -331,6 +331,13 @@ def _alert_notes(g, t) -> list[str]:
     if h.ties:
         text += f"; {len(h.ties)} other series tie, Prometheus keeps the one it stored first (label order assumed)"
     return [text + "."] + list(a.notes)
+
+
+def _members_rows(gm, topic, hottest):
+    """The group's protocol, the hot partition's owner, every member (keyscope.members)."""
+    from ..members import summary_rows
+
+    return summary_rows(gm, topic, hottest)
 
 
 def _notes(notes, markdown: bool) -> list[str]:
