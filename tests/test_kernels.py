@@ -91,7 +91,7 @@ def test_hash_column_threads_argument_never_changes_the_result():
         assert one.null_count() == (0 if P.PARTITIONERS[name].null_key_hashed else 1)
         assert one[-1] == P.PARTITIONERS[name].operand(None)
         assert one[:20].to_list() == [P.PARTITIONERS[name].operand(k) for k in keys[:20].to_list()]
-        assert one.head(3).to_list() == [reference(name, k) for k in keys.head(3).to_list()]
+
 
 
 def test_other_arrow_layouts_are_converted_not_misread():
