@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from itertools import combinations
 
-from .partitioners import FAMILIES, KEYED, PARTITIONERS, hash_column
+from .partitioners import FAMILIES, KEYED, PARTITIONERS, family_partition, hash_column
 
 # A named verdict needs a wrong family's chance of matching every key to be below this.
 CHANCE_LIMIT = 1e-3
@@ -195,7 +195,7 @@ def _rule_evidence(fam: str, kp, n: int, records) -> dict:
     import polars as pl
 
     rules = RULES_OF[fam]
-    target = PARTITIONERS[rules[0]].partition(b"", n)
+    target = family_partition(fam, b"", n)
     empty = kp.filter(pl.col("key").bin.size() == 0)
     empty_parts = sorted(empty["partition"].unique().to_list()) if empty.height else []
     empty_n = int(empty["records"].sum()) if empty.height else 0

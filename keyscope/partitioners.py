@@ -214,6 +214,12 @@ def _operand_from_raw(kind: str, raw: int) -> int:
     return raw
 
 
+def family_partition(family: str, key: bytes, partitions: int) -> int:
+    """Where every rule of ``family`` that hashes ``key`` puts it (the empty key included)."""
+    raw_name, kind, _ = FAMILIES[family]
+    return _operand_from_raw(kind, _RAW[raw_name](key)) % partitions
+
+
 def _rule(name, family, clients, aliases=(), note="", **kw) -> Partitioner:
     formula = FAMILIES[family][2] + (f"  ({note})" if note else "")
     return Partitioner(name, family, formula, tuple(clients), aliases=tuple(aliases), **kw)
