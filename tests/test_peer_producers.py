@@ -45,6 +45,7 @@ CASES = [
     ("kafkajs", "legacy", "kafkajs-legacy", "kafkajs-legacy", ()),
     ("java", "default", "murmur2", "murmur2", ()),
     ("java", "round-robin", "round-robin", "key-independent", ("round-robin", "random")),
+    ("java", "ignore-keys", "random", "key-independent", ("random",)),  # sticky for every record
     ("java", "explicit", None, "key-independent", ()),
     ("librdkafka", "consistent_random", "consistent", "consistent", ()),
     ("librdkafka", "consistent", "rdkafka-consistent", "sarama-crc32", ("rdkafka-consistent",)),

@@ -115,7 +115,8 @@ def read_back(bootstrap: str, topic: str, want: int, partitions: int = PARTITION
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     rows: dict[str, list] = {"index": [], "partition": [], "offset": [], "timestamp": [], "key": []}
     while len(rows["index"]) < want:
-        msgs = consumer.consume(1000, timeout=10)
+        # ask for no more than are left: consume() waits its full timeout for a short batch
+        msgs = consumer.consume(min(1000, want - len(rows["index"])), timeout=10)
         assert msgs, f"read {len(rows['index'])} of {want} records"
         for m in msgs:
             assert m.error() is None, m.error()

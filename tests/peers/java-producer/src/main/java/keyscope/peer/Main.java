@@ -14,9 +14,10 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
  * Produce one record per line of a key file with the Java client.
- * Usage: Main BOOTSTRAP TOPIC default|round-robin|explicit KEYFILE.
+ * Usage: Main BOOTSTRAP TOPIC default|round-robin|ignore-keys|explicit KEYFILE.
  * KEYFILE: "-" is a null key, else the key in hex ("" = empty key); the value is the line number.
- * "explicit" sets the partition of record i to i % partitions (the key plays no part).
+ * "explicit" sets the partition of record i to i % partitions (the key plays no part);
+ * "ignore-keys" is partitioner.ignore.keys=true: sticky placement for every record.
  */
 public final class Main {
     public static void main(String[] args) throws Exception {
@@ -32,6 +33,8 @@ public final class Main {
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         if (mode.equals("round-robin")) {
             p.put(ProducerConfig.PARTITIONER_CLASS_CONFIG, RoundRobinPartitioner.class.getName());
+        } else if (mode.equals("ignore-keys")) {
+            p.put(ProducerConfig.PARTITIONER_IGNORE_KEYS_CONFIG, "true");
         } else if (!mode.equals("default") && !mode.equals("explicit")) {
             throw new IllegalArgumentException("unknown mode " + mode);
         }
