@@ -97,7 +97,13 @@ def detect_partitioner(kp, partitions: int, records=None) -> dict:
         }
     full = [f for f in FAMILIES if hashed and int(sums[f] or 0) == hashed]
     distinct = keys.height
-    chance = math.exp(-distinct * math.log(n)) if n > 1 else 1.0
+    # The chance that a wrong family matches every distinct key: families are not
+    # independent (a mask and an abs of one hash agree on half the keys and on 1/n
+    # of the rest), so per key it is at least (1 + 1/n) / 2, or what the closest
+    # other family is seen to match.
+    others = [int(sums[f] or 0) / hashed for f in FAMILIES if f not in full[:1]] if hashed else [0.0]
+    per_key = min(1.0, max((1 + 1 / n) / 2, max(others, default=0.0))) if n > 1 else 1.0
+    chance = math.exp(distinct * math.log(per_key)) if per_key > 0 else 0.0
     out["chance_match_probability"] = chance
 
     if n == 1:
