@@ -44,7 +44,9 @@ def partition(keys, partitions, partitioner, key_encoding, stdin_format, summary
     With no KEY, reads keys from stdin.  From a topic, keep null keys apart
     from the empty key with kcat's %K (the key length, -1 for null):
 
-      kcat -C -b HOST -t TOPIC -e -f '%K:%k\\n' | keyscope partition -p 6 --summary --stdin-format kcat
+    \b
+      kcat -C -b HOST -t TOPIC -e -f '%K:%k\\n' |
+        keyscope partition -p 6 --summary --stdin-format kcat
 
     Otherwise one key per line (a null key cannot be written that way).
     Most producers never hash a null key (sticky/random placement);
