@@ -283,15 +283,18 @@ PARTITIONERS: dict[str, Partitioner] = {
         ),
         _rule(
             "fnv1a-reference", "fnv1a-reference",
-            ("Sarama NewReferenceHashPartitioner", "kafka-go ReferenceHash"),
-            aliases=("sarama-reference", "newreferencehashpartitioner", "kafka-go-reference", "referencehash"),
+            ("Sarama NewReferenceHashPartitioner", "Sarama NewCustomPartitioner(WithAbsFirst())",
+             "kafka-go ReferenceHash"),
+            aliases=("sarama-reference", "newreferencehashpartitioner", "kafka-go-reference", "referencehash",
+                     "sarama-abs-first"),
             null_key="not hashed: random",
         ),
         _rule(
             "fnv1a-unsigned", "fnv1a-unsigned",
-            ("kafka-go Hash before 0.3.5", "franz-go SaramaHasher(fnv32a)"),
-            aliases=("kafka-go-old", "kafka-go-hash-old", "franz-go-sarama-hasher"),
-            null_key="not hashed: round-robin (kafka-go), sticky (franz-go)",
+            ("kafka-go Hash before 0.3.5", "franz-go SaramaHasher(fnv32a)",
+             "Sarama NewCustomPartitioner(WithHashUnsigned())"),
+            aliases=("kafka-go-old", "kafka-go-hash-old", "franz-go-sarama-hasher", "sarama-hash-unsigned"),
+            null_key="not hashed: round-robin (kafka-go), sticky (franz-go), random (Sarama)",
         ),
         _rule(
             "murmur2-abs", "murmur2-abs",

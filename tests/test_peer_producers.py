@@ -29,6 +29,8 @@ CASES = [
     ("sarama", "murmur2", "murmur2", "murmur2", ()),
     ("sarama", "custom-murmur2", "murmur2-abs", "murmur2-abs", ()),
     ("sarama", "custom-crc32", "crc32-abs", "crc32-abs", ()),
+    ("sarama", "abs-first", "fnv1a-reference", "fnv1a-reference", ()),  # NewCustomPartitioner(WithAbsFirst())
+    ("sarama", "hash-unsigned", "fnv1a-unsigned", "fnv1a-unsigned", ()),  # NewCustomPartitioner(WithHashUnsigned())
     ("kafkago", "hash", "fnv1a", "fnv1a", ()),
     ("kafkago", "reference", "fnv1a-reference", "fnv1a-reference", ()),
     ("kafkago", "crc32", "consistent", "consistent", ()),

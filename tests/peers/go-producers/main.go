@@ -9,7 +9,7 @@
 //
 // Clients and modes (the client's own partitioner does the placement):
 //
-//	sarama   hash | reference | crc | murmur2 | custom-murmur2 | custom-crc32
+//	sarama   hash | reference | crc | murmur2 | custom-murmur2 | custom-crc32 | abs-first | hash-unsigned
 //	kafkago  hash | reference | crc32 | crc32-consistent | murmur2 | murmur2-consistent
 //	franz    default | sticky-key | sarama-compat-fnv1a | sarama-fnv1a
 package main
@@ -182,6 +182,10 @@ func produceSarama(bootstrap, topic, mode string, keys [][]byte) error {
 		cfg.Producer.Partitioner = sarama.NewCustomHashPartitioner(newMurmur2Hash)
 	case "custom-crc32":
 		cfg.Producer.Partitioner = sarama.NewCustomHashPartitioner(func() hash.Hash32 { return crc32.NewIEEE() })
+	case "abs-first":
+		cfg.Producer.Partitioner = sarama.NewCustomPartitioner(sarama.WithAbsFirst())
+	case "hash-unsigned":
+		cfg.Producer.Partitioner = sarama.NewCustomPartitioner(sarama.WithHashUnsigned())
 	default:
 		return fmt.Errorf("unknown sarama mode %q", mode)
 	}
