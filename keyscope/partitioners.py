@@ -522,10 +522,32 @@ def partition_counts(keys, partitions: int, partitioner: str | None = "all") -> 
         return out
     import numpy as np
 
+    import dataclasses
+
     series = _as_binary_series(keys)
+    nulls = int(series.null_count())
+    empties = None
+    per_family: dict[str, np.ndarray] = {}
     for p in resolve_names(partitioner):
-        h = hash_column(series, p)
-        ops = h.drop_nulls().to_numpy()
-        counts = np.bincount(ops % np.uint32(partitions), minlength=partitions)
-        out[p.name] = {"records_per_partition": [int(c) for c in counts], "unhashed": int(h.null_count())}
+        if p.key_independent:
+            out[p.name] = {"records_per_partition": [0] * partitions, "unhashed": len(series)}
+            continue
+        # One hash per family (rules of a family differ only on the empty and null key):
+        # count with the empty key hashed and null keys not, then move those records.
+        if p.family not in per_family:
+            base = dataclasses.replace(p, empty_key_hashed=True, null_key_hashed=False)
+            ops = hash_column(series, base).drop_nulls().to_numpy()
+            per_family[p.family] = np.bincount(ops % np.uint32(partitions), minlength=partitions)
+        counts, unhashed = per_family[p.family].copy(), nulls
+        if not p.empty_key_hashed or p.null_key_hashed:
+            if empties is None:
+                empties = int((series.bin.size() == 0).sum())
+            at = family_partition(p.family, b"", partitions)
+            if not p.empty_key_hashed:
+                counts[at] -= empties
+                unhashed += empties
+            if p.null_key_hashed:
+                counts[at] += nulls
+                unhashed -= nulls
+        out[p.name] = {"records_per_partition": [int(c) for c in counts], "unhashed": int(unhashed)}
     return out
