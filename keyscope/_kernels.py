@@ -39,7 +39,12 @@ import numpy as np
 if sys.byteorder != "little":  # pragma: no cover - every supported target is LE
     raise ImportError("keyscope's hash kernels assume a little-endian machine")
 
-NAMES = ("murmur2", "consistent", "fnv1a")
+# Kernel names: each writes one uint32 per row.  ``murmur2``, ``consistent`` and
+# ``fnv1a`` write the modulo operands of those rules; ``murmur2_raw`` and
+# ``fnv1a_raw`` the bare hashes (other rules' operands are one numpy op on them,
+# see keyscope.partitioners.FAMILIES); ``kafkajs_legacy`` KafkaJS's
+# LegacyPartitioner operand.  ``REFERENCES`` holds the pure-Python twin of each.
+NAMES = ("murmur2", "consistent", "fnv1a", "murmur2_raw", "fnv1a_raw", "kafkajs_legacy")
 
 # Below this many rows one thread is faster than handing chunks to a pool.
 PARALLEL_MIN_ROWS = 1 << 18
@@ -221,6 +226,100 @@ fin:
 """
 
 
+# The bare hashes: the same IR without the operand's last step (mask / abs).
+_MURMUR2_RAW = _MURMUR2.replace("@murmur2(", "@murmur2_raw(").replace(
+    "%r = and i32 %f3, 2147483647", "%r = or i32 %f3, 0"
+).replace("then & 0x7fffffff (the modulo operand)", "unmasked")
+_MURMUR2_RAW_SHORT = _MURMUR2_SHORT.replace("@murmur2_short(", "@murmur2_raw_short(").replace(
+    "%r = and i32 %f3, 2147483647", "%r = or i32 %f3, 0"
+)
+_FNV1A_RAW = _FNV1A.replace("@fnv1a(", "@fnv1a_raw(").replace(
+    """  %neg = icmp slt i32 %hf, 0
+  %minus = sub i32 0, %hf             ; int32 min stays 0x80000000 = 2**31 unsigned
+  %r = select i1 %neg, i32 %minus, i32 %hf
+""",
+    "  %r = or i32 %hf, 0\n",
+).replace("then abs() of it as a signed int32 (Sarama / librdkafka fnv1a)", "unsigned")
+
+_KAFKAJS_LEGACY = r"""
+; KafkaJS LegacyPartitioner's murmur2 (the 1.x default), bit for bit: JavaScript
+; multiplies in doubles (k *= M is rounded to 53 bits, then ^ and >>> take the
+; low 32 bits of the rounded value), and its block loop runs ceil(len / 4) times,
+; so a key whose length is not a multiple of 4 gets one more, zero-padded block
+; before the usual tail.  Then & 0x7fffffff (its toPositive).
+define internal i32 @js_mul(i32 %x) alwaysinline nounwind {
+  %xe = sext i32 %x to i64
+  %p = mul i64 %xe, 1540483477            ; exact: |x * M| < 2**62
+  %d = sitofp i64 %p to double             ; JavaScript's rounding to nearest
+  %b = fptosi double %d to i64             ; exact: integral, |d| <= 2**62
+  %r = trunc i64 %b to i32                 ; ToInt32 / ToUint32: the low 32 bits
+  ret i32 %r
+}
+
+define internal i32 @js_block(i32 %h, i32 %k) alwaysinline nounwind {
+  %k1 = call i32 @js_mul(i32 %k)
+  %k1s = lshr i32 %k1, 24
+  %k2 = xor i32 %k1, %k1s
+  %k3 = call i32 @js_mul(i32 %k2)
+  %hm = call i32 @js_mul(i32 %h)
+  %r = xor i32 %hm, %k3
+  ret i32 %r
+}
+
+define internal i32 @kafkajs_legacy(ptr %p, i32 %len) alwaysinline nounwind {
+entry:
+  %h0 = xor i32 %len, 2538058380
+  %n4 = and i32 %len, -4
+  %any = icmp ne i32 %n4, 0
+  br i1 %any, label %body, label %partial
+body:
+  %i = phi i32 [0, %entry], [%i.next, %body]
+  %h = phi i32 [%h0, %entry], [%h.next, %body]
+  %ie = zext i32 %i to i64
+  %q = getelementptr i8, ptr %p, i64 %ie
+  %k0 = load i32, ptr %q, align 1
+  %h.next = call i32 @js_block(i32 %h, i32 %k0)
+  %i.next = add i32 %i, 4
+  %more = icmp ult i32 %i.next, %n4
+  br i1 %more, label %body, label %partial
+partial:
+  %hp = phi i32 [%h0, %entry], [%h.next, %body]
+  %rest = and i32 %len, 3
+  %hasrest = icmp ne i32 %rest, 0
+  br i1 %hasrest, label %pbytes, label %fin
+pbytes:
+  ; the 1-3 bytes after the whole blocks, little endian, read one by one
+  %j = phi i32 [0, %partial], [%j.next, %pbytes]
+  %w = phi i32 [0, %partial], [%w.next, %pbytes]
+  %pos = add i32 %n4, %j
+  %pose = zext i32 %pos to i64
+  %bp = getelementptr i8, ptr %p, i64 %pose
+  %b = load i8, ptr %bp, align 1
+  %bw = zext i8 %b to i32
+  %sh = shl i32 %j, 3
+  %bs = shl i32 %bw, %sh
+  %w.next = or i32 %w, %bs
+  %j.next = add i32 %j, 1
+  %jm = icmp ult i32 %j.next, %rest
+  br i1 %jm, label %pbytes, label %ptail
+ptail:
+  %hb = call i32 @js_block(i32 %hp, i32 %w.next)   ; the extra, zero-padded block
+  %ht = xor i32 %hb, %w.next                       ; then the tail switch
+  %htm = call i32 @js_mul(i32 %ht)
+  br label %fin
+fin:
+  %hf = phi i32 [%hp, %partial], [%htm, %ptail]
+  %f1s = lshr i32 %hf, 13
+  %f1 = xor i32 %hf, %f1s
+  %f2 = call i32 @js_mul(i32 %f1)
+  %f2s = lshr i32 %f2, 15
+  %f3 = xor i32 %f2, %f2s
+  %r = and i32 %f3, 2147483647
+  ret i32 %r
+}
+"""
+
+
 def _crc32_ir() -> str:
     table = ", ".join(f"i32 {v}" for v in _crc_tables())
     b4 = "".join(_crc_lookup(f"d{k}", "one4", 8 * k, 3 - k) for k in range(4))
@@ -364,7 +463,7 @@ done:
 
 
 # Hashes with a branch-free variant for keys inline in their view.
-_SHORT = {"murmur2": "murmur2_short"}
+_SHORT = {"murmur2": "murmur2_short", "murmur2_raw": "murmur2_raw_short"}
 
 
 SIMD_WIDTH = 16
@@ -530,10 +629,24 @@ fin:
 def module_ir() -> str:
     """The whole kernel module as LLVM IR text (also handy for reading the code)."""
     return "".join(
-        [_MURMUR2, _MURMUR2_SHORT, _FNV1A, _crc32_ir()]
+        [_MURMUR2, _MURMUR2_SHORT, _FNV1A, _crc32_ir(), _MURMUR2_RAW, _MURMUR2_RAW_SHORT, _FNV1A_RAW, _KAFKAJS_LEGACY]
         + [_VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h)) for h in NAMES]
         + [_murmur2_simd_ir()]
     )
+
+
+def _references() -> dict:
+    """Kernel name -> the pure-Python function computing the same uint32 (the tests' oracle)."""
+    from . import partitioners as P
+
+    return {
+        "murmur2": lambda k: P.murmur2(k) & 0x7FFFFFFF,
+        "consistent": P.crc32,
+        "fnv1a": lambda k: abs(P._signed(P.fnv1a32(k))),
+        "murmur2_raw": P.murmur2,
+        "fnv1a_raw": P.fnv1a32,
+        "kafkajs_legacy": lambda k: P.kafkajs_legacy_murmur2(k) & 0x7FFFFFFF,
+    }
 
 
 _KERNEL_TYPE = ctypes.CFUNCTYPE(

@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .partitioners import PARTITIONERS
+from .partitioners import PARTITIONERS  # noqa: F401  (re-exported for callers)
+
+# Rules to suggest moving to: the defaults of the common clients (Java, librdkafka, Sarama).
+SWITCH_TO = ("murmur2", "consistent", "fnv1a")
 from .scenarios import DEFAULT_SEPARATOR, Result, Salt, Scenario, WhatIf, salt_rule
 
 __all__ = ["Constraints", "Advice", "candidates", "violations", "recommend", "snippets", "TIE_TOLERANCE"]
@@ -151,7 +154,7 @@ def candidates(w: WhatIf, c: Constraints, separator: str = DEFAULT_SEPARATOR) ->
     counts = inside + beyond
     out: list[Scenario] = []
     for cnt in counts:
-        for p in PARTITIONERS:
+        for p in dict.fromkeys((*SWITCH_TO, p0)):  # the rules a producer can move to, and today's
             if (cnt, p) != (n, p0):
                 out.append(Scenario(cnt, p))
     few = sorted({n, min(2 * n, limit), limit} | ({beyond[0]} if beyond else set()))

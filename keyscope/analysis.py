@@ -607,7 +607,7 @@ def analyze(
         warnings.append("one partition: a skew ratio of 1 is all it can have")
     if meta.partial:
         warnings.append(f"the sample is partial ({meta.partial_reason or 'stopped early'}): it may miss records")
-    if detection["verdict"] not in ("mixed", "unknown", "no-keys", "ambiguous") and (
+    if detection["verdict"] not in ("mixed", "unknown", "no-keys", "ambiguous", "key-independent") and (
         (detection["chance_match_probability"] or 0) > 1e-3
     ):
         warnings.append(

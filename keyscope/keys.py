@@ -256,3 +256,38 @@ def key_display(keys):
         .otherwise(pl.lit("hex")).alias("key_encoding"),
     )
     return out["key"], out["key_encoding"]
+
+
+def keys_from_kcat(data: bytes):
+    """A Binary Series from kcat's ``-f '%K:%k\\n'`` output: length, ``:``, the key's bytes, newline.
+
+    Why: ``-f '%k\\n'`` prints a null key as an empty line, indistinguishable
+    from the empty key (and a key holding ``\\n`` splits in two).  ``%K`` is
+    the key's length, ``-1`` for a null key, so each record is read exactly:
+    null keys stay null (never hashed as ``b""``), any byte may be in a key.
+    """
+    import polars as pl
+
+    keys: list[bytes | None] = []
+    pos, end = 0, len(data)
+    find = data.find
+    while pos < end:
+        colon = find(b":", pos, pos + 12)
+        try:
+            length = int(data[pos:colon]) if colon > pos else None
+        except ValueError:
+            length = None
+        if length is None or length < -1:
+            line = data[pos : data.find(b"\n", pos) if b"\n" in data[pos:] else end][:40]
+            raise InputError(
+                f"record {len(keys) + 1}: {line!r} is not kcat -f '%K:%k\\n' output (length, ':', key, newline)"
+            )
+        start = colon + 1
+        stop = start + max(length, 0)
+        if stop > end:
+            raise InputError(f"record {len(keys) + 1}: the key is cut short ({length} bytes announced)")
+        keys.append(None if length == -1 else data[start:stop])
+        if stop < end and data[stop : stop + 1] != b"\n":
+            raise InputError(f"record {len(keys)}: no newline after its {max(length, 0)}-byte key")
+        pos = stop + 1
+    return pl.Series("key", keys, dtype=pl.Binary)

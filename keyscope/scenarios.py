@@ -39,7 +39,7 @@ from numba import njit
 from .assignors import ASSIGNORS, ConsumerLoad, consumer_load
 from .errors import InputError, UsageError
 from .limits import MAX_PARTITIONS, MAX_SALT_BUCKETS, MAX_SALTED_KEYS, check_count
-from .partitioners import PARTITIONERS, get_partitioner, hash_column
+from .partitioners import KEYED, get_partitioner, hash_column
 from .stats import clamp_min, max_share_interval, normal_interval, ratio_share_se, skew_ratio, wilson_interval
 
 __all__ = [
@@ -486,8 +486,9 @@ class WhatIf:
         for c in self.consumers:
             check_count(c, "consumer count", limit=2 * MAX_PARTITIONS)
         if partitioner is None:
+            self.switched_from = None
             self.today_partitioner, self.today_match = self.detect_partitioner()
-            if self.today_match < 0.99:
+            if self.today_match < 0.99 and not self.switched_from:
                 self.notes.append(
                     f"today's placement matches no known partitioner (best: {self.today_partitioner},"
                     f" {self.today_match:.1%} of keyed records); predictions assume {self.today_partitioner}"
@@ -579,8 +580,27 @@ class WhatIf:
         return float(n[hit].sum() / keyed)
 
     def detect_partitioner(self) -> tuple[str, float]:
-        """Which known partitioner explains today's placement best, and for what share of records."""
-        scores = {name: self._match_share(name) for name in PARTITIONERS}
+        """The partitioner producers use *now*, and the share of keyed records it explains.
+
+        analyze's detection decides (after a detected switch: the new rule, not
+        the abandoned one, even if it wrote fewer of the sampled records); when
+        it names none, the rule that explains the most records.
+        """
+        from .detect import current_partitioner, detect_partitioner
+
+        import polars as pl
+
+        u = self._units(())
+        kp = u.filter(pl.col("key").is_not_null()).group_by("key", "partition").agg(pl.col("n").sum().alias("records"))
+        det = detect_partitioner(kp, self.today_partitions, records=self.sample.df)
+        now = current_partitioner(det)
+        if now is not None:
+            old = (det.get("mixed") or {}).get("switched_from")
+            if old:
+                self.switched_from = old
+                self.notes.append(f"producers switched from {old} to {now}: predictions use {now}, the current one")
+            return now, self._match_share(now)
+        scores = {name: self._match_share(name) for name in KEYED}
         best = max(scores, key=lambda k: (scores[k], k == "murmur2"))
         return best, scores[best]
 

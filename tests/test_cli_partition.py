@@ -79,7 +79,7 @@ def test_stdin_summary_counts_every_key():
     [
         (["partition", "a", "-p", "0"], 2, "positive integer"),
         (["partition", "a", "-p", "-3"], 2, "positive integer"),
-        (["partition", "a", "-p", "3", "--partitioner", "roundrobin"], 2, "unknown partitioner"),
+        (["partition", "a", "-p", "3", "--partitioner", "rendezvous"], 2, "unknown partitioner"),
         (["partition", "zz", "-p", "3", "--key-encoding", "hex"], 3, "not valid hex"),
         (["partition", "@@@", "-p", "3", "--key-encoding", "base64"], 3, "not valid base64"),
     ],

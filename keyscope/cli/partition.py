@@ -29,16 +29,27 @@ def _partitioner_help() -> str:
     show_default=True,
     help="How KEYs (or stdin lines) are written.",
 )
+@click.option(
+    "--stdin-format",
+    type=click.Choice(["lines", "kcat"]),
+    default="lines",
+    show_default=True,
+    help="stdin: one key per line, or kcat -f '%K:%k\\n' records (null keys kept apart).",
+)
 @click.option("--summary", is_flag=True, help="Print records per partition instead of one row per key.")
 @FORMAT_OPTION
-def partition(keys, partitions, partitioner, key_encoding, summary, fmt):
+def partition(keys, partitions, partitioner, key_encoding, stdin_format, summary, fmt):
     """Which partition does each KEY land on, and why.
 
-    With no KEY, reads keys from stdin, one per line, at column speed:
+    With no KEY, reads keys from stdin.  From a topic, keep null keys apart
+    from the empty key with kcat's %K (the key length, -1 for null):
 
-      kcat -C -b HOST -t TOPIC -e -f '%k\\n' | keyscope partition -p 6 --summary
+    \b
+      kcat -C -b HOST -t TOPIC -e -f '%K:%k\\n' |
+        keyscope partition -p 6 --summary --stdin-format kcat
 
-    Null keys are never hashed by producers (sticky/random placement);
+    Otherwise one key per line (a null key cannot be written that way).
+    Most producers never hash a null key (sticky/random placement);
     librdkafka's default also sends the empty key to a random partition.
     Rules, formulas and test vectors: docs/partitioners.md.
 
@@ -62,7 +73,11 @@ def partition(keys, partitions, partitioner, key_encoding, summary, fmt):
     else:
         if sys.stdin.isatty():
             raise UsageError("give one or more KEYs, or pipe keys on stdin (one per line)")
-        series = keyio.keys_from_lines(sys.stdin.buffer.read(), key_encoding)
+        data = sys.stdin.buffer.read()
+        if stdin_format == "kcat":
+            series = keyio.keys_from_kcat(data)
+        else:
+            series = keyio.keys_from_lines(data, key_encoding)
     if summary:
         click.echo(render.partition_summary(partition_counts(series, partitions, partitioner), partitions, fmt))
     else:
