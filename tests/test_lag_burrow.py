@@ -101,7 +101,8 @@ class Peer:
 def peer(tmp_path_factory):
     need_debian("Burrow", None, "burrow")
     need_debian(None, ZK_JARS[0], "zookeeper")
-    fetched = subprocess.run(["bash", str(HERE / "fetch.sh")], capture_output=True, text=True, timeout=600)
+    fetched = subprocess.run(["bash", str(HERE.parent.parent / "kafka" / "fetch.sh"), str(HERE / "pom.xml")],
+                             capture_output=True, text=True, timeout=600)
     if fetched.returncode != 0:
         pytest.skip(f"cannot resolve Apache Kafka 3.9 with Maven: {fetched.stderr.strip()[-300:]}")
     from .kafka import KafkaCluster
