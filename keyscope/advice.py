@@ -13,10 +13,10 @@ added, number of producer changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import UsageError
-from .partitioners import PARTITIONERS  # noqa: F401  (re-exported for callers)
+from .partitioners import PARTITIONERS, get_partitioner  # noqa: F401  (PARTITIONERS re-exported for callers)
 
 # Rules to suggest moving to: the defaults of the common clients (Java, librdkafka, Sarama).
 SWITCH_TO = ("murmur2", "consistent", "fnv1a")
@@ -472,14 +472,38 @@ def snippets(
     for the decoded value the fields were captured from.
     """
     hot = [k for k, _ in salted]
-    out = {
-        "kafka-python": _kafka_python(sc, hot, topic),
-        "confluent-kafka": _confluent(sc, hot, topic),
-        "java": _java(sc, hot, topic),
-    }
+    code = _CODE_RULE.get(get_partitioner(sc.partitioner).family)
+    if code is None:  # a rule only its own client has (Sarama's custom hashers, KafkaJS legacy ...)
+        out = {client: _keep_partitioner(sc, hot, topic, client) for client in ("kafka-python", "confluent-kafka", "java")}
+    else:  # the same placement for every non-empty key: show it with the three clients' own settings
+        as_code = replace(sc, partitioner=code)
+        out = {
+            "kafka-python": _kafka_python(as_code, hot, topic),
+            "confluent-kafka": _confluent(as_code, hot, topic, _RDKAFKA_SETTING.get(sc.partitioner)),
+            "java": _java(as_code, hot, topic),
+        }
     if sc.partitions != today_partitions:
         out["topic"] = f"kafka-topics.sh --bootstrap-server HOST:9092 --alter --topic {topic} --partitions {sc.partitions}"
     return out
+
+
+# Hash family -> the rule the snippets write code for; rules of a family agree on every non-empty key.
+_CODE_RULE = {"murmur2": "murmur2", "crc32": "consistent", "fnv1a": "fnv1a"}
+# librdkafka's own names for the non-random variants (null keys to one partition, the empty key hashed).
+_RDKAFKA_SETTING = {"rdkafka-murmur2": "murmur2", "rdkafka-consistent": "consistent", "rdkafka-fnv1a": "fnv1a"}
+
+
+def _keep_partitioner(sc: Scenario, hot: list[bytes], topic: str, client: str) -> str:
+    """Only the key changes: the rule is one the producers' own client has and these clients lack."""
+    rule = get_partitioner(sc.partitioner)
+    keep = f"keep the partitioner your producers use now ({rule.name}: {rule.clients[0]}); only the key changes"
+    if client == "java":
+        lines = _java(replace(sc, partitioner="murmur2"), hot, topic).splitlines()
+        return "\n".join(f"// {keep}" if "partitioner" in line and line.startswith("//") else line for line in lines)
+    lines = _py_key_fn(sc, hot) if _needs_key_fn(sc) else []
+    key = "keyscope_key(key, record)" if _needs_key_fn(sc) else "key"
+    return "\n".join([f"# {keep}", *lines, "", f"producer.send({topic!r}, key={key}, value=value)" if client == "kafka-python"
+                      else f"producer.produce({topic!r}, key={key}, value=value)"])
 
 
 def _needs_key_fn(sc: Scenario) -> bool:
@@ -550,13 +574,13 @@ def _kafka_python(sc: Scenario, hot: list[bytes], topic: str) -> str:
     return "\n".join(lines)
 
 
-def _confluent(sc: Scenario, hot: list[bytes], topic: str) -> str:
+def _confluent(sc: Scenario, hot: list[bytes], topic: str, setting: str | None = None) -> str:
     lines = ["from confluent_kafka import Producer"]
     if _needs_key_fn(sc):
         lines += _py_key_fn(sc, hot)
         lines.append("")
-    conf = {"murmur2": "murmur2_random", "consistent": "consistent_random", "fnv1a": "fnv1a_random"}[sc.partitioner]
-    note = "  # the default" if sc.partitioner == "consistent" else ""
+    conf = setting or {"murmur2": "murmur2_random", "consistent": "consistent_random", "fnv1a": "fnv1a_random"}[sc.partitioner]
+    note = "  # the default" if conf == "consistent_random" else ""
     lines.append(f"producer = Producer({{'bootstrap.servers': 'HOST:9092', 'partitioner': '{conf}'}}){note}")
     key = "keyscope_key(key, record)" if _needs_key_fn(sc) else "key"
     lines.append(f"producer.produce({topic!r}, key={key}, value=value)")

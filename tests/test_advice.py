@@ -17,7 +17,7 @@ from keyscope.advice import (
     violations,
 )
 from keyscope.errors import UsageError
-from keyscope.partitioners import get_partitioner, partition_column
+from keyscope.partitioners import KEYED, get_partitioner, partition_column
 from keyscope.sample import Sample
 from keyscope.scenarios import Salt, Scenario, WhatIf
 
@@ -229,3 +229,29 @@ def test_java_snippet_carries_the_rule():
     assert "Integer.remainderUnsigned(h, 4)" in java
     assert 'key + "|" + userId' in java
     assert "keyscopeKey(key, userId, eventId)" in java
+
+
+@pytest.mark.parametrize("rule", list(KEYED))
+def test_snippets_for_every_rule_today_keep_or_reproduce_its_placement(rule):
+    """recommend keeps today's partitioner when salting: every detected rule gets a snippet.
+
+    A rule of the murmur2/crc32/fnv1a families is written with the three clients'
+    own settings (same placement for every non-empty key); any other rule exists
+    only in its own client, so the snippet changes the key and says to keep it.
+    """
+    from keyscope.advice import snippets
+    from keyscope.partitioners import get_partitioner
+
+    sc = Scenario(3, rule, salt=Salt(top=1, buckets=4, by="user_id"))
+    out = snippets(sc, 3, [(b"hot", 0.5)], topic="orders")
+    assert set(out) == {"kafka-python", "confluent-kafka", "java"}
+    family = get_partitioner(rule).family
+    for client, code in out.items():
+        assert "HOT" in code and "orders" in code
+        if family in ("murmur2", "crc32", "fnv1a"):
+            assert "keep the partitioner" not in code
+        else:
+            assert f"keep the partitioner your producers use now ({rule}" in code, (client, code)
+            assert "partitioner'" not in code and "PARTITIONER_CLASS_CONFIG" not in code
+    if rule.startswith("rdkafka-"):
+        assert f"'partitioner': '{rule.removeprefix('rdkafka-')}'" in out["confluent-kafka"]

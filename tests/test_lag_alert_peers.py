@@ -34,6 +34,8 @@ from keyscope.alert import prom_avg, stored_order
 from .conftest import create_topic
 from .test_json_schemas import assert_valid
 
+from .conftest import missing_peer
+
 HERE = Path(__file__).parent
 CACHE = Path(os.environ.get("KEYSCOPE_TEST_CACHE", Path.home() / ".cache" / "keyscope-tests"))
 
@@ -92,7 +94,7 @@ def exporter_binary() -> Path:
     if given:
         return Path(given)
     if shutil.which("go") is None:
-        pytest.skip("Go is not installed: cannot build the kafka_exporter stand-in")
+        missing_peer("Go is not installed: cannot build the kafka_exporter stand-in")
     src = HERE / "peers" / "kafka_exporter"
     import hashlib
 
@@ -122,7 +124,7 @@ def prometheus_binary() -> str:
         apt_install("prometheus")
         path = shutil.which("prometheus")
     if path is None:
-        pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
+        missing_peer("prometheus is not installed (Debian: apt-get install prometheus)")
     return path
 
 

@@ -25,6 +25,8 @@ import pytest
 
 from .test_lag_alert_peers import TWELVE, apt_install, commit, committed_offsets, free_port, produce, stop, wait_http
 
+from .conftest import missing_peer
+
 HERE = Path(__file__).parent / "peers" / "burrow"
 ZK_JARS = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"]
 
@@ -34,7 +36,7 @@ def need_debian(binary: str | None, path: str | None, package: str) -> None:
     if not have():
         apt_install(package)
     if not have():
-        pytest.skip(f"{package} is not installed (Debian: apt-get install {package})")
+        missing_peer(f"{package} is not installed (Debian: apt-get install {package})")
 
 
 def offsets_topic_ready(bootstrap: str, timeout: float = 60.0) -> None:
@@ -104,7 +106,7 @@ def peer(tmp_path_factory):
     fetched = subprocess.run(["bash", str(HERE.parent.parent / "kafka" / "fetch.sh"), str(HERE / "pom.xml")],
                              capture_output=True, text=True, timeout=600)
     if fetched.returncode != 0:
-        pytest.skip(f"cannot resolve Apache Kafka 3.9 with Maven: {fetched.stderr.strip()[-300:]}")
+        missing_peer(f"cannot resolve Apache Kafka 3.9 with Maven: {fetched.stderr.strip()[-300:]}")
     from .kafka import KafkaCluster
 
     work = tmp_path_factory.mktemp("burrow")

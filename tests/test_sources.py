@@ -15,7 +15,7 @@ from keyscope.errors import InputError
 from keyscope.sample import read_sample
 from keyscope.sampling import SampleSpec, sample_topic
 
-from .conftest import create_topic
+from .conftest import create_topic, missing_peer
 
 # Real `kcat -C -J -e` output (kcat 1.7.1, librdkafka 2.16): kcat writes key bytes raw, so the
 # fourth key holds a byte (0xff) that is not UTF-8, and escapes NUL as \u0000.
@@ -59,7 +59,7 @@ def _kcat_env(tmp_path: Path):
     libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
     found = sorted(libs.glob("librdkafka*.so*"))
     if shutil.which("kcat") is None or not found:
-        pytest.skip("kcat is not installed here (apt-get install kcat); the captured output above still runs")
+        missing_peer("kcat is not installed here (apt-get install kcat); the captured output above still runs")
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "librdkafka.so.1").symlink_to(found[0])
     return dict(os.environ, LD_LIBRARY_PATH=str(tmp_path / "lib"))
