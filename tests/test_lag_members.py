@@ -94,8 +94,13 @@ class KafkaPythonGroup(Group):
 
         c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=client_id,
                           enable_auto_commit=False, partition_assignment_strategy=[cls],
-                          session_timeout_ms=10000, heartbeat_interval_ms=1000, max_poll_records=50)
+                          session_timeout_ms=30000, heartbeat_interval_ms=1000, max_poll_records=50)
         try:
+            # The topic's metadata before joining: a leader assigning without it hands a member nothing
+            # ("No partition metadata for topic"), and under CI load that group never settled.
+            deadline = time.monotonic() + 30
+            while not c.partitions_for_topic(topic) and time.monotonic() < deadline:
+                time.sleep(0.1)
             c.subscribe([topic])
             while not self._stop.is_set():
                 c.poll(timeout_ms=100)
@@ -118,7 +123,7 @@ class ConfluentGroup(Group):
         if assignor == "consumer":
             conf["group.protocol"] = "consumer"
         else:
-            conf.update({"partition.assignment.strategy": assignor, "session.timeout.ms": 10000,
+            conf.update({"partition.assignment.strategy": assignor, "session.timeout.ms": 30000,
                          "heartbeat.interval.ms": 1000})
         c = Consumer(conf)
         try:
