@@ -169,7 +169,9 @@ def test_hash_keys_and_small_sketch_bound(run):
     assert abs(share - 0.55) <= err + 1e-12
 
 
-def test_prometheus_alert_names_the_key(run):
+@pytest.fixture(scope="module")
+def prom(run):
+    """A real Prometheus scraping the plain exporter every second, evaluating `keyscope exporter --print-rules`."""
     work = run["work"]
     rules = subprocess.run([sys.executable, "-m", "keyscope", "exporter", "--print-rules"],
                            capture_output=True, text=True, timeout=60)
@@ -182,36 +184,69 @@ def test_prometheus_alert_names_the_key(run):
         "scrape_configs": [{"job_name": "keyscope", "static_configs": [{"targets": [f"127.0.0.1:{run['plain_port']}"]}]}],
     }))
     log = open(work / "prometheus.log", "w")
-    prom = subprocess.Popen([prometheus_binary(), f"--config.file={work / 'prometheus.yml'}",
+    proc = subprocess.Popen([prometheus_binary(), f"--config.file={work / 'prometheus.yml'}",
                              f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{p_port}"],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{p_port}"
-        wait_http(f"{base}/-/ready", prom, "prometheus")
-        wait_records(run["plain_url"], len(run["keys"]))
-        hot_p = partition_for(HOT, PARTITIONS, "murmur2")
-        deadline = time.monotonic() + 60
-        alert = None
-        while time.monotonic() < deadline and alert is None:
-            with urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=10) as r:
-                doc = json.load(r)
-            for a in doc["data"]["alerts"]:
-                if a["labels"].get("alertname") == "KeyscopeHotKey" and a["labels"].get("topic") == run["topic"]:
-                    alert = a
-            time.sleep(0.5)
-        assert alert is not None, "KeyscopeHotKey never went pending"
-        assert alert["state"] in ("pending", "firing")
-        assert alert["labels"]["key"] == HOT.decode()
-        assert alert["annotations"]["summary"] == f"stark-industries is 55% of {run['topic']}"
-        desc = alert["annotations"]["description"]
-        assert "stark-industries is 55%" in desc and f"of partition {hot_p}" in desc, desc
-        # the same share through the query API
-        q = urllib.parse.urlencode({"query": f'keyscope_hot_key_topic_share{{topic="{run["topic"]}"}}'})
-        with urllib.request.urlopen(f"{base}/api/v1/query?{q}", timeout=10) as r:
-            res = json.load(r)["data"]["result"]
-        assert {s["metric"]["key"] for s in res} >= {HOT.decode()}
+        wait_http(f"{base}/-/ready", proc, "prometheus")
+        yield base
     finally:
-        stop(prom)
+        stop(proc)
+
+
+def query(base: str, expr: str) -> list:
+    q = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"{base}/api/v1/query?{q}", timeout=10) as r:
+        doc = json.load(r)
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def test_prometheus_alert_names_the_key(run, prom):
+    base = prom
+    wait_records(run["plain_url"], len(run["keys"]))
+    hot_p = partition_for(HOT, PARTITIONS, "murmur2")
+    deadline = time.monotonic() + 60
+    alert = None
+    while time.monotonic() < deadline and alert is None:
+        with urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=10) as r:
+            doc = json.load(r)
+        for a in doc["data"]["alerts"]:
+            if a["labels"].get("alertname") == "KeyscopeHotKey" and a["labels"].get("topic") == run["topic"]:
+                alert = a
+        time.sleep(0.5)
+    assert alert is not None, "KeyscopeHotKey never went pending"
+    assert alert["state"] in ("pending", "firing")
+    assert alert["labels"]["key"] == HOT.decode()
+    assert alert["annotations"]["summary"] == f"stark-industries is 55% of {run['topic']}"
+    desc = alert["annotations"]["description"]
+    assert "stark-industries is 55%" in desc and f"of partition {hot_p}" in desc, desc
+    res = query(base, f'keyscope_hot_key_topic_share{{topic="{run["topic"]}"}}')
+    assert {s["metric"]["key"] for s in res} >= {HOT.decode()}
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).parent.parent / "docs" / "grafana" / "keyscope.json").read_text())
+    out = [(p["title"], t["expr"]) for p in doc["panels"] for t in p["targets"]]
+    assert len(out) >= 8 and all(p["datasource"]["uid"] == "${datasource}" for p in doc["panels"])
+    return out
+
+
+def test_every_dashboard_panel_returns_data(run, prom):
+    """Each panel's expr, with $topic as Grafana's All (.*), evaluated by the real Prometheus: never empty."""
+    wait_records(run["plain_url"], len(run["keys"]))
+    for title, expr in dashboard_exprs():
+        concrete = expr.replace("$topic", ".*")
+        deadline = time.monotonic() + 60
+        while not (res := query(prom, concrete)) and time.monotonic() < deadline:
+            time.sleep(0.5)  # rate() needs two scrapes
+        assert res, f"panel {title!r}: {concrete} returned no data"
+        for s in res:
+            v = float(s["value"][1])
+            assert v == v and abs(v) != float("inf"), (title, s)
 
 
 def test_sigterm_exits_zero_and_read_only(run):
