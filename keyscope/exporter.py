@@ -47,7 +47,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str = "--window") -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     t = text.strip().lower()
     for u in ("ms", "s", "m", "h"):
@@ -61,7 +61,7 @@ def parse_duration(text: str) -> float:
     except ValueError:
         v = -1
     if not v > 0 or v != v or v == float("inf"):
-        raise UsageError(f"--window {text!r}: expected a positive duration such as 10s, 5m, 1h")
+        raise UsageError(f"{option} {text!r}: expected a positive duration such as 10s, 5m, 1h")
     return v
 
 
@@ -84,7 +84,8 @@ class ExporterSpec:
     hash_keys: bool = False
     capacity: int | None = None  # Space-Saving counters per partition and bucket (default 10 x top_k, >= 64)
     predict: tuple[int, ...] = ()  # candidate partition counts (default: n, 2n, 3n)
-    groups: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()  # consumer groups whose lag is published too (keyscope.lag, read-only)
+    lag_interval_s: float = 15.0
 
     def validate(self) -> "ExporterSpec":
         if not self.topics:
@@ -146,6 +147,9 @@ class Exporter:
         self.last_ok: float | None = None
         self.started = clock()
         self.consumer = None
+        self.lags: dict = {}  # group -> keyscope.lag.GroupLag (the last good reading)
+        self.lag_errors: Counter = Counter()
+        self.lag_thread = None
 
     # ------------------------------------------------------------------ window
 
@@ -303,6 +307,60 @@ class Exporter:
         win = GaugeMetricFamily("keyscope_window_seconds", "The sliding window's length.")
         win.add_metric([], self.spec.window_s)
         yield from (rec, byt, wrec, share, tshare, err, trunc, skew, agree, pred, up, fe, win)
+        if self.spec.groups:
+            yield from self._lag_metrics()
+
+    def _lag_metrics(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["consumergroup", "topic", "partition"]
+        true = GaugeMetricFamily("keyscope_group_partition_lag",
+                                 "True lag (end offset - committed) of partitions the group committed, where >= 0.", labels=labels)
+        kx = GaugeMetricFamily("kafka_consumergroup_lag",
+                               "Lag as kafka_exporter 1.7.0 reports it (ListOffsets end - committed; -1 never committed).",
+                               labels=labels)
+        skew = GaugeMetricFamily("keyscope_group_skew_ratio", "max / clamp_min(avg, 0.001) of the true lags.",
+                                 labels=["consumergroup", "topic"])
+        errs = CounterMetricFamily("keyscope_group_lag_errors", "Lag readings that failed.", labels=["consumergroup"])
+        with self.lock:
+            lags = dict(self.lags)
+            errors = dict(self.lag_errors)
+        for g, gl in sorted(lags.items()):
+            for t in gl.topics:
+                for p in sorted(t.partitions, key=lambda x: str(x.partition)):
+                    kx.add_metric([g, t.topic, str(p.partition)], p.exporter_lag)
+                    if p.in_ratio:
+                        true.add_metric([g, t.topic, str(p.partition)], p.lag)
+                if t.skew_ratio is not None:
+                    skew.add_metric([g, t.topic], t.skew_ratio)
+        for g in self.spec.groups:
+            errs.add_metric([g], errors.get(g, 0))
+        yield from (true, kx, skew, errs)
+
+    def _lag_loop(self) -> None:
+        """Read each group's lag every lag_interval_s with keyscope.lag's read-only reader; a failed reading drops
+        the group's series (stale lag would mislead) and counts an error."""
+        from .lag import LagReader
+
+        readers: dict = {}
+        while not self.stop_event.is_set():
+            for g in self.spec.groups:
+                try:
+                    if g not in readers:
+                        readers[g] = LagReader(self.conn, g, None, 10.0, scan_cluster=False)
+                    reading = readers[g].read()
+                    with self.lock:
+                        self.lags[g] = reading
+                except Exception:  # a lost broker or a group without offsets: retried next time
+                    with self.lock:
+                        self.lags.pop(g, None)
+                        self.lag_errors[g] += 1
+                    r = readers.pop(g, None)
+                    if r is not None:
+                        r.close()
+            self.stop_event.wait(self.spec.lag_interval_s)
+        for r in readers.values():
+            r.close()
 
     # ------------------------------------------------------------------ fetch loop
 
@@ -324,6 +382,9 @@ class Exporter:
             self.topics[name] = t
         self.up = 1
         self.last_ok = self.clock()
+        if self.spec.groups:
+            self.lag_thread = threading.Thread(target=self._lag_loop, name="keyscope-exporter-lag", daemon=True)
+            self.lag_thread.start()
 
     def run(self) -> None:
         """Fetch until :attr:`stop_event` is set: one request in flight per topic and leader."""
@@ -392,6 +453,9 @@ class Exporter:
                 ps_.next = max(ps_.next, c.next)
 
     def close(self) -> None:
+        self.stop_event.set()
+        if self.lag_thread is not None:
+            self.lag_thread.join(15)
         if self.consumer is not None:
             try:
                 self.consumer.close()

@@ -24,7 +24,7 @@ from keyscope.alert import prom_skew_ratio, stored_order
 from keyscope.partitioners import partition_for
 
 from .conftest import create_topic
-from .test_lag_alert_peers import free_port, prometheus_binary, stop, wait_http
+from .test_lag_alert_peers import commit, committed_offsets, free_port, prometheus_binary, stop, wait_http
 
 PARTITIONS = 3
 HOT = b"stark-industries"
@@ -85,9 +85,11 @@ def run(kafka, tmp_path_factory):
     bs = kafka.bootstrap_server
     topic = f"exp-{time.time_ns() % 10**9}"
     create_topic(bs, topic, PARTITIONS)
+    group = f"{topic}-g"
+    commit(bs, group, {(topic, 0): 3, (topic, 1): 0})  # partition 2 never committed
     before = groups(bs)
     plain_port, hashed_port = free_port(), free_port()
-    plain = start_exporter(bs, topic, plain_port)
+    plain = start_exporter(bs, topic, plain_port, "--group", group, "--lag-interval", "1s")
     hashed = start_exporter(bs, topic, hashed_port, "--hash-keys", "--sketch-size", "8")
     procs = [plain, hashed]
     try:
@@ -98,7 +100,7 @@ def run(kafka, tmp_path_factory):
         for i, k in enumerate(keys):
             p.produce(topic, key=k, value=b"v" * (i % 7))
         assert p.flush(30) == 0
-        yield dict(bs=bs, topic=topic, keys=keys, plain=plain, hashed=hashed, before=before,
+        yield dict(bs=bs, topic=topic, group=group, keys=keys, plain=plain, hashed=hashed, before=before,
                    plain_url=f"http://127.0.0.1:{plain_port}/metrics", hashed_url=f"http://127.0.0.1:{hashed_port}/metrics",
                    plain_port=plain_port, work=tmp_path_factory.mktemp("exporter"))
     finally:
@@ -249,6 +251,27 @@ def test_every_dashboard_panel_returns_data(run, prom):
             assert v == v and abs(v) != float("inf"), (title, s)
 
 
+def test_group_lag_series(run):
+    """--group: kafka_exporter's value (-1 for a partition never committed) and the true lag, from keyscope.lag."""
+    by_part = truth(run["keys"])
+    ends = {p: sum(c.values()) for p, c in by_part.items()}
+    want_kx = {"0": ends[0] - 3, "1": ends[1] - 0, "2": -1}
+    want_true = {"0": ends[0] - 3, "1": ends[1]}
+    deadline = time.monotonic() + 60
+    while True:
+        m = metrics(run["plain_url"])
+        kx = {lab["partition"]: v for lab, v in m.get("kafka_consumergroup_lag", [])
+              if lab["consumergroup"] == run["group"] and lab["topic"] == run["topic"]}
+        if kx == want_kx or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert kx == want_kx
+    true = {lab["partition"]: v for lab, v in m["keyscope_group_partition_lag"] if lab["consumergroup"] == run["group"]}
+    assert true == want_true
+    lags = [float(want_true[p]) for p in stored_order(want_true)]
+    assert one(m, "keyscope_group_skew_ratio", consumergroup=run["group"], topic=run["topic"]) == prom_skew_ratio(lags)
+
+
 def test_sigterm_exits_zero_and_read_only(run):
     for name in ("plain", "hashed"):
         proc = run[name]
@@ -258,3 +281,5 @@ def test_sigterm_exits_zero_and_read_only(run):
         assert "exporter stopped (SIGTERM) after 1,000 records" in err, err
         assert "Traceback" not in err
     assert groups(run["bs"]) == run["before"]  # no group joined or created
+    got = committed_offsets(run["bs"], run["group"], {run["topic"]: PARTITIONS})
+    assert {k: v for k, v in got.items() if v >= 0} == {(run["topic"], 0): 3, (run["topic"], 1): 0}  # never committed

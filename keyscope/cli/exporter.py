@@ -30,9 +30,12 @@ def _print_rules(ctx, param, value):
               help="Space-Saving counters per partition and time bucket (default max(64, 10 x K)); share error <= 1/M.")
 @click.option("--predict-partitions", default=None, metavar="N,N,...",
               help="Candidate partition counts for keyscope_predicted_skew (default: n, 2n, 3n).")
+@click.option("-g", "--group", "groups", multiple=True, metavar="GROUP",
+              help="Also publish this consumer group's lag (kafka_consumergroup_lag as kafka_exporter, and the true lag); repeatable.")
+@click.option("--lag-interval", default="15s", show_default=True, metavar="DURATION", help="How often --group lag is read.")
 @click.option("--print-rules", is_flag=True, is_eager=True, expose_value=False, callback=_print_rules,
               help="Print the Prometheus rule file (KeyscopeHotKey: share > 0.3 for 5m, naming the key) and exit.")
-def exporter(conn, topics, listen, window, top_k, hash_keys, sketch_size, predict_partitions):
+def exporter(conn, topics, listen, window, top_k, hash_keys, sketch_size, predict_partitions, groups, lag_interval):
     """Serve per-partition load and the hot keys of TOPICs on /metrics (Prometheus), read-only.
 
     Reads new records from the end of each partition (assign mode: never joins
@@ -58,8 +61,9 @@ def exporter(conn, topics, listen, window, top_k, hash_keys, sketch_size, predic
             raise UsageError(f"--predict-partitions {predict_partitions!r}: expected numbers like 6,12,24") from None
     if sketch_size is not None and sketch_size < 1:
         raise UsageError("--sketch-size must be at least 1")
-    spec = ExporterSpec(topics=tuple(topics), listen=parse_listen(listen), window_s=parse_duration(window),
-                        top_k=top_k, hash_keys=hash_keys, capacity=sketch_size, predict=predict)
+    spec = ExporterSpec(topics=tuple(topics), listen=parse_listen(listen), window_s=parse_duration(window, "--window"),
+                        top_k=top_k, hash_keys=hash_keys, capacity=sketch_size, predict=predict,
+                        groups=tuple(groups), lag_interval_s=parse_duration(lag_interval, "--lag-interval"))
     spec.validate()
 
     def ready(url):
