@@ -272,13 +272,15 @@ def test_group_lag_series(run):
     assert one(m, "keyscope_group_skew_ratio", consumergroup=run["group"], topic=run["topic"]) == prom_skew_ratio(lags)
 
 
-def test_sigterm_exits_zero_and_read_only(run):
-    for name in ("plain", "hashed"):
+def test_sigterm_and_ctrl_c_exit_zero_and_read_only(run):
+    import signal
+
+    for name, sig, how in (("plain", signal.SIGTERM, "SIGTERM"), ("hashed", signal.SIGINT, "Ctrl-C")):
         proc = run[name]
-        proc.terminate()
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        assert "exporter stopped (SIGTERM) after 1,000 records" in err, err
+        assert f"exporter stopped ({how}) after 1,000 records" in err, err
         assert "Traceback" not in err
     assert groups(run["bs"]) == run["before"]  # no group joined or created
     got = committed_offsets(run["bs"], run["group"], {run["topic"]: PARTITIONS})
