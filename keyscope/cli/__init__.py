@@ -149,6 +149,7 @@ def _register() -> None:
     from . import whatif  # noqa: F401
     from . import sample  # noqa: F401
     from . import demo  # noqa: F401
+    from . import exporter  # noqa: F401
 
 
 _register()

@@ -1,0 +1,75 @@
+"""`keyscope exporter` through a broker restart: the gap is reported (keyscope_up, keyscope_fetch_errors_total,
+/healthz 503) while the exporter keeps serving, and reading resumes where it stopped when the broker is back."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import create_topic
+from .test_exporter import metrics, start_exporter, stop
+from .test_lag_alert_peers import free_port
+
+
+def value(m: dict, name: str) -> float:
+    return sum(v for _, v in m.get(name, []))
+
+
+def until(what: str, check, timeout: float = 90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.3)
+    pytest.fail(f"never saw: {what}")
+
+
+def health(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def produce(bs: str, topic: str, n: int, start: int) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bs, "partitioner": "murmur2_random"})
+    for i in range(start, start + n):
+        p.produce(topic, key=f"k{i % 5}".encode(), value=b"x")
+    assert p.flush(60) == 0
+
+
+def test_broker_restart_reported_and_recovered():
+    from .kafka import KafkaCluster
+
+    with KafkaCluster(1) as kafka:
+        bs = kafka.bootstrap_server
+        create_topic(bs, "restart", 1)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        proc = start_exporter(bs, "restart", port)
+        try:
+            produce(bs, "restart", 100, 0)
+            until("100 records", lambda: value(metrics(url), "keyscope_partition_records_total") >= 100)
+            assert value(metrics(url), "keyscope_up") == 1
+            kafka.kill_node(1)
+            m = until("keyscope_up 0", lambda: (lambda m: m if value(m, "keyscope_up") == 0 else None)(metrics(url)))
+            assert value(m, "keyscope_fetch_errors_total") > 0
+            assert health(port) == 503
+            kafka.start_node(1)
+            until("keyscope_up 1 again", lambda: value(metrics(url), "keyscope_up") == 1)
+            produce(bs, "restart", 100, 100)
+            until("200 records", lambda: value(metrics(url), "keyscope_partition_records_total") >= 200)
+            assert value(metrics(url), "keyscope_partition_records_total") == 200  # none twice, none lost
+            assert health(port) == 200
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+        finally:
+            stop(proc)
