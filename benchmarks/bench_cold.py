@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -184,6 +185,7 @@ def bench_sampling(args, n: int, repeat: int, tmp: Path) -> tuple[list[dict], di
         env = kcat_env(tmp, tansu=args.quick)
         kv = [x.strip() for x in subprocess.run([kcat, "-V"], capture_output=True, text=True, env=env).stdout.splitlines()
               if "version" in x.lower()]
+        kv = [re.sub(r"\s*\(.*?(librdkafka [\d.]+).*", r", built with \1", x) for x in kv]
         env_c = dict(env, LC_ALL="C")
         ks = keyscope_cmd()
         out = tmp / "s.parquet"
