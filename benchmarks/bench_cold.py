@@ -23,7 +23,8 @@ machine.  A ratio is peer seconds / keyscope seconds: above 1 keyscope is faster
 * column hashes vs gcc -O3: benchmarks/bench_partitioners.py, run as it is.
 
 Run: ``python benchmarks/bench_cold.py [--quick] [--json FILE] [--repeat R]
-[--records N] [--sizes 1M,10M,30M] [--only sampling,offline,startup,hashes]``.
+[--records N] [--sizes 1M,10M,30M] [--only sampling,offline,startup,hashes]
+[--kcat-librdkafka system|wheel]``.
 """
 
 from __future__ import annotations
@@ -135,9 +136,9 @@ def produce(bootstrap: str, n: int) -> None:
         raise SystemExit("producer could not deliver every record")
 
 
-def kcat_env(tmp: Path, tansu: bool) -> dict:
-    """Debian's kcat; against Tansu with the confluent-kafka wheel's librdkafka (Debian's 2.0.2 cannot parse it)."""
-    if not tansu:
+def kcat_env(tmp: Path, wheel: bool) -> dict:
+    """Debian's kcat, on Debian's librdkafka or the confluent-kafka wheel's (Debian's 2.0.2 cannot parse Tansu)."""
+    if not wheel:
         return dict(os.environ)
     import confluent_kafka
 
@@ -182,7 +183,10 @@ def bench_sampling(args, n: int, repeat: int, tmp: Path) -> tuple[list[dict], di
         t = time.perf_counter()
         produce(bs, n)
         print(f"sampling: produced {n:,} records to {kind} in {time.perf_counter() - t:.1f} s", flush=True)
-        env = kcat_env(tmp, tansu=args.quick)
+        lib = args.kcat_librdkafka or ("wheel" if args.quick else "system")
+        if args.quick and lib == "system":
+            raise SystemExit("--kcat-librdkafka system cannot read from Tansu (--quick): Debian's librdkafka 2.0.2")
+        env = kcat_env(tmp, wheel=lib == "wheel")
         kv = [x.strip() for x in subprocess.run([kcat, "-V"], capture_output=True, text=True, env=env).stdout.splitlines()
               if "version" in x.lower()]
         kv = [re.sub(r"\s*\(.*?(librdkafka [\d.]+).*", r", built with \1", x) for x in kv]
@@ -213,7 +217,7 @@ def bench_sampling(args, n: int, repeat: int, tmp: Path) -> tuple[list[dict], di
         if v != n:
             raise SystemExit(f"{k} read {v:,} records, expected {n:,}")
     return rows, {"broker": kind, "kcat": kcat, "kcat_version": kv,
-                  "kcat_librdkafka": env.get("LD_LIBRARY_PATH", "system (Debian)"), "records": n}
+                  "kcat_librdkafka": "confluent-kafka wheel" if lib == "wheel" else "system (Debian)", "records": n}
 
 
 # ---------------------------------------------------------------- offline
@@ -350,6 +354,8 @@ def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--records", type=size, help="records in the topic (default 5M; --quick 100k)")
     ap.add_argument("--sizes", help="offline sample sizes, e.g. 1M,10M,30M (default; --quick 100k,300k)")
+    ap.add_argument("--kcat-librdkafka", choices=("system", "wheel"),
+                    help="kcat's librdkafka: Debian's (default with Kafka) or the confluent-kafka wheel's (with Tansu)")
     ap.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)} (default: all)")
     ap.set_defaults(repeat=None)
     args = ap.parse_args(argv)

@@ -1,0 +1,36 @@
+"""The cold-from-the-shell benchmark runs and its JSON has every row it promises.
+
+Cheap slice only (start-up and one tiny offline sample, a few seconds); CI runs the
+whole ``--quick`` (broker included) through .ci/run.  No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "bench_cold.py"
+
+
+def test_quick_offline_and_startup_json_has_every_row(tmp_path):
+    out = tmp_path / "cold.json"
+    r = subprocess.run([sys.executable, str(BENCH), "--quick", "--only", "startup,offline", "--sizes", "20k,40k",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "cold" and doc["quick"] is True and doc["offline_sizes"] == [20_000, 40_000]
+    whats = [x["what"] for x in doc["results"]]
+    assert whats == ["keyscope --version", "keyscope partition KEY -p 6"] + [
+        f"{c} {n:,}" for n in (20_000, 40_000) for c in ("analyze", "whatif", "recommend")]
+    for x in doc["results"]:
+        assert x["keyscope_s"] > 0 and x["keyscope_rss_mb"] > 0 and x["peer_s"] > 0
+        assert math.isclose(x["ratio"], x["peer_s"] / x["keyscope_s"])
+        if x["group"] == "offline":
+            assert x["records"] in (20_000, 40_000) and x["key_column_mb"] > 0
+            assert math.isclose(x["ns_per_record"], x["keyscope_s"] / x["records"] * 1e9)
+    assert [x["command"] for x in doc["linearity"]] == ["analyze", "whatif", "recommend"]
+    assert "Cold from the shell" in r.stdout and "linearity: whatif" in r.stdout
