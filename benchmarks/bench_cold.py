@@ -295,14 +295,19 @@ def bench_offline(sizes: list[int], repeat: int, tmp: Path) -> list[dict]:
 
 
 def linearity(rows: list[dict]) -> list[dict]:
-    """Cost per record at the largest size over the smallest, per command (1.0 = linear)."""
+    """Per command: cost per record at each size, its growth largest/smallest (1.0 = linear, below = fixed
+    cost amortised), and the marginal cost per record between consecutive sizes (the Polars script's too)."""
     out = []
     for cmd in ("analyze", "whatif", "recommend"):
         rs = sorted((r for r in rows if r.get("command") == cmd), key=lambda r: r["records"])
         if len(rs) >= 2:
             out.append({"command": cmd, "from_records": rs[0]["records"], "to_records": rs[-1]["records"],
                         "ns_per_record": [r["ns_per_record"] for r in rs],
-                        "growth": rs[-1]["ns_per_record"] / rs[0]["ns_per_record"]})
+                        "growth": rs[-1]["ns_per_record"] / rs[0]["ns_per_record"],
+                        "marginal_ns_per_record": [(b["keyscope_s"] - a["keyscope_s"]) / (b["records"] - a["records"]) * 1e9
+                                                   for a, b in zip(rs, rs[1:])],
+                        "polars_marginal_ns_per_record": [(b["peer_s"] - a["peer_s"]) / (b["records"] - a["records"]) * 1e9
+                                                          for a, b in zip(rs, rs[1:])]})
     return out
 
 
@@ -404,7 +409,9 @@ def main(argv=None) -> int:
                       f"{r['peer_rss_vs_key_column']:.2f}x"] for r in off])
     for x in lin:
         print(f"linearity: {x['command']} ns/record {x['from_records']:,} -> {x['to_records']:,}: "
-              + " -> ".join(f"{v:.0f}" for v in x["ns_per_record"]) + f" ({x['growth']:.2f}x)")
+              + " -> ".join(f"{v:.0f}" for v in x["ns_per_record"]) + f" ({x['growth']:.2f}x); marginal "
+              + ", ".join(f"{v:.0f}" for v in x["marginal_ns_per_record"]) + " ns/record (Polars script "
+              + ", ".join(f"{v:.0f}" for v in x["polars_marginal_ns_per_record"]) + ")")
     if info.get("broker"):
         print(f"broker: {info['broker']}; {'; '.join(info['kcat_version'])}; kcat's librdkafka from: {info['kcat_librdkafka']}")
     print(f"load average (1/5/15 min): start {load_start[0]:.2f}/{load_start[1]:.2f}/{load_start[2]:.2f}, "
