@@ -60,6 +60,9 @@ def open_consumer(conn: Connection, timeout_s: float = 10.0, **extra):
         auto_offset_reset="earliest",
         bootstrap_timeout_ms=ms,
         request_timeout_ms=max(ms, 5000),
+        # kafka-python refuses a request timeout at or above the idle limit (540 s by default),
+        # which made any --timeout over 9 minutes an error before connecting.
+        connections_max_idle_ms=max(540_000, max(ms, 5000) + 60_000),
         client_id="keyscope",
     )
     config.update(cfg)

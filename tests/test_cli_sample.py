@@ -56,6 +56,15 @@ def test_sample_writes_a_file_and_reports(broker, topic_name, tmp_path):
     assert r.stderr == ""  # no progress when stderr is not a terminal
 
 
+def test_a_timeout_over_nine_minutes_is_usable(broker, topic_name, tmp_path):
+    """kafka-python refused request_timeout_ms >= connections_max_idle_ms (540 s): --timeout 900 exited 4."""
+    fill(broker.bootstrap_server, topic_name, 30)
+    out = tmp_path / "s.parquet"
+    r = run("sample", "-b", broker.bootstrap_server, "-t", topic_name, "-o", str(out), "--timeout", "900")
+    assert r.exit_code == 0, r.output
+    assert len(read_sample(out)) == 30
+
+
 def test_sample_json_report_and_env_bootstrap(broker, topic_name, tmp_path):
     fill(broker.bootstrap_server, topic_name, 300)
     out = tmp_path / "s.parquet"
