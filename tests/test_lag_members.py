@@ -37,7 +37,8 @@ PARTITIONS = 4
 END = 600
 COMMITTED = {0: 590, 1: 595, 2: 100, 3: 590}  # lags 10, 5, 500, 10: partition 2 is the hot one
 HOT = 2
-SETTLE_S = 90.0  # consumer-protocol groups reconcile on the broker's 5 s heartbeat
+SETTLE_S = 75.0  # consumer-protocol groups reconcile on the broker's 5 s heartbeat
+ATTEMPTS = 2  # a peer whose own group never settles (kafka-python under CI load) gets one fresh group
 
 
 # --------------------------------------------------------------------------- groups of real clients
@@ -51,6 +52,7 @@ class Group:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
+        self.last: str | None = None
 
     def report(self, client_id, member_id, parts):
         with self._lock:
@@ -201,7 +203,10 @@ def committed(bootstrap, group, topic):
 
 
 def settle(g: Group, bootstrap, group, topic, members=2):
-    """Until every client reports a member id and a share of the partitions, and the broker agrees."""
+    """Until every client reports a member id and a share of the partitions, and the broker agrees.
+
+    Returns the view, or None with ``g.last`` set when the clients never agree among themselves.
+    """
     deadline = time.monotonic() + SETTLE_S
     last = None
     while time.monotonic() < deadline:
@@ -220,7 +225,8 @@ def settle(g: Group, bootstrap, group, topic, members=2):
         else:
             last = (v, g.errors)
         time.sleep(0.2)
-    pytest.fail(f"group {group} did not settle in {SETTLE_S}s: {last}")
+    g.last = f"group {group} did not settle in {SETTLE_S}s: {last}"
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -257,17 +263,28 @@ CASES = [
 @pytest.mark.parametrize("client,assignor", CASES, ids=[f"{c}-{a}" for c, a in CASES])
 def test_lag_names_live_members(kafka, request, client, assignor):
     bs = kafka.bootstrap_server
-    topic, group = setup_topic_and_offsets(bs)
-    before_offsets = committed(bs, group, topic)
-    assert before_offsets == COMMITTED
-    if client == "kafka-python":
-        g = KafkaPythonGroup(bs, topic, group, assignor)
-    elif client == "confluent-kafka":
-        g = ConfluentGroup(bs, topic, group, assignor)
-    else:
-        g = JavaGroup(request.getfixturevalue("java_cp"), bs, topic, group, assignor)
-    try:
+    failures = []
+    for _attempt in range(ATTEMPTS):
+        # Seen once under CI load: a kafka-python member evicted while its client still held all four
+        # partitions, for longer than the wait. That is the peer's group, not keyscope's reading of it:
+        # a fresh topic and group once, and a failure naming both attempts if that does not settle either.
+        topic, group = setup_topic_and_offsets(bs)
+        before_offsets = committed(bs, group, topic)
+        assert before_offsets == COMMITTED
+        if client == "kafka-python":
+            g = KafkaPythonGroup(bs, topic, group, assignor)
+        elif client == "confluent-kafka":
+            g = ConfluentGroup(bs, topic, group, assignor)
+        else:
+            g = JavaGroup(request.getfixturevalue("java_cp"), bs, topic, group, assignor)
         view = settle(g, bs, group, topic)
+        if view is not None:
+            break
+        g.stop()
+        failures.append(g.last)
+    else:
+        pytest.fail("; ".join(failures))
+    try:
         before_members, _ = broker_view(bs, group, topic)
         runner = CliRunner()
         for _ in range(20):  # a cooperative group may run a second rebalance after settling: read it Stable
