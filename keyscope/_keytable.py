@@ -301,7 +301,7 @@ def _column_arrays(cols, r0: int, n: int):
     """partition, value_size, offset and timestamp (ms) for rows [r0, r0 + n) as numpy."""
     part, vs, off, ts = (c.slice(r0, n) if c is not None else None for c in cols)
     vsize = (vs.fill_null(0) if vs.null_count() else vs).to_numpy()
-    offs = (off.fill_null(0) if off.null_count() else off).to_numpy()
+    offs = np.zeros(0, np.int64) if off is None else (off.fill_null(0) if off.null_count() else off).to_numpy()
     if ts is None:
         tms = np.zeros(0, np.int64)
     else:  # Datetime(ms) is Int64 milliseconds underneath: no conversion unless nulls
@@ -329,7 +329,8 @@ def scan(df, partitions: int, threads: int | None = None, extremes: bool = True)
     if n_rows and (int(df["partition"].min()) < 0 or int(df["partition"].max()) >= P):
         raise ValueError("partition out of range")  # Sample.from_frame rules this out
     has_ts = extremes and bool(n_rows) and df["timestamp"].null_count() < n_rows
-    cols = (df["partition"], df["value_size"], df["offset"], df["timestamp"] if has_ts else None)
+    # offsets are read only beside a timestamp (the kernel's extremes): not read at all without
+    cols = (df["partition"], df["value_size"], df["offset"] if has_ts else None, df["timestamp"] if has_ts else None)
     if threads is None:
         import os
 

@@ -142,6 +142,20 @@ def scan_records(df, partitions: int, compiled: bool | None = None, extremes: bo
     return key_partition_table(df), None
 
 
+def detect_on_sample(kp, partitions: int, sample) -> dict:
+    """keyscope.detect.detect_partitioner with the records' offsets and times read only when it uses them.
+
+    It uses them only to tell a switch from two producers at once (verdict
+    "mixed"); otherwise the result is the same without them.
+    """
+    from .detect import detect_partitioner
+
+    det = detect_partitioner(kp, partitions, records=sample.frame("partition", "key"))
+    if det.get("verdict") == "mixed":
+        det = detect_partitioner(kp, partitions, records=sample.frame("partition", "offset", "timestamp", "key"))
+    return det
+
+
 def partition_rates(sample, extremes: dict | None = None) -> dict[int, dict[str, Any]]:
     """Per partition: first/last offset and timestamp, and records/s between them.
 
@@ -163,9 +177,9 @@ def partition_rates(sample, extremes: dict | None = None) -> dict[int, dict[str,
             "first_ms": info.first_timestamp_ms,
             "last_ms": info.last_timestamp_ms,
         }
-    df = sample.df
     need = [p for p, r in out.items() if r["first_ms"] is None or r["last_ms"] is None]
-    if df.height and (need or not out):
+    if len(sample) and (need or not out):
+        df = sample.frame("partition", "offset", "timestamp") if extremes is None else None
         if extremes is None and df["timestamp"].null_count() < df.height:
             g = (
                 df.lazy()
@@ -239,8 +253,8 @@ def partition_weights(sample, load: str = "auto", counts: np.ndarray | None = No
     P = max(int(sample.partition_count), 0)
     if counts is None:
         counts = (
-            np.bincount(sample.df["partition"].to_numpy().astype(np.int64), minlength=P)[:P]
-            if sample.df.height else np.zeros(P, dtype=np.int64)
+            np.bincount(sample.frame("partition")["partition"].to_numpy().astype(np.int64), minlength=P)[:P]
+            if len(sample) else np.zeros(P, dtype=np.int64)
         )
     n_p = np.asarray(counts, dtype=np.float64)
     ones = np.ones(P)
@@ -274,7 +288,7 @@ def partition_weights(sample, load: str = "auto", counts: np.ndarray | None = No
     if load == "watermarks":
         raise UsageError("--load watermarks needs every sampled partition's low and high watermark; this sample lacks them")
     if rates is None:
-        rates = partition_rates(sample) if sample.df.height else {}
+        rates = partition_rates(sample) if len(sample) else {}
     rate = [(rates.get(p) or {}).get("rate_per_s") for p in range(P)]
     rate_known = all(rate[p] is not None or n_p[p] == 0 and (rates.get(p) or {}).get("retained") == 0 for p in range(P))
     if load == "rate" or (capped or cut) and rate_known:
@@ -321,7 +335,7 @@ def _spans(sample, n_p: np.ndarray, P: int):
                 read[p] = info.last - info.first + 1
             else:
                 if lo_hi is None:
-                    lo_hi = _offset_extremes(sample.df)
+                    lo_hi = _offset_extremes(sample.frame("partition", "offset"))
                 o0, o1 = lo_hi.get(p, (0, n_p[p] - 1))
                 read[p] = o1 - o0 + 1
             read[p] = max(read[p], n_p[p])
@@ -386,8 +400,6 @@ def analyze(
     """Analyze a :class:`keyscope.sample.Sample`.  Deterministic for a given ``seed``."""
     import polars as pl
 
-    from .detect import detect_partitioner
-
     if by not in BY:
         raise UsageError(f"--by must be one of {', '.join(BY)}, got {by!r}")
     if load not in LOADS:
@@ -397,14 +409,20 @@ def analyze(
     if not 0.5 <= confidence < 1:
         raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
 
-    df = sample.df
     meta = sample.meta
-    n_parts = max(int(sample.partition_count), 1 if df.height else 0)
+    n_parts = max(int(sample.partition_count), 1 if len(sample) else 0)
     warnings: list[str] = []
 
     infos = meta.partitions
     timed = bool(infos) and all(
         i.first_timestamp_ms is not None and i.last_timestamp_ms is not None for i in infos.values() if i.records
+    )
+    # Only the columns this needs: the compiled scan takes key sizes from the keys, and
+    # offsets/times only when the metadata lacks them (the fields are never read).
+    if compiled is None:
+        compiled = len(sample) >= COMPILED_MIN_ROWS
+    df = sample.frame(
+        "partition", "key", "value_size", *(() if compiled and len(sample) else ("key_size",)), *(() if timed else ("offset", "timestamp"))
     )
     kp, extremes = scan_records(df, max(n_parts, 1), compiled=compiled, extremes=not timed)
     part_idx = kp["partition"].to_numpy().astype(np.int64)
@@ -584,7 +602,7 @@ def analyze(
 
     # ---- partitioner ----
     kp_keyed = kp.filter(pl.col("key").is_not_null()).select("key", "partition", "records")
-    detection = detect_partitioner(kp_keyed, n_parts, records=df)
+    detection = detect_on_sample(kp_keyed, n_parts, sample)
     detection["null_key_records"] = int(null_n_p.sum())
 
     # ---- warnings ----

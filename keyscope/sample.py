@@ -163,12 +163,47 @@ def _check_partition_id(p: int) -> None:
 class Sample:
     """Records plus metadata.  Build with :meth:`from_frame`, load with :func:`read_sample`."""
 
-    def __init__(self, df, meta: SampleMeta):
-        self.df = df
+    def __init__(self, df, meta: SampleMeta, pending: "_Pending | None" = None):
+        self._df = df
         self.meta = meta
+        self._pending = pending  # columns still in the file (read_sample reads only partition and key)
+
+    @property
+    def df(self):
+        """Every column (reads any still in the file: commands that need only some use :meth:`frame`)."""
+        if self._pending is not None:
+            self._load(self._pending.names)
+        return self._df
+
+    @df.setter
+    def df(self, df) -> None:
+        self._df, self._pending = df, None
+
+    @property
+    def columns(self) -> list[str]:
+        if self._pending is None:
+            return list(self._df.columns)
+        return self._pending.order
+
+    def frame(self, *names: str):
+        """Only the named columns, read from the file if not yet in memory.
+
+        Why: reading every column of a 10M-record sample took 2.9-4.2 s cold
+        (pyarrow ``read_table`` of offsets, timestamps and fields), most of
+        ``analyze``; ``analyze`` needs three columns (docs/benchmarks.md).
+        """
+        if self._pending is not None:
+            want = [n for n in names if n in self._pending.names]
+            if want:
+                self._load(want)
+        return self._df.select(names)
+
+    def _load(self, names) -> None:
+        df, self._pending = self._pending.load(self._df, names)
+        self._df = df
 
     def __len__(self) -> int:
-        return self.df.height
+        return self._df.height
 
     def __repr__(self) -> str:
         return f"<Sample topic={self.meta.topic!r} records={len(self)} partitions={self.partition_count}>"
@@ -176,12 +211,12 @@ class Sample:
     @property
     def partition_count(self) -> int:
         """Partitions of the topic (not only those sampled)."""
-        seen = int(self.df["partition"].max()) + 1 if self.df.height else 0
+        seen = int(self._df["partition"].max()) + 1 if self._df.height else 0
         return max(self.meta.partition_count or 0, seen)
 
     @property
     def field_names(self) -> list[str]:
-        return [c for c in self.df.columns if c not in BASE_COLUMNS]
+        return [c for c in self.columns if c not in BASE_COLUMNS]
 
     def meta_dict(self) -> dict:
         """The metadata as plain JSON-able data (what ``keyscope info --format json`` shows)."""
@@ -398,10 +433,12 @@ def _ranges_from_frame(df) -> dict[int, PartitionInfo]:
 def read_sample(path: str | Path) -> Sample:
     """Load a sample: keyscope Parquet, or kcat JSON / CSV / JSON lines (see :mod:`keyscope.sources`).
 
-    A one-line InputError naming the file for anything unreadable.
+    A one-line InputError naming the file for anything unreadable.  Of a
+    Parquet file only ``partition`` and ``key`` are read here; the other
+    columns when a command first asks for them (:meth:`Sample.frame`), each
+    checked and cast as :meth:`Sample.from_frame` would.
     """
     import polars as pl
-    import pyarrow.parquet as pq
 
     from .sources import detect_format, read_foreign
 
@@ -413,26 +450,132 @@ def read_sample(path: str | Path) -> Sample:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
     if kind != "parquet":
         return read_foreign(path, kind)
+    # Polars reads Parquet straight into its frame: 10M records, every column, in 1.0 s
+    # against 2.9 s for pyarrow's read_table + from_arrow (docs/benchmarks.md), and
+    # without importing pyarrow.parquet (0.18 s).
     try:
-        table = pq.read_table(path)
-    except Exception as e:  # ArrowInvalid, OSError... on corrupt or truncated files
+        ident = _identity(path)
+        md = pl.read_parquet_metadata(path)
+        schema = pl.read_parquet_schema(path)
+    except Exception as e:  # ComputeError, OSError... on corrupt or truncated files
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-    md = table.schema.metadata or {}
-    raw = md.get(META_KEY.encode())
+    raw = md.get(META_KEY)
     try:
-        meta = SampleMeta.from_json(raw.decode()) if raw else SampleMeta(source="parquet")
+        meta = SampleMeta.from_json(raw) if raw else SampleMeta(source="parquet")
     except (ValueError, TypeError, AttributeError) as e:
         raise InputError(f"{path}: keyscope metadata is damaged ({_first_line(e)})") from None
-    try:
-        df = pl.from_arrow(table.replace_schema_metadata(None))
-        sample = Sample.from_frame(df, topic=meta.topic, partition_count=meta.partition_count)
-    except InputError as e:
-        raise InputError(f"{path}: {e}") from None
+    missing = [c for c in ("partition", "key") if c not in schema]
+    if missing:
+        raise InputError(f"{path}: sample is missing required column(s): {', '.join(missing)}")
+    names = list(schema)
+    extra = [c for c in names if c not in BASE_COLUMNS]
+    try:  # every column's cast checked now, on an empty frame, as from_frame would on all rows
+        _normalise(pl.DataFrame(schema=schema), extra)
     except Exception as e:  # a column of a type we cannot use
         raise InputError(f"{path}: unusable columns ({_first_line(e)})") from None
-    sample.meta = meta if raw else sample.meta
-    sample.meta.partition_count = max(meta.partition_count, sample.partition_count)
+    try:
+        df = pl.read_parquet(path, columns=["partition", "key"])
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    pending = _Pending(path, ident, names, extra)
+    try:
+        df = _normalise(df, [])
+        _check_partitions(df)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+    except Exception as e:
+        raise InputError(f"{path}: unusable columns ({_first_line(e)})") from None
+    if not raw:
+        m = SampleMeta(topic=meta.topic)
+        m.sampled_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        meta = m
+    sample = Sample(df, meta, pending)
+    if not raw and df.height:
+        sample.meta.partitions = _ranges_from_frame(sample.frame("partition", "offset"))
+    seen = int(df["partition"].max()) + 1 if df.height else 0
+    sample.meta.partition_count = max(meta.partition_count or 0, seen)
+    if sample.meta.partition_count > MAX_PARTITIONS:
+        raise InputError(
+            f"{path}: partition count {sample.meta.partition_count:,} is beyond keyscope's limit of {MAX_PARTITIONS:,}"
+        )
     return sample
+
+
+def _identity(path: Path) -> tuple:
+    import os
+
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _normalise(df, extra):
+    """from_frame's casts for the columns ``df`` has: base columns to their types, fields to String."""
+    import polars as pl
+
+    schema = base_schema()
+    if "key" in df.columns and df.schema["key"] in (pl.String, pl.Null):
+        df = df.with_columns(pl.col("key").cast(pl.Binary))
+    return df.select(
+        [pl.col(c).cast(schema[c]) if c in schema else pl.col(c).cast(pl.String) for c in df.columns]
+    )
+
+
+def _check_partitions(df) -> None:
+    if df.height and df["partition"].min() < 0:
+        raise InputError("sample has negative partition numbers")
+    if df.height and df["partition"].max() >= MAX_PARTITIONS:
+        raise InputError(
+            f"a record on partition {df['partition'].max()} is beyond keyscope's limit of "
+            f"{MAX_PARTITIONS:,} partitions per topic"
+        )
+
+
+class _Pending:
+    """Columns of a sample file not yet read; read on demand, from the same file only."""
+
+    def __init__(self, path: Path, ident: tuple, file_names: list[str], extra: list[str]):
+        self.path, self.ident = path, ident
+        self.file_names = set(file_names)
+        self.order = [*BASE_COLUMNS, *extra]  # from_frame's column order
+        self.names = [c for c in self.order if c not in ("partition", "key")]
+
+    def load(self, df, names):
+        """(``df`` with ``names`` added, what is still pending or None)."""
+        import polars as pl
+
+        path = self.path
+        from_file = [c for c in names if c in self.file_names]
+        if from_file:
+            try:
+                same = _identity(path) == self.ident
+            except OSError:
+                same = False
+            if not same:
+                raise InputError(f"{path}: the file changed while keyscope was reading it; run the command again")
+            try:
+                cols = pl.read_parquet(path, columns=from_file)
+            except Exception as e:
+                raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+            if cols.height != df.height:
+                raise InputError(f"{path}: columns of different lengths")
+            try:
+                cols = _normalise(cols, [c for c in from_file if c not in BASE_COLUMNS])
+            except Exception as e:
+                raise InputError(f"{path}: unusable columns ({_first_line(e)})") from None
+            df = df.hstack(cols)
+        fill = {
+            "offset": pl.int_range(pl.len()).over("partition").cast(pl.Int64),
+            "timestamp": pl.lit(None, dtype=pl.Datetime("ms", "UTC")),
+            "key_size": pl.col("key").bin.size().cast(pl.Int32),
+            "value_size": pl.lit(0, dtype=pl.Int32),
+        }
+        made = [fill[c].alias(c) for c in names if c not in self.file_names]
+        if made:
+            df = df.with_columns(made)
+        self.names = [c for c in self.names if c not in names]
+        if not self.names:
+            return df.select(self.order), None
+        return df, self
 
 
 def _check_regular(path: Path) -> None:

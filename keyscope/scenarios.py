@@ -438,8 +438,7 @@ class WhatIf:
         group_fields: Sequence[str] = (),
     ):
         self.sample = sample
-        df = sample.df
-        if df.height == 0:
+        if len(sample) == 0:
             raise InputError("the sample has no records: nothing to predict")
         self.today_partitions = sample.partition_count
         self.fields = sample.field_names
@@ -458,9 +457,9 @@ class WhatIf:
         for fs in firsts:
             self._check_field(fs[0])
         coded = None
-        if firsts and df.height >= COMPILED_MIN_ROWS:
+        if firsts and len(sample) >= COMPILED_MIN_ROWS:
             # large samples: every table (plain included) from integer codes, compiled
-            coded = _group_by_codes(df, firsts, self.today_partitions)
+            coded = _group_by_codes(self._records(*(f for fs in firsts for f in fs)), firsts, self.today_partitions)
         if coded is not None:
             key_index, tables, self._cache["record-kid"] = coded
             for fs, table in zip([(), *firsts], tables):
@@ -468,7 +467,8 @@ class WhatIf:
         else:
             # tables per field first, when composite keys will need them, all in one query: the
             # plain table then derives from the smallest instead of another pass over the records
-            for fs, table in zip(firsts, (_group_by_hashes(df, firsts) or []) if firsts else []):
+            hashed = _group_by_hashes(self._records(*(f for fs in firsts for f in fs)), firsts) if firsts else None
+            for fs, table in zip(firsts, hashed or []):
                 self._cache[("units", fs)] = table
             for fs in firsts:
                 self._units(fs)  # any the hashes could not group
@@ -515,25 +515,42 @@ class WhatIf:
         if finer:
             src = self._cache[min(finer, key=lambda k: self._cache[k].height)]
             g = src.group_by(["partition", "key", *fields]).agg(pl.col("n").sum(), pl.col("b").sum())
-        elif not fields and self.sample.df.height >= COMPILED_MIN_ROWS:
+        elif not fields and len(self.sample) >= COMPILED_MIN_ROWS:
             # analyze's compiled one-pass (key, partition) scan: ~2x Polars' group_by here
             from ._keytable import scan
 
-            kp, _ = scan(self.sample.df, self.today_partitions, extremes=False)
+            kp, _ = scan(self.sample.frame("partition", "key", "value_size"), self.today_partitions, extremes=False)
             g = kp.select("partition", "key", pl.col("records").alias("n"), pl.col("bytes").alias("b"))
         else:
-            g = _group_by_hashes(self.sample.df, [fields]) if fields else None
-            if g is not None:
-                g = g[0]
-            else:
+            g = None
+            if fields and len(self.sample) >= COMPILED_MIN_ROWS and "_key_index" in self.__dict__:
+                # the compiled unit tables recommend builds (1.75 s -> ~0.3 s at 10M); their key
+                # ids are their own, so the table joins this WhatIf's key index below
+                coded = _group_by_codes(self._records(*fields), [fields], self.today_partitions)
+                if coded is not None:
+                    g = coded[1][1].drop("kid")
+            if g is None:
+                g = _group_by_hashes(self._records(*fields), [fields]) if fields else None
+                if g is not None:
+                    g = g[0]
+            if g is None:
                 size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-                g = self.sample.df.group_by(["partition", "key", *fields]).agg(
+                g = self._records(*fields).group_by(["partition", "key", *fields]).agg(
                     pl.len().cast(pl.Int64).alias("n"), size.sum().alias("b")
                 )
         if "_key_index" in self.__dict__ and "kid" not in g.columns:
             g = g.join(self._key_index, on="key", how="left", maintain_order="left")
         self._cache[key] = g
         return g
+
+    def _records(self, *also: str):
+        """The records' partition, key and sizes, plus ``also`` (in the sample's column order).
+
+        Why: the sample's other columns stay unread (docs/benchmarks.md: reading every
+        column was 2.9-4.2 s of a 10M-record whatif).
+        """
+        want = {"partition", "key", "key_size", "value_size", *also}
+        return self.sample.frame(*(c for c in self.sample.columns if c in want))
 
     def _check_field(self, name: str) -> None:
         if name not in self.fields:
@@ -586,13 +603,14 @@ class WhatIf:
         the abandoned one, even if it wrote fewer of the sampled records); when
         it names none, the rule that explains the most records.
         """
-        from .detect import current_partitioner, detect_partitioner
+        from .analysis import detect_on_sample
+        from .detect import current_partitioner
 
         import polars as pl
 
         u = self._units(())
         kp = u.filter(pl.col("key").is_not_null()).group_by("key", "partition").agg(pl.col("n").sum().alias("records"))
-        det = detect_partitioner(kp, self.today_partitions, records=self.sample.df)
+        det = detect_on_sample(kp, self.today_partitions, self.sample)
         now = current_partitioner(det)
         if now is not None:
             old = (det.get("mixed") or {}).get("switched_from")
@@ -665,8 +683,17 @@ class WhatIf:
         weighted = pl.DataFrame({"ckey": u["ckey"], "w": wn})
         per = weighted.drop_nulls("ckey").group_by("ckey").agg(pl.col("w").sum())
         total = float(per["w"].sum())
-        per = per.with_columns((pl.col("w") / clamp_min(total)).alias("share")).sort(["w", "ckey"], descending=[True, False])
-        hot = per.head(salt.top) if salt.top is not None else per.filter(pl.col("share") >= salt.share)
+        per = per.with_columns((pl.col("w") / clamp_min(total)).alias("share"))
+        # only the candidates are sorted (by weight, then key: a total order, so the same
+        # rows as sorting all): sorting every (composite) key took ~1.1 s at 10M records
+        if salt.top is not None:
+            if per.height > salt.top:
+                w = per["w"].to_numpy()
+                per = per.filter(pl.col("w") >= float(np.partition(w, w.size - salt.top)[w.size - salt.top]))
+        else:
+            per = per.filter(pl.col("share") >= salt.share)
+        per = per.sort(["w", "ckey"], descending=[True, False])
+        hot = per.head(salt.top) if salt.top is not None else per
         hot = hot.select("ckey", "share")
         self._cache[key] = hot
         return hot
@@ -702,7 +729,7 @@ class WhatIf:
             originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
             size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
             pool_keys, pool = self._hot_pool()
-            source = pool if originals.is_in(pool_keys.implode()).all() else self.sample.df
+            source = pool if originals.is_in(pool_keys.implode()).all() else self._records("offset", *self.fields)
             recs = source.filter(pl.col("key").is_in(originals.implode()))
             recs = recs.select(pl.exclude("key_size", "value_size", "timestamp"), size.alias("size"))
             recs = recs.with_columns(compose_keys(recs["key"], [recs[f] for f in key_fields], sep).alias("ckey"))
@@ -740,7 +767,7 @@ class WhatIf:
         lut = np.full(self._key_index.height, -1, np.int64)
         lut[hot_kid] = np.arange(len(hot_kid))
         rows, hid = _pick_rows(record_kid, lut)
-        df = self.sample.df
+        df = self.sample.frame("partition", "offset", "key_size", "value_size")
         size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
         recs = df.select("partition", "offset", "key_size", "value_size")[rows].select(
             "partition", "offset", size.alias("size"), pl.Series("hid", hid, dtype=pl.UInt32)
@@ -753,7 +780,8 @@ class WhatIf:
 
         if "hot-pool" not in self._cache:
             top = self.hot_keys((), "", Salt(top=POOL_KEYS))["ckey"]
-            self._cache["hot-pool"] = (top, self.sample.df.filter(pl.col("key").is_in(top.implode())))
+            recs = self._records("offset", *self.fields)
+            self._cache["hot-pool"] = (top, recs.filter(pl.col("key").is_in(top.implode())))
         return self._cache["hot-pool"]
 
     def _salt_hashes(self, sc: Scenario, hot_keys):
