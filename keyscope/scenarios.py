@@ -728,8 +728,8 @@ class WhatIf:
             u = self._composite(key_fields, sep)
             originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
             size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-            pool_keys, pool = self._hot_pool()
-            source = pool if originals.is_in(pool_keys.implode()).all() else self._records("offset", *self.fields)
+            pool_keys, pool = self._hot_pool(key_fields)
+            source = pool if originals.is_in(pool_keys.implode()).all() else self._records("offset", *key_fields)
             recs = source.filter(pl.col("key").is_in(originals.implode()))
             recs = recs.select(pl.exclude("key_size", "value_size", "timestamp"), size.alias("size"))
             recs = recs.with_columns(compose_keys(recs["key"], [recs[f] for f in key_fields], sep).alias("ckey"))
@@ -774,15 +774,23 @@ class WhatIf:
         )
         return recs, hot_kid
 
-    def _hot_pool(self):
-        """Records of the hottest plain keys, read once: every salting candidate draws from it."""
+    def _hot_pool(self, key_fields: tuple[str, ...] = ()):
+        """Records of the hottest plain keys, found once: every salting candidate draws from them.
+
+        Their rows are found on the key column alone; each key-field set then
+        gathers just its columns (the sample's other fields stay unread).
+        """
         import polars as pl
 
         if "hot-pool" not in self._cache:
             top = self.hot_keys((), "", Salt(top=POOL_KEYS))["ckey"]
-            recs = self._records("offset", *self.fields)
-            self._cache["hot-pool"] = (top, recs.filter(pl.col("key").is_in(top.implode())))
-        return self._cache["hot-pool"]
+            rows = self.sample.frame("key").select(pl.arg_where(pl.col("key").is_in(top.implode()))).to_series()
+            self._cache["hot-pool"] = (top, rows)
+        top, rows = self._cache["hot-pool"]
+        tag = ("hot-pool-records", key_fields)
+        if tag not in self._cache:
+            self._cache[tag] = self._records("offset", *key_fields).select(pl.all().gather(rows))
+        return top, self._cache[tag]
 
     def _salt_hashes(self, sc: Scenario, hot_keys):
         """(src, hid, mmh3 of the salt data, records, bytes) for the hot keys, cached across D.
