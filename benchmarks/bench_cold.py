@@ -265,8 +265,16 @@ def make_sample_file(n: int, path: str) -> None:
     Path(path + ".json").write_text(json.dumps(side))
 
 
-def bench_offline(sizes: list[int], repeat: int, tmp: Path) -> list[dict]:
+def before_env(before: str | None) -> dict | None:
+    """Environment that runs an older keyscope tree (``git archive REV keyscope | tar -x -C DIR``) first on the path."""
+    if not before:
+        return None
+    return dict(os.environ, PYTHONPATH=str(Path(before).resolve()) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def bench_offline(sizes: list[int], repeat: int, tmp: Path, before: str | None = None) -> list[dict]:
     ks = keyscope_cmd()
+    benv = before_env(before)
     rows = []
     for n in sizes:
         path = tmp / f"s{n}.parquet"
@@ -284,12 +292,22 @@ def bench_offline(sizes: list[int], repeat: int, tmp: Path) -> list[dict]:
             "recommend": (ks + ["recommend", str(path)], None, None),
             "polars": ([sys.executable, str(tmp / "p.py"), str(path)], None, None),
         }
+        if benv:  # the same commands on the older tree, taking turns with the rest
+            cands.update({f"{k} before": (c, None, benv) for k, (c, _, _) in list(cands.items())
+                          if k != "polars"})
         m = measure(cands, repeat)
         kb = side["key_column_bytes"] / 2**20
         for cmd in ("analyze", "whatif", "recommend"):
             rows.append(row("offline", f"{cmd} {n:,}", m[cmd], "Polars script", m["polars"], command=cmd, records=n,
                             ns_per_record=m[cmd]["seconds"] / n * 1e9, key_column_mb=kb,
                             rss_vs_key_column=m[cmd]["rss_mb"] / kb, peer_rss_vs_key_column=m["polars"]["rss_mb"] / kb))
+            if benv:
+                rows.append(row("offline-before", f"{cmd} {n:,} (before: {before})", m[f"{cmd} before"],
+                                "Polars script", m["polars"], command=cmd, records=n,
+                                ns_per_record=m[f"{cmd} before"]["seconds"] / n * 1e9, key_column_mb=kb,
+                                rss_vs_key_column=m[f"{cmd} before"]["rss_mb"] / kb,
+                                peer_rss_vs_key_column=m["polars"]["rss_mb"] / kb,
+                                speedup_vs_before=m[f"{cmd} before"]["seconds"] / m[cmd]["seconds"]))
         path.unlink()
     return rows
 
@@ -299,7 +317,7 @@ def linearity(rows: list[dict]) -> list[dict]:
     cost amortised), and the marginal cost per record between consecutive sizes (the Polars script's too)."""
     out = []
     for cmd in ("analyze", "whatif", "recommend"):
-        rs = sorted((r for r in rows if r.get("command") == cmd), key=lambda r: r["records"])
+        rs = sorted((r for r in rows if r.get("command") == cmd and r["group"] == "offline"), key=lambda r: r["records"])
         if len(rs) >= 2:
             out.append({"command": cmd, "from_records": rs[0]["records"], "to_records": rs[-1]["records"],
                         "ns_per_record": [r["ns_per_record"] for r in rs],
@@ -361,6 +379,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", help="offline sample sizes, e.g. 1M,10M,30M (default; --quick 100k,300k)")
     ap.add_argument("--kcat-librdkafka", choices=("system", "wheel"),
                     help="kcat's librdkafka: Debian's (default with Kafka) or the confluent-kafka wheel's (with Tansu)")
+    ap.add_argument("--before", metavar="DIR",
+                    help="also run the offline commands on an older keyscope tree in DIR (git archive REV keyscope "
+                         "| tar -x -C DIR), taking turns: before/after in the same run")
     ap.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)} (default: all)")
     ap.set_defaults(repeat=None)
     args = ap.parse_args(argv)
@@ -382,7 +403,7 @@ def main(argv=None) -> int:
             r, info = bench_sampling(args, n, repeat, tmp)
             rows += r
         if "offline" in only:
-            rows += bench_offline(sizes, repeat, tmp)
+            rows += bench_offline(sizes, repeat, tmp, args.before)
         if "hashes" in only:
             rows += bench_hashes(args.quick, tmp)
     lin = linearity(rows)

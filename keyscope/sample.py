@@ -490,6 +490,9 @@ def read_sample(path: str | Path) -> Sample:
         m.sampled_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         meta = m
     sample = Sample(df, meta, pending)
+    risky = _risky_columns(schema)
+    if risky:  # a cast that may fail on some value: fail now, as reading every column did
+        sample.frame(*risky)
     if not raw and df.height:
         sample.meta.partitions = _ranges_from_frame(sample.frame("partition", "offset"))
     seen = int(df["partition"].max()) + 1 if df.height else 0
@@ -499,6 +502,27 @@ def read_sample(path: str | Path) -> Sample:
             f"{path}: partition count {sample.meta.partition_count:,} is beyond keyscope's limit of {MAX_PARTITIONS:,}"
         )
     return sample
+
+
+def _risky_columns(schema) -> list[str]:
+    """Columns whose cast (see _normalise) can fail on a value: any base column not of its type, nested fields.
+
+    keyscope's own files have none, so nothing more is read for them here.
+    """
+    import polars as pl
+
+    base = base_schema()
+    out = []
+    for c, t in schema.items():
+        if c in ("partition", "key"):
+            continue
+        if c in base:
+            ok = t == base[c]
+        else:
+            ok = t in (pl.String, pl.Categorical, pl.Boolean) or isinstance(t, pl.Enum) or t.is_numeric() or t.is_temporal()
+        if not ok:
+            out.append(c)
+    return out
 
 
 def _identity(path: Path) -> tuple:
