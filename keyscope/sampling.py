@@ -990,9 +990,14 @@ def _to_arrow(partition: int, n: int, st, cols: _Columns, plan: _FieldPlan):
         text = _large_string(n, cols.voff[: n + 1], cols.vdata[: int(st[_VPOS])], vvalid)
         import polars as pl
 
+        # one select: Polars evaluates the paths in parallel (each path parses every value,
+        # ~2 us per path and record: most of a `sample --field` run, docs/benchmarks.md)
         series = pl.from_arrow(text)
-        for f in plan.json:
-            arrays[f.name] = series.str.json_path_match(f.path).to_arrow()
+        matched = series.to_frame("v").select(
+            pl.col("v").str.json_path_match(f.path).alias(f"f{i}") for i, f in enumerate(plan.json)
+        )
+        for i, f in enumerate(plan.json):
+            arrays[f.name] = matched.get_column(f"f{i}").rename(series.name).to_arrow()
     for i, f in enumerate(plan.headers):
         hvalid = cols.hvalid[i, :n].copy()
         offs = cols.hoff[i, : n + 1]
