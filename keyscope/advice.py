@@ -445,7 +445,7 @@ def _share(x: float) -> str:
 
 
 def _show(key: bytes) -> str:
-    from .keys import key_label
+    from .model.keys import key_label
 
     return key_label(key)
 
@@ -654,7 +654,7 @@ def _java(sc: Scenario, hot: list[bytes], topic: str) -> str:
 
 def _is_text(k: bytes) -> bool:
     """Can the key be a string literal in a snippet?  The one display rule, and short enough to paste."""
-    from .keys import key_display_one
+    from .model.keys import key_display_one
 
     return len(k) <= MAX_INLINE_KEY and key_display_one(k)[1] == "utf8"
 
@@ -665,7 +665,7 @@ def _inline(hot: list[bytes]) -> tuple[list[bytes], str]:
     skipped = [k for k in hot if len(k) > MAX_INLINE_KEY]
     if not skipped:
         return keep, ""
-    from .keys import byte_size
+    from .model.keys import byte_size
 
     sizes = ", ".join(byte_size(len(k)) for k in skipped[:3])
     return keep, f"; {len(skipped)} more too long to paste ({sizes}): add them as the producer builds them"

@@ -2,7 +2,7 @@
 
 Why not a kafka-python consumer loop: it builds a Python object per record
 and reaches about half of kcat's speed.  Here Fetch requests go out on the
-read-only consumer's own connections (:class:`keyscope.kafka_io.RawFetcher`)
+read-only consumer's own connections (:class:`keyscope.kafka.client.RawFetcher`)
 and the RecordBatch v2 bytes are decoded by a compiled kernel straight into
 column buffers (keys copied, values only when a ``--field`` needs them).
 Compressed batches are inflated with the codecs pyarrow ships (gzip, snappy,
@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import KafkaError, UsageError
-from .limits import MAX_PARTITIONS
+from .model.limits import MAX_PARTITIONS
 
 DEFAULT_MAX_RECORDS = 100_000  # when neither --per-partition nor --max-records is given
 DEFAULT_MAX_BYTES = 256 << 20
@@ -1066,7 +1066,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     longer than ``spec.retry_s``; raises KafkaError when nothing could be read
     at all (unreachable cluster, unknown topic, missing partitions).
     """
-    from . import kafka_io
+    from .kafka import client as kafka_io
 
     spec.validate()
     t0 = time.monotonic()
@@ -1125,7 +1125,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
 
 
 def _start_offsets(consumer, spec: SampleSpec, marks, timeout_s: float) -> dict[int, int]:
-    from . import kafka_io
+    from .kafka import client as kafka_io
 
     if spec.start == "earliest" or spec.start == "latest":
         return {p: w.low for p, w in marks.items()}
@@ -1356,7 +1356,7 @@ _TRANSACTIONAL, _CONTROL = 0x10, 0x20  # RecordBatch attribute bits
 
 def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
     """Apply one partition's answer: True to fetch it again now, _LATER after a pause, False when done."""
-    from .kafka_io import error_name
+    from .kafka.client import error_name
 
     if fp.error_code == _OFFSET_OUT_OF_RANGE:
         # Retention removed our next records while we read: skip to what is left.

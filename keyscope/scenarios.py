@@ -36,9 +36,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from numba import njit
 
-from .assignors import ASSIGNORS, ConsumerLoad, consumer_load
+from .model.assignors import ASSIGNORS, ConsumerLoad, consumer_load
 from .errors import InputError, UsageError
-from .limits import MAX_PARTITIONS, MAX_SALT_BUCKETS, MAX_SALTED_KEYS, check_count
+from .model.limits import MAX_PARTITIONS, MAX_SALT_BUCKETS, MAX_SALTED_KEYS, check_count
 from .partitioners import KEYED, get_partitioner, hash_column
 from .stats import clamp_min, max_share_interval, normal_interval, ratio_share_se, skew_ratio, wilson_interval
 
@@ -364,7 +364,7 @@ class Result:
         return None
 
     def to_dict(self) -> dict:
-        from .render import key_display
+        from .model.keys import key_display
 
         import polars as pl
 

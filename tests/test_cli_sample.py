@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
-from keyscope.broker import EmbeddedBroker
+from keyscope.kafka.broker import EmbeddedBroker
 from keyscope.cli import cli
 from keyscope.sample import read_sample
 

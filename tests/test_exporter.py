@@ -20,7 +20,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from keyscope.alert import prom_skew_ratio, stored_order
+from keyscope.prometheus.alert import prom_skew_ratio, stored_order
 from keyscope.partitioners import partition_for
 
 from .conftest import create_topic

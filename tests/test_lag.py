@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from confluent_kafka import TopicPartition as CKTopicPartition
 
 from keyscope import lag as lagmod
-from keyscope.connection import resolve
+from keyscope.kafka.connection import resolve
 from keyscope.errors import KafkaError
 
 from .conftest import create_topic
@@ -317,7 +317,7 @@ def test_watch_redraws_in_place_on_a_terminal(broker, hot_group):
 
 def test_partitions_without_a_series_never_enter_the_ratios():
     """Pure: no committed offset, or committed ahead of the end (topic recreated) -> no series, flagged."""
-    from keyscope.kafka_io import Watermarks
+    from keyscope.kafka.client import Watermarks
 
     marks = {p: Watermarks(low=0, high=h, list_offsets_high=h) for p, h in {0: 100, 1: 50, 2: 10, 3: 7}.items()}
     t = lagmod.summarize_topic("t", {0: 40, 1: 50, 2: 900, 3: -1}, marks)
@@ -359,7 +359,7 @@ def test_table_notes_and_trend_fit_100_columns():
     """Pure: long notes (many uncommitted partitions, corrected end offsets, a missing topic) wrap
     at 100 columns; the facts stay in the text; markdown keeps one list item per note."""
     from keyscope.cli.lag import _render
-    from keyscope.kafka_io import Watermarks
+    from keyscope.kafka.client import Watermarks
 
     marks = {p: Watermarks(low=0, high=40_449 + p, list_offsets_high=40_286) for p in range(12)}
     committed = {0: 3_881, 1: 15_670, 2: 28_314}

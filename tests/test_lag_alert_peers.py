@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from keyscope.alert import prom_avg, stored_order
+from keyscope.prometheus.alert import prom_avg, stored_order
 
 from .conftest import create_topic
 from .test_json_schemas import assert_valid

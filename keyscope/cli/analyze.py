@@ -7,8 +7,8 @@ import textwrap
 import click
 
 from ..errors import EXIT_SKEW
-from ..keys import display_name
-from ..limits import finite_threshold
+from ..model.keys import display_name
+from ..model.limits import finite_threshold
 from . import FORMAT_OPTION, cli
 
 WIDTH = 100
@@ -89,7 +89,7 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
       7  the sample's partitions were not read in proportion and cannot be
          re-weighted (a partition with records but none read; no watermarks)
     """
-    from .. import render
+    from ..report import format as render
     from ..analysis import analyze as run_analysis
     from ..errors import EXIT_PARTIAL, UsageError
 
@@ -128,7 +128,7 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
 def _sample_now(topic, bootstrap_server, command_config, overrides, max_records, per_partition, from_time, timeout):
     """`keyscope sample` without the file: same reader, same bounds, same read-only guarantees."""
     from .. import sampling
-    from ..connection import resolve
+    from ..kafka.connection import resolve
 
     conn = resolve(bootstrap_server, command_config, overrides)
     spec = sampling.SampleSpec(
@@ -188,7 +188,7 @@ def _short_key(key, enc, width: int = KEY_WIDTH) -> str:
 
 
 def _summary_lines(d: dict) -> list[str]:
-    from ..render import fmt_pct
+    from ..report.format import fmt_pct
 
     s, sk, base, det = d["sample"], d["skew"], d["baseline"], d["partitioner"]
     lines = [
@@ -221,7 +221,7 @@ def _summary_lines(d: dict) -> list[str]:
 
 
 def _partition_rows(d: dict) -> tuple[list[str], list[list[str]], str]:
-    from ..render import bar
+    from ..report.format import bar
 
     parts = d["partitions"]
     top_load = max((p["load"] for p in parts), default=0.0)
@@ -268,7 +268,7 @@ def _key_rows(d: dict, width: int = KEY_WIDTH) -> tuple[list[str], list[list[str
 
 def table_report(d: dict) -> str:
     """One screen, at most 100 columns."""
-    from ..render import text_table
+    from ..report.format import text_table
 
     out = ["keyscope analyze"]
     for line in _summary_lines(d):
@@ -305,7 +305,7 @@ def table_report(d: dict) -> str:
 
 def markdown_report(d: dict) -> str:
     """Pastes into an incident doc: a heading, the verdicts as bullets, two tables."""
-    from ..render import markdown_table
+    from ..report.format import markdown_table
 
     out = [f"### keyscope analyze: `{d['topic']}`", ""]
     out += [f"- {line}" for line in _summary_lines(d)]

@@ -98,15 +98,15 @@ def lag(conn, group, topic, fmt, watch, count, fail_on_skew, skew_reading, no_cl
                 if fmt == "json":
                     doc = lagmod.to_dict(cur, trend)
                     if watch is None:
-                        from ..render import to_json
+                        from ..report.format import to_json
 
                         text = to_json(doc)
                     else:
-                        from ..keys import json_safe
+                        from ..model.keys import json_safe
 
                         text = json_safe(json.dumps(doc, allow_nan=False, ensure_ascii=False))
                 else:
-                    from ..keys import display_name
+                    from ..model.keys import display_name
 
                     text = display_name(_render(cur, trend, markdown=(fmt == "markdown"), watch=watch))
                 if redraw:
@@ -153,7 +153,7 @@ def _check_skew(g, limit: float, reading: str = "alert") -> None:
 
 
 def _trend_text(tr, lag) -> str:
-    from ..render import fmt_num
+    from ..report.format import fmt_num
 
     if tr is None:
         return "-"
@@ -186,7 +186,7 @@ def _duration(seconds: float) -> str:
 def _render(g, trend, markdown: bool, watch) -> str:
     import datetime as dt
 
-    from ..render import bar, fmt_num, fmt_pct, markdown_table, text_table
+    from ..report.format import bar, fmt_num, fmt_pct, markdown_table, text_table
 
     when = dt.datetime.fromtimestamp(g.read_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     members = "unknown" if g.members is None else str(g.members)
@@ -258,8 +258,8 @@ def _render(g, trend, markdown: bool, watch) -> str:
 
 def _readings(g, t, markdown: bool) -> list[str]:
     """The two readings side by side: the deployed alert's kafka:group_* series and keyscope's corrected ones."""
-    from ..alert import prom_text
-    from ..render import fmt_num, markdown_table, text_table
+    from ..prometheus.alert import prom_text
+    from ..report.format import fmt_num, markdown_table, text_table
 
     a = g.alert_topic(t.topic)
     n = len(t.series)
@@ -297,13 +297,13 @@ def _readings(g, t, markdown: bool) -> list[str]:
 
 
 def alert_why(g, t) -> str | None:
-    from ..alert import why_differ
+    from ..prometheus.alert import why_differ
 
     return None if g.alert is None else why_differ(t, g.alert_topic(t.topic))
 
 
 def _hottest_cell(g, t) -> str:
-    from ..render import fmt_num
+    from ..report.format import fmt_num
 
     h = g.alert.hottest
     if h is None:
@@ -315,7 +315,7 @@ def _hottest_cell(g, t) -> str:
 
 def _alert_notes(g, t) -> list[str]:
     """What the table cannot say about the alert's reading: the cluster-wide hottest series, a failed scan."""
-    from ..alert import SERIES_HOTTEST_PARTITION, prom_text
+    from ..prometheus.alert import SERIES_HOTTEST_PARTITION, prom_text
 
     a = g.alert
     if a is None or t is not g.topics[0]:  # cluster-wide: said once, under the first topic
@@ -334,8 +334,8 @@ def _alert_notes(g, t) -> list[str]:
 
 
 def _members_rows(gm, topic, hottest):
-    """The group's protocol, the hot partition's owner, every member (keyscope.members)."""
-    from ..members import summary_rows
+    """The group's protocol, the hot partition's owner, every member (keyscope.kafka.members)."""
+    from ..kafka.members import summary_rows
 
     return summary_rows(gm, topic, hottest)
 
@@ -400,8 +400,8 @@ def rules(group, topic, threshold, for_window, severity, runbook_url, alert_pref
     Check it with: keyscope rules -g G -t T > rules.yml && promtool check rules rules.yml
     Exit codes: 0 ok, 2 bad option.
     """
-    from .. import rules as rulesmod
-    from ..render import to_json
+    from ..prometheus import rules as rulesmod
+    from ..report.format import to_json
 
     doc = rulesmod.build(
         group,

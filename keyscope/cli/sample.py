@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import EXIT_PARTIAL, InputError, KeyscopeError, UsageError
-from ..keys import display_name
+from ..model.keys import display_name
 from . import FORMAT_OPTION, cli, connection_options
 
 
@@ -155,7 +155,7 @@ class _Progress:
         if now - self.last < 0.1:
             return
         self.last = now
-        from ..render import fmt_num
+        from ..report.format import fmt_num
 
         line = (
             f"sampling {display_name(self.topic)}: {fmt_num(p.records)} records, {_mb(p.bytes)} fetched, "
@@ -284,7 +284,7 @@ def _check_writable(path: Path, force: bool) -> None:
 
 
 def _partition_rows(summary: dict) -> list[list]:
-    from ..render import fmt_num
+    from ..report.format import fmt_num
 
     rows = []
     for r in summary["partitions"]:
@@ -299,7 +299,7 @@ _PART_HEADERS = ["partition", "low", "high", "offsets read", "records", "null ke
 
 
 def render_sample_report(s, path: str, fmt: str) -> str:
-    from .. import render
+    from ..report import format as render
 
     summary = s.summary()
     how = s.meta.how or {}
@@ -318,7 +318,7 @@ def render_sample_report(s, path: str, fmt: str) -> str:
 
 
 def render_info(s, path: str, fmt: str) -> str:
-    from .. import render
+    from ..report import format as render
 
     summary = s.summary()
     if fmt == "json":
@@ -350,7 +350,7 @@ def render_info(s, path: str, fmt: str) -> str:
 
 
 def _compose(fmt: str, title: str, head: list[tuple[str, str]], summary: dict, notes: list[str] = ()) -> str:
-    from .. import render
+    from ..report import format as render
 
     fields = [
         [name, f["path"], render.fmt_num(f["misses"]), render.fmt_pct(f["miss_rate"])]

@@ -8,8 +8,8 @@ import textwrap
 import click
 
 from ..errors import EXIT_SKEW, UsageError
-from ..keys import display_name, shown_label
-from ..limits import check_count, finite_threshold
+from ..model.keys import display_name, shown_label
+from ..model.limits import check_count, finite_threshold
 from . import FORMAT_OPTION, cli
 
 WIDTH = 100
@@ -159,7 +159,7 @@ def whatif(
       5  --fail-on-skew X: the best scenario's predicted skew is above X
       7  the sample cannot be re-weighted to the topic (see keyscope analyze)
     """
-    from .. import render
+    from ..report import format as render
     from ..sample import read_sample
     from ..scenarios import Scenario, WhatIf, parse_key_by, parse_salt
 
@@ -287,7 +287,7 @@ def _summary(docs: list[dict]) -> tuple[list[str], list[list[str]], str]:
 
 
 def _partition_rows(today: dict, d: dict) -> list[list[str]]:
-    from ..render import bar
+    from ..report.format import bar
 
     n = max(today["partitions"], d["partitions"])
     top = max(max(today["records"]), max(d["records"])) or 1
@@ -330,7 +330,7 @@ def _text_blocks(doc: dict, docs: list[dict]) -> list[str]:
     id, and the busiest-consumer figures, with consumer counts split over as
     many tables as it takes.
     """
-    from ..render import text_table
+    from ..report.format import text_table
 
     ids = _ids(docs)
     tp = doc["sample"]["today_partitioner"]["name"]
@@ -380,7 +380,7 @@ def _text_blocks(doc: dict, docs: list[dict]) -> list[str]:
 
 def whatif_report(doc: dict, markdown: bool = False) -> str:
     """Markdown keeps one wide row per scenario; the text table fits WIDTH columns."""
-    from ..render import markdown_table, text_table
+    from ..report.format import markdown_table, text_table
 
     table = markdown_table if markdown else text_table
     s = doc["sample"]
@@ -548,7 +548,7 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
       3  SAMPLE unreadable
       7  the sample cannot be re-weighted to the topic (see keyscope analyze)
     """
-    from .. import render
+    from ..report import format as render
     from ..advice import Constraints
     from ..advice import recommend as run
     from ..sample import read_sample
@@ -571,7 +571,7 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
 
 
 def recommend_report(advice, doc: dict, top: int, markdown: bool = False) -> str:
-    from ..render import markdown_table, text_table
+    from ..report.format import markdown_table, text_table
 
     table = markdown_table if markdown else text_table
     today = advice.today
