@@ -127,7 +127,7 @@ def spreading_fields(w: WhatIf, hot_key: bytes | None) -> list[str]:
         return []
     out = []
     for f in w.fields:
-        u = w._units((f,)).filter(pl.col("key") == hot_key)  # built once per field, then cached
+        u = w.units((f,)).filter(pl.col("key") == hot_key)  # built once per field, then cached
         counts = u.group_by(f).agg(pl.col("n").sum())
         total = float(counts["n"].sum())
         counts = counts.drop_nulls(f)
@@ -258,7 +258,7 @@ def recommend(
     )
     keep = constraints.keep_order_by
     if keep not in ("key", "none"):
-        w._check_field(keep)
+        w.check_field(keep)
     n = w.today_partitions
     results = w.evaluate_all(candidates(w, constraints, separator))
     today = w.today

@@ -240,6 +240,15 @@ class Progress:
     elapsed_s: float
 
 
+@dataclass
+class Phase:
+    """Where :func:`sample_topic` is, for a signal handler: ``"reading"`` until the fetch loop ends (an
+    interrupt then cuts the read short and the records read are kept), ``"assembling"`` after it
+    (closing the consumer, building the Sample: an interrupt there would lose the records)."""
+
+    name: str = "reading"
+
+
 # --------------------------------------------------------------------------- planning
 
 
@@ -1059,7 +1068,8 @@ class _Part:
         return self.kept / self.budget if self.budget else 1.0
 
 
-def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | None = None):
+def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | None = None,
+                 phase: Phase | None = None):
     """Read ``spec.topic`` into a Sample; read-only (no group, no commit, no topic creation).
 
     Returns a partial sample (``meta.partial``) on Ctrl-C or a broker lost for
@@ -1080,6 +1090,8 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     sampled_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
     committed = spec.isolation == "read_committed"
 
+    if phase is not None:
+        phase.name = "reading"
     consumer = kafka_io.open_consumer(conn, timeout_s=timeout_s)
     try:
         all_parts = kafka_io.topic_partitions(consumer, spec.topic)
@@ -1097,6 +1109,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             p: min(w.high, w.last_stable) if committed and w.last_stable is not None else w.high
             for p, w in marks.items()
         }
+        remaining = max(1.0, deadline - time.monotonic())  # the watermarks took some of it
         starts = {p: min(o, stops[p]) for p, o in _start_offsets(consumer, spec, marks, remaining).items()}
         avail = {p: max(0, stops[p] - starts[p]) for p in wanted}
         budgets = plan_budgets(avail, max_records, spec.per_partition)
@@ -1117,6 +1130,8 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             parts[p] = x
         state = _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0)
     finally:
+        if phase is not None:
+            phase.name = "assembling"
         try:
             consumer.close()
         except Exception:  # closing a consumer whose broker died must not hide the sample
@@ -1129,7 +1144,7 @@ def _start_offsets(consumer, spec: SampleSpec, marks, timeout_s: float) -> dict[
 
     if spec.start == "earliest" or spec.start == "latest":
         return {p: w.low for p, w in marks.items()}
-    found = kafka_io.offsets_for_time(consumer, spec.topic, list(marks), spec.from_time_ms, timeout_s=min(timeout_s, 30.0))
+    found = kafka_io.offsets_for_time(consumer, spec.topic, list(marks), spec.from_time_ms, timeout_s=timeout_s)
     out = {}
     for p, w in marks.items():
         o = found.get(p)

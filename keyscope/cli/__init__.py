@@ -13,7 +13,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, KeyscopeError, UsageError
+from ..errors import EXIT_INTERRUPTED, KeyscopeError
 
 FORMAT_OPTION = click.option(
     "--format",

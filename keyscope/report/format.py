@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Iterable, Sequence
 
 FORMATS = ("table", "json", "markdown")
