@@ -430,7 +430,7 @@ def test_jks_truststore_refused_naming_keytool_then_converted_store_works(secure
     subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", str(secure.certs.ca_pem),
                     "-keystore", str(jks), "-storetype", "JKS", "-storepass", PASSWORD],
                    check=True, capture_output=True)
-    base = (f"security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config="
+    base = ("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config="
             + SCRAM_JAAS.format(u="alice", p="alice-secret") + "\n")
     config = secure.props(base + f"ssl.truststore.location={jks}\nssl.truststore.type=JKS\n"
                                  f"ssl.truststore.password={PASSWORD}\n")
