@@ -198,21 +198,39 @@ def bench_sampling(args, n: int, repeat: int, tmp: Path) -> tuple[list[dict], di
         fields = ["--field", "region=$.region", "--field", "user=$.user"]
         kc = [kcat, "-C", "-b", bs, "-t", TOPIC, "-e", "-q"]
         got = {}
+        benv = before_env(args.before)
 
-        m = measure({"ks": (sample, None, None), "kcat": (kc + ["-f", "%p %k\n"], tmp / "k.txt", env)}, repeat)
+        def before(name: str, what: str, m: dict) -> None:
+            """With --before: the older tree's run of the same command, as its own row."""
+            if benv:
+                rows.append(row("sampling-before", f"{what} (before: {args.before})", m["ks before"], name, m["kcat"],
+                                records=n, speedup_vs_before=m["ks before"]["seconds"] / m["ks"]["seconds"]))
+
+        def with_before(cands: dict, env_b=None) -> dict:
+            if not benv:
+                return cands
+            ks_cmd, ks_out, _ = cands["ks"]
+            return {"ks before": (ks_cmd, ks_out, dict(env_b, PYTHONPATH=benv["PYTHONPATH"]) if env_b else benv), **cands}
+
+        m = measure(with_before({"ks": (sample, None, None), "kcat": (kc + ["-f", "%p %k\n"], tmp / "k.txt", env)}),
+                    repeat)
         got["sample"], got["kcat"] = parquet_rows(out), count_lines(tmp / "k.txt")
         rows.append(row("sampling", f"sample {n:,} records", m["ks"], "kcat -C -e -f '%p %k\\n'", m["kcat"],
                         records=n, records_per_s=n / m["ks"]["seconds"], peer_records_per_s=n / m["kcat"]["seconds"]))
-        m = measure({"ks": (sample + fields, None, None), "kcat": (kc + ["-f", "%p %k\n"], tmp / "k.txt", env)}, repeat)
+        before("kcat -C -e -f '%p %k\\n'", f"sample {n:,} records", m)
+        m = measure(with_before({"ks": (sample + fields, None, None), "kcat": (kc + ["-f", "%p %k\n"], tmp / "k.txt", env)}),
+                    repeat)
         got["sample --field x2"] = parquet_rows(out)
         rows.append(row("sampling", f"sample {n:,} records, 2 --field", m["ks"], "kcat -C -e -f '%p %k\\n'", m["kcat"],
                         records=n, records_per_s=n / m["ks"]["seconds"], peer_records_per_s=n / m["kcat"]["seconds"]))
+        before("kcat -C -e -f '%p %k\\n'", f"sample {n:,} records, 2 --field", m)
         pipe_ks = shlex.join(sample) + " && " + shlex.join(ks + ["analyze", str(out)])
         pipe_kcat = shlex.join(kc + ["-f", "%k\n"]) + " | sort | uniq -c | sort -rn | head"
-        m = measure({"ks": (["sh", "-c", pipe_ks], tmp / "a.txt", env_c),
-                     "kcat": (["sh", "-c", pipe_kcat], tmp / "u.txt", env_c)}, repeat)
+        m = measure(with_before({"ks": (["sh", "-c", pipe_ks], tmp / "a.txt", env_c),
+                                 "kcat": (["sh", "-c", pipe_kcat], tmp / "u.txt", env_c)}, env_c), repeat)
         rows.append(row("sampling", f"on-call: sample + analyze, {n:,} records", m["ks"],
                         "kcat -f '%k\\n' | sort | uniq -c | sort -rn | head (LC_ALL=C)", m["kcat"], records=n))
+        before("kcat -f '%k\\n' | sort | uniq -c | sort -rn | head (LC_ALL=C)", f"on-call: sample + analyze, {n:,} records", m)
     for k, v in got.items():
         if v != n:
             raise SystemExit(f"{k} read {v:,} records, expected {n:,}")
@@ -380,7 +398,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kcat-librdkafka", choices=("system", "wheel"),
                     help="kcat's librdkafka: Debian's (default with Kafka) or the confluent-kafka wheel's (with Tansu)")
     ap.add_argument("--before", metavar="DIR",
-                    help="also run the offline commands on an older keyscope tree in DIR (git archive REV keyscope "
+                    help="also run the offline and sampling commands on an older keyscope tree in DIR (git archive REV keyscope "
                          "| tar -x -C DIR), taking turns: before/after in the same run")
     ap.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)} (default: all)")
     ap.set_defaults(repeat=None)
