@@ -86,12 +86,15 @@ class ExporterSpec:
     predict: tuple[int, ...] = ()  # candidate partition counts (default: n, 2n, 3n)
     groups: tuple[str, ...] = ()  # consumer groups whose lag is published too (keyscope.lag, read-only)
     lag_interval_s: float = 15.0
+    timeout_s: float = 10.0  # to connect at start, and per request (fetch, lag reading) while serving
 
     def validate(self) -> "ExporterSpec":
         if not self.topics:
             raise UsageError("give at least one --topic")
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise UsageError(f"--top-k must be between 1 and {MAX_TOP_K}")
+        if not 0 < self.timeout_s < float("inf"):
+            raise UsageError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}")
         if any(n < 1 or n > 100_000 for n in self.predict):
             raise UsageError("--predict-partitions must be between 1 and 100000")
         return self
@@ -347,7 +350,7 @@ class Exporter:
             for g in self.spec.groups:
                 try:
                     if g not in readers:
-                        readers[g] = LagReader(self.conn, g, None, 10.0, scan_cluster=False)
+                        readers[g] = LagReader(self.conn, g, None, self.spec.timeout_s, scan_cluster=False)
                     reading = readers[g].read()
                     with self.lock:
                         self.lags[g] = reading
@@ -368,7 +371,7 @@ class Exporter:
         """Connect, find the partitions and their ends (read from there on)."""
         from . import kafka_io
 
-        self.consumer = kafka_io.open_consumer(self.conn, timeout_s=10.0)
+        self.consumer = kafka_io.open_consumer(self.conn, timeout_s=self.spec.timeout_s)
         shared: queue.Queue = queue.Queue()
         self.answers = shared
         for name in self.spec.topics:
