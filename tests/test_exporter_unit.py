@@ -198,3 +198,18 @@ def test_memory_flat_from_n_to_2n_distinct_keys():
     assert n - keys_n >= 300_000  # 300k more distinct keys between the readings
     assert at_2n - at_n < 512 * 1024, (at_n, at_2n)
     assert e.snapshot()["t"]["top"][0][0] == b"hot"
+
+
+def test_promtool_checks_the_printed_rules(tmp_path):
+    import shutil
+
+    from .conftest import missing_peer
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        missing_peer("promtool not installed (Debian: apt-get install prometheus)")
+    r = run("--print-rules")
+    (tmp_path / "rules.yml").write_text(r.stdout)
+    chk = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True, timeout=60)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    assert "SUCCESS: 2 rules found" in chk.stdout, chk.stdout
