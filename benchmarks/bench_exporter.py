@@ -286,8 +286,9 @@ def memory(bs: str, quick: bool, cores: list[int]) -> dict:
                samples=samples, hot_share=share[0] if share else None, true_share=0.2,
                share_error_bound=err[0] if err else None,
                max_hot_series=max(s["hot_series"] for s in samples), series_cap=2 * top_k)
+    # + 0.002: the window's edge falls at slightly different records in each partition (read at different moments)
     out["share_within_bound"] = (out["hot_share"] is not None and out["share_error_bound"] is not None
-                                 and abs(out["hot_share"] - 0.2) <= out["share_error_bound"] + 0.01)
+                                 and abs(out["hot_share"] - 0.2) <= out["share_error_bound"] + 0.002)
     half = [s["rss_mb"] for s in samples if s["t"] >= seconds / 3]
     out["rss_first_third_mb"] = max([s["rss_mb"] for s in samples if s["t"] < seconds / 3] or [0.0])
     out["rss_after_mb"] = [min(half), max(half)] if half else None
@@ -316,12 +317,13 @@ def main(argv=None) -> int:
         what = {"paced": f"paced {r['target_rate'] or 0:,}/s", "unpaced": "unpaced producer",
                 "catch-up": "catch-up (backlog)"}[r["step"]]
         table.append([what, f"{r['produce_rate']:,.0f}", f"{r['read_rate']:,.0f}", f"{r['ratio']:.2f}x",
-                      "yes" if r["kept_up"] else "no",
+                      "yes" if r["kept_up"] else "no", "-" if r["behind_s"] is None else f"{r['behind_s']:.1f}",
                       "-" if r["cpu_s_per_100k"] is None else f"{r['cpu_s_per_100k']:.2f}",
                       f"{r['cores_busy']:.2f}", f"{r['rss_mb']:.0f}"])
     print_table(f"keyscope exporter on one core (core {cores[0]}) vs the topic's produce rate "
                 f"({'--quick, ' if args.quick else ''}Apache Kafka 4.4, {PARTITIONS} partitions; ratio = read / produced records/s)",
-                ["step", "produced rec/s", "read rec/s", "ratio", "kept up", "CPU s / 100k rec", "cores", "RSS MB"], table)
+                ["step", "produced rec/s", "read rec/s", "ratio", "kept up", "behind s", "CPU s / 100k rec", "cores", "RSS MB"],
+                table)
     paced_ok = [r["produce_rate"] for r in rows if r["step"] != "catch-up" and r["kept_up"]]
     catch = [r for r in rows if r["step"] == "catch-up"][0]
     summary = dict(kept_up_with_rec_s=max(paced_ok) if paced_ok else 0.0, ceiling_rec_s=catch["read_rate"],
