@@ -26,7 +26,7 @@ and its total from ``os.wait4``'s rusage after SIGTERM.
   the exporter's published bound.
 
 Run: ``python benchmarks/bench_exporter.py [--quick] [--json FILE]``
-(full: ~9 minutes; --quick: < 60 s, shorter steps, 200k distinct keys over 12 s).
+(full: ~9 minutes; --quick: < 60 s, shorter steps, 160k distinct keys over 8 s).
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def memory(bs: str, quick: bool, cores: list[int]) -> dict:
     topic = "bench-exporter-mem"
     create_topic(bs, topic)
     distinct = 200_000 if quick else 1_000_000
-    seconds = 12.0 if quick else 300.0
+    seconds = 8.0 if quick else 300.0
     window = "4s" if quick else "1m"
     every = 1.0 if quick else 10.0
     rate = 20_000 if quick else 30_000
