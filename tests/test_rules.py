@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from keyscope import lag as lagmod
-from keyscope import rules as rulesmod
-from keyscope.kafka_io import Watermarks
+from keyscope.prometheus import rules as rulesmod
+from keyscope.kafka.client import Watermarks
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
