@@ -488,7 +488,7 @@ class Exporter:
         """Back into the log: to its start when it moved past us (the records in between are counted as
         skipped), to its end when it was truncated below us.  Kafka's error answer carries no offsets
         (-1), so they are asked for."""
-        from . import kafka_io
+        from .kafka import client as kafka_io
 
         try:
             w = kafka_io.watermarks(self.consumer, t.name, [partition], self.spec.timeout_s)[partition]
