@@ -7,7 +7,9 @@ keeps a sliding window of ``buckets`` time buckets per partition (records,
 bytes, a Space-Saving summary of keys, partitioner agreement, murmur2
 predictions), and serves ``/metrics`` through prometheus-client and
 ``/healthz``.  Memory: partitions x buckets x ``capacity`` key counters, whatever
-the key count.  Records are placed in buckets by when they were read.
+the key count.  Records are placed in buckets by when they were read.  Gaps in what
+it saw are published: seconds without brokers, and records the log dropped before
+they could be read.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ RETRY_S = 0.5
 # before the next one to the same leader:
 # at 20k records/s each answer held a few hundred records and the per-chunk work (Polars, three partitioners,
 # murmur2 predictions) cost 2.1 CPU s per 100k records vs 0.2 at 120k/s (benchmarks/bench_exporter.py); a 5-minute
-# window does not need sub-second freshness.  Large answers are followed at once, so high rates are unaffected.
+# window does not need sub-second freshness (1.0 CPU s per 100k at 20k/s with the pause).  Large answers and
+# partitions still behind are followed at once, so high rates and backlogs are unaffected.
 SMALL_FETCH_RECORDS = 20_000
 IDLE_FETCH_S = 0.5
 
@@ -324,7 +327,7 @@ class Exporter:
                                   "Seconds the exporter could not fetch (a gap in what it saw), ongoing outage included.")
         gap.add_metric([], down)
         skip = CounterMetricFamily("keyscope_partition_skipped_records",
-                                   "Records never read because the log moved past the exporter (retention/truncation during an outage).",
+                                   "Records never read because the log start moved past the exporter (retention, deleted records) while it could not read.",
                                    labels=["topic", "partition"])
         for name, p, n in sorted(skipped, key=lambda x: (x[0], str(x[1]))):
             skip.add_metric([name, str(p)], n)
