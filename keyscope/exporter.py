@@ -599,15 +599,25 @@ def run_exporter(conn, spec: ExporterSpec, ready=None) -> ExporterResult:
     except OSError as e:
         raise UsageError(f"--listen {host}:{port}: {e.strerror or e}") from None
     server.daemon_threads = True
-    stopped_by = "SIGTERM"
-    old = None
+    stopped = {"by": "SIGTERM"}
+    old_term = old_int = None
     serving = False
+    main = threading.current_thread() is threading.main_thread()
 
     def on_term(signum, frame):
         exp.stop_event.set()
 
-    if threading.current_thread() is threading.main_thread():
-        old = signal.signal(signal.SIGTERM, on_term)
+    def on_int(signum, frame):
+        # Ctrl-C while serving stops the loop like SIGTERM instead of raising KeyboardInterrupt anywhere in it:
+        # an asynchronous exception inside queue.get's Condition.wait can leave the queue's lock held (CPython's
+        # with-blocks are not safe against it), and the client's IO thread would block on put() for ever.  A
+        # Ctrl-C'd exporter that did not exit in 30 s, seen once in the full suite under load, fits that.
+        stopped["by"] = "Ctrl-C"
+        exp.stop_event.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts the shutdown
+
+    if main:
+        old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         exp.start()
         registry.register(exp)
@@ -615,20 +625,24 @@ def run_exporter(conn, spec: ExporterSpec, ready=None) -> ExporterResult:
         th.start()
         serving = True
         url = f"http://{host}:{server.server_address[1]}/metrics"
+        if main:  # Ctrl-C before this point (connecting) is an interruption: exit 130
+            old_int = signal.signal(signal.SIGINT, on_int)
         if ready is not None:
             ready(url)
         try:
             exp.run()
         except KeyboardInterrupt:
-            stopped_by = "Ctrl-C"
+            stopped["by"] = "Ctrl-C"
     finally:
         if serving:
             server.shutdown()
         server.server_close()
         exp.close()
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
     total = sum(ps.records_total for t in exp.topics.values() for ps in t.partitions.values())
-    return ExporterResult(url, total, stopped_by)
+    return ExporterResult(url, total, stopped["by"])
 
 
