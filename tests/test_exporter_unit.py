@@ -187,15 +187,15 @@ def test_memory_flat_from_n_to_2n_distinct_keys():
     feed(BUCKETS)  # fill the window first: steady state from here on
     tracemalloc.start()
     try:
-        feed(15)
+        feed(10)
         gc.collect()
         at_n, keys_n = tracemalloc.get_traced_memory()[0], n
-        feed(30)
+        feed(20)
         gc.collect()
         at_2n = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert n - keys_n >= 300_000  # 300k more distinct keys between the readings
+    assert n - keys_n >= 200_000  # 200k more distinct keys between the readings (a set of them: ~20 MB)
     assert at_2n - at_n < 512 * 1024, (at_n, at_2n)
     assert e.snapshot()["t"]["top"][0][0] == b"hot"
 
