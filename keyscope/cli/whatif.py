@@ -237,5 +237,5 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
     c = Constraints(keep_order_by=keep, max_partitions=max_partitions, max_keys_moved=max_keys_moved,
                     target_skew=target_skew)
     advice = run(sample, c, consumers=consumers, partitioner=today_partitioner, separator=separator)
-    click.echo(report.render(RecommendDocument(advice, str(sample_path), sample.meta.topic, sample.df.height, top), fmt))
+    click.echo(report.render(RecommendDocument(advice, str(sample_path), sample.meta.topic, len(sample), top), fmt))
 

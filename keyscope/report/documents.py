@@ -56,7 +56,7 @@ class WhatIfDocument:
             "sample": {
                 "path": r.path,
                 "topic": s.meta.topic,
-                "records": s.df.height,
+                "records": len(s),
                 "partitions": w.today_partitions,
                 "load_unit": w.load_unit,
                 "today_partitioner": {"name": w.today_partitioner, "match_share": w.today_match},
