@@ -169,8 +169,13 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
         if req.dask is not None:
             _run_dask(req.dask, conn, spec, tasks, kept, state)
         elif workers == 1 or len(tasks) <= 1:
-            for t in tasks:
-                _run_here(conn, spec, t, kept, state)
+            from .task import close_consumers
+
+            try:
+                for t in tasks:
+                    _run_here(conn, spec, t, kept, state)
+            finally:
+                close_consumers()
         else:
             _run_pool(min(workers, len(tasks)), conn, spec, tasks, kept, state)
     except KeyboardInterrupt:
@@ -268,11 +273,14 @@ def _run_dask(address, conn, spec, tasks, kept, state) -> None:
     except (OSError, TimeoutError) as e:
         raise UsageError(f"--dask {address}: cannot reach the scheduler ({e})") from None
     try:
+        import uuid
+
+        token = uuid.uuid4().hex[:12]  # keys unique to this scan: Dask reuses results held under a known key
         attempts = {t.id: 0 for t in tasks}
         by_key = {}
         futures = []
         for t in tasks:
-            f = client.submit(scan_task, conn, spec, t, 0, pure=False, key=f"keyscope-scan-{t.id}-0")
+            f = client.submit(scan_task, conn, spec, t, 0, pure=False, key=f"keyscope-scan-{token}-{t.id}-0")
             by_key[f.key] = t
             futures.append(f)
         ac = as_completed(futures)
@@ -284,7 +292,7 @@ def _run_dask(address, conn, spec, tasks, kept, state) -> None:
             todo: list = []
             _again(t, attempts, todo, state)
             g = client.submit(scan_task, conn, spec, t, attempts[t.id], pure=False,
-                              key=f"keyscope-scan-{t.id}-{attempts[t.id]}")
+                              key=f"keyscope-scan-{token}-{t.id}-{attempts[t.id]}")
             by_key[g.key] = t
             ac.add(g)
     except KeyboardInterrupt:

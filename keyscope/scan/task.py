@@ -42,7 +42,7 @@ class ScanSpec:
     counter_rules: tuple[str, ...] = DEFAULT_COUNTER_RULES
     isolation: str = "read_committed"
     tasks_planned: int = 0
-    # For tests only: {task id: "raise" | "exit"} fails the task's first attempt half-way through.
+    # For tests only: {task id: "raise" | "exit"} fails the task's first attempt after its first fetch.
     fault: dict = field(default_factory=dict)
 
 
@@ -65,6 +65,16 @@ def _consumer(conn):
     return c
 
 
+def close_consumers() -> None:
+    """Close this process's cached consumers (after an in-process scan)."""
+    while _CONSUMERS:
+        _, c = _CONSUMERS.popitem()
+        try:
+            c.close()
+        except Exception:  # a consumer whose broker is gone must not fail the scan
+            pass
+
+
 def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
     """Read ``task``'s range and summarise it.  Raises KafkaError when the range cannot be read."""
     from .. import kafka_io
@@ -82,13 +92,8 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
     error_since = None
     pending, pending_n = [], 0
     fault = spec.fault.get(task.id) if attempt == 0 else None
-    half = task.start + task.span // 2
     tag = 0
     while state.next < task.stop:
-        if fault and state.next >= half:
-            if fault == "exit":
-                os._exit(17)  # a worker process dying mid-task
-            raise KafkaError(f"injected failure in task {task.id} at offset {state.next}")
         node = fetcher.leader(task.partition)
         if node is None:
             fetcher.refresh_metadata()
@@ -152,6 +157,10 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
         if c.next <= state.next:
             raise KafkaError(f"partition {task.partition}: the broker returned nothing new at offset {state.next}")
         state.next = c.next
+        if fault:  # after records were read and counted, before the result is returned
+            if fault == "exit":
+                os._exit(17)  # a worker process dying mid-task
+            raise KafkaError(f"injected failure in task {task.id} at offset {state.next}")
     if pending:
         acc.add(pending)
     acc.notes += [f"partition {task.partition}: {n}" for n in state.notes]
@@ -218,7 +227,8 @@ class _Accumulator:
                 src = pl.DataFrame({"key": key, "_size": df["_size"]})
             else:
                 src = df.select("key", "_size")
-            g = src.group_by("key").agg(pl.len().alias("n"), pl.col("_size").sum().alias("b"))
+            g = src.group_by("key", maintain_order=True).agg(  # same order each run: same sketch bytes
+                pl.len().alias("n"), pl.col("_size").sum().alias("b"))
             self._count(e, freq, hll, g, agreement=not e.fields)
 
     def _count(self, e: Expression, freq, hll, g, agreement: bool) -> None:
