@@ -120,6 +120,7 @@ def scan(conn, topic, output, force, start, stop, key_by, fields, separator, par
 def scan_doc(result, analysis, path: str) -> dict:
     d = analysis.to_dict()
     return {
+        "kind": "scan",
         "profile": path,
         "topic": d["topic"],
         "partition_count": d["partition_count"],
@@ -208,7 +209,7 @@ class _Progress:
 
     def __call__(self, p) -> None:
         now = time.monotonic()
-        if now - self.last < (0.2 if self.tty else 5.0) and p.tasks_done < p.tasks_total:
+        if self.tty and now - self.last < 0.2 and p.tasks_done < p.tasks_total:
             return
         self.last = now
         eta = p.eta_s
@@ -248,3 +249,111 @@ class _Signals:
 
         for s, h in self.old.items():
             signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- analyze / whatif / recommend on a profile
+
+
+def _refuse(option: str, value) -> None:
+    if value:
+        raise UsageError(f"{option} needs the records themselves: give a sample (keyscope sample), not a profile")
+
+
+def analyze_profile_cmd(path, top: int, fmt: str, fail_on_skew) -> None:
+    """``keyscope analyze PROFILE``: exact partition loads and agreement, sketch-bounded hot keys."""
+    from .. import render
+    from ..errors import EXIT_PARTIAL, EXIT_SKEW
+    from ..scan import read_profile
+    from ..scan.answers import analyze_profile
+
+    a = analyze_profile(read_profile(path), top)
+    doc = {"kind": "profile-analysis", "profile": str(path)} | a.to_dict()
+    exceeded = fail_on_skew is not None and a.skew["records"] > fail_on_skew
+    if fail_on_skew is not None:
+        doc["fail_on_skew"] = {"threshold": fail_on_skew, "exceeded": exceeded}
+    if fmt == "json":
+        click.echo(render.to_json(doc))
+    else:
+        md = fmt == "markdown"
+        head = f"{'## ' if md else ''}profile of {a.topic} ({path}): every record of the range"
+        click.echo(display_name("\n".join([head, ""] + render_analysis_text(doc, md))))
+    if exceeded:
+        click.echo(f"keyscope: skew ratio {a.skew['records']:.2f} is above --fail-on-skew {fail_on_skew:g}", err=True)
+        click.get_current_context().exit(EXIT_SKEW)
+    if not a.complete:
+        click.echo(f"keyscope: the profile is partial ({a.tasks_done} of {a.tasks_planned} tasks)", err=True)
+        click.get_current_context().exit(EXIT_PARTIAL)
+
+
+def _load_row(s: dict, today: bool = False) -> list[str]:
+    hot = s["hottest_partition"]
+    return [s["name"], str(s["partitions"]), f"{s['skew']:.2f}" + ("" if s["exact"] else "*"),
+            f"{s['bytes_skew']:.2f}", f"{hot}: {_pct(s['shares'][hot])}", f"{sum(s['records']):,}",
+            f"{s['unhashed_records']:,}"]
+
+
+def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, today_partitioner, fail_on_skew, plot,
+                       fmt) -> None:
+    """``keyscope whatif PROFILE``: exact loads of other partition counts, partitioners and key expressions."""
+    from .. import render
+    from ..errors import EXIT_SKEW
+    from ..render import markdown_table, text_table
+    from ..scan import read_profile
+    from ..scan.answers import whatif_profile
+    from ..scan.task import expression_name
+
+    _refuse("--salt-hot", salts)
+    _refuse("--consumers", group)
+    _refuse("--plot", plot)
+    p = read_profile(path)
+    exprs = [expression_name(k) for k in keysets]
+    for k, e in zip(keysets, exprs):
+        if k and e in p.expressions and p.expressions[e].separator != separator:
+            raise UsageError(f"the profile joined key+{'+'.join(k)} with {p.expressions[e].separator!r}, "
+                             f"not --separator {separator!r}")
+    w = whatif_profile(p, counts, parts, exprs, today_partitioner)
+    doc = {"kind": "profile-whatif", "profile": str(path)} | w.to_dict()
+    best = min(w.scenarios or [w.today], key=lambda s: s.skew)
+    exceeded = fail_on_skew is not None and best.skew > fail_on_skew
+    if fail_on_skew is not None:
+        doc["fail_on_skew"] = {"threshold": fail_on_skew, "best_scenario": best.name, "best_skew": best.skew,
+                               "exceeded": exceeded}
+    if fmt == "json":
+        click.echo(render.to_json(doc))
+    else:
+        md = fmt == "markdown"
+        table = markdown_table if md else text_table
+        rows = [_load_row(doc["today"], True)] + [_load_row(s) for s in doc["scenarios"]]
+        out = [f"{'## ' if md else ''}what-if on the profile of {w.topic} ({path}): {w.records:,} records, "
+               f"today {w.today_partitions} partitions, partitioner {w.today_partitioner} "
+               f"({_pct(w.today_match_share)} agree, exact)", "",
+               table(["scenario", "parts", "skew", "bytes skew", "hottest", "hashed records", "null keys"], rows,
+                     "lrrrrrr"),
+               "", "Loads are exact (counted over every record, not sampled); * null keys spread evenly."]
+        out += [f"note: {n}" for n in w.notes]
+        click.echo(display_name("\n".join(out)))
+    if exceeded:
+        click.echo(f"keyscope: best predicted skew {best.skew:.2f} ({best.name}) is above --fail-on-skew "
+                   f"{fail_on_skew:g}", err=True)
+        click.get_current_context().exit(EXIT_SKEW)
+
+
+def recommend_profile_cmd(path, keep_order_by, max_partitions, target_skew, today_partitioner, top, fmt) -> None:
+    from .. import render
+    from ..scan import read_profile
+    from ..scan.answers import recommend_profile
+
+    if keep_order_by.strip() not in ("key", "none"):
+        raise UsageError("--keep-order-by FIELD needs the records themselves: give a sample, not a profile")
+    a = recommend_profile(read_profile(path), target_skew, max_partitions, today_partitioner, top)
+    doc = {"kind": "profile-recommend", "profile": str(path)} | a.to_dict()
+    if fmt == "json":
+        click.echo(render.to_json(doc))
+        return
+    md = fmt == "markdown"
+    out = [f"{'## ' if md else ''}recommendation from the profile of {a.topic} ({path})", "", a.reason, ""]
+    table = render.markdown_table if md else render.text_table
+    out.append(table(["scenario", "parts", "skew", "bytes skew", "hottest", "hashed records", "null keys"],
+                     [_load_row(doc["today"])] + [_load_row(s) for s in doc["ranked"]], "lrrrrrr"))
+    out += [f"note: {n}" for n in a.notes]
+    click.echo(display_name("\n".join(out)))

@@ -175,6 +175,13 @@ def whatif(
         )
     if salt_by != "offset" and not salts:
         raise UsageError("--salt-by only applies with --salt-hot")
+    from ..scan.profile import is_profile
+
+    if is_profile(sample_path):  # a whole-topic scan (keyscope scan): exact loads
+        from .scan import whatif_profile_cmd
+
+        return whatif_profile_cmd(sample_path, counts, parts, keysets, separator, salts, group, today_partitioner,
+                                  fail_on_skew, plot, fmt)
     if plot:
         _matplotlib()  # fail before the work, not after it
     sample = read_sample(sample_path)
@@ -558,6 +565,12 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
         check_count(max_partitions, "--max-partitions")
     if consumers is not None:
         check_count(consumers, "--consumers")
+    from ..scan.profile import is_profile
+
+    if is_profile(sample_path):  # a whole-topic scan: partition counts and partitioners, exact
+        from .scan import recommend_profile_cmd
+
+        return recommend_profile_cmd(sample_path, keep, max_partitions, target_skew, today_partitioner, top, fmt)
     sample = read_sample(sample_path)
     c = Constraints(keep_order_by=keep, max_partitions=max_partitions, max_keys_moved=max_keys_moved,
                     target_skew=target_skew)

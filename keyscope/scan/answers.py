@@ -233,3 +233,59 @@ def whatif_profile(p: Profile, partitions=(), partitioners=(), key_by=(), today_
     if not p.complete:
         notes.append(f"partial profile: {len(p.tasks_done)} of {p.tasks_planned} tasks")
     return ProfileWhatIf(p.topic, p.records, p.partition_count, rule, share, p.complete, today, out, notes)
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+@dataclass
+class ProfileAdvice:
+    topic: str
+    today: ScenarioLoad
+    target_skew: float
+    recommended: ScenarioLoad | None  # None: no partition count / partitioner in the profile reaches the target
+    ranked: list[ScenarioLoad]
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recommend_profile(p: Profile, target_skew: float = 1.25, max_partitions: int | None = None,
+                      today_rule: str | None = None, top: int = 8) -> ProfileAdvice:
+    """The least disruptive partition count / partitioner whose exact skew is at or under the target.
+
+    From a profile only the remedies its counters cover are evaluated (partition counts up to
+    --partitions-max, the counted partitioners): composite keys and salting need the keys.
+    Least disruptive: today's partitioner before another (a new partitioner moves nearly every key),
+    then fewer partitions.
+    """
+    w = whatif_profile(p, today_rule=today_rule)
+    today_rule_name = w.today_partitioner
+    hi = min(p.n_max, max_partitions or 2 * p.partition_count)
+    if hi < p.partition_count:
+        raise UsageError(f"--max-partitions {hi} is below today's {p.partition_count} partitions")
+    cands = [_scenario(p, n, r, "key") for r in p.counter_rules for n in range(p.partition_count, hi + 1)]
+    cands = [c for c in cands if not (c.partitions == p.partition_count and c.partitioner == today_rule_name)]
+
+    def cost(c):
+        return (c.partitioner != today_rule_name, c.partitions)
+
+    ok = sorted([c for c in cands if c.skew <= target_skew], key=cost)
+    ranked = ok + sorted([c for c in cands if c.skew > target_skew], key=lambda c: (c.skew, cost(c)))
+    notes = ["from a profile: partition counts and partitioners only (composite keys and salting need the keys: "
+             "use a sample); every skew is exact"]
+    if w.today.skew <= target_skew:
+        reason = f"today's skew {w.today.skew:.2f} is already at or under the target {target_skew:g}"
+        rec = None
+    elif ok:
+        rec = ok[0]
+        reason = f"{rec.name} is the least disruptive change with skew {rec.skew:.2f} <= {target_skew:g} (exact)"
+    else:
+        rec = None
+        best = ranked[0] if ranked else None
+        reason = (f"no partition count up to {hi} nor counted partitioner reaches skew {target_skew:g}"
+                  + (f"; the best is {best.name} at {best.skew:.2f}" if best else "")
+                  + ": a hot key needs salting or a composite key (evaluate them on a sample)")
+    return ProfileAdvice(p.topic, w.today, target_skew, rec, ranked[:top], reason, notes + w.notes[:1])

@@ -36,7 +36,7 @@ def plan_tasks(ranges: dict[int, tuple[int, int]], workers: int = 1, tasks: int 
 
     ``tasks`` is the wanted total (default ``workers * 4``, at least one per
     non-empty partition); the offsets are cut into pieces of about
-    ``total / tasks`` offsets, never smaller than ``min_task_records``.
+    ``total / tasks`` offsets, never smaller than ``min_task_records`` unless ``tasks`` is given.
     Empty ranges get no task.
     """
     spans = {p: max(0, b - a) for p, (a, b) in ranges.items()}
@@ -44,7 +44,8 @@ def plan_tasks(ranges: dict[int, tuple[int, int]], workers: int = 1, tasks: int 
     if total == 0:
         return []
     want = tasks if tasks is not None else max(1, workers) * DEFAULT_TASKS_PER_WORKER
-    piece = max(min_task_records, -(-total // max(1, want)))
+    floor = 1 if tasks is not None else min_task_records  # an explicit task count is honoured, as Spark's minPartitions
+    piece = max(floor, -(-total // max(1, want)))
     out: list[Task] = []
     for p in sorted(ranges):
         a, b = ranges[p]
