@@ -56,6 +56,14 @@ def produce(bootstrap: str, topic: str, n: int, distinct: int) -> None:
     assert p.flush(120) == 0
 
 
+def produce_in_child(bootstrap: str, topic: str, n: int, distinct: int) -> None:
+    """Produce from a child process: Linux keeps ru_maxrss across fork+exec, so a parent grown by
+    producing would pass its peak RSS on to every measured child (all rows showed the producer's 292 MB)."""
+    root = Path(__file__).resolve().parent.parent
+    code = f"import benchmarks.bench_scan as b; b.produce({bootstrap!r}, {topic!r}, {n}, {distinct})"
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
 def scan(bs: str, topic: str, tmp: Path, workers: int) -> dict:
     out = tmp / f"{topic}.{workers}.json"
     cmd = [sys.executable, "-m", "keyscope", "scan", "-b", bs, "-t", topic, "-o", str(out), "--force", "-q",
@@ -89,8 +97,8 @@ def kcat_uniq(bs: str, topic: str, tmp: Path, env: dict) -> dict:
     with open(tmp / "uniq.txt") as f:
         for line in f:
             got += int(line.split(None, 1)[0])
-    ch = __import__("resource").getrusage(__import__("resource").RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peer": "kcat | sort | uniq -c", "seconds": secs, "records": got, "rss_mb": ch}
+    # wait4 on the shell covers its reaped children (kcat, sort, uniq): the largest of them
+    return {"peer": "kcat | sort | uniq -c", "seconds": secs, "records": got, "rss_mb": usage.ru_maxrss / 1024}
 
 
 def main(argv=None) -> int:
@@ -105,7 +113,7 @@ def main(argv=None) -> int:
         tmp = Path(d)
         bs = broker.bootstrap_server
         t = time.perf_counter()
-        produce(bs, "bench-scan", n, distinct_main)
+        produce_in_child(bs, "bench-scan", n, distinct_main)
         print(f"produced {n:,} records ({distinct_main:,} distinct keys) in {time.perf_counter() - t:.1f}s", flush=True)
         env = kcat_env(tmp)
         if env is not None:
@@ -117,7 +125,7 @@ def main(argv=None) -> int:
         rows.append(scan(bs, "bench-scan", tmp, 2))
         for dk in grow:
             topic = f"bench-scan-d{dk}"
-            produce(bs, topic, n, dk)
+            produce_in_child(bs, topic, n, dk)
             r = scan(bs, topic, tmp, 1)
             if r["records"] != n:
                 raise SystemExit(f"scan of {topic} read {r['records']:,} records, expected {n:,}")

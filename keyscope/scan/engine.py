@@ -145,6 +145,10 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
 
     check_count(req.partitions_max, "--partitions-max")
     workers = req.workers or cores()
+    if req.dask is None and workers > 1:
+        import threading
+
+        threading.Thread(target=_start_forkserver, name="keyscope-forkserver", daemon=True).start()
     n_parts, ranges = resolve_ranges(conn, req)
     tasks = plan_tasks(ranges, workers=workers, tasks=req.tasks)
     spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
@@ -213,13 +217,32 @@ def _run_here(conn, spec, t, kept, state) -> None:
                 raise
 
 
+def _pool_context():
+    import multiprocessing as mp
+
+    # forkserver, not fork: this process runs kafka-python's IO thread, and fork copies no threads
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["keyscope.scan._preload"])
+    return ctx
+
+
+def _start_forkserver() -> None:
+    """Start the fork server (imports, kernel compiles) while the watermarks are read."""
+    try:
+        from multiprocessing import forkserver
+
+        _pool_context()
+        forkserver.ensure_running()
+    except Exception:  # the pool starts it again, and reports a real failure there
+        pass
+
+
 def _run_pool(workers, conn, spec, tasks, kept, state) -> None:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["keyscope.scan.task", "polars", "pyarrow", "datasketches"])
+    ctx = _pool_context()
     attempts = {t.id: 0 for t in tasks}
     todo = list(tasks)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)

@@ -261,7 +261,8 @@ class _Accumulator:
         def ops_of(rule):
             if rule.family not in fam_ops:
                 base = dataclasses.replace(rule, empty_key_hashed=True, null_key_hashed=False)
-                fam_ops[rule.family] = hash_column(keys, base).to_numpy().astype(np.int64)
+                # uint32 operands: numpy's remainder by a scalar is ~20% faster than on int64
+                fam_ops[rule.family] = np.ascontiguousarray(hash_column(keys, base).to_numpy(), np.uint32)
             return fam_ops[rule.family]
 
         P = self.spec.partition_count
@@ -302,7 +303,7 @@ class _Accumulator:
             lr, lb = e.load_records[rname], e.load_bytes[rname]
             for m in range(1, self.n_max + 1):
                 o = load_offset(m)
-                idx = ops % m
+                idx = ops % np.uint32(m)
                 lr[o : o + m] += np.bincount(idx, weights=w_n, minlength=m).astype(np.int64) if len(idx) else 0
                 lb[o : o + m] += np.bincount(idx, weights=w_b, minlength=m).astype(np.int64) if len(idx) else 0
                 for op, xn, xb in extra:
