@@ -170,9 +170,9 @@ def bench_sampling(args, n: int, repeat: int, tmp: Path) -> tuple[list[dict], di
         print("note: kcat is not installed (apt-get install kcat): sampling rows skipped", flush=True)
         return [], {"broker": None}
     if args.quick:
-        from keyscope.broker import EmbeddedBroker
+        from keyscope.kafka.broker import EmbeddedBroker
 
-        broker, kind = EmbeddedBroker(), "embedded Tansu (keyscope.broker.EmbeddedBroker)"
+        broker, kind = EmbeddedBroker(), "embedded Tansu (keyscope.kafka.broker.EmbeddedBroker)"
     else:
         from tests.kafka.cluster import KafkaCluster
 

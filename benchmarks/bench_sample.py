@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import best_of, parser, peak_rss_mb, print_table, write_json  # noqa: E402
-from keyscope.broker import EmbeddedBroker  # noqa: E402
+from keyscope.kafka.broker import EmbeddedBroker  # noqa: E402
 
 TOPIC = "bench-sample"
 PARTITIONS = 6
@@ -102,7 +102,7 @@ def bench_keyscope_cli(bs: str, n: int, tmp: Path, repeat: int) -> dict:
 
 
 def bench_keyscope_lib(bs: str, n: int, repeat: int) -> dict:
-    from keyscope.connection import resolve
+    from keyscope.kafka.connection import resolve
     from keyscope.sampling import SampleSpec, sample_topic
 
     spec = SampleSpec(topic=TOPIC, start="earliest", max_records=n, max_bytes=1 << 40, timeout_s=600)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_sample import kcat_env, run_child  # noqa: E402
 from benchmarks.common import parser, print_table, write_json  # noqa: E402
-from keyscope.broker import EmbeddedBroker  # noqa: E402
+from keyscope.kafka.broker import EmbeddedBroker  # noqa: E402
 
 PARTITIONS = 6
 

@@ -127,7 +127,7 @@ def spreading_fields(w: WhatIf, hot_key: bytes | None) -> list[str]:
         return []
     out = []
     for f in w.fields:
-        u = w._units((f,)).filter(pl.col("key") == hot_key)  # built once per field, then cached
+        u = w.units((f,)).filter(pl.col("key") == hot_key)  # built once per field, then cached
         counts = u.group_by(f).agg(pl.col("n").sum())
         total = float(counts["n"].sum())
         counts = counts.drop_nulls(f)
@@ -258,7 +258,7 @@ def recommend(
     )
     keep = constraints.keep_order_by
     if keep not in ("key", "none"):
-        w._check_field(keep)
+        w.check_field(keep)
     n = w.today_partitions
     results = w.evaluate_all(candidates(w, constraints, separator))
     today = w.today
@@ -445,7 +445,7 @@ def _share(x: float) -> str:
 
 
 def _show(key: bytes) -> str:
-    from .keys import key_label
+    from .model.keys import key_label
 
     return key_label(key)
 
@@ -654,7 +654,7 @@ def _java(sc: Scenario, hot: list[bytes], topic: str) -> str:
 
 def _is_text(k: bytes) -> bool:
     """Can the key be a string literal in a snippet?  The one display rule, and short enough to paste."""
-    from .keys import key_display_one
+    from .model.keys import key_display_one
 
     return len(k) <= MAX_INLINE_KEY and key_display_one(k)[1] == "utf8"
 
@@ -665,7 +665,7 @@ def _inline(hot: list[bytes]) -> tuple[list[bytes], str]:
     skipped = [k for k in hot if len(k) > MAX_INLINE_KEY]
     if not skipped:
         return keep, ""
-    from .keys import byte_size
+    from .model.keys import byte_size
 
     sizes = ", ".join(byte_size(len(k)) for k in skipped[:3])
     return keep, f"; {len(skipped)} more too long to paste ({sizes}): add them as the producer builds them"

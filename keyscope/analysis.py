@@ -545,7 +545,7 @@ def analyze(
         idx = int(np.searchsorted(cum, excess - 1e-9 * max(excess, 1.0)))
         cover = idx + 1 if idx < cum.size else None
         if cover is not None and cover <= HOT_KEY_MAX:
-            from .render import key_display
+            from .model.keys import key_display
 
             head = on_hot.head(cover)
             shown, enc = key_display(head["key"])
@@ -646,7 +646,7 @@ def analyze(
 def _hot_keys(keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hottest, excess, confidence):
     import polars as pl
 
-    from .render import key_display
+    from .model.keys import key_display
 
     if top == 0 or keys.height == 0:
         return []

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .alert import prom_skew_ratio, stored_order
+from .prometheus.alert import prom_skew_ratio, stored_order
 from .errors import UsageError
-from .keys import key_display_one
+from .model.keys import key_display_one
 from .sketch import SpaceSaving, merge
 
 DEFAULT_WINDOW_S = 300.0
@@ -366,7 +366,7 @@ class Exporter:
 
     def start(self) -> None:
         """Connect, find the partitions and their ends (read from there on)."""
-        from . import kafka_io
+        from .kafka import client as kafka_io
 
         self.consumer = kafka_io.open_consumer(self.conn, timeout_s=10.0)
         shared: queue.Queue = queue.Queue()

@@ -1,6 +1,6 @@
 """Consumer-group lag, read without touching the group, in two readings side by side.
 
-**As your alert computes it** (:mod:`keyscope.alert`): the series the deployed
+**As your alert computes it** (:mod:`keyscope.prometheus.alert`): the series the deployed
 rules hold, bit for bit as kafka_exporter 1.7.0 + Prometheus 2.42 produce
 them, under their real names (``kafka:group_partition_lag`` with -1 for a
 partition never committed and negative lag for one committed ahead,
@@ -18,11 +18,11 @@ A partition with no committed offset, or committed ahead of the log end (a
 recreated topic), has no true lag: it is listed, flagged, never shown as zero
 lag, and left out of max and avg.  Both readings use Prometheus 2.42's
 arithmetic (incremental mean, in series order), so they differ exactly where
-the data differ, and :func:`keyscope.alert.why_differ` says why in one line.
+the data differ, and :func:`keyscope.prometheus.alert.why_differ` says why in one line.
 
 Read-only by construction: committed offsets come from OffsetFetch and the
 member count from DescribeGroups (admin requests, never JoinGroup or
-OffsetCommit); end offsets from :func:`keyscope.kafka_io.watermarks`, whose
+OffsetCommit); end offsets from :func:`keyscope.kafka.client.watermarks`, whose
 consumer has no group.
 """
 
@@ -32,10 +32,10 @@ import datetime as _dt
 import time
 from dataclasses import dataclass, field
 
-from . import alert as alertmod
-from . import kafka_io
-from . import members as _members
-from .connection import Connection
+from .prometheus import alert as alertmod
+from .kafka import client as kafka_io
+from .kafka import members as _members
+from .kafka.connection import Connection
 from .errors import KafkaError, UsageError
 from .stats import CLAMP_MIN, clamp_min
 
@@ -169,7 +169,7 @@ class GroupLag:
     monotonic: float  # for rates between readings
     notes: list[str] = field(default_factory=list)
     alert: "alertmod.AlertReading | None" = None  # the deployed alert's reading; None when not read
-    group_members: "_members.GroupMembers | None" = None  # who owns what (keyscope.members)
+    group_members: "_members.GroupMembers | None" = None  # who owns what (keyscope.kafka.members)
 
     def alert_topic(self, name: str) -> "alertmod.AlertTopic | None":
         return None if self.alert is None else self.alert.topic(name)
@@ -246,26 +246,6 @@ def trends(prev: GroupLag, cur: GroupLag) -> dict[tuple[str, int], Trend]:
     return out
 
 
-def _admin_client(**config):
-    """kafka-python's admin client, made to survive brokers that answer authorized_operations = -1.
-
-    kafka-python 3.0.12 turns DescribeGroups' authorized_operations into
-    ACLOperation enums and raises on -1 (Tansu sends it; Kafka does when the
-    operations were not asked for).  We never need the operations.
-    """
-    from kafka import KafkaAdminClient
-
-    class TolerantAdmin(KafkaAdminClient):
-        def _process_acl_operations(self, obj):
-            try:
-                return super()._process_acl_operations(obj)
-            except ValueError:
-                obj["authorized_operations"] = None
-                return obj
-
-    return TolerantAdmin(**config)
-
-
 class LagReader:
     """Holds the two read-only clients, so ``--watch`` reuses connections between readings."""
 
@@ -283,21 +263,7 @@ class LagReader:
             raise
 
     def _open_admin(self):
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError as _KE
-
-        ms = max(1000, int(self.timeout_s * 1000))
-        config = dict(
-            bootstrap_servers=self.conn.bootstrap_servers,
-            client_id="keyscope",
-            bootstrap_timeout_ms=ms,
-            request_timeout_ms=max(ms, 5000),
-        )
-        config.update({k: v for k, v in kafka_io.client_config(self.conn).items() if k in KafkaAdminClient.DEFAULT_CONFIG})
-        try:
-            return _admin_client(**config)
-        except (_KE, OSError, ValueError, TypeError) as e:
-            raise KafkaError(f"cannot open an admin connection to {self.conn.bootstrap_servers}: {_one_line(e)}") from None
+        return kafka_io.open_admin(self.conn, self.timeout_s)
 
     def close(self) -> None:
         for client in (getattr(self, "_admin", None), getattr(self, "_consumer", None)):
@@ -337,7 +303,7 @@ class LagReader:
             known = []
         import difflib
 
-        from .kafka_io import known_hint
+        from .kafka.client import known_hint
 
         near = difflib.get_close_matches(self.group, known, n=3)
         hint = f"; did you mean {', '.join(near)}?" if near else known_hint("consumer groups", known)
@@ -378,7 +344,7 @@ class LagReader:
             group_members=gm,
         )
 
-    # -- the deployed alert's reading (keyscope.alert) ------------------------------------------
+    # -- the deployed alert's reading (keyscope.prometheus.alert) ------------------------------------------
 
     def _alert_reading(self, topics: list[TopicLag], committed: dict[str, dict[int, int]]) -> "alertmod.AlertReading":
         """The group's series as the deployed rules hold them, and the cluster-wide topk(1)."""
@@ -428,8 +394,6 @@ class LagReader:
     def _scan_cluster(self, own: list["alertmod.AlertTopic"], skipped: list[str],
                       own_committed: dict[str, dict[int, int]]) -> tuple[list["alertmod.AlertTopic"], int]:
         """Every group's series as kafka_exporter exports them: what topk(1) without ``by`` ranks."""
-        from kafka import TopicPartition
-
         try:
             groups = sorted({g["group_id"] for g in self._admin.list_groups()} | {self.group})
         except Exception as e:
@@ -444,17 +408,13 @@ class LagReader:
                 parts[name] = kafka_io.topic_partitions(self._consumer, name)
             except KafkaError:
                 continue  # a deleted topic: kafka_exporter no longer asks for it either
-        tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
-        try:
-            ends = self._consumer.end_offsets(tps, timeout_ms=int(self.timeout_s * 1000)) if tps else {}
-        except Exception as e:
-            raise KafkaError(f"cannot read end offsets for the cluster-wide scan: {_one_line(e)}") from None
+        ends = kafka_io.end_offsets(self._consumer, parts, self.timeout_s)
         out = list(own)
         for g in groups:
             for name, offs in sorted(committed.get(g, {}).items()):
                 if name not in parts or (g == self.group and name in mine):
                     continue
-                a = alertmod.alert_topic(g, name, offs, {p: ends[TopicPartition(name, p)] for p in parts[name]})
+                a = alertmod.alert_topic(g, name, offs, {p: ends[(name, p)] for p in parts[name]})
                 if a is not None:
                     out.append(a)
         return out, len(groups)

@@ -362,7 +362,7 @@ def partition_for(key: bytes | None, partitions: int, partitioner: str = "murmur
 def _check_partitions(partitions: int) -> None:
     if not isinstance(partitions, int) or partitions < 1:
         raise UsageError(f"partition count must be a positive integer, got {partitions!r}")
-    from .limits import check_count
+    from .model.limits import check_count
 
     check_count(partitions, "partition count")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError, UsageError
-from .limits import MAX_PARTITIONS
+from .model.limits import MAX_PARTITIONS
 
 META_KEY = "keyscope"
 FORMAT_VERSION = 1
@@ -396,14 +396,14 @@ def _ranges_from_frame(df) -> dict[int, PartitionInfo]:
 
 
 def read_sample(path: str | Path) -> Sample:
-    """Load a sample: keyscope Parquet, or kcat JSON / CSV / JSON lines (see :mod:`keyscope.sources`).
+    """Load a sample: keyscope Parquet, or kcat JSON / CSV / JSON lines (see :mod:`keyscope.io.foreign`).
 
     A one-line InputError naming the file for anything unreadable.
     """
     import polars as pl
     import pyarrow.parquet as pq
 
-    from .sources import detect_format, read_foreign
+    from .io.foreign import detect_format, read_foreign
 
     path = Path(path)
     _check_regular(path)

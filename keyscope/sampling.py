@@ -2,7 +2,7 @@
 
 Why not a kafka-python consumer loop: it builds a Python object per record
 and reaches about half of kcat's speed.  Here Fetch requests go out on the
-read-only consumer's own connections (:class:`keyscope.kafka_io.RawFetcher`)
+read-only consumer's own connections (:class:`keyscope.kafka.client.RawFetcher`)
 and the RecordBatch v2 bytes are decoded by a compiled kernel straight into
 column buffers (keys copied, values only when a ``--field`` needs them).
 Compressed batches are inflated with the codecs pyarrow ships (gzip, snappy,
@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import KafkaError, UsageError
-from .limits import MAX_PARTITIONS
+from .model.limits import MAX_PARTITIONS
 
 DEFAULT_MAX_RECORDS = 100_000  # when neither --per-partition nor --max-records is given
 DEFAULT_MAX_BYTES = 256 << 20
@@ -238,6 +238,15 @@ class Progress:
     partitions_done: int
     partitions_total: int
     elapsed_s: float
+
+
+@dataclass
+class Phase:
+    """Where :func:`sample_topic` is, for a signal handler: ``"reading"`` until the fetch loop ends (an
+    interrupt then cuts the read short and the records read are kept), ``"assembling"`` after it
+    (closing the consumer, building the Sample: an interrupt there would lose the records)."""
+
+    name: str = "reading"
 
 
 # --------------------------------------------------------------------------- planning
@@ -1059,14 +1068,15 @@ class _Part:
         return self.kept / self.budget if self.budget else 1.0
 
 
-def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | None = None):
+def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | None = None,
+                 phase: Phase | None = None):
     """Read ``spec.topic`` into a Sample; read-only (no group, no commit, no topic creation).
 
     Returns a partial sample (``meta.partial``) on Ctrl-C or a broker lost for
     longer than ``spec.retry_s``; raises KafkaError when nothing could be read
     at all (unreachable cluster, unknown topic, missing partitions).
     """
-    from . import kafka_io
+    from .kafka import client as kafka_io
 
     spec.validate()
     t0 = time.monotonic()
@@ -1080,6 +1090,8 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     sampled_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
     committed = spec.isolation == "read_committed"
 
+    if phase is not None:
+        phase.name = "reading"
     consumer = kafka_io.open_consumer(conn, timeout_s=timeout_s)
     try:
         all_parts = kafka_io.topic_partitions(consumer, spec.topic)
@@ -1097,6 +1109,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             p: min(w.high, w.last_stable) if committed and w.last_stable is not None else w.high
             for p, w in marks.items()
         }
+        remaining = max(1.0, deadline - time.monotonic())  # the watermarks took some of it
         starts = {p: min(o, stops[p]) for p, o in _start_offsets(consumer, spec, marks, remaining).items()}
         avail = {p: max(0, stops[p] - starts[p]) for p in wanted}
         budgets = plan_budgets(avail, max_records, spec.per_partition)
@@ -1117,6 +1130,8 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             parts[p] = x
         state = _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t0)
     finally:
+        if phase is not None:
+            phase.name = "assembling"
         try:
             consumer.close()
         except Exception:  # closing a consumer whose broker died must not hide the sample
@@ -1125,11 +1140,11 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
 
 
 def _start_offsets(consumer, spec: SampleSpec, marks, timeout_s: float) -> dict[int, int]:
-    from . import kafka_io
+    from .kafka import client as kafka_io
 
     if spec.start == "earliest" or spec.start == "latest":
         return {p: w.low for p, w in marks.items()}
-    found = kafka_io.offsets_for_time(consumer, spec.topic, list(marks), spec.from_time_ms, timeout_s=min(timeout_s, 30.0))
+    found = kafka_io.offsets_for_time(consumer, spec.topic, list(marks), spec.from_time_ms, timeout_s=timeout_s)
     out = {}
     for p, w in marks.items():
         o = found.get(p)
@@ -1356,7 +1371,7 @@ _TRANSACTIONAL, _CONTROL = 0x10, 0x20  # RecordBatch attribute bits
 
 def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
     """Apply one partition's answer: True to fetch it again now, _LATER after a pause, False when done."""
-    from .kafka_io import error_name
+    from .kafka.client import error_name
 
     if fp.error_code == _OFFSET_OUT_OF_RANGE:
         # Retention removed our next records while we read: skip to what is left.

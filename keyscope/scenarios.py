@@ -36,9 +36,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from numba import njit
 
-from .assignors import ASSIGNORS, ConsumerLoad, consumer_load
+from .model.assignors import ASSIGNORS, ConsumerLoad, consumer_load
 from .errors import InputError, UsageError
-from .limits import MAX_PARTITIONS, MAX_SALT_BUCKETS, MAX_SALTED_KEYS, check_count
+from .model.limits import MAX_PARTITIONS, MAX_SALT_BUCKETS, MAX_SALTED_KEYS, check_count
 from .partitioners import KEYED, get_partitioner, hash_column
 from .stats import clamp_min, max_share_interval, normal_interval, ratio_share_se, skew_ratio, wilson_interval
 
@@ -364,7 +364,7 @@ class Result:
         return None
 
     def to_dict(self) -> dict:
-        from .render import key_display
+        from .model.keys import key_display
 
         import polars as pl
 
@@ -456,7 +456,7 @@ class WhatIf:
         }[fair.basis]
         firsts = [(f,) for f in dict.fromkeys(group_fields[:MAX_GROUP_FIELDS])]
         for fs in firsts:
-            self._check_field(fs[0])
+            self.check_field(fs[0])
         coded = None
         if firsts and df.height >= COMPILED_MIN_ROWS:
             # large samples: every table (plain included) from integer codes, compiled
@@ -471,8 +471,8 @@ class WhatIf:
             for fs, table in zip(firsts, (_group_by_hashes(df, firsts) or []) if firsts else []):
                 self._cache[("units", fs)] = table
             for fs in firsts:
-                self._units(fs)  # any the hashes could not group
-        plain = self._units(())
+                self.units(fs)  # any the hashes could not group
+        plain = self.units(())
         if plain["key"].null_count() == plain.height:
             raise InputError("every sampled record has a null key: key strategies and partition counts cannot move them")
         if coded is not None:
@@ -501,7 +501,7 @@ class WhatIf:
 
     # ---- unit tables -------------------------------------------------------
 
-    def _units(self, fields: tuple[str, ...]):
+    def units(self, fields: tuple[str, ...]):
         """(partition, key, fields) -> records, bytes; from the finest table already built."""
         import polars as pl
 
@@ -510,7 +510,7 @@ class WhatIf:
         if key in self._cache:
             return self._cache[key]
         for f in fields:
-            self._check_field(f)
+            self.check_field(f)
         finer = [k for k in self._cache if k[0] == "units" and set(fields) <= set(k[1])]
         if finer:
             src = self._cache[min(finer, key=lambda k: self._cache[k].height)]
@@ -535,7 +535,7 @@ class WhatIf:
         self._cache[key] = g
         return g
 
-    def _check_field(self, name: str) -> None:
+    def check_field(self, name: str) -> None:
         if name not in self.fields:
             have = ", ".join(self.fields) or "none"
             raise UsageError(
@@ -552,7 +552,7 @@ class WhatIf:
         sep = sep if fields else ""
         key = ("composite", fields, sep)
         if key not in self._cache:
-            u = self._units(fields)
+            u = self.units(fields)
             u = u.with_columns(compose_keys(u["key"], [u[f] for f in fields], sep).alias("ckey"))
             self._cache[key] = u
         return self._cache[key]
@@ -590,7 +590,7 @@ class WhatIf:
 
         import polars as pl
 
-        u = self._units(())
+        u = self.units(())
         kp = u.filter(pl.col("key").is_not_null()).group_by("key", "partition").agg(pl.col("n").sum().alias("records"))
         det = detect_partitioner(kp, self.today_partitions, records=self.sample.df)
         now = current_partitioner(det)
@@ -605,7 +605,7 @@ class WhatIf:
         return best, scores[best]
 
     def _today(self) -> Result:
-        u = self._units(())
+        u = self.units(())
         S = self.today_partitions
         src = u["partition"].to_numpy().astype(np.int64)
         n = u["n"].to_numpy().astype(np.float64)
@@ -636,7 +636,7 @@ class WhatIf:
 
     def check(self, scenario: Scenario) -> None:
         for f in scenario.fields_needed():
-            self._check_field(f)
+            self.check_field(f)
 
     def evaluate(self, scenario: Scenario) -> Result:
         self.check(scenario)
@@ -650,7 +650,7 @@ class WhatIf:
         # the widest key sets first, so narrower tables derive from them
         for ks in sorted({s.key_fields for s in scenarios}, key=len, reverse=True):
             if ks:
-                self._units(ks)
+                self.units(ks)
         return [self.evaluate(s) for s in scenarios]
 
     def hot_keys(self, key_fields: tuple[str, ...], sep: str, salt: Salt):
@@ -790,7 +790,7 @@ class WhatIf:
                 self._cache[tag] = out
                 return out
             else:  # from the (partition, key, fields) table, not the records
-                u = self._units(tuple(dict.fromkeys(sc.key_fields + (salt.by,))))
+                u = self.units(tuple(dict.fromkeys(sc.key_fields + (salt.by,))))
                 originals = self._composite(sc.key_fields, sc.separator).filter(
                     pl.col("ckey").is_in(hot_keys.implode())
                 )["key"].unique()

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from keyscope import demo, sampling
-from keyscope.broker import EmbeddedBroker
-from keyscope.connection import resolve
+from keyscope.kafka import demo
+from keyscope import sampling
+from keyscope.kafka.broker import EmbeddedBroker
+from keyscope.kafka.connection import resolve
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ["tenant_id=$.tenant_id", "contact_id=$.contact_id", "event_type=$.event_type"]

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from keyscope.broker import EmbeddedBroker
+from keyscope.kafka.broker import EmbeddedBroker
 
 
 def pytest_configure(config):

@@ -1,12 +1,12 @@
-"""keyscope.alert, pure: kafka_exporter's values, Prometheus 2.42's arithmetic, topk(1), and the why-line."""
+"""keyscope.prometheus.alert, pure: kafka_exporter's values, Prometheus 2.42's arithmetic, topk(1), and the why-line."""
 
 from __future__ import annotations
 
 import pytest
 
-from keyscope import alert
+from keyscope.prometheus import alert
 from keyscope import lag as lagmod
-from keyscope.kafka_io import Watermarks
+from keyscope.kafka.client import Watermarks
 
 
 def topic(committed, ends, listed=None):

@@ -11,7 +11,7 @@ import pytest
 from keyscope.analysis import analyze
 from keyscope.errors import UsageError
 from keyscope.partitioners import partition_column
-from keyscope.render import to_json
+from keyscope.report.format import to_json
 from keyscope.sample import PartitionInfo, Sample
 
 from .test_analysis_schema import validate

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import select
 import signal
-import struct
 import subprocess
 import sys
-import termios
 import time
 
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
-from keyscope.broker import EmbeddedBroker
+from keyscope.kafka.broker import EmbeddedBroker
 from keyscope.cli import cli
 from keyscope.sample import read_sample
 
 from .conftest import create_topic
+from .ptys import drain, open_pty, read_until
 
 # The sampler is the code most exposed to broker differences: real Kafka and Tansu both.
 pytestmark = pytest.mark.tansu
@@ -191,8 +187,7 @@ def test_ctrl_c_writes_partial_sample_and_exits_6(tmp_path):
         topic = "big"
         fill(b.bootstrap_server, topic, 400_000, partitions=4, value=b'{"tenant":"t1","pad":"%s"}' % (b"x" * 150))
         out = tmp_path / "partial.parquet"
-        master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+        master, slave = open_pty()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
             [sys.executable, "-m", "keyscope", "sample", "-b", b.bootstrap_server, "-t", topic, "-o", str(out),
@@ -200,30 +195,12 @@ def test_ctrl_c_writes_partial_sample_and_exits_6(tmp_path):
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env,
         )
         os.close(slave)
-        seen = b""
-        deadline = time.monotonic() + 60
         try:
-            while b"sampling big:" not in seen and time.monotonic() < deadline:
-                ready, _, _ = select.select([master], [], [], 0.5)
-                if ready:
-                    try:
-                        seen += os.read(master, 4096)
-                    except OSError:
-                        break
+            seen = read_until(master, b"sampling big:")
             assert b"sampling big:" in seen, seen  # progress, because stderr is a terminal
             proc.send_signal(signal.SIGINT)
             stdout, _ = proc.communicate(timeout=60)
-            while True:
-                ready, _, _ = select.select([master], [], [], 0.2)
-                if not ready:
-                    break
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
+            seen = drain(master, seen)
         finally:
             if proc.poll() is None:
                 proc.kill()

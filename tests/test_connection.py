@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyscope.connection import read_properties, resolve
+from keyscope.kafka.connection import read_properties, resolve
 from keyscope.errors import UsageError
 
 
@@ -28,7 +28,7 @@ def test_properties_file_with_sasl_jaas_and_overrides(tmp_path, monkeypatch):
     assert conn.kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     assert conn.kwargs["sasl_plain_username"] == "svc"
     assert conn.kwargs["sasl_plain_password"] == "s3cr3t"
-    assert conn.tls["ssl.truststore.location"] == "/etc/ca.pem"  # read by keyscope.tls (PEM or PKCS12)
+    assert conn.tls["ssl.truststore.location"] == "/etc/ca.pem"  # read by keyscope.kafka.tls (PEM or PKCS12)
     assert conn.kwargs["client_id"] == "oncall"
     assert conn.ignored == ["fetch.min.bytes"]  # acks is a known producer key: ignored quietly
     shown = repr(conn.describe())

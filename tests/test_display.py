@@ -1,4 +1,4 @@
-"""One display rule for every key and name, in every format (keyscope.keys).
+"""One display rule for every key and name, in every format (keyscope.model.keys).
 
 A key with a terminal control or an invisible format character (C0, DEL, C1 such as
 U+009B CSI, U+009D OSC, U+0085 NEL, bidi overrides) is shown as hex and labelled so;
@@ -17,7 +17,8 @@ import sys
 import polars as pl
 import pytest
 
-from keyscope import keys, render
+from keyscope.model import keys
+from keyscope.report import format as render
 from keyscope.sample import PartitionInfo, Sample
 
 HOSTILE_KEYS = [
@@ -36,7 +37,7 @@ def test_one_rule_polars_and_python_agree():
     assert list(zip(shown.to_list(), enc.to_list())) == one
     assert all(e == "hex" for _, e in one[: len(HOSTILE_KEYS)])
     assert all(e == "utf8" for _, e in one[len(HOSTILE_KEYS): len(HOSTILE_KEYS) + len(PLAIN_KEYS)])
-    # the renderers use the rule from keyscope.keys, not one of their own
+    # the renderers use the rule from keyscope.model.keys, not one of their own
     assert render.key_display is keys.key_display and render.key_display_one is keys.key_display_one
 
 

@@ -18,13 +18,13 @@ import urllib.request
 from collections import Counter
 
 import pytest
-import yaml
 
-from keyscope.alert import prom_skew_ratio, stored_order
+from keyscope.prometheus.alert import prom_skew_ratio, stored_order
 from keyscope.partitioners import partition_for
 
 from .conftest import create_topic
-from .test_lag_alert_peers import commit, committed_offsets, free_port, prometheus_binary, stop, wait_http
+from .peers.prometheus import free_port, prometheus, query, stop, wait_http
+from .test_lag_alert_peers import commit, committed_offsets
 
 PARTITIONS = 3
 HOT = b"stark-industries"
@@ -179,30 +179,8 @@ def prom(run):
                            capture_output=True, text=True, timeout=60)
     assert rules.returncode == 0, rules.stderr
     (work / "rules.yml").write_text(rules.stdout)
-    p_port = free_port()
-    (work / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(work / "rules.yml")],
-        "scrape_configs": [{"job_name": "keyscope", "static_configs": [{"targets": [f"127.0.0.1:{run['plain_port']}"]}]}],
-    }))
-    log = open(work / "prometheus.log", "w")
-    proc = subprocess.Popen([prometheus_binary(), f"--config.file={work / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{p_port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{p_port}"
-        wait_http(f"{base}/-/ready", proc, "prometheus")
+    with prometheus(work, "keyscope", [f"127.0.0.1:{run['plain_port']}"], [work / "rules.yml"]) as base:
         yield base
-    finally:
-        stop(proc)
-
-
-def query(base: str, expr: str) -> list:
-    q = urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(f"{base}/api/v1/query?{q}", timeout=10) as r:
-        doc = json.load(r)
-    assert doc["status"] == "success", doc
-    return doc["data"]["result"]
 
 
 def test_prometheus_alert_names_the_key(run, prom):

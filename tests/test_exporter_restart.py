@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import create_topic
 from .test_exporter import metrics, start_exporter, stop
-from .test_lag_alert_peers import free_port
+from .peers.prometheus import free_port
 
 
 def value(m: dict, name: str) -> float:

@@ -385,7 +385,7 @@ def lagging_topic(broker):
     """crm-events-like topic, 3 partitions: group `hot` lags on one partition, `idle` on none, `half` misses one."""
     import uuid
 
-    from keyscope.demo import StreamSpec, commit_group_lag, crm_events, produce
+    from keyscope.kafka.demo import StreamSpec, commit_group_lag, crm_events, produce
 
     bs = broker.bootstrap_server
     topic = f"t-{uuid.uuid4().hex[:10]}"

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from keyscope.connection import resolve
+from keyscope.kafka.connection import resolve
 from keyscope.sampling import PACE_RATIO, PACE_STEP, SampleSpec, parse_field, sample_topic
 
 from .conftest import create_topic
@@ -120,7 +120,7 @@ def _log_bytes(bootstrap: str, topic: str, partitions: int) -> int:
 
 def _fetch_once(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     """Bytes one Fetch from offset 0 with a 64 MiB limit brings, per partition."""
-    from keyscope import kafka_io
+    from keyscope.kafka import client as kafka_io
 
     c = kafka_io.open_consumer(resolve(bootstrap))
     try:

@@ -7,8 +7,8 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from keyscope import kafka_io
-from keyscope.connection import resolve
+from keyscope.kafka import client as kafka_io
+from keyscope.kafka.connection import resolve
 from keyscope.errors import KafkaError
 
 from .conftest import create_topic
@@ -55,7 +55,7 @@ def test_unreachable_broker_fails_within_timeout():
 def test_known_hint_names_few_counts_many_and_says_nothing_when_unknown():
     """An unknown topic or group names what the cluster has when that is short (no '1 topics'),
     a count otherwise, and nothing when the list could not be read (never '0 groups')."""
-    from keyscope.kafka_io import known_hint
+    from keyscope.kafka.client import known_hint
 
     assert known_hint("topics", ["b", "a"]) == "; topics on this cluster: a, b"
     assert known_hint("consumer groups", [f"g{i}" for i in range(6)]) == " (6 consumer groups on this cluster)"

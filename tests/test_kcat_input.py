@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from keyscope.errors import InputError
-from keyscope.keys import keys_from_kcat
+from keyscope.model.keys import keys_from_kcat
 from keyscope.partitioners import partition_for
 
 

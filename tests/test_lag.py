@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import subprocess
 import sys
 import time
@@ -17,10 +16,11 @@ from confluent_kafka import Producer
 from confluent_kafka import TopicPartition as CKTopicPartition
 
 from keyscope import lag as lagmod
-from keyscope.connection import resolve
+from keyscope.kafka.connection import resolve
 from keyscope.errors import KafkaError
 
 from .conftest import create_topic
+from .ptys import read_until
 
 
 def run(bootstrap, *args, timeout=120):
@@ -296,20 +296,7 @@ def test_watch_redraws_in_place_on_a_terminal(broker, hot_group):
         stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
     os.close(follower)
-    out = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        elif proc.poll() is not None:
-            break
+    out = read_until(leader, None, wait=60, proc=proc)
     os.close(leader)
     assert proc.wait(30) == 0, proc.stderr.read()
     assert out.count(b"\x1b[H\x1b[J") == 2 and out.count(b"consumer group ") == 2
@@ -317,7 +304,7 @@ def test_watch_redraws_in_place_on_a_terminal(broker, hot_group):
 
 def test_partitions_without_a_series_never_enter_the_ratios():
     """Pure: no committed offset, or committed ahead of the end (topic recreated) -> no series, flagged."""
-    from keyscope.kafka_io import Watermarks
+    from keyscope.kafka.client import Watermarks
 
     marks = {p: Watermarks(low=0, high=h, list_offsets_high=h) for p, h in {0: 100, 1: 50, 2: 10, 3: 7}.items()}
     t = lagmod.summarize_topic("t", {0: 40, 1: 50, 2: 900, 3: -1}, marks)
@@ -358,8 +345,8 @@ def test_ctrl_c_ends_watch_with_the_last_readings_verdict(broker, hot_group, ext
 def test_table_notes_and_trend_fit_100_columns():
     """Pure: long notes (many uncommitted partitions, corrected end offsets, a missing topic) wrap
     at 100 columns; the facts stay in the text; markdown keeps one list item per note."""
-    from keyscope.cli.lag import _render
-    from keyscope.kafka_io import Watermarks
+    from keyscope.report.lag import _render
+    from keyscope.kafka.client import Watermarks
 
     marks = {p: Watermarks(low=0, high=40_449 + p, list_offsets_high=40_286) for p in range(12)}
     committed = {0: 3_881, 1: 15_670, 2: 28_314}
@@ -377,7 +364,7 @@ def test_table_notes_and_trend_fit_100_columns():
 
 
 def test_a_crawling_drain_gives_no_absurd_eta():
-    from keyscope.cli.lag import _duration
+    from keyscope.report.lag import _duration
 
     assert _duration(90) == "90s" and _duration(3 * 3600 + 120) == "3h02m"
     assert _duration(2743484224 * 3600) == "more than a week"

@@ -16,12 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +26,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from keyscope.alert import prom_avg, stored_order
+from keyscope.prometheus.alert import prom_avg, stored_order
 
 from .conftest import create_topic
+from .peers.producers import build
+from .peers.prometheus import free_port, prometheus, prometheus_binary, query, stop, wait_http
 from .test_json_schemas import assert_valid
 
 from .conftest import missing_peer
 
 HERE = Path(__file__).parent
-CACHE = Path(os.environ.get("KEYSCOPE_TEST_CACHE", Path.home() / ".cache" / "keyscope-tests"))
 
 # The deployed recording rules, verbatim from the incident (issue 11).
 DEPLOYED_RULES = """\
@@ -57,75 +55,16 @@ groups:
 TWELVE = [19, 370, 5, 34, 2, 38, 25, 28, 39, 10, 39, 0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} not ready at {url} after {timeout:.0f}s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Our own child only, by its pid."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def exporter_binary() -> Path:
     given = os.environ.get("KEYSCOPE_KAFKA_EXPORTER_BIN")
     if given:
         return Path(given)
     if shutil.which("go") is None:
         missing_peer("Go is not installed: cannot build the kafka_exporter stand-in")
-    src = HERE / "peers" / "kafka_exporter"
-    import hashlib
-
-    digest = hashlib.sha256(b"".join((src / n).read_bytes() for n in ("main.go", "go.mod", "go.sum"))).hexdigest()[:12]
-    out = CACHE / "kafka_exporter-standin" / digest / "kafka_exporter"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["sh", str(src / "build.sh"), str(out)], capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, f"building the kafka_exporter stand-in failed:\n{r.stdout}\n{r.stderr}"
-    return out
-
-
-def apt_install(package: str) -> None:
-    """Debian's package, as root, when missing (an `apt-get update` first if the lists are stale)."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
-    if subprocess.run(cmd, capture_output=True, timeout=600, env=env).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, env=env)
-        subprocess.run(cmd, capture_output=True, timeout=600, env=env)
-
-
-def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        apt_install("prometheus")
-        path = shutil.which("prometheus")
-    if path is None:
-        missing_peer("prometheus is not installed (Debian: apt-get install prometheus)")
-    return path
+    try:
+        return Path(build("kafka_exporter"))
+    except RuntimeError as e:
+        raise AssertionError(f"building the kafka_exporter stand-in failed:\n{e}") from None
 
 
 @dataclass
@@ -135,11 +74,7 @@ class Stack:
     ends: dict = field(default_factory=dict)  # topic -> partition -> records produced
 
     def query(self, expr: str) -> list[dict]:
-        url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=10) as r:
-            doc = json.load(r)
-        assert doc["status"] == "success", doc
-        return doc["data"]["result"]
+        return query(self.prometheus, expr)
 
     def values(self, expr: str, *labels: str) -> dict:
         """label values -> float, exactly as the API wrote it (Go's shortest round-trip text)."""
@@ -148,20 +83,19 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    prom_bin = prometheus_binary()
+    prometheus_binary()  # missing: say so before building anything
     exporter = exporter_binary()
     from .kafka import KafkaCluster
 
     work = tmp_path_factory.mktemp("alert-stack")
     with KafkaCluster(1) as kafka:
         bs = kafka.bootstrap_server
-        e_port, p_port = free_port(), free_port()
+        e_port = free_port()
         e_log = open(work / "exporter.log", "w")
         exp = subprocess.Popen(
             [str(exporter), f"--kafka.server={bs}", f"--web.listen-address=127.0.0.1:{e_port}", "--refresh.metadata=1s"],
             stdout=e_log, stderr=subprocess.STDOUT,
         )
-        prom = None
         try:
             wait_http(f"http://127.0.0.1:{e_port}/metrics", exp, "kafka_exporter")
             (work / "deployed.yml").write_text(DEPLOYED_RULES)
@@ -171,23 +105,10 @@ def stack(tmp_path_factory):
             )
             assert fixed.returncode == 0, fixed.stderr
             (work / "fixed.yml").write_text(fixed.stdout)
-            (work / "prometheus.yml").write_text(yaml.safe_dump({
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(work / "deployed.yml"), str(work / "fixed.yml")],
-                "scrape_configs": [{"job_name": "kafka", "static_configs": [{"targets": [f"127.0.0.1:{e_port}"]}]}],
-            }))
-            p_log = open(work / "prometheus.log", "w")
-            prom = subprocess.Popen(
-                [prom_bin, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{p_port}"],
-                stdout=p_log, stderr=subprocess.STDOUT,
-            )
-            wait_http(f"http://127.0.0.1:{p_port}/-/ready", prom, "prometheus")
-            yield Stack(bs, f"http://127.0.0.1:{p_port}")
+            with prometheus(work, "kafka", [f"127.0.0.1:{e_port}"], [work / "deployed.yml", work / "fixed.yml"]) as base:
+                yield Stack(bs, base)
         finally:
-            for proc in (prom, exp):
-                if proc is not None:
-                    stop(proc)
+            stop(exp)
 
 
 def produce(bootstrap: str, topic: str, ends: dict[int, int]) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_lag_alert_peers import TWELVE, apt_install, commit, committed_offsets, free_port, produce, stop, wait_http
+from .peers.prometheus import apt_install, free_port, stop, wait_http
+from .test_lag_alert_peers import TWELVE, commit, committed_offsets, produce
 
 from .conftest import missing_peer
 

@@ -31,6 +31,7 @@ from click.testing import CliRunner
 from keyscope.cli import cli
 
 from .conftest import create_topic
+from .peers.producers import build
 
 HERE = Path(__file__).resolve().parent
 PARTITIONS = 4
@@ -138,10 +139,10 @@ class ConfluentGroup(Group):
 
 
 def java_classpath() -> str:
-    out = subprocess.run(["bash", str(HERE / "peers" / "java-consumer" / "build.sh")], capture_output=True, text=True)
-    if out.returncode != 0:
-        pytest.fail(f"cannot build the Java consumer peer: {out.stderr.strip()[-800:]}")
-    return re.sub(r"\x1b\[[0-9;]*m", "", out.stdout).strip().splitlines()[-1]
+    try:
+        return re.sub(r"\x1b\[[0-9;]*m", "", build("java-consumer"))
+    except RuntimeError as e:
+        pytest.fail(f"cannot build the Java consumer peer: {str(e)[-800:]}")
 
 
 class JavaGroup(Group):

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyscope import keys as keyio
-from keyscope import render
+from keyscope.model import keys as keyio
+from keyscope.report import format as render
 from keyscope.errors import InputError
 from keyscope.partitioners import KEYED, SMALL_COLUMN, partition_counts, partition_frame, partition_for, partition_records
 

@@ -5,17 +5,12 @@ Real processes, a real Apache Kafka broker, a pseudo-terminal where the user's t
 
 from __future__ import annotations
 
-import fcntl
 import json
 import multiprocessing
 import os
-import pty
-import select
 import signal
-import struct
 import subprocess
 import sys
-import termios
 import time
 
 import polars as pl
@@ -25,6 +20,7 @@ from confluent_kafka import Producer
 from keyscope.sample import OutputTaken, Sample, read_sample
 
 from .conftest import create_topic
+from .ptys import drain, open_pty, read_until
 
 RECORDS = 400_000
 
@@ -51,8 +47,7 @@ def big_topic(broker):
 
 
 def _sampler_on_pty(bootstrap, topic, out):
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    master, slave = open_pty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "keyscope", "sample", "-b", bootstrap, "-t", topic, "-o", str(out),
          "--from", "earliest", "--max-records", str(RECORDS)],
@@ -60,35 +55,6 @@ def _sampler_on_pty(bootstrap, topic, out):
     )
     os.close(slave)
     return proc, master
-
-
-def _read_until(master, needle, seen=b"", wait=60):
-    deadline = time.monotonic() + wait
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    return seen
-
-
-def _drain(master, seen):
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if not ready:
-            return seen
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            return seen
-        if not chunk:
-            return seen
-        seen += chunk
 
 
 @pytest.mark.parametrize("signals, reason", [
@@ -101,14 +67,14 @@ def test_signals_keep_what_was_read_and_exit_6(broker, big_topic, tmp_path, sign
     out = tmp_path / "partial.parquet"
     proc, master = _sampler_on_pty(broker.bootstrap_server, big_topic, out)
     try:
-        seen = _read_until(master, b"sampling " + big_topic.encode())
+        seen = read_until(master, b"sampling " + big_topic.encode())
         assert b"sampling " in seen, seen
         for i, sig in enumerate(signals):
             if i:
                 time.sleep(0.05)  # well within the ~0.3 s in which a second Ctrl-C used to lose the sample
             proc.send_signal(sig)
         stdout, _ = proc.communicate(timeout=120)
-        seen = _drain(master, seen)
+        seen = drain(master, seen)
     finally:
         if proc.poll() is None:
             proc.kill()

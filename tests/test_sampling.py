@@ -15,9 +15,9 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from keyscope import kafka_io
-from keyscope.broker import EmbeddedBroker
-from keyscope.connection import resolve
+from keyscope.kafka import client as kafka_io
+from keyscope.kafka.broker import EmbeddedBroker
+from keyscope.kafka.connection import resolve
 from keyscope.errors import KafkaError
 from keyscope.sample import read_sample
 from keyscope.sampling import DEFAULT_MAX_RECORDS, SampleSpec, parse_field, sample_topic

@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from keyscope.connection import resolve
+from keyscope.kafka.connection import resolve
 from keyscope.partitioners import murmur2
 from keyscope.scan import ScanRequest, merge, plan_tasks, run_scan, scan_task
 from keyscope.scan.answers import analyze_profile, whatif_profile

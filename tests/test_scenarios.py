@@ -345,7 +345,7 @@ def test_consumer_loads_in_results(whatif):
 
 
 def test_to_dict_is_strict_json(whatif):
-    from keyscope.render import to_json
+    from keyscope.report.format import to_json
 
     import json
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyscope.assignors import consumer_load, range_assignment, round_robin_assignment
+from keyscope.model.assignors import consumer_load, range_assignment, round_robin_assignment
 from keyscope.errors import UsageError
 
 

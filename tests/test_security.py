@@ -279,7 +279,7 @@ def test_tls_against_silent_port_ends_within_timeout(tmp_path, secure, server, r
 
 def test_connect_timeout_not_capped_at_30s(secure, monkeypatch, tmp_path):
     """The sampler hands its whole --timeout to connecting (it used to cap it at 30 s)."""
-    from keyscope import kafka_io
+    from keyscope.kafka import client as kafka_io
 
     seen = []
     real = kafka_io.open_consumer
@@ -396,7 +396,7 @@ MSK = ("security.protocol=SASL_SSL\nsasl.mechanism=AWS_MSK_IAM\n"
 
 
 def test_msk_iam_configuration_parsed():
-    from keyscope.connection import resolve
+    from keyscope.kafka.connection import resolve
 
     f = Path(__file__).parent  # any readable dir for tmp: use -X overrides instead of a file
     assert f
@@ -430,7 +430,7 @@ def test_jks_truststore_refused_naming_keytool_then_converted_store_works(secure
     subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", str(secure.certs.ca_pem),
                     "-keystore", str(jks), "-storetype", "JKS", "-storepass", PASSWORD],
                    check=True, capture_output=True)
-    base = (f"security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config="
+    base = ("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config="
             + SCRAM_JAAS.format(u="alice", p="alice-secret") + "\n")
     config = secure.props(base + f"ssl.truststore.location={jks}\nssl.truststore.type=JKS\n"
                                  f"ssl.truststore.password={PASSWORD}\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from keyscope.connection import resolve
+from keyscope.kafka.connection import resolve
 from keyscope.errors import InputError
 from keyscope.sample import read_sample
 from keyscope.sampling import SampleSpec, sample_topic

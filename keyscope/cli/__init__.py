@@ -13,7 +13,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, KeyscopeError, UsageError
+from ..errors import EXIT_INTERRUPTED, KeyscopeError
 
 FORMAT_OPTION = click.option(
     "--format",
@@ -28,7 +28,7 @@ FORMAT_OPTION = click.option(
 def connection_options(fn):
     """--bootstrap-server / --command-config / -X, as Kafka's CLI tools and kcat take them.
 
-    The command receives ``conn`` (a keyscope.connection.Connection) instead.
+    The command receives ``conn`` (a keyscope.kafka.connection.Connection) instead.
     """
     import functools
 
@@ -50,7 +50,7 @@ def connection_options(fn):
                   help="Show the connection steps on stderr (TCP, TLS, SASL, metadata); secrets are masked.")
     @functools.wraps(fn)
     def wrapper(*args, bootstrap_server, command_config, overrides, debug, **kwargs):
-        from ..connection import resolve
+        from ..kafka.connection import resolve
 
         conn = resolve(bootstrap_server, command_config, overrides)
         for note in conn.notes:
@@ -114,7 +114,7 @@ class KeyscopeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyscopeError as e:
-            from ..keys import display_name  # names from files and brokers reach messages too
+            from ..model.keys import display_name  # names from files and brokers reach messages too
 
             click.echo(f"keyscope: error: {display_name(e)}", err=True)
             ctx.exit(e.exit_code)

@@ -51,8 +51,8 @@ def demo(ctx, records, keep, seed):
     \b
     Exit codes: 0 done; 4 the embedded broker could not start.
     """
-    from .. import demo as story
-    from ..broker import EmbeddedBroker
+    from ..kafka import demo as story
+    from ..kafka.broker import EmbeddedBroker
     from .analyze import analyze
     from .lag import lag
     from .sample import sample

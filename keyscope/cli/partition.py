@@ -56,8 +56,8 @@ def partition(keys, partitions, partitioner, key_encoding, stdin_format, summary
     Exit codes: 0 ok; 2 bad option, unknown partitioner or partition count
     < 1; 3 a key that is not valid hex/base64; 130 Ctrl-C (docs/exit-codes.md).
     """
-    from .. import keys as keyio
-    from .. import render
+    from ..model import keys as keyio
+    from ..report import format as render
     from ..partitioners import SMALL_COLUMN, partition_counts, partition_frame, partition_records
 
     if keys:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import EXIT_PARTIAL, InputError, KeyscopeError, UsageError
-from ..keys import display_name
+from ..model.keys import display_name
 from . import FORMAT_OPTION, cli, connection_options
 
 
@@ -81,6 +81,7 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
     130 Ctrl-C before any record was read.
     """
     from .. import sampling
+    from ..report.sample import render_sample
 
     if start and from_time:
         raise UsageError("give --from or --from-time, not both")
@@ -106,7 +107,7 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
     progress = _Progress(topic) if show else None
     with StopOnce(progress) as stop:
         try:
-            s = sampling.sample_topic(conn, spec, progress=stop.progress)
+            s = sampling.sample_topic(conn, spec, progress=stop.progress, phase=stop.phase)
         finally:
             if progress is not None:
                 progress.clear()
@@ -115,7 +116,7 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
             s.write(path, overwrite=force)
         except OSError as e:
             raise InputError(f"cannot write {path}: {e.strerror or e}") from None
-        click.echo(display_name(render_sample_report(s, str(path), fmt)))
+        click.echo(render_sample(s, str(path), fmt))
     if s.meta.partial:
         raise PartialSample(
             f"sample is partial ({s.meta.partial_reason}): kept {len(s):,} records in {path}"
@@ -133,13 +134,14 @@ def info(file, fmt):
 
     Exit codes: 0 ok; 3 the file is missing, damaged or lacks partition/key.
     """
+    from ..report.sample import render_file_info
     from ..sample import read_sample
 
     s = read_sample(file)
-    click.echo(display_name(render_info(s, file, fmt)))
+    click.echo(render_file_info(s, file, fmt))
 
 
-# --------------------------------------------------------------------------- rendering
+# --------------------------------------------------------------------------- interaction: progress, signals
 
 
 class _Progress:
@@ -155,10 +157,11 @@ class _Progress:
         if now - self.last < 0.1:
             return
         self.last = now
-        from ..render import fmt_num
+        from ..report.format import fmt_num
+        from ..report.sample import mib
 
         line = (
-            f"sampling {display_name(self.topic)}: {fmt_num(p.records)} records, {_mb(p.bytes)} fetched, "
+            f"sampling {display_name(self.topic)}: {fmt_num(p.records)} records, {mib(p.bytes)} fetched, "
             f"{p.partitions_done}/{p.partitions_total} partitions done, {p.elapsed_s:.1f}s"
         )
         sys.stderr.write("\r" + line[:_width()] + "\x1b[K")
@@ -179,10 +182,6 @@ def _width() -> int:
     return cols - 1 if cols > 20 else 100  # a terminal that reports no size gets a sane width
 
 
-def _mb(n: int) -> str:
-    return f"{n / (1 << 20):,.1f} MiB"
-
-
 class StopOnce:
     """Ctrl-C and SIGTERM while sampling: the first stops the read, what was read is kept.
 
@@ -191,13 +190,16 @@ class StopOnce:
     came; once the records are being assembled and written, and for every
     later signal (a second Ctrl-C 0.1 s after the first, ``timeout``'s SIGTERM
     during the write), it is only noted: the file is written, the exit code
-    is 6.  Only the main thread can set handlers; elsewhere this does nothing.
+    is 6.  The sampler says which (:class:`keyscope.sampling.Phase`, passed as
+    ``phase=stop.phase``).  Only the main thread can set handlers; elsewhere
+    this does nothing.
     """
 
-    _AFTER_READING = {"_build_sample"}
-
     def __init__(self, shown=None):
+        from ..sampling import Phase
+
         self.shown = shown  # the progress line, if one is drawn
+        self.phase = Phase()
         self.records = 0
         self.signals: list[int] = []
         self.old: dict = {}
@@ -224,7 +226,7 @@ class StopOnce:
 
     def _handle(self, signum, frame) -> None:
         self.signals.append(signum)
-        if len(self.signals) == 1 and (self.records == 0 or _reading(frame)):
+        if len(self.signals) == 1 and (self.records == 0 or self.phase.name == "reading"):
             raise KeyboardInterrupt
         sys.stderr.write(f"\r\x1b[Kkeyscope: stopping: writing the {self.records:,} records read\n"
                          if sys.stderr.isatty() else f"keyscope: stopping: writing the {self.records:,} records read\n")
@@ -242,22 +244,6 @@ class StopOnce:
         elif not s.meta.partial and len(s):
             s.meta.partial, s.meta.partial_reason = True, why
             s.meta.how["stopped_by"] = "partial"
-
-
-def _reading(frame) -> bool:
-    """Is the interrupted code the sampler, before it assembles the records?"""
-    in_sampler = False
-    while frame is not None:
-        mod = frame.f_globals.get("__name__", "")
-        if mod == "keyscope.sampling":
-            if frame.f_code.co_name in StopOnce._AFTER_READING:
-                return False
-            in_sampler = True
-        elif in_sampler is False and frame.f_code.co_name == "close" and frame.f_back is not None \
-                and frame.f_back.f_globals.get("__name__") == "keyscope.sampling":
-            return False  # closing the consumer after the read
-        frame = frame.f_back
-    return in_sampler
 
 
 def _check_writable(path: Path, force: bool) -> None:
@@ -282,94 +268,3 @@ def _check_writable(path: Path, force: bool) -> None:
     if not os.access(parent, os.W_OK):
         raise InputError(f"cannot write {path}: directory {parent} is not writable")
 
-
-def _partition_rows(summary: dict) -> list[list]:
-    from ..render import fmt_num
-
-    rows = []
-    for r in summary["partitions"]:
-        rng = "-" if r["first"] is None else f"{r['first']:,}..{r['last']:,}"
-        rows.append([
-            r["partition"], fmt_num(r["low"]), fmt_num(r["high"]), rng, fmt_num(r["records"]), fmt_num(r["null_keys"]),
-        ])
-    return rows
-
-
-_PART_HEADERS = ["partition", "low", "high", "offsets read", "records", "null keys"]
-
-
-def render_sample_report(s, path: str, fmt: str) -> str:
-    from .. import render
-
-    summary = s.summary()
-    how = s.meta.how or {}
-    if fmt == "json":
-        return render.to_json({"output": path, "summary": summary, "meta": s.meta_dict()})
-    head = [
-        ("topic", s.meta.topic),
-        ("written", path),
-        ("records", render.fmt_num(summary["records"])),
-        ("fetched", f"{_mb(how.get('bytes_fetched', 0))} in {how.get('elapsed_s', 0):.2f}s"),
-        ("stopped by", how.get("stopped_by", "-")),
-    ]
-    if s.meta.partial:
-        head.append(("PARTIAL", s.meta.partial_reason or "stopped early"))
-    return _compose(fmt, f"Sample of {s.meta.topic}", head, summary, how.get("notes") or [])
-
-
-def render_info(s, path: str, fmt: str) -> str:
-    from .. import render
-
-    summary = s.summary()
-    if fmt == "json":
-        return render.to_json({"file": path, "summary": summary, "meta": s.meta_dict()})
-    how = s.meta.how or {}
-    head = [
-        ("file", path),
-        ("topic", s.meta.topic),
-        ("source", s.meta.source),
-        ("sampled at", s.meta.sampled_at or "-"),
-        ("records", render.fmt_num(summary["records"])),
-        ("partitions", f"{summary['partitions_sampled']} sampled of {summary['partition_count']}"
-         + (" (count inferred from the records)" if how.get("partition_count_inferred") else "")),
-        ("keys", f"{render.fmt_num(summary['distinct_keys'])} distinct, {render.fmt_num(summary['null_keys'])} null, "
-                 f"{render.fmt_num(summary['empty_keys'])} empty"),
-        ("time span", f"{summary['first_timestamp'] or '-'} .. {summary['last_timestamp'] or '-'}"),
-    ]
-    if how.get("mode"):
-        bounds = ", ".join(
-            f"{k.replace('_', '-')} {_mb(how[k]) if k == 'max_bytes' else render.fmt_num(how[k])}"
-            for k in ("per_partition", "max_records", "max_bytes") if how.get(k) is not None
-        )
-        mode = how["mode"] + (f" {how['from_time']}" if how.get("from_time") else "")
-        head.append(("how", f"from {mode}; {bounds or 'no bounds'}; stopped by {how.get('stopped_by', '-')}"))
-    if s.meta.partial:
-        head.append(("PARTIAL", s.meta.partial_reason or "stopped early"))
-    head.append(("keyscope", s.meta.keyscope_version))
-    return _compose(fmt, f"Sample {path}", head, summary, how.get("notes") or [])
-
-
-def _compose(fmt: str, title: str, head: list[tuple[str, str]], summary: dict, notes: list[str] = ()) -> str:
-    from .. import render
-
-    fields = [
-        [name, f["path"], render.fmt_num(f["misses"]), render.fmt_pct(f["miss_rate"])]
-        for name, f in summary["fields"].items()
-    ]
-    parts = _partition_rows(summary)
-    if fmt == "markdown":
-        out = [f"### {title}", "", render.markdown_table(["", ""], [[k, v] for k, v in head]), ""]
-        out += [render.markdown_table(_PART_HEADERS, parts, "rrrrrr")]
-        if fields:
-            out += ["", render.markdown_table(["field", "path", "misses", "miss rate"], fields, "llrr")]
-        if notes:
-            out += [""] + [f"- {n}" for n in notes]
-        return "\n".join(out)
-    width = max(len(k) for k, _ in head)
-    out = [f"{k.ljust(width)}  {v}" for k, v in head]
-    out += ["", render.text_table(_PART_HEADERS, parts, "rrrrrr")]
-    if fields:
-        out += ["", render.text_table(["field", "path", "misses", "miss rate"], fields, "llrr")]
-    if notes:
-        out += [""] + [f"note: {n}" for n in notes]
-    return "\n".join(out)

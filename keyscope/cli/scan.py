@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import EXIT_PARTIAL, InputError, KeyscopeError, UsageError
-from ..keys import display_name
+from ..model.keys import display_name
 from . import FORMAT_OPTION, cli, connection_options
 
 
@@ -147,7 +147,7 @@ def _pct(x: float) -> str:
 
 def render_analysis_text(d: dict, markdown: bool) -> list[str]:
     """Partitions, agreement, hot keys: shared by scan's summary and analyze of a profile."""
-    from ..render import markdown_table, text_table
+    from ..report.format import markdown_table, text_table
 
     table = markdown_table if markdown else text_table
     out = []
@@ -188,7 +188,7 @@ def render_analysis_text(d: dict, markdown: bool) -> list[str]:
 
 
 def render_scan(doc: dict, fmt: str) -> str:
-    from .. import render
+    from ..report import format as render
 
     if fmt == "json":
         return render.to_json(doc)
@@ -261,7 +261,7 @@ def _refuse(option: str, value) -> None:
 
 def analyze_profile_cmd(path, top: int, fmt: str, fail_on_skew) -> None:
     """``keyscope analyze PROFILE``: exact partition loads and agreement, sketch-bounded hot keys."""
-    from .. import render
+    from ..report import format as render
     from ..errors import EXIT_PARTIAL, EXIT_SKEW
     from ..scan import read_profile
     from ..scan.answers import analyze_profile
@@ -295,9 +295,9 @@ def _load_row(s: dict, today: bool = False) -> list[str]:
 def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, today_partitioner, fail_on_skew, plot,
                        fmt) -> None:
     """``keyscope whatif PROFILE``: exact loads of other partition counts, partitioners and key expressions."""
-    from .. import render
+    from ..report import format as render
     from ..errors import EXIT_SKEW
-    from ..render import markdown_table, text_table
+    from ..report.format import markdown_table, text_table
     from ..scan import read_profile
     from ..scan.answers import whatif_profile
     from ..scan.task import expression_name
@@ -339,7 +339,7 @@ def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, to
 
 
 def recommend_profile_cmd(path, keep_order_by, max_partitions, target_skew, today_partitioner, top, fmt) -> None:
-    from .. import render
+    from ..report import format as render
     from ..scan import read_profile
     from ..scan.answers import recommend_profile
 

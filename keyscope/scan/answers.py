@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError
-from ..keys import key_display_one
+from ..model.keys import key_display_one
 from ..stats import skew_ratio
 from .profile import Profile
 

@@ -17,7 +17,7 @@ from typing import Callable
 from ..errors import KafkaError, UsageError
 from .plan import Task, plan_tasks
 from .profile import Profile, merge
-from .task import DEFAULT_COUNTER_RULES, ScanSpec, expression_name, scan_task
+from .task import DEFAULT_COUNTER_RULES, ScanSpec, scan_task
 
 MAX_ATTEMPTS = 3
 
@@ -102,7 +102,7 @@ def cores() -> int:
 
 def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, int]]]:
     """(partition count, {partition: (start, stop)}) from the watermarks and --from/--to."""
-    from .. import kafka_io
+    from ..kafka import client as kafka_io
 
     consumer = kafka_io.open_consumer(conn, timeout_s=30.0)
     try:
@@ -114,11 +114,15 @@ def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, in
                 return {p: w.low for p, w in marks.items()}
             if b.kind == "latest":
                 return {p: _end(w, req.isolation) for p, w in marks.items()}
+            value = int(b.value or 0)
             if b.kind == "offset":
-                return {p: min(max(b.value, w.low), _end(w, req.isolation)) for p, w in marks.items()}
-            found = kafka_io.offsets_for_time(consumer, req.topic, parts, b.value, timeout_s=30.0)
-            return {p: _end(w, req.isolation) if found.get(p) is None
-                    else min(max(found[p], w.low), _end(w, req.isolation)) for p, w in marks.items()}
+                return {p: min(max(value, w.low), _end(w, req.isolation)) for p, w in marks.items()}
+            found = kafka_io.offsets_for_time(consumer, req.topic, parts, value, timeout_s=30.0)
+            out = {}
+            for p, w in marks.items():
+                o = found.get(p)
+                out[p] = _end(w, req.isolation) if o is None else min(max(int(o), w.low), _end(w, req.isolation))
+            return out
 
         a, z = resolve(req.start, False), resolve(req.stop, True)
     finally:
@@ -141,7 +145,7 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
     t0 = time.monotonic()
     if req.partitions_max < 1:
         raise UsageError(f"--partitions-max must be at least 1, got {req.partitions_max}")
-    from ..limits import check_count
+    from ..model.limits import check_count
 
     check_count(req.partitions_max, "--partitions-max")
     workers = req.workers or cores()
@@ -238,7 +242,6 @@ def _start_forkserver() -> None:
 
 
 def _run_pool(workers, conn, spec, tasks, kept, state) -> None:
-    import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -55,7 +55,7 @@ _CONSUMERS: dict = {}
 
 
 def _consumer(conn):
-    from .. import kafka_io
+    from ..kafka import client as kafka_io
 
     key = (conn.bootstrap_servers, repr(sorted(conn.kwargs.items())), repr(sorted(conn.tls.items())),
            repr(sorted(conn.sasl.items())), os.getpid())
@@ -77,7 +77,7 @@ def close_consumers() -> None:
 
 def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
     """Read ``task``'s range and summarise it.  Raises KafkaError when the range cannot be read."""
-    from .. import kafka_io
+    from ..kafka import client as kafka_io
     from ..sampling import _FieldPlan, _decode, _skip_aborted
 
     acc = _Accumulator(spec, task)

@@ -1,6 +1,6 @@
 """Real producers of every client, built on demand, and a plain reader for what they wrote.
 
-Each peer (tests/peers/<name>/build.sh) is built from our own small source and
+Each peer (tests/peers/<name>, built by tests/peers/build.sh) is built from our own small source and
 pinned manifests, from the client's own registry, into ~/.cache/keyscope-tests.
 Every peer reads the same key file: one record per line, ``-`` for a null key,
 otherwise the key in hex (an empty line is the empty key); the record's value
@@ -23,8 +23,8 @@ PARTITIONS = 6
 
 
 def build(name: str) -> str:
-    """Run tests/peers/<name>/build.sh (cached after the first time); its stdout is the artefact."""
-    r = subprocess.run([str(HERE / name / "build.sh")], capture_output=True, text=True, timeout=900)
+    """Run tests/peers/build.sh NAME (cached after the first time); its last stdout line is the artefact."""
+    r = subprocess.run(["bash", str(HERE / "build.sh"), name], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         raise RuntimeError(f"building the {name} peer failed:\n{r.stderr[-3000:]}")
     return r.stdout.strip().splitlines()[-1]

@@ -102,7 +102,7 @@ def commit_group_lag(bootstrap: str, topic: str, group: str, lag_fraction: dict[
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    from . import kafka_io
+    from . import client as kafka_io
     from .connection import resolve
 
     probe = kafka_io.open_consumer(resolve(bootstrap))

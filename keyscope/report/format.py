@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Iterable, Sequence
 
 FORMATS = ("table", "json", "markdown")
 
 
-# Keys and names are shown by one rule, kept in keyscope.keys (text or hex for keys,
+# Keys and names are shown by one rule, kept in keyscope.model.keys (text or hex for keys,
 # escapes for names); JSON output escapes the same characters.
-from .keys import display_name, json_safe, key_display, key_display_one, utf8_or_null  # noqa: E402,F401
+from ..model.keys import display_name, json_safe, key_display, key_display_one, utf8_or_null  # noqa: E402,F401
 
 
 def finite(x: float | int | None) -> float | int | None:
@@ -147,7 +146,7 @@ _UNHASHED_NOTE = (
 
 
 def _partition_rules(partitions: int) -> dict[str, str]:
-    from .partitioners import PARTITIONERS
+    from ..partitioners import PARTITIONERS
 
     return {name: p.formula.split("  (")[0].replace("% n", f"% {partitions}") for name, p in PARTITIONERS.items()}
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 FORMATS = ("parquet", "kcat-json", "jsonl", "csv")
 _PARQUET_EXT = {".parquet", ".pq", ".parq"}
@@ -252,7 +252,7 @@ def _timestamp_column(s):
 
 
 def _to_sample(df, source: str, path: Path, extras: dict):
-    from .sample import Sample
+    from ..sample import Sample
 
     topic = extras.get("topic") or path.stem
     dropped = extras.get("dropped") or []

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ENV_BOOTSTRAP = "KEYSCOPE_BOOTSTRAP_SERVER"
 
@@ -37,7 +37,7 @@ _DIRECT = {
 }
 _INT_KEYS = {"request_timeout_ms"}
 
-# TLS material: read by keyscope.tls, which builds the one SSLContext every connection uses.
+# TLS material: read by keyscope.kafka.tls, which builds the one SSLContext every connection uses.
 TLS_KEYS = {
     "ssl.truststore.location", "ssl.truststore.type", "ssl.truststore.password", "ssl.truststore.certificates",
     "ssl.ca.location",
@@ -157,7 +157,7 @@ def parse_jaas(value: str) -> tuple[str | None, str | None]:
 class Connection:
     """Settings for one cluster; ``kwargs``, ``tls`` and ``sasl`` may hold secrets, ``describe()`` never does.
 
-    ``tls``: the ``ssl.*`` properties as given (keyscope.tls turns them into an SSLContext).
+    ``tls``: the ``ssl.*`` properties as given (keyscope.kafka.tls turns them into an SSLContext).
     ``sasl``: the login module's options (``sasl.jaas.config``) and OAuth settings.
     """
 

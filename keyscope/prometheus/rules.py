@@ -29,9 +29,9 @@ from __future__ import annotations
 import math
 import re
 
-from . import __version__
-from .errors import UsageError
-from .lag import (
+from .. import __version__
+from ..errors import UsageError
+from ..lag import (
     CORRECTED_HOTTEST_PARTITION,
     CORRECTED_PARTITION_LAG,
     CORRECTED_SKEW_RATIO,
@@ -39,7 +39,7 @@ from .lag import (
     SERIES_PARTITION_LAG,
     SERIES_SKEW_RATIO,
 )
-from .stats import CLAMP_MIN
+from ..stats import CLAMP_MIN
 
 RECORDING_GROUP = "keyscope-consumer-lag"
 DEPLOYED_RECORDING_GROUP = "kafka-consumer-lag"

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from .connection import Connection
-from .errors import KafkaError, UsageError
+from ..errors import KafkaError, UsageError
 
 API_METADATA, API_SASL_HANDSHAKE, API_API_VERSIONS, API_SASL_AUTHENTICATE = 3, 17, 18, 36
 ERR_UNSUPPORTED_SASL_MECHANISM, ERR_ILLEGAL_SASL_STATE, ERR_SASL_AUTHENTICATION_FAILED = 33, 34, 58

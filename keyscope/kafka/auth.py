@@ -15,7 +15,7 @@ import threading
 import time
 
 from .connection import Connection
-from .errors import KafkaError, UsageError
+from ..errors import KafkaError, UsageError
 
 
 def client_config(conn: Connection) -> dict:

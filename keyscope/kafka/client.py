@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from .connection import Connection
-from .errors import KafkaError
+from ..errors import KafkaError
 
 __all__ = ["open_consumer", "topic_partitions", "watermarks", "Watermarks", "list_topics"]
 
@@ -33,7 +33,7 @@ class Watermarks:
 def open_consumer(conn: Connection, timeout_s: float = 10.0, **extra):
     """A read-only kafka-python consumer; fails within ``timeout_s`` when the cluster is unreachable.
 
-    A probe (keyscope.probe) connects first, bounded by the same deadline, so
+    A probe (keyscope.kafka.probe) connects first, bounded by the same deadline, so
     that a wrong protocol, certificate, mechanism or password is named at once
     instead of being retried until the timeout.
     """
@@ -83,10 +83,61 @@ def open_consumer(conn: Connection, timeout_s: float = 10.0, **extra):
 
 
 def client_config(conn: Connection) -> dict:
-    """kafka-python settings for any client of ``conn`` (the admin client in keyscope.lag too)."""
+    """kafka-python settings for any client of ``conn`` (the admin client too)."""
     from .auth import client_config as _cfg
 
     return _cfg(conn)
+
+
+def _tolerant_admin(**config):
+    """kafka-python's admin client, made to survive brokers that answer authorized_operations = -1.
+
+    kafka-python 3.0.12 turns DescribeGroups' authorized_operations into
+    ACLOperation enums and raises on -1 (Tansu sends it; Kafka does when the
+    operations were not asked for).  We never need the operations.
+    """
+    from kafka import KafkaAdminClient
+
+    class TolerantAdmin(KafkaAdminClient):
+        def _process_acl_operations(self, obj):
+            try:
+                return super()._process_acl_operations(obj)
+            except ValueError:
+                obj["authorized_operations"] = None
+                return obj
+
+    return TolerantAdmin(**config)
+
+
+def open_admin(conn: Connection, timeout_s: float = 10.0):
+    """A read-only admin client (OffsetFetch, DescribeGroups, ListGroups; never JoinGroup or OffsetCommit)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError as _KE
+
+    ms = max(1000, int(timeout_s * 1000))
+    config = dict(
+        bootstrap_servers=conn.bootstrap_servers,
+        client_id="keyscope",
+        bootstrap_timeout_ms=ms,
+        request_timeout_ms=max(ms, 5000),
+    )
+    config.update({k: v for k, v in client_config(conn).items() if k in KafkaAdminClient.DEFAULT_CONFIG})
+    try:
+        return _tolerant_admin(**config)
+    except (_KE, OSError, ValueError, TypeError) as e:
+        raise KafkaError(f"cannot open an admin connection to {conn.bootstrap_servers}: {_one_line(e)}") from None
+
+
+def end_offsets(consumer, parts: dict[str, list[int]], timeout_s: float) -> dict[tuple[str, int], int]:
+    """Log-end offsets of many topics in one request, keyed by (topic, partition)."""
+    from kafka import TopicPartition
+
+    tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
+    try:
+        ends = consumer.end_offsets(tps, timeout_ms=int(timeout_s * 1000)) if tps else {}
+    except Exception as e:
+        raise KafkaError(f"cannot read end offsets for the cluster-wide scan: {_one_line(e)}") from None
+    return {(tp.topic, tp.partition): off for tp, off in ends.items()}
 
 
 def list_topics(consumer) -> list[str]:

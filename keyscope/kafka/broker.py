@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 
-from .errors import KeyscopeError
+from ..errors import KeyscopeError
 
 __all__ = ["EmbeddedBroker", "BrokerError", "free_port"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ASSIGNORS = ("range", "roundrobin")
 

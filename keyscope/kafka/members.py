@@ -12,7 +12,7 @@ in two ways:
   for the Java client when asked): the broker assigns, and DescribeGroups v6
   answers ``GROUP_ID_NOT_FOUND: ... is not a classic group``.  Their members
   come from ConsumerGroupDescribe (API 69), which kafka-python 3.0 does not
-  ship: its schema is in :mod:`keyscope._messages`, sent on the admin
+  ship: its schema is in :mod:`keyscope.kafka._messages`, sent on the admin
   client's own connection to the group coordinator.
 
 Both are Describe requests: nothing here joins, syncs, heartbeats or commits.
@@ -162,7 +162,7 @@ def _consumer_group_describe(admin, group: str) -> GroupMembers | None:
         if g.group_id != group:
             continue
         if g.error_code:
-            from .kafka_io import error_name
+            from .client import error_name
 
             if g.error_code == UNSUPPORTED_VERSION:
                 return None
@@ -196,7 +196,7 @@ def retry_coordinator(admin, group: str, call, what: str, timeout_s: float):
     default), then another broker takes the group over: a read a few seconds
     later, after asking FindCoordinator again, succeeds.  Returns ``call()``'s value or raises KafkaError with one line.
     """
-    from .errors import KafkaError
+    from ..errors import KafkaError
 
     deadline = time.monotonic() + timeout_s
     while True:

@@ -13,7 +13,7 @@ import base64
 import binascii
 import re
 
-from .errors import InputError
+from ..errors import InputError
 
 ENCODINGS = ("utf8", "hex", "base64")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import UsageError
+from ..errors import UsageError
 
 MAX_PARTITIONS = 100_000  # per topic: partition counts, partition ids (< this), consumers
 MAX_PARTITION_ID = 2**31 - 1  # Kafka: partition ids are int32

@@ -1,0 +1,1 @@
+"""Files from elsewhere (kcat JSON, CSV, JSON lines) read into a Sample."""

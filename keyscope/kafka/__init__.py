@@ -1,0 +1,1 @@
+"""Every contact with Kafka (kafka-python, the wire, the embedded broker)."""

@@ -1,0 +1,1 @@
+"""Small shared vocabulary: keys, limits, consumer-assignor load."""

@@ -1,0 +1,1 @@
+"""What the deployed Prometheus rules compute, and the rules keyscope ships."""

@@ -1,0 +1,1 @@
+"""Rendering: every table, markdown and JSON document a command prints."""
