@@ -15,6 +15,7 @@ process pool and Dask run the same code.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -52,6 +53,7 @@ def expression_name(fields: tuple[str, ...]) -> str:
 
 # one consumer per process and connection: a task opens none when its process already has one
 _CONSUMERS: dict = {}
+_CONSUMERS_LOCK = threading.Lock()
 
 
 def _consumer(conn):
@@ -59,9 +61,10 @@ def _consumer(conn):
 
     key = (conn.bootstrap_servers, repr(sorted(conn.kwargs.items())), repr(sorted(conn.tls.items())),
            repr(sorted(conn.sasl.items())), os.getpid())
-    c = _CONSUMERS.get(key)
-    if c is None:
-        c = _CONSUMERS[key] = kafka_io.open_consumer(conn, timeout_s=30.0)
+    with _CONSUMERS_LOCK:  # tasks in threads share one consumer (its IO thread serves every fetcher)
+        c = _CONSUMERS.get(key)
+        if c is None:
+            c = _CONSUMERS[key] = kafka_io.open_consumer(conn, timeout_s=30.0)
     return c
 
 
@@ -93,6 +96,7 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
     pending, pending_n = [], 0
     fault = spec.fault.get(task.id) if attempt == 0 else None
     tag = 0
+    ahead = None  # (tag, offset) of a fetch sent before the previous chunk was counted
     while state.next < task.stop:
         node = fetcher.leader(task.partition)
         if node is None:
@@ -102,9 +106,11 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
             if time.monotonic() - error_since > RETRY_S:
                 raise KafkaError(f"partition {task.partition} of {spec.topic!r} has no leader")
             continue
-        tag += 1
-        fetcher.send(tag, node, {task.partition: (state.next, fetch_bytes)}, max_bytes=fetch_bytes,
-                     max_wait_ms=500, isolation_level=1 if committed else 0)
+        if ahead is None or ahead[1] != state.next:
+            tag += 1
+            fetcher.send(tag, node, {task.partition: (state.next, fetch_bytes)}, max_bytes=fetch_bytes,
+                         max_wait_ms=500, isolation_level=1 if committed else 0)
+        ahead = None
         while True:
             got, answer, exc = fetcher.answers.get(timeout=60)
             if got == tag:
@@ -148,15 +154,22 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
         if c.next is None:  # one batch larger than we asked for: ask for more
             fetch_bytes = min(fetch_bytes * 4, 256 << 20)
             continue
+        if c.next <= state.next:
+            raise KafkaError(f"partition {task.partition}: the broker returned nothing new at offset {state.next}")
+        state.next = c.next
+        if state.next < task.stop and node is not None:
+            # Ask for the next chunk now: the broker answers while this one is counted (cProfile,
+            # 1M records: 0.48 s of 3.1 s waited on answers with one fetch at a time).
+            tag += 1
+            fetcher.send(tag, node, {task.partition: (state.next, fetch_bytes)}, max_bytes=fetch_bytes,
+                         max_wait_ms=500, isolation_level=1 if committed else 0)
+            ahead = (tag, state.next)
         if c.table is not None:
             pending.append(c.table)
             pending_n += c.n
             if pending_n >= CHUNK_RECORDS:
                 acc.add(pending)
                 pending, pending_n = [], 0
-        if c.next <= state.next:
-            raise KafkaError(f"partition {task.partition}: the broker returned nothing new at offset {state.next}")
-        state.next = c.next
         if fault:  # after records were read and counted, before the result is returned
             if fault == "exit":
                 os._exit(17)  # a worker process dying mid-task
