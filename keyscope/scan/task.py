@@ -27,7 +27,7 @@ from .plan import Task
 from .profile import HLL_LG_K, KLL_K, LG_MAX_K, Expression, PartitionStats, Profile, load_offset
 
 DEFAULT_COUNTER_RULES = ("murmur2", "consistent", "fnv1a")
-CHUNK_RECORDS = 400_000  # decoded records grouped at once: bounds a task's memory (~50 MB of keys at 100 B)
+CHUNK_RECORDS = 200_000  # decoded records grouped at once: bounds a task's memory (3 tasks at once in one process)
 PARTITION_FETCH_BYTES = 8 << 20
 RETRY_S = 30.0
 
