@@ -271,7 +271,11 @@ def merge(profiles) -> Profile:
 
 def is_profile(path) -> bool:
     """True when ``path`` is a file whose first bytes open a profile (no full read)."""
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device: opening it could block
+            return False
         with open(path, "rb") as f:
             head = f.read(64)
     except OSError:
