@@ -178,6 +178,8 @@ def render_analysis_text(d: dict, markdown: bool) -> list[str]:
                          _pct(h["share"]["estimate"])])
         if rows:
             out.append(table(["key", "records", "share"], rows, "lrr"))
+        else:
+            out.append(f"no key holds more than {e['threshold']:,} records: no hot key")
     s = d["sizes"]
     out.append("")
     out.append(f"record size (key+value) p50 {s['p50']:,} B, p99 {s['p99']:,} B, max {s['max']:,} B "

@@ -104,6 +104,11 @@ def _expression(p: Profile, name: str, top: int) -> ExpressionSummary:
     items = freq.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES, 0) if not freq.is_empty() else []
     items.sort(key=lambda t: (-t[1], t[0]))
     max_err = max((ub - lb for _, _, lb, ub in items), default=0)
+    threshold = max(int(freq.epsilon * freq.total_weight), int(max_err)) if not freq.is_empty() else 0
+    if max_err:
+        # Not exact: list only keys that can be above the guarantee; below it a count is noise (a uniform
+        # 100k-key topic listed ten keys "330 (10-330)" while each held 10 records).
+        items = [i for i in items if i[3] > threshold]
     hot = []
     for item, est, lb, ub in items[:top]:
         shown, enc = key_display_one(item.encode("latin-1"))
@@ -113,8 +118,7 @@ def _expression(p: Profile, name: str, top: int) -> ExpressionSummary:
         distinct = Bounded(float(h.get_estimate()), float(h.get_lower_bound(2)), float(h.get_upper_bound(2)), False)
     else:
         distinct = Bounded(0.0, 0.0, 0.0, True)
-    threshold = int(freq.epsilon * freq.total_weight) if not freq.is_empty() else 0
-    return ExpressionSummary(name, e.records, e.null_keys, distinct, hot, int(max_err), max(threshold, int(max_err)))
+    return ExpressionSummary(name, e.records, e.null_keys, distinct, hot, int(max_err), threshold)
 
 
 def analyze_profile(p: Profile, top: int = 10) -> ProfileAnalysis:
