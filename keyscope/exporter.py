@@ -7,7 +7,9 @@ keeps a sliding window of ``buckets`` time buckets per partition (records,
 bytes, a Space-Saving summary of keys, partitioner agreement, murmur2
 predictions), and serves ``/metrics`` through prometheus-client and
 ``/healthz``.  Memory: partitions x buckets x ``capacity`` key counters, whatever
-the key count.  Records are placed in buckets by when they were read.
+the key count.  Records are placed in buckets by when they were read.  Gaps in what
+it saw are published: seconds without brokers, and records the log dropped before
+they could be read.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ KEY_LABEL_MAX = 120  # a key label longer than this is cut (…) so one key cann
 PARTITION_FETCH_BYTES = 1 << 20
 FETCH_MAX_BYTES = 16 << 20
 RETRY_S = 0.5
+# A fetch that left every partition at its high watermark with fewer records than this waits IDLE_FETCH_S
+# before the next one to the same leader:
+# at 20k records/s each answer held a few hundred records and the per-chunk work (Polars, three partitioners,
+# murmur2 predictions) cost 2.1 CPU s per 100k records vs 0.2 at 120k/s (benchmarks/bench_exporter.py); a 5-minute
+# window does not need sub-second freshness (1.0 CPU s per 100k at 20k/s with the pause).  Large answers and
+# partitions still behind are followed at once, so high rates and backlogs are unaffected.
+SMALL_FETCH_RECORDS = 20_000
+IDLE_FETCH_S = 0.5
 
 __all__ = ["ExporterSpec", "Exporter", "parse_listen", "parse_duration", "key_label", "run_exporter", "RULES"]
 
@@ -86,12 +96,15 @@ class ExporterSpec:
     predict: tuple[int, ...] = ()  # candidate partition counts (default: n, 2n, 3n)
     groups: tuple[str, ...] = ()  # consumer groups whose lag is published too (keyscope.lag, read-only)
     lag_interval_s: float = 15.0
+    timeout_s: float = 10.0  # to connect at start, and per request (fetch, lag reading) while serving
 
     def validate(self) -> "ExporterSpec":
         if not self.topics:
             raise UsageError("give at least one --topic")
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise UsageError(f"--top-k must be between 1 and {MAX_TOP_K}")
+        if not 0 < self.timeout_s < float("inf"):
+            raise UsageError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}")
         if any(n < 1 or n > 100_000 for n in self.predict):
             raise UsageError("--predict-partitions must be between 1 and 100000")
         return self
@@ -120,6 +133,7 @@ class _PartState:
     fetch_bytes: int = PARTITION_FETCH_BYTES
     records_total: int = 0
     bytes_total: int = 0
+    skipped: int = 0  # records jumped over when the log moved past us (retention, truncation): a data gap
     buckets: dict = field(default_factory=dict)  # bucket index -> _Bucket
 
 
@@ -145,6 +159,8 @@ class Exporter:
         self.fetch_errors: Counter = Counter()  # topic -> failed fetches (broker lost, partition errors)
         self.up = 0
         self.last_ok: float | None = None
+        self.down_since: float | None = None  # when the brokers were lost (None while up)
+        self.down_s = 0.0  # seconds without brokers, closed outages
         self.started = clock()
         self.consumer = None
         self.lags: dict = {}  # group -> keyscope.lag.GroupLag (the last good reading)
@@ -304,9 +320,20 @@ class Exporter:
                                  labels=["topic"])
         for name in self.topics:
             fe.add_metric([name], self.fetch_errors[name])
+        with self.lock:
+            down = self.down_s + (self.clock() - self.down_since if self.down_since is not None else 0.0)
+            skipped = [(name, p, ps.skipped) for name, t in self.topics.items() for p, ps in t.partitions.items()]
+        gap = CounterMetricFamily("keyscope_broker_unreachable_seconds",
+                                  "Seconds the exporter could not fetch (a gap in what it saw), ongoing outage included.")
+        gap.add_metric([], down)
+        skip = CounterMetricFamily("keyscope_partition_skipped_records",
+                                   "Records never read because the log start moved past the exporter (retention, deleted records) while it could not read.",
+                                   labels=["topic", "partition"])
+        for name, p, n in sorted(skipped, key=lambda x: (x[0], str(x[1]))):
+            skip.add_metric([name, str(p)], n)
         win = GaugeMetricFamily("keyscope_window_seconds", "The sliding window's length.")
         win.add_metric([], self.spec.window_s)
-        yield from (rec, byt, wrec, share, tshare, err, trunc, skew, agree, pred, up, fe, win)
+        yield from (rec, byt, wrec, share, tshare, err, trunc, skew, agree, pred, up, fe, gap, skip, win)
         if self.spec.groups:
             yield from self._lag_metrics()
 
@@ -347,7 +374,7 @@ class Exporter:
             for g in self.spec.groups:
                 try:
                     if g not in readers:
-                        readers[g] = LagReader(self.conn, g, None, 10.0, scan_cluster=False)
+                        readers[g] = LagReader(self.conn, g, None, self.spec.timeout_s, scan_cluster=False)
                     reading = readers[g].read()
                     with self.lock:
                         self.lags[g] = reading
@@ -368,7 +395,7 @@ class Exporter:
         """Connect, find the partitions and their ends (read from there on)."""
         from .kafka import client as kafka_io
 
-        self.consumer = kafka_io.open_consumer(self.conn, timeout_s=10.0)
+        self.consumer = kafka_io.open_consumer(self.conn, timeout_s=self.spec.timeout_s)
         shared: queue.Queue = queue.Queue()
         self.answers = shared
         for name in self.spec.topics:
@@ -422,20 +449,24 @@ class Exporter:
             t = self.topics[name]
             if exc is not None:
                 self.fetch_errors[name] += 1
+                if self.up:
+                    self.down_since = self.clock()
                 self.up = 0
                 t.fetcher.refresh_metadata()
                 waiting[(name, node)] = self.clock() + RETRY_S
                 continue
+            if not self.up and self.down_since is not None:
+                self.down_s += self.clock() - self.down_since
+                self.down_since = None
             self.up = 1
             self.last_ok = self.clock()
+            got, behind = 0, False
             for fp in answer:
                 ps_ = t.partitions.get(fp.partition)
                 if ps_ is None:
                     continue
-                if fp.error_code == 1:  # OFFSET_OUT_OF_RANGE: retention or truncation moved the log
-                    ps_.next = fp.high_watermark if fp.high_watermark >= 0 else ps_.next
-                    if fp.log_start_offset > ps_.next:
-                        ps_.next = fp.log_start_offset
+                if fp.error_code == 1:  # OFFSET_OUT_OF_RANGE: retention, deleted records or truncation moved the log
+                    self._realign(t, fp.partition, ps_)
                     continue
                 if fp.error_code != 0:
                     self.fetch_errors[name] += 1
@@ -450,7 +481,30 @@ class Exporter:
                     continue
                 if c.table is not None:
                     self.observe(name, fp.partition, c.table)
+                    got += c.table.num_rows
                 ps_.next = max(ps_.next, c.next)
+                behind = behind or ps_.next < fp.high_watermark
+            if got < SMALL_FETCH_RECORDS and not behind:
+                waiting[(name, node)] = max(waiting.get((name, node), 0), self.clock() + IDLE_FETCH_S)
+
+    def _realign(self, t: _TopicState, partition: int, ps_: _PartState) -> None:
+        """Back into the log: to its start when it moved past us (the records in between are counted as
+        skipped), to its end when it was truncated below us.  Kafka's error answer carries no offsets
+        (-1), so they are asked for."""
+        from .kafka import client as kafka_io
+
+        try:
+            w = kafka_io.watermarks(self.consumer, t.name, [partition], self.spec.timeout_s)[partition]
+        except Exception:  # the broker went away again: retried on the next fetch
+            self.fetch_errors[t.name] += 1
+            return
+        was = ps_.next
+        if was < w.low:
+            ps_.next = w.low
+        elif was > w.high:
+            ps_.next = w.high
+        with self.lock:
+            ps_.skipped += max(0, ps_.next - was)
 
     def close(self) -> None:
         self.stop_event.set()
@@ -545,15 +599,25 @@ def run_exporter(conn, spec: ExporterSpec, ready=None) -> ExporterResult:
     except OSError as e:
         raise UsageError(f"--listen {host}:{port}: {e.strerror or e}") from None
     server.daemon_threads = True
-    stopped_by = "SIGTERM"
-    old = None
+    stopped = {"by": "SIGTERM"}
+    old_term = old_int = None
     serving = False
+    main = threading.current_thread() is threading.main_thread()
 
     def on_term(signum, frame):
         exp.stop_event.set()
 
-    if threading.current_thread() is threading.main_thread():
-        old = signal.signal(signal.SIGTERM, on_term)
+    def on_int(signum, frame):
+        # Ctrl-C while serving stops the loop like SIGTERM instead of raising KeyboardInterrupt anywhere in it:
+        # an asynchronous exception inside queue.get's Condition.wait can leave the queue's lock held (CPython's
+        # with-blocks are not safe against it), and the client's IO thread would block on put() for ever.  A
+        # Ctrl-C'd exporter that did not exit in 30 s, seen once in the full suite under load, fits that.
+        stopped["by"] = "Ctrl-C"
+        exp.stop_event.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts the shutdown
+
+    if main:
+        old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         exp.start()
         registry.register(exp)
@@ -561,20 +625,24 @@ def run_exporter(conn, spec: ExporterSpec, ready=None) -> ExporterResult:
         th.start()
         serving = True
         url = f"http://{host}:{server.server_address[1]}/metrics"
+        if main:  # Ctrl-C before this point (connecting) is an interruption: exit 130
+            old_int = signal.signal(signal.SIGINT, on_int)
         if ready is not None:
             ready(url)
         try:
             exp.run()
         except KeyboardInterrupt:
-            stopped_by = "Ctrl-C"
+            stopped["by"] = "Ctrl-C"
     finally:
         if serving:
             server.shutdown()
         server.server_close()
         exp.close()
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
     total = sum(ps.records_total for t in exp.topics.values() for ps in t.partitions.values())
-    return ExporterResult(url, total, stopped_by)
+    return ExporterResult(url, total, stopped["by"])
 
 

@@ -283,6 +283,8 @@ class LagReader:
         got = _members.retry_coordinator(
             self._admin, self.group, lambda: self._admin.list_group_offsets({self.group: None}),
             f"committed offsets of group {self.group!r}", self.timeout_s,
+            empty=lambda got: not any(om.offset is not None and om.offset >= 0
+                                      for om in got.get(self.group, {}).values()),
         )
         by_topic: dict[str, dict[int, int]] = {}
         for tp, om in got.get(self.group, {}).items():

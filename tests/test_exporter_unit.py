@@ -95,11 +95,21 @@ def run(*args):
     (["-b", "127.0.0.1:1"], "--topic"),
     (["-b", "127.0.0.1:1", "-t", "x", "--top-k", "1000"], "--top-k"),
     (["-b", "127.0.0.1:1", "-t", "x", "--predict-partitions", "a,b"], "--predict-partitions"),
+    (["-b", "127.0.0.1:1", "-t", "x", "--timeout", "0"], "--timeout"),
+    (["-b", "127.0.0.1:1", "-t", "x", "--timeout", "nan"], "--timeout"),
 ])
 def test_bad_options_one_line_exit_2(args, needle):
     r = run(*args)
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_broker_within_timeout_exit_4():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        r = run("-b", f"127.0.0.1:{s.getsockname()[1]}", "-t", "x", "--timeout", "1", "--listen", "127.0.0.1:0")
+    assert r.returncode == 4, r.stderr
+    assert "within 1s" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_listen_address_in_use_exit_2():
@@ -118,3 +128,88 @@ def test_print_rules_needs_no_broker():
     doc = yaml.safe_load(r.stdout)
     names = [rule["alert"] for g in doc["groups"] for rule in g["rules"]]
     assert names == ["KeyscopeHotKey", "KeyscopeExporterDown"]
+
+
+def test_published_shares_match_brute_force_of_the_window():
+    """Zipf keys over 2 partitions and 25 buckets (the window turns over 2.5 times), 16 counters per bucket so the
+    bound is > 0: every published topic and partition share is within its bound of an exact count of the records
+    in the window's live buckets, and the true top key is published."""
+    import numpy as np
+
+    from collections import Counter
+
+    clock = Clock()
+    e = exporter(clock, capacity=16)
+    rng = np.random.default_rng(16)
+    log = []  # (bucket index, partition, key)
+    for step in range(25):
+        clock.t += 1.0  # one bucket a step (window 10 s, 10 buckets)
+        for p in (0, 1):
+            keys = [b"k%d" % (r % 5000 + 1000 * p) for r in rng.zipf(1.3, 3000).tolist()]
+            e.observe("t", p, chunk(keys))
+            log += [(int(clock.t // 1.0), p, k) for k in keys]
+    now = int(clock.t // 1.0)
+    live = [(p, k) for i, p, k in log if now - BUCKETS < i <= now]
+    topic_true = Counter(k for _, k in live)
+    part_true = {p: Counter(k for q, k in live if q == p) for p in (0, 1)}
+    d = e.snapshot()["t"]
+    total = len(live)
+    assert d["merged"].total == total and d["merged"].bound > 0
+    assert d["top"][0][0] == topic_true.most_common(1)[0][0]
+    for k, share in d["top"]:
+        assert abs(share - topic_true[k] / total) <= d["share_error"] + 1e-12, k
+    assert len(d["partition_top"]) == 5
+    for p, k, share in d["partition_top"]:
+        w = d["partitions"][p]["window_records"]
+        assert w == sum(part_true[p].values())
+        bound = d["partitions"][p]["merged"].bound
+        assert abs(share - part_true[p][k] / w) <= bound / w + 1e-12, (p, k)
+
+
+def test_memory_flat_from_n_to_2n_distinct_keys():
+    """Everything the exporter allocates from Python (buckets, sketches, heaps, predictions), traced: once the
+    window is full, twice as many distinct keys must not grow it (a dict of every key seen would add tens of MB)."""
+    import gc
+    import tracemalloc
+
+    clock = Clock()
+    e = exporter(clock, capacity=64)
+    n = 0
+
+    def feed(steps):
+        nonlocal n
+        for _ in range(steps):
+            clock.t += 1.0
+            for p in (0, 1):
+                e.observe("t", p, chunk([b"user-%d" % (n + i) for i in range(5_000)] + [b"hot"] * 500))
+                n += 5_000
+
+    feed(BUCKETS)  # fill the window first: steady state from here on
+    tracemalloc.start()
+    try:
+        feed(10)
+        gc.collect()
+        at_n, keys_n = tracemalloc.get_traced_memory()[0], n
+        feed(20)
+        gc.collect()
+        at_2n = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert n - keys_n >= 200_000  # 200k more distinct keys between the readings (a set of them: ~20 MB)
+    assert at_2n - at_n < 512 * 1024, (at_n, at_2n)
+    assert e.snapshot()["t"]["top"][0][0] == b"hot"
+
+
+def test_promtool_checks_the_printed_rules(tmp_path):
+    import shutil
+
+    from .conftest import missing_peer
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        missing_peer("promtool not installed (Debian: apt-get install prometheus)")
+    r = run("--print-rules")
+    (tmp_path / "rules.yml").write_text(r.stdout)
+    chk = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True, timeout=60)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    assert "SUCCESS: 2 rules found" in chk.stdout, chk.stdout

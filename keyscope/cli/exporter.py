@@ -33,9 +33,11 @@ def _print_rules(ctx, param, value):
 @click.option("-g", "--group", "groups", multiple=True, metavar="GROUP",
               help="Also publish this consumer group's lag (kafka_consumergroup_lag as kafka_exporter, and the true lag); repeatable.")
 @click.option("--lag-interval", default="15s", show_default=True, metavar="DURATION", help="How often --group lag is read.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, metavar="SECONDS",
+              help="Seconds to wait for the broker at start (then exit 4), and for each fetch or lag reading while serving.")
 @click.option("--print-rules", is_flag=True, is_eager=True, expose_value=False, callback=_print_rules,
               help="Print the Prometheus rule file (KeyscopeHotKey: share > 0.3 for 5m, naming the key) and exit.")
-def exporter(conn, topics, listen, window, top_k, hash_keys, sketch_size, predict_partitions, groups, lag_interval):
+def exporter(conn, topics, listen, window, top_k, hash_keys, sketch_size, predict_partitions, groups, lag_interval, timeout):
     """Serve per-partition load and the hot keys of TOPICs on /metrics (Prometheus), read-only.
 
     Reads new records from the end of each partition (assign mode: never joins
@@ -46,7 +48,7 @@ def exporter(conn, topics, listen, window, top_k, hash_keys, sketch_size, predic
 
     \b
     Exit codes: 0 stopped by SIGTERM/Ctrl-C, 2 bad option or --listen address in use,
-    4 broker unreachable or unknown topic.
+    4 broker unreachable within --timeout at start, or unknown topic.
     """
     from ..errors import UsageError
     from ..exporter import ExporterSpec, parse_duration, parse_listen, run_exporter
@@ -63,7 +65,8 @@ def exporter(conn, topics, listen, window, top_k, hash_keys, sketch_size, predic
         raise UsageError("--sketch-size must be at least 1")
     spec = ExporterSpec(topics=tuple(topics), listen=parse_listen(listen), window_s=parse_duration(window, "--window"),
                         top_k=top_k, hash_keys=hash_keys, capacity=sketch_size, predict=predict,
-                        groups=tuple(groups), lag_interval_s=parse_duration(lag_interval, "--lag-interval"))
+                        groups=tuple(groups), lag_interval_s=parse_duration(lag_interval, "--lag-interval"),
+                        timeout_s=timeout)
     spec.validate()
 
     def ready(url):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
 import sys
-import time
+import threading
 
 import click
 
@@ -87,11 +89,13 @@ def lag(conn, group, topic, fmt, watch, count, fail_on_skew, skew_reading, no_cl
     out = sys.stdout
     redraw = watch is not None and fmt == "table" and out.isatty()
     last = None
-    with lagmod.LagReader(conn, group, topic, timeout, scan_cluster=not no_cluster_scan) as reader:
+    stop = _WatchStop() if watch is not None else None
+    with lagmod.LagReader(conn, group, topic, timeout, scan_cluster=not no_cluster_scan) as reader, \
+            (stop or contextlib.nullcontext()):
         prev = None
         n = 0
         try:
-            while True:
+            while stop is None or not stop.is_set():
                 cur = reader.read()
                 last = cur  # before printing: a Ctrl-C from here on ends with this reading's verdict
                 trend = None if watch is None else (lagmod.trends(prev, cur) if prev is not None else {})
@@ -104,12 +108,32 @@ def lag(conn, group, topic, fmt, watch, count, fail_on_skew, skew_reading, no_cl
                 prev, n = cur, n + 1
                 if watch is None or (count is not None and n >= count):
                     break
-                time.sleep(watch)
+                stop.wait(watch)
         except KeyboardInterrupt:
             if last is None:
                 raise
     if fail_on_skew is not None:
         _check_skew(last, fail_on_skew, skew_reading)
+
+
+class _WatchStop(threading.Event):
+    """The first Ctrl-C ends --watch after the reading under way; a second one interrupts at once.
+
+    A KeyboardInterrupt raised inside kafka-python's network code can leave
+    its locks held, and closing the clients then hung (seen under CI load:
+    no exit 30 s after SIGINT), so the first signal only sets this flag.
+    """
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._on_int)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+
+    def _on_int(self, signum, frame):
+        self.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_skew(g, limit: float, reading: str = "alert") -> None:

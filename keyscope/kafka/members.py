@@ -188,20 +188,35 @@ def _fmt(a: dict[str, tuple[int, ...]]) -> str:
     return " ".join(parts) or "nothing"
 
 
-def retry_coordinator(admin, group: str, call, what: str, timeout_s: float):
+# After a coordinator moves, how long an empty answer from the new one is asked again (see below).
+MOVED_SETTLE_S = 10.0
+
+
+def retry_coordinator(admin, group: str, call, what: str, timeout_s: float, empty=None):
     """Run ``call()`` until it succeeds or ``timeout_s`` passes, while the group coordinator is unreachable.
 
     A dead broker that coordinated the group keeps being named coordinator
     until the controller fences it (broker.session.timeout.ms, 9 s by
     default), then another broker takes the group over: a read a few seconds
     later, after asking FindCoordinator again, succeeds.  Returns ``call()``'s value or raises KafkaError with one line.
+
+    ``empty(result)``: the new coordinator can answer before it serves the
+    group's offsets (seen on Kafka 4.4, 3 brokers: one OffsetFetch right after
+    the move came back with no offsets, the next ones with all of them), so
+    an empty answer after a move is asked again for up to MOVED_SETTLE_S.
     """
     from ..errors import KafkaError
 
     deadline = time.monotonic() + timeout_s
+    moved_at = None
     while True:
         try:
-            return call()
+            result = call()
+            if (moved_at is not None and empty is not None and empty(result)
+                    and time.monotonic() < min(deadline, moved_at + MOVED_SETTLE_S)):
+                time.sleep(0.5)
+                continue
+            return result
         except Exception as e:
             if not _coordinator_unreachable(e) or time.monotonic() >= deadline:
                 hint = (
@@ -211,6 +226,7 @@ def retry_coordinator(admin, group: str, call, what: str, timeout_s: float):
                 )
                 raise KafkaError(f"cannot read {what}: {_one_line(e)}{hint}") from None
             _forget_coordinator(admin, group)
+            moved_at = moved_at or time.monotonic()
             time.sleep(0.5)
 
 
