@@ -30,7 +30,7 @@ HOT = str(SAMPLES / "crm-events-hot-tenant.parquet")
 BALANCED = str(SAMPLES / "web-events-balanced.parquet")
 MIXED = str(SAMPLES / "orders-mixed-partitioners.parquet")
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-COMMANDS = ("analyze", "lag", "partition", "recommend", "rules", "sample", "whatif")
+COMMANDS = ("analyze", "lag", "partition", "recommend", "rules", "sample", "scan", "whatif")
 
 
 def schema(name: str) -> dict:

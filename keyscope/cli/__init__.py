@@ -150,6 +150,7 @@ def _register() -> None:
     from . import sample  # noqa: F401
     from . import demo  # noqa: F401
     from . import exporter  # noqa: F401
+    from . import scan  # noqa: F401
 
 
 _register()

@@ -92,7 +92,12 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
         raise UsageError("give a SAMPLE file, or --topic (with --bootstrap-server) to sample and analyze in one go")
     if sample_path:
         from ..sample import read_sample
+        from ..scan.profile import is_profile
 
+        if is_profile(sample_path):  # a whole-topic scan (keyscope scan): exact loads, sketched hot keys
+            from .scan import analyze_profile_cmd
+
+            return analyze_profile_cmd(sample_path, top, fmt, fail_on_skew)
         sample = read_sample(sample_path)
     else:
         sample = _sample_now(topic, bootstrap_server, command_config, overrides, max_records, per_partition,

@@ -131,6 +131,13 @@ def whatif(
     from ..report.documents import WhatIfDocument
 
     grid = Grid.parse(partitions, partitioners, key_by, separator, salt_hot, salt_by, salt_seed, consumers)
+    from ..scan.profile import is_profile
+
+    if is_profile(sample_path):  # a whole-topic scan (keyscope scan): exact loads
+        from .scan import whatif_profile_cmd
+
+        return whatif_profile_cmd(sample_path, grid.counts, grid.partitioners, grid.keysets, separator, grid.salts,
+                                  grid.consumers, today_partitioner, fail_on_skew, plot, fmt)
     if plot:
         plotting.matplotlib()  # fail before the work, not after it
     run = run_whatif(sample_path, grid, today_partitioner, fail_on_skew)
@@ -233,6 +240,12 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
         check_count(max_partitions, "--max-partitions")
     if consumers is not None:
         check_count(consumers, "--consumers")
+    from ..scan.profile import is_profile
+
+    if is_profile(sample_path):  # a whole-topic scan: partition counts and partitioners, exact
+        from .scan import recommend_profile_cmd
+
+        return recommend_profile_cmd(sample_path, keep, max_partitions, target_skew, today_partitioner, top, fmt)
     sample = read_sample(sample_path)
     c = Constraints(keep_order_by=keep, max_partitions=max_partitions, max_keys_moved=max_keys_moved,
                     target_skew=target_skew)

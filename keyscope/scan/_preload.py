@@ -1,0 +1,15 @@
+"""Imported once by the process pool's fork server: workers fork with the imports done and the
+decoder and hash kernels compiled (each took 0.1-0.6 s per worker process otherwise)."""
+
+import datasketches  # noqa: F401
+import polars  # noqa: F401
+import pyarrow  # noqa: F401
+
+from .. import _kernels, sampling
+from . import task  # noqa: F401
+
+try:
+    sampling._kernels()
+    _kernels._kernels()
+except Exception:  # reported in the task, where the kernel is needed
+    pass

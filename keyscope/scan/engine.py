@@ -1,0 +1,339 @@
+"""Running the tasks: in this process, a local process pool, or an existing Dask cluster.
+
+All three call the same :func:`keyscope.scan.task.scan_task` and keep results
+by task id: a task that failed (an exception, a worker process that died) is
+submitted again, and a result for a task already kept is dropped, so nothing
+is counted twice.  Only completed tasks are merged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import KafkaError, UsageError
+from .plan import Task, plan_tasks
+from .profile import Profile, merge
+from .task import DEFAULT_COUNTER_RULES, ScanSpec, scan_task
+
+MAX_ATTEMPTS = 3
+# Tasks run at once in this process with --workers 1: one task waits on one partition's fetches
+# (Tansu, 1M records: a sixth of the time), while the decoder, Polars and numpy release the GIL.
+THREADS_HERE = 3
+
+__all__ = ["ScanRequest", "ScanProgress", "ScanResult", "run_scan", "resolve_ranges", "parse_bound"]
+
+
+@dataclass(frozen=True)
+class Bound:
+    kind: str  # earliest | latest | offset | time
+    value: int | None = None
+    text: str = ""
+
+
+def parse_bound(text: str | None, option: str, default: str) -> Bound:
+    """``--from``/``--to``: earliest, latest, an offset (a whole number) or a time (ISO-8601 or 2h back)."""
+    from ..sampling import parse_time
+
+    t = (text or default).strip()
+    if t in ("earliest", "latest"):
+        return Bound(t, None, t)
+    if t.isdigit():
+        return Bound("offset", int(t), t)
+    try:
+        return Bound("time", parse_time(t), t)
+    except UsageError:
+        raise UsageError(
+            f"{option} {text!r}: expected earliest, latest, an offset (e.g. 1000), an ISO-8601 time "
+            "(2026-11-28T09:30:00Z) or a span back from now (2h)"
+        ) from None
+
+
+@dataclass
+class ScanRequest:
+    topic: str
+    start: Bound = Bound("earliest")
+    stop: Bound = Bound("latest")
+    key_by: tuple[tuple[str, ...], ...] = ((),)
+    fields: tuple = ()
+    separator: str = "|"
+    partitions_max: int = 64
+    counter_rules: tuple[str, ...] = DEFAULT_COUNTER_RULES
+    workers: int | None = None  # None: the machine's cores
+    dask: str | object | None = None  # scheduler address, or a distributed.Client
+    tasks: int | None = None
+    isolation: str = "read_committed"
+    fault: dict = field(default_factory=dict)  # tests only, see ScanSpec.fault
+
+
+@dataclass
+class ScanProgress:
+    offsets_done: int
+    offsets_total: int
+    records: int
+    bytes: int
+    tasks_done: int
+    tasks_total: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.offsets_done or self.elapsed_s <= 0:
+            return None
+        return self.elapsed_s * (self.offsets_total - self.offsets_done) / self.offsets_done
+
+
+@dataclass
+class ScanResult:
+    profile: Profile
+    partial: bool  # stopped early (Ctrl-C): the profile holds the completed tasks only
+    elapsed_s: float
+    retried: int = 0  # task attempts that failed and were run again
+    engine: str = "local"
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, int]]]:
+    """(partition count, {partition: (start, stop)}) from the watermarks and --from/--to."""
+    from ..kafka import client as kafka_io
+
+    consumer = kafka_io.open_consumer(conn, timeout_s=30.0)
+    try:
+        parts = kafka_io.topic_partitions(consumer, req.topic)
+        marks = kafka_io.watermarks(consumer, req.topic, parts, timeout_s=30.0)
+
+        def resolve(b: Bound, end: bool) -> dict[int, int]:
+            if b.kind == "earliest":
+                return {p: w.low for p, w in marks.items()}
+            if b.kind == "latest":
+                return {p: _end(w, req.isolation) for p, w in marks.items()}
+            value = int(b.value or 0)
+            if b.kind == "offset":
+                return {p: min(max(value, w.low), _end(w, req.isolation)) for p, w in marks.items()}
+            found = kafka_io.offsets_for_time(consumer, req.topic, parts, value, timeout_s=30.0)
+            out = {}
+            for p, w in marks.items():
+                o = found.get(p)
+                out[p] = _end(w, req.isolation) if o is None else min(max(int(o), w.low), _end(w, req.isolation))
+            return out
+
+        a, z = resolve(req.start, False), resolve(req.stop, True)
+    finally:
+        try:
+            consumer.close()
+        except Exception:
+            pass
+    return len(parts), {p: (a[p], max(a[p], z[p])) for p in parts}
+
+
+def _end(w, isolation: str) -> int:
+    if isolation == "read_committed" and w.last_stable is not None:
+        return min(w.high, w.last_stable)
+    return w.high
+
+
+def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | None = None) -> ScanResult:
+    """Plan, run and merge.  Ctrl-C returns the completed tasks' profile with ``partial`` set;
+    KeyboardInterrupt propagates when no task had completed."""
+    t0 = time.monotonic()
+    if req.partitions_max < 1:
+        raise UsageError(f"--partitions-max must be at least 1, got {req.partitions_max}")
+    from ..model.limits import check_count
+
+    check_count(req.partitions_max, "--partitions-max")
+    workers = req.workers or cores()
+    if req.dask is None and workers > 1:
+        import threading
+
+        threading.Thread(target=_start_forkserver, name="keyscope-forkserver", daemon=True).start()
+    n_parts, ranges = resolve_ranges(conn, req)
+    tasks = plan_tasks(ranges, workers=workers, tasks=req.tasks)
+    spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
+                    tuple(req.counter_rules), req.isolation, len(tasks), dict(req.fault))
+    conn = dataclasses.replace(conn, debug=None)  # shipped to workers: no callables
+    results: dict[int, Profile] = {}
+    state = {"retried": 0}
+    total = sum(t.span for t in tasks)
+
+    def kept(task: Task, prof: Profile) -> None:
+        if task.id in results:  # a second result for a task (a retry that raced): counted once
+            return
+        results[task.id] = prof
+        if progress:
+            done = [t for t in tasks if t.id in results]
+            progress(ScanProgress(sum(t.span for t in done), total, sum(p.records for p in results.values()),
+                                  sum(p.bytes for p in results.values()), len(results), len(tasks), time.monotonic() - t0))
+
+    partial = False
+    engine = "dask" if req.dask is not None else ("local" if workers == 1 else f"processes:{workers}")
+    try:
+        if req.dask is not None:
+            _run_dask(req.dask, conn, spec, tasks, kept, state)
+        elif workers == 1 or len(tasks) <= 1:
+            from .task import close_consumers
+
+            try:
+                if len(tasks) <= 1:
+                    for t in tasks:
+                        _run_here(conn, spec, t, kept, state)
+                else:
+                    _run_pool(THREADS_HERE, conn, spec, tasks, kept, state, threads=True)
+            finally:
+                close_consumers()
+        else:
+            _run_pool(min(workers, len(tasks)), conn, spec, tasks, kept, state)
+    except KeyboardInterrupt:
+        if not results:
+            raise
+        partial = True
+    if results:
+        profile = merge(results.values())
+    else:
+        from .task import _Accumulator
+
+        profile = _Accumulator(spec, Task(-1, 0, 0, 0)).result()
+        profile.tasks_done = set()
+        profile.partitions = {}
+    profile.tasks_planned = len(tasks)
+    from .profile import PartitionStats
+
+    for p in range(n_parts):  # partitions with nothing in range show as zeros
+        profile.partitions.setdefault(p, PartitionStats())
+    profile.partitions = dict(sorted(profile.partitions.items()))
+    profile.range = {str(p): list(r) for p, r in sorted(ranges.items())}
+    profile.range["from"] = req.start.text or req.start.kind
+    profile.range["to"] = req.stop.text or req.stop.kind
+    return ScanResult(profile, partial, time.monotonic() - t0, state["retried"], engine)
+
+
+def _run_here(conn, spec, t, kept, state) -> None:
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            kept(t, scan_task(conn, spec, t, attempt))
+            return
+        except KafkaError:
+            state["retried"] += 1
+            if attempt == MAX_ATTEMPTS - 1:
+                raise
+
+
+def _pool_context():
+    import multiprocessing as mp
+
+    # forkserver, not fork: this process runs kafka-python's IO thread, and fork copies no threads
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["keyscope.scan._preload"])
+    return ctx
+
+
+def _start_forkserver() -> None:
+    """Start the fork server (imports, kernel compiles) while the watermarks are read."""
+    try:
+        from multiprocessing import forkserver
+
+        _pool_context()
+        forkserver.ensure_running()
+    except Exception:  # the pool starts it again, and reports a real failure there
+        pass
+
+
+def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False) -> None:
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    def new_pool():
+        if threads:
+            return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyscope-scan")
+        return ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
+
+    attempts = {t.id: 0 for t in tasks}
+    todo = list(tasks)
+    pool = new_pool()
+    try:
+        running: dict = {}
+        while todo or running:
+            while todo:
+                t = todo.pop(0)
+                running[pool.submit(scan_task, conn, spec, t, attempts[t.id])] = t
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            broken = False
+            for f in done:
+                t = running.pop(f)
+                try:
+                    kept(t, f.result())
+                except BrokenProcessPool:
+                    broken = True
+                    _again(t, attempts, todo, state)
+                except KafkaError:
+                    _again(t, attempts, todo, state)
+            if broken:  # a worker died: every task still running in that pool is lost with it
+                for f, t in running.items():
+                    _again(t, attempts, todo, state)
+                running.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool()
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
+
+
+def _again(t: Task, attempts: dict, todo: list, state: dict) -> None:
+    attempts[t.id] += 1
+    state["retried"] += 1
+    if attempts[t.id] >= MAX_ATTEMPTS:
+        raise KafkaError(f"task {t.id} (partition {t.partition}, offsets {t.start}..{t.stop - 1}) failed "
+                         f"{MAX_ATTEMPTS} times")
+    todo.append(t)
+
+
+def _run_dask(address, conn, spec, tasks, kept, state) -> None:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise UsageError("--dask needs the distributed package: pip install 'keyscope[dask]'") from None
+    own = not hasattr(address, "submit")
+    try:
+        client = Client(address, timeout=30) if own else address
+    except (OSError, TimeoutError) as e:
+        raise UsageError(f"--dask {address}: cannot reach the scheduler ({e})") from None
+    try:
+        import uuid
+
+        token = uuid.uuid4().hex[:12]  # keys unique to this scan: Dask reuses results held under a known key
+        attempts = {t.id: 0 for t in tasks}
+        by_key = {}
+        futures = []
+        for t in tasks:
+            f = client.submit(scan_task, conn, spec, t, 0, pure=False, key=f"keyscope-scan-{token}-{t.id}-0")
+            by_key[f.key] = t
+            futures.append(f)
+        ac = as_completed(futures)
+        for f in ac:
+            t = by_key[f.key]
+            if f.status == "finished":
+                kept(t, f.result())
+                continue
+            todo: list = []
+            _again(t, attempts, todo, state)
+            g = client.submit(scan_task, conn, spec, t, attempts[t.id], pure=False,
+                              key=f"keyscope-scan-{token}-{t.id}-{attempts[t.id]}")
+            by_key[g.key] = t
+            ac.add(g)
+    except KeyboardInterrupt:
+        client.cancel(futures)
+        raise
+    finally:
+        if own:
+            client.close()

@@ -1,0 +1,176 @@
+"""``keyscope scan`` and ``analyze/whatif/recommend PROFILE`` from the command line, on real Kafka.
+
+JSON output against docs/schemas/scan.schema.json (with negative checks: a
+real document altered as a regression would alter it must fail), the exit
+codes of docs/exit-codes.md, progress on stderr, and SIGTERM mid-scan
+writing only completed tasks (exit 6) or nothing (exit 130).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+
+from keyscope.cli import cli
+from keyscope.scan import read_profile
+
+from .conftest import create_topic
+from .test_json_schemas import SCHEMAS, strict_json
+
+RECORDS = 30_000
+
+
+def _validator():
+    s = json.loads((SCHEMAS / "scan.schema.json").read_text())
+    Draft202012Validator.check_schema(s)
+    return Draft202012Validator(s)
+
+
+def _valid(doc):
+    errors = list(_validator().iter_errors(doc))
+    assert not errors, [e.message[:200] for e in errors[:5]]
+
+
+def _invalid(doc):
+    assert not _validator().is_valid(doc), "the scan schema accepted a broken document"
+
+
+def _run(*args, code=0):
+    r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == code, (r.exit_code, r.output)
+    return r
+
+
+@pytest.fixture(scope="module")
+def topic(kafka):
+    from confluent_kafka import Producer
+
+    name = f"scancli-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka.bootstrap_server, name, 3)
+    p = Producer({"bootstrap.servers": kafka.bootstrap_server, "partitioner": "murmur2_random", "linger.ms": 50})
+    for i in range(RECORDS):
+        key = b"hot" if i % 5 == 0 else b"k%d" % (i % 997)
+        p.produce(name, key=key, value=json.dumps({"tenant": f"t{i % 7}"}).encode())
+        if i % 10_000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+    return kafka.bootstrap_server, name
+
+
+@pytest.fixture(scope="module")
+def profile(topic, tmp_path_factory):
+    bs, name = topic
+    out = tmp_path_factory.mktemp("scan") / "p.json"
+    r = _run("scan", "-b", bs, "-t", name, "-o", out, "--workers", 1, "--partitions-max", 16,
+             "--key-by", "key,tenant", "--field", "tenant=$.tenant", "--format", "json", "-q")
+    return out, strict_json(r.stdout)
+
+
+def test_scan_json_is_valid_and_counts_every_record(profile):
+    path, doc = profile
+    _valid(doc)
+    assert doc["kind"] == "scan" and doc["records"] == RECORDS and doc["complete"]
+    assert sum(p["records"] for p in doc["partitions"]) == RECORDS
+    assert doc["today_partitioner"] == "murmur2" and doc["agreement"][0]["share"] == 1.0
+    top = doc["expressions"][0]["top_keys"][0]
+    assert top["key"] == "hot" and top["records"]["estimate"] == RECORDS // 5 and top["records"]["exact"]
+    assert [e["name"] for e in doc["expressions"]] == ["key", "key+tenant"]
+    assert read_profile(path).records == RECORDS
+    for broken in (lambda d: d.pop("tasks"), lambda d: d.update(records=-1),
+                   lambda d: d["expressions"][0]["top_keys"][0].pop("records"),
+                   lambda d: d["partitions"][0].update(extra=1), lambda d: d.update(kind="sample")):
+        bad = copy.deepcopy(doc)
+        broken(bad)
+        _invalid(bad)
+
+
+def test_analyze_whatif_recommend_accept_a_profile(profile):
+    path, scan = profile
+    a = strict_json(_run("analyze", path, "--format", "json").stdout)
+    _valid(a)
+    assert a["kind"] == "profile-analysis" and a["partitions"] == scan["partitions"] and a["skew"]["exact"]
+    text = _run("analyze", path).stdout
+    assert "exact" in text and "HLL" in text
+    w = strict_json(_run("whatif", path, "--partitions", "6,12", "--key-by", "key,tenant", "--format", "json").stdout)
+    _valid(w)
+    assert [s["name"] for s in w["scenarios"]] == ["6p murmur2 key+tenant", "12p murmur2 key+tenant"]
+    assert all(s["exact"] and sum(s["records"]) == RECORDS for s in w["scenarios"])
+    plain = strict_json(_run("whatif", path, "--partitions", "6", "--format", "json").stdout)
+    p = read_profile(path)
+    assert plain["scenarios"][0]["records"] == p.loads("key", "murmur2", 6)
+    assert "exact" in _run("whatif", path, "--partitions", "6").stdout
+    r = strict_json(_run("recommend", path, "--format", "json").stdout)
+    _valid(r)
+    assert r["kind"] == "profile-recommend"
+    bad = copy.deepcopy(w)
+    bad["scenarios"][0]["records"] = []
+    _invalid(bad)
+    # what a profile cannot answer, and counters it does not hold: exit 2
+    assert "sample" in _run("whatif", path, "--salt-hot", "1:4", code=2).output
+    assert "partitions-max" in _run("whatif", path, "--partitions", "17", code=2).output
+    assert "--key-by" in _run("whatif", path, "--key-by", "key,user", code=2).output
+
+
+def test_exit_codes(topic, tmp_path):
+    bs, name = topic
+    out = tmp_path / "x.json"
+    _run("scan", "-b", bs, "-t", "no-such-topic-here", "-o", out, "--workers", 1, "-q", code=4)
+    assert not out.exists()
+    _run("scan", "-b", bs, "-t", name, "-o", out, "--from", "yesterday-ish", code=2)
+    _run("scan", "-b", bs, "-t", name, "-o", out, "--key-by", "key,tenant", code=2)  # no --field tenant
+    _run("scan", "-b", bs, "-t", name, "-o", out, "--partitions-max", 0, code=2)
+    out.write_text("{}")
+    _run("scan", "-b", bs, "-t", name, "-o", out, code=2)  # exists, no --force
+    _run("scan", "-b", bs, "-t", name, "-o", tmp_path / "nodir" / "p.json", code=3)
+    damaged = tmp_path / "d.json"
+    damaged.write_text('{"kind": "keyscope-profile", "version": 1, "topic": ')
+    assert "profile" in _run("analyze", damaged, code=3).output
+    # --to an offset: only offsets below it, in every partition
+    r = strict_json(_run("scan", "-b", bs, "-t", name, "-o", tmp_path / "o.json", "--workers", 1, "--to", 100,
+                         "--format", "json", "-q").stdout)
+    assert r["records"] == 300 and all(p["last_offset"] == 99 for p in r["partitions"])
+
+
+def test_progress_on_stderr_and_sigterm_keeps_completed_tasks(topic, tmp_path):
+    bs, name = topic
+    out = tmp_path / "p.json"
+    proc = subprocess.Popen([sys.executable, "-m", "keyscope", "scan", "-b", bs, "-t", name, "-o", str(out),
+                             "--workers", "1", "--tasks", "30", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stderr.readline().decode()  # one line per completed task when stderr is not a terminal
+    assert first.startswith(f"scanning {name}: ") and "records/s" in first and "tasks 1/" in first, first
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    err = proc.stderr.read().decode()
+    if rc == 0:  # every task had completed before the signal landed
+        assert read_profile(out).complete
+        return
+    assert rc == 6, err
+    p = read_profile(out)
+    assert not p.complete and 1 <= len(p.tasks_done) < p.tasks_planned
+    assert p.records == sum(s.records for s in p.partitions.values()) < RECORDS
+    doc = strict_json(proc.stdout.read().decode())
+    assert doc["complete"] is False and doc["tasks"]["done"] == len(p.tasks_done)
+
+
+def test_plan_splits_big_partitions_into_more_tasks():
+    from keyscope.scan import plan_tasks
+
+    tasks = plan_tasks({0: (0, 1_000_000), 1: (500, 600_500), 2: (7, 7)}, workers=2, min_task_records=10)
+    assert [t.id for t in tasks] == list(range(len(tasks)))
+    by = {p: [t for t in tasks if t.partition == p] for p in (0, 1, 2)}
+    assert len(by[0]) > len(by[1]) >= 1 and not by[2]  # the hot partition gets more tasks; an empty one none
+    for p, (a, b) in ((0, (0, 1_000_000)), (1, (500, 600_500))):
+        spans = by[p]
+        assert spans[0].start == a and spans[-1].stop == b  # contiguous, no gap, no overlap
+        assert all(x.stop == y.start for x, y in zip(spans, spans[1:]))
+    assert len(plan_tasks({0: (0, 100)}, tasks=10)) == 10
+    assert len(plan_tasks({0: (0, 100)}, workers=8)) == 1  # below min_task_records: one task
