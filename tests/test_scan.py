@@ -117,19 +117,12 @@ def _exact(profile) -> dict:
     return d
 
 
-def _brute_operands(keys):
-    """Distinct key -> (records, bytes); null keys apart."""
-    c = Counter(keys)
-    return c
-
-
-def test_exact_counters_equal_brute_force(data):
-    p = data["base"].profile
-    keys, values, where = data["keys"], data["values"], data["where3"]
-    assert p.complete and not data["base"].partial
-    assert p.records == RECORDS
+def _assert_exact(p, keys, values, where, partitions):
+    """Every exact figure of ``p`` (a scan of ``keys``/``values`` placed on ``where``) against a brute-force count."""
+    assert p.complete
+    assert p.records == len(keys)
     # per partition: records, bytes, null keys
-    for part in range(3):
+    for part in range(partitions):
         idx = [i for i, w in enumerate(where) if w == part]
         s = p.partitions[part]
         assert s.records == len(idx)
@@ -157,14 +150,14 @@ def test_exact_counters_equal_brute_force(data):
         un = per_key_n[None] + (per_key_n[b""] if rule == "consistent" else 0)
         assert p.expressions["key"].unhashed[rule][0] == un
     # agreement: records whose real partition is the rule's
-    m = sum(1 for k, w in zip(keys, where) if k is not None and (murmur2(k) & 0x7FFFFFFF) % 3 == w)
+    m = sum(1 for k, w in zip(keys, where) if k is not None and (murmur2(k) & 0x7FFFFFFF) % partitions == w)
     hashed = sum(1 for k in keys if k is not None)
     assert p.agreement["murmur2"] == [m, hashed]
     assert m < hashed  # the legacy keys sit on their crc32 partition
-    c = sum(1 for k, w in zip(keys, where) if k and zlib.crc32(k) % 3 == w)
+    c = sum(1 for k, w in zip(keys, where) if k and zlib.crc32(k) % partitions == w)
     assert p.agreement["consistent"] == [c, sum(1 for k in keys if k)]
     # composite key: key|tenant, brute force
-    comp = Counter()
+    comp: Counter = Counter()
     for k, v in zip(keys, values):
         if k is not None:
             comp[k + b"|" + json.loads(v)["tenant"].encode()] += 1
@@ -172,6 +165,25 @@ def test_exact_counters_equal_brute_force(data):
     cw = np.array(list(comp.values()), np.int64)
     for n in (1, 3, 6, 12, NMAX):
         assert p.loads("key+tenant", "murmur2", n) == np.bincount(cops % n, weights=cw, minlength=n).astype(int).tolist()
+
+
+def test_exact_counters_equal_brute_force(data):
+    assert not data["base"].partial
+    _assert_exact(data["base"].profile, data["keys"], data["values"], data["where3"], 3)
+
+
+def test_exact_counters_of_a_twelve_partition_topic(data):
+    """The same records on 12 partitions (legacy keys on crc32 % 12), scanned by two workers."""
+    import uuid
+
+    t12 = f"scan12-{uuid.uuid4().hex[:8]}"
+    create_topic(data["bootstrap"], t12, 12)
+    where12 = _produce(data["bootstrap"], t12, data["keys"], data["values"], partitions_of_legacy=12)
+    assert len(set(where12)) == 12
+    r = run_scan(data["conn"], ScanRequest(t12, workers=2, tasks=TASKS, partitions_max=NMAX,
+                                           key_by=((), ("tenant",)), fields=(parse_field("tenant=$.tenant"),)))
+    assert not r.partial and len(r.profile.partitions) == 12
+    _assert_exact(r.profile, data["keys"], data["values"], where12, 12)
 
 
 def test_three_to_six_equals_the_real_six_partition_topic(data):
