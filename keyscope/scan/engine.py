@@ -152,10 +152,13 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
 
     check_count(req.partitions_max, "--partitions-max")
     workers = req.workers or cores()
-    if req.dask is None and workers > 1:
+    if req.dask is None:
         import threading
 
-        threading.Thread(target=_start_forkserver, name="keyscope-forkserver", daemon=True).start()
+        # Imports and kernel loads (~0.65 s: polars 0.3, the two compiled kernels 0.3) while the
+        # watermarks are read (~0.28 s on the network): in a pool's fork server, or here for --workers 1.
+        threading.Thread(target=_start_forkserver if workers > 1 else _preload, name="keyscope-preload",
+                         daemon=True).start()
     n_parts, ranges = resolve_ranges(conn, req)
     tasks = plan_tasks(ranges, workers=workers, tasks=req.tasks)
     spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
@@ -234,6 +237,13 @@ def _pool_context():
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["keyscope.scan._preload"])
     return ctx
+
+
+def _preload() -> None:
+    try:
+        from . import _preload  # noqa: F401
+    except Exception:  # the task imports the same modules and reports a real failure there
+        pass
 
 
 def _start_forkserver() -> None:
