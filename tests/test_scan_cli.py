@@ -145,8 +145,11 @@ def test_progress_on_stderr_and_sigterm_keeps_completed_tasks(topic, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "keyscope", "scan", "-b", bs, "-t", name, "-o", str(out),
                              "--workers", "1", "--tasks", "30", "--format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    first = proc.stderr.readline().decode()  # one line per completed task when stderr is not a terminal
-    assert first.startswith(f"scanning {name}: ") and "records/s" in first and "tasks 1/" in first, first
+    first = proc.stderr.readline().decode()  # a line per completed task (and per second within one), not a terminal
+    assert first.startswith(f"scanning {name}: ") and "records/s" in first and "tasks " in first, first
+    while "tasks 0/" in first:
+        first = proc.stderr.readline().decode()
+    assert "tasks 1/" in first, first
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(60)
     err = proc.stderr.read().decode()
@@ -159,6 +162,22 @@ def test_progress_on_stderr_and_sigterm_keeps_completed_tasks(topic, tmp_path):
     assert p.records == sum(s.records for s in p.partitions.values()) < RECORDS
     doc = strict_json(proc.stdout.read().decode())
     assert doc["complete"] is False and doc["tasks"]["done"] == len(p.tasks_done)
+
+
+def test_progress_counts_records_within_a_task(topic, monkeypatch):
+    """Records of a task under way are shown before it completes (in this process's threads)."""
+    from keyscope.kafka.connection import resolve
+    from keyscope.scan import ScanRequest, engine, run_scan
+
+    monkeypatch.setattr(engine, "PROGRESS_S", 0.0)
+    seen = []
+    r = run_scan(resolve(topic[0]), ScanRequest(topic[1], workers=1), progress=seen.append)
+    assert r.profile.records == RECORDS
+    assert seen[0].tasks_done == 0 and 0 < seen[0].records < RECORDS and 0 < seen[0].offsets_done
+    assert seen[0].bytes > 0 and all(p.records <= RECORDS for p in seen)
+    last = max(seen, key=lambda p: p.tasks_done)
+    assert last.tasks_done == last.tasks_total and last.records == RECORDS and last.offsets_done == last.offsets_total
+    assert last.bytes == r.profile.bytes
 
 
 def test_plan_splits_big_partitions_into_more_tasks():

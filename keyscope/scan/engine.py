@@ -23,6 +23,7 @@ MAX_ATTEMPTS = 3
 # Tasks run at once in this process with --workers 1: one task waits on one partition's fetches
 # (Tansu, 1M records: a sixth of the time), while the decoder, Polars and numpy release the GIL.
 THREADS_HERE = 3
+PROGRESS_S = 1.0  # records within tasks reported at most this often (a line each when stderr is not a terminal)
 
 __all__ = ["ScanRequest", "ScanProgress", "ScanResult", "run_scan", "resolve_ranges", "parse_bound"]
 
@@ -168,14 +169,42 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
     state = {"retried": 0}
     total = sum(t.span for t in tasks)
 
-    def kept(task: Task, prof: Profile) -> None:
-        if task.id in results:  # a second result for a task (a retry that raced): counted once
-            return
-        results[task.id] = prof
-        if progress:
+    import threading
+
+    inflight: dict[int, tuple[int, int, int]] = {}  # task id -> (offsets, records, bytes) of a task under way here
+    lock = threading.Lock()
+    last = [0.0]
+
+    def report() -> None:
+        assert progress is not None
+        with lock:
             done = [t for t in tasks if t.id in results]
-            progress(ScanProgress(sum(t.span for t in done), total, sum(p.records for p in results.values()),
-                                  sum(p.bytes for p in results.values()), len(results), len(tasks), time.monotonic() - t0))
+            under = [v for k, v in inflight.items() if k not in results]
+            p = ScanProgress(sum(t.span for t in done) + sum(v[0] for v in under), total,
+                             sum(p.records for p in results.values()) + sum(v[1] for v in under),
+                             sum(p.bytes for p in results.values()) + sum(v[2] for v in under),
+                             len(results), len(tasks), time.monotonic() - t0)
+        progress(p)
+
+    def kept(task: Task, prof: Profile) -> None:
+        with lock:
+            if task.id in results:  # a second result for a task (a retry that raced): counted once
+                return
+            results[task.id] = prof
+            inflight.pop(task.id, None)
+        if progress:
+            report()
+
+    def under_way(task_id: int, offsets: int, records: int, nbytes: int) -> None:
+        with lock:
+            inflight[task_id] = (offsets, records, nbytes)
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_S:
+                return
+            last[0] = now
+        report()
+
+    here = under_way if progress else None  # records within a task: in this process only
 
     partial = False
     engine = "dask" if req.dask is not None else ("local" if workers == 1 else f"processes:{workers}")
@@ -188,9 +217,9 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
             try:
                 if len(tasks) <= 1:
                     for t in tasks:
-                        _run_here(conn, spec, t, kept, state)
+                        _run_here(conn, spec, t, kept, state, here)
                 else:
-                    _run_pool(THREADS_HERE, conn, spec, tasks, kept, state, threads=True)
+                    _run_pool(THREADS_HERE, conn, spec, tasks, kept, state, threads=True, progress=here)
             finally:
                 close_consumers()
         else:
@@ -219,10 +248,10 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
     return ScanResult(profile, partial, time.monotonic() - t0, state["retried"], engine)
 
 
-def _run_here(conn, spec, t, kept, state) -> None:
+def _run_here(conn, spec, t, kept, state, progress=None) -> None:
     for attempt in range(MAX_ATTEMPTS):
         try:
-            kept(t, scan_task(conn, spec, t, attempt))
+            kept(t, scan_task(conn, spec, t, attempt, progress))
             return
         except KafkaError:
             state["retried"] += 1
@@ -257,7 +286,7 @@ def _start_forkserver() -> None:
         pass
 
 
-def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False) -> None:
+def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False, progress=None) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
@@ -274,7 +303,7 @@ def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False) ->
         while todo or running:
             while todo:
                 t = todo.pop(0)
-                running[pool.submit(scan_task, conn, spec, t, attempts[t.id])] = t
+                running[pool.submit(scan_task, conn, spec, t, attempts[t.id], progress if threads else None)] = t
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             broken = False
             for f in done:

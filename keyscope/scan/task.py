@@ -99,8 +99,11 @@ def close_consumers() -> None:
             pass
 
 
-def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
-    """Read ``task``'s range and summarise it.  Raises KafkaError when the range cannot be read."""
+def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None) -> Profile:
+    """Read ``task``'s range and summarise it.  Raises KafkaError when the range cannot be read.
+
+    ``progress(task id, offsets done, records, bytes)`` after each fetch, for tasks run in this
+    process (a pool or Dask ships no callable)."""
     from ..kafka import client as kafka_io
     from ..sampling import _FieldPlan, _decode, _skip_aborted
 
@@ -115,6 +118,7 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
     fetch_bytes = PARTITION_FETCH_BYTES
     error_since = None
     pending, pending_n = [], 0
+    seen_n = seen_b = 0  # for progress
     fault = spec.fault.get(task.id) if attempt == 0 else None
     tag = 0
     ahead = None  # (tag, offset) of a fetch sent before the previous chunk was counted
@@ -185,6 +189,13 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0) -> Profile:
             fetcher.send(tag, node, {task.partition: (state.next, fetch_bytes)}, max_bytes=fetch_bytes,
                          max_wait_ms=500, isolation_level=1 if committed else 0)
             ahead = (tag, state.next)
+        if progress is not None and c.table is not None:
+            import pyarrow.compute as pc
+
+            seen_n += c.n
+            seen_b += int(pc.sum(pc.fill_null(c.table["key_size"], 0)).as_py() or 0)
+            seen_b += int(pc.sum(c.table["value_size"]).as_py() or 0)
+            progress(task.id, state.next - task.start, seen_n, seen_b)
         if c.table is not None:
             pending.append(c.table)
             pending_n += c.n
