@@ -193,3 +193,21 @@ def test_plan_splits_big_partitions_into_more_tasks():
         assert all(x.stop == y.start for x, y in zip(spans, spans[1:]))
     assert len(plan_tasks({0: (0, 100)}, tasks=10)) == 10
     assert len(plan_tasks({0: (0, 100)}, workers=8)) == 1  # below min_task_records: one task
+
+
+def test_modulus_groups_cover_every_partition_count_once():
+    import numpy as np
+
+    from keyscope.scan.task import FOLD_BOUND, modulus_groups
+
+    for n_max in (1, 7, 64, 1024):
+        groups = modulus_groups(n_max)
+        assert sorted(n for _, ns in groups for n in ns) == list(range(1, n_max + 1))
+        assert all(m % n == 0 and m <= max(FOLD_BOUND, n) for m, ns in groups for n in ns)
+    assert len(modulus_groups(64)) == 12
+    # folding counts per x % M gives the counts per x % n
+    x = np.random.default_rng(1).integers(0, 2**31, 5000)
+    for m, ns in modulus_groups(64):
+        per_m = np.bincount(x % m, minlength=m)
+        for n in ns:
+            assert (per_m.reshape(m // n, n).sum(axis=0) == np.bincount(x % n, minlength=n)).all()
