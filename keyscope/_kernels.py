@@ -465,26 +465,28 @@ done:
 def _fnv1a_short_ir(raw: bool) -> str:
     """IR: FNV-1a of a key inline in its view (<= 12 bytes), with no branch.
 
-    All 12 steps run and the state after ``len`` of them is selected: the
-    multiply chain is the same length for every key, so the CPU overlaps the
-    chains of consecutive keys instead of stalling on a byte loop's exit
-    (a mispredict whenever lengths vary).
+    All 12 steps run, each state is stored to a small stack table, and the
+    state after ``len`` steps is loaded back: the multiply chain is the same
+    for every key, so the CPU overlaps the chains of consecutive keys instead
+    of stalling on a byte loop's exit (a mispredict whenever lengths vary).
+    (Measured: selecting the state with 12 compare+selects ran ~10% slower.)
     """
     name = "fnv1a_raw_short" if raw else "fnv1a_short"
-    ir = f"define internal i32 @{name}(ptr %p, i32 %len) alwaysinline nounwind {{\nentry:\n"
-    for w in range(3):
-        ir += f"  %q{w} = getelementptr i8, ptr %p, i64 {4 * w}\n  %w{w} = load i32, ptr %q{w}, align 1\n"
-    ir += "  %h0 = add i32 2166136261, 0\n  %r0 = add i32 2166136261, 0\n"
+    ir = (f"define internal i32 @{name}(ptr %p, i32 %len) alwaysinline nounwind {{\nentry:\n"
+          "  %st = alloca [13 x i32], align 64\n  store i32 2166136261, ptr %st, align 4\n"
+          "  %h0 = add i32 2166136261, 0\n")
     for j in range(12):
-        w, b = divmod(j, 4)
         ir += (
-            f"  %s{j} = lshr i32 %w{w}, {8 * b}\n"
-            f"  %b{j} = and i32 %s{j}, 255\n"
+            f"  %q{j} = getelementptr i8, ptr %p, i64 {j}\n"
+            f"  %c{j} = load i8, ptr %q{j}, align 1\n"
+            f"  %b{j} = zext i8 %c{j} to i32\n"
             f"  %x{j} = xor i32 %h{j}, %b{j}\n"
             f"  %h{j + 1} = mul i32 %x{j}, 16777619\n"
-            f"  %u{j} = icmp ugt i32 %len, {j}\n"
-            f"  %r{j + 1} = select i1 %u{j}, i32 %h{j + 1}, i32 %r{j}\n"
+            f"  %sp{j} = getelementptr i32, ptr %st, i64 {j + 1}\n"
+            f"  store i32 %h{j + 1}, ptr %sp{j}, align 4\n"
         )
+    ir += ("  %le = zext i32 %len to i64\n  %rp = getelementptr i32, ptr %st, i64 %le\n"
+           "  %r12 = load i32, ptr %rp, align 4\n")
     if raw:
         ir += "  ret i32 %r12\n}\n"
     else:
@@ -533,7 +535,7 @@ def _pair_ir(h: str) -> str:
     remainder goes through the single-key loop from the state reached.
     """
     crc = h == "consistent"
-    step, init = (3, -1) if crc else (0, 2166136261)
+    step, init = (3, -1) if crc else (2, 2166136261)  # blocks of 8 (CRC) or 4 (FNV) bytes
     ir = f"""
 define internal void @{h}_pair(ptr %pa, i32 %la, ptr %pb, i32 %lb, ptr %o) alwaysinline nounwind {{
 entry:
@@ -561,15 +563,14 @@ loop:
   %wb1 = load i32, ptr %qb4, align 1
 """ + _crc_block8("A", "ca", "wa0", "wa1") + _crc_block8("B", "cb", "wb0", "wb1")
     else:
-        ir += """  %ba = load i8, ptr %qa, align 1
-  %bb = load i8, ptr %qb, align 1
-  %bae = zext i8 %ba to i32
-  %bbe = zext i8 %bb to i32
-  %xa = xor i32 %ca, %bae
-  %xb = xor i32 %cb, %bbe
-  %A = mul i32 %xa, 16777619
-  %B = mul i32 %xb, 16777619
-"""
+        # 4 bytes per word load (measured: 1 byte per iteration ran ~15% slower)
+        ir += "  %wa = load i32, ptr %qa, align 1\n  %wb = load i32, ptr %qb, align 1\n"
+        for x, w in (("a", "wa"), ("b", "wb")):
+            for k in range(4):
+                src = f"c{x}" if k == 0 else f"{x}{k}"
+                dst = x.upper() if k == 3 else f"{x}{k + 1}"
+                ir += (f"  %{x}s{k} = lshr i32 %{w}, {8 * k}\n  %{x}b{k} = and i32 %{x}s{k}, 255\n"
+                       f"  %{x}x{k} = xor i32 %{src}, %{x}b{k}\n  %{dst} = mul i32 %{x}x{k}, 16777619\n")
     fn = "crc_from" if crc else "fnv1a_from"
     ir += f"""  %j.next = add i32 %j, 1
   %more = icmp ult i32 %j.next, %m
