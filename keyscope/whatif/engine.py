@@ -22,8 +22,6 @@ POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
 COMPILED_MIN_ROWS = 2_000_000  # as keyscope.analysis: below this numba's start-up is not worth it
 _RESIDUES = 840  # lcm(2..8): offset-salt hashes are binned mod this once, for every D dividing it
 
-# Evaluation
-
 
 @dataclass
 class _Rows:

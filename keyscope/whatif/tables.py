@@ -6,8 +6,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .kernels import dense_cells, group_cells, make_cells, sort_by_key
-
 MAX_CELLS = 1 << 22  # per key: partitions x field-value combinations the compiled group-by may hold
 DENSE_CELLS = 1 << 22  # (keys + 1) x cells up to this: a dense table, no sort by key
 
@@ -27,6 +25,7 @@ def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
     from concurrent.futures import ThreadPoolExecutor
 
     from .._keytable import encode
+    from .kernels import dense_cells, group_cells, make_cells, sort_by_key  # numba: only the compiled path needs it
 
     S = max(int(partitions), 1)
     cols = list(dict.fromkeys(["key", *(f for fs in field_sets for f in fs)]))
