@@ -172,11 +172,12 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     sample = make_sample(n, k, meta_times=not args.no_meta_times)
     gen_s = time.perf_counter() - t
-    with tempfile.TemporaryDirectory() as tmp:
-        path = sample.write(Path(tmp) / "bench.parquet")
-        file_mb = path.stat().st_size / 1e6
-        del sample
-        read_s, sample = best_of(lambda: read_sample(path), args.repeat)
+    # Kept until the process ends: a Sample reads its other columns from the file when first asked.
+    tmp = tempfile.TemporaryDirectory()
+    path = sample.write(Path(tmp.name) / "bench.parquet")
+    file_mb = path.stat().st_size / 1e6
+    del sample
+    read_s, sample = best_of(lambda: read_sample(path), args.repeat)
 
     key_bytes = int(sample.df["key_size"].sum())
     key_arrow = sample.df["key"].to_arrow(compat_level=pl.CompatLevel.newest())

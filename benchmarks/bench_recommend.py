@@ -68,7 +68,8 @@ def make_sample(n: int, k: int, seed: int = 1):
 def naive(sample, scenarios, hot_sets) -> list[np.ndarray]:
     """Per scenario: every record's producer key, hashed, % N, counted."""
     from keyscope.partitioners import hash_column
-    from keyscope.scenarios import compose_keys, concat_binary, murmur3_binary, murmur3_int64
+    from keyscope.whatif.murmur import murmur3_binary, murmur3_int64
+    from keyscope.whatif.tables import compose_keys, concat_binary
 
     df = sample.df
     out = []

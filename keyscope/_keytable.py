@@ -505,7 +505,7 @@ def encode(series, cap: int = 1 << 10, out=None):
     Ids are dense, in first-seen order; ``firsts[c]`` is the first row holding
     value c, so ``series.gather(firsts)`` is the dictionary.  Why: what-if
     groups records by (partition, key, fields) over these integers instead of
-    the values (see keyscope.scenarios).  Exact, not a hash: values are
+    the values (see keyscope.whatif.tables).  Exact, not a hash: values are
     compared byte for byte.  ``out``: an int32 array of len(series) to write the codes into.
     """
     import polars as pl

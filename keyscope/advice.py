@@ -20,7 +20,9 @@ from .partitioners import PARTITIONERS, get_partitioner  # noqa: F401  (PARTITIO
 
 # Rules to suggest moving to: the defaults of the common clients (Java, librdkafka, Sarama).
 SWITCH_TO = ("murmur2", "consistent", "fnv1a")
-from .scenarios import DEFAULT_SEPARATOR, Result, Salt, Scenario, WhatIf, salt_rule
+from .whatif.engine import WhatIf
+from .whatif.result import Result
+from .whatif.spec import DEFAULT_SEPARATOR, Salt, Scenario, salt_rule
 
 __all__ = ["Constraints", "Advice", "candidates", "violations", "recommend", "snippets", "TIE_TOLERANCE"]
 

@@ -211,7 +211,7 @@ def partition_rates(sample, extremes: dict | None = None) -> dict[int, dict[str,
 
 # ----------------------------------------------------------------------------- fair weights
 #
-# One rule, used by analyze, whatif and recommend (keyscope.scenarios.WhatIf):
+# One rule, used by analyze, whatif and recommend (keyscope.whatif.engine.WhatIf):
 # what each sampled record stands for.  A sample whose partitions were read in
 # proportion to what they hold is its own load (weight 1).  One cut short
 # (--timeout, --max-bytes, --max-records, Ctrl-C: the sampler stopped before
@@ -387,19 +387,7 @@ def _capped_per_partition(sample, sampled: np.ndarray) -> bool:
     return int(np.count_nonzero(sampled)) >= 2 and bool(np.any(sampled >= cap))
 
 
-def analyze(
-    sample,
-    top: int = 10,
-    by: str = "records",
-    load: str = "auto",
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-    reps: int = 1000,
-    compiled: bool | None = None,
-) -> Analysis:
-    """Analyze a :class:`keyscope.sample.Sample`.  Deterministic for a given ``seed``."""
-    import polars as pl
-
+def _check_options(top: int, by: str, load: str, confidence: float) -> None:
     if by not in BY:
         raise UsageError(f"--by must be one of {', '.join(BY)}, got {by!r}")
     if load not in LOADS:
@@ -409,11 +397,33 @@ def analyze(
     if not 0.5 <= confidence < 1:
         raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
 
-    meta = sample.meta
-    n_parts = max(int(sample.partition_count), 1 if len(sample) else 0)
-    warnings: list[str] = []
 
-    infos = meta.partitions
+@dataclass
+class _Counts:
+    """The (key, partition) table and its sums per partition: everything later steps read from the records."""
+
+    kp: Any  # polars frame: key, partition, records, bytes, bytes_sq
+    extremes: dict | None  # per partition offset/time extremes (None: read from the frame when needed)
+    read: bool  # any record read (no rates otherwise)
+    n_parts: int  # partitions of the topic (0 for an empty sample without metadata)
+    P: int  # max(n_parts, 1): the length of every per-partition array
+    part_idx: np.ndarray  # per kp row: its partition
+    is_null: np.ndarray  # per kp row: a null key
+    rec: np.ndarray  # per kp row: records
+    byt: np.ndarray  # per kp row: bytes
+    n_p: np.ndarray  # per partition: sampled records
+    b_p: np.ndarray  # bytes
+    s2b_p: np.ndarray  # sum of squared record sizes
+    null_n_p: np.ndarray  # null-key records
+    null_b_p: np.ndarray  # null-key bytes
+    keys_p: np.ndarray  # distinct non-null keys
+    n_total: float
+
+
+def _count(sample, compiled: bool | None) -> _Counts:
+    """One pass over the records: the (key, partition) table, then per-partition sums at its size."""
+    n_parts = max(int(sample.partition_count), 1 if len(sample) else 0)
+    infos = sample.meta.partitions
     timed = bool(infos) and all(
         i.first_timestamp_ms is not None and i.last_timestamp_ms is not None for i in infos.values() if i.records
     )
@@ -436,56 +446,131 @@ def analyze(
         v = values if mask is None else np.where(mask, values, 0.0)
         return np.bincount(part_idx, weights=v, minlength=P)[:P] if part_idx.size else np.zeros(P)
 
-    n_p, b_p, s2b_p = per_part(rec), per_part(byt), per_part(bsq)
-    null_n_p, null_b_p = per_part(rec, is_null), per_part(byt, is_null)
-    keys_p = np.bincount(part_idx[~is_null], minlength=P)[:P] if part_idx.size else np.zeros(P, dtype=np.int64)
-    n_total = float(n_p.sum())
+    n_p = per_part(rec)
+    return _Counts(
+        kp=kp,
+        extremes=extremes,
+        read=df.height > 0,
+        n_parts=n_parts,
+        P=P,
+        part_idx=part_idx,
+        is_null=is_null,
+        rec=rec,
+        byt=byt,
+        n_p=n_p,
+        b_p=per_part(byt),
+        s2b_p=per_part(bsq),
+        null_n_p=per_part(rec, is_null),
+        null_b_p=per_part(byt, is_null),
+        keys_p=np.bincount(part_idx[~is_null], minlength=P)[:P] if part_idx.size else np.zeros(P, dtype=np.int64),
+        n_total=float(n_p.sum()),
+    )
 
-    # ---- load basis: the one rule (partition_weights) ----
-    rates = partition_rates(sample, extremes) if df.height else {}
+
+@dataclass
+class LoadBasis:
+    """What counts as each partition's load, and the evidence behind it: chosen here, used by every later step.
+
+    ``basis`` is the rule of :func:`partition_weights` (sample counts, counts
+    scaled to the watermarks, or rates); ``by`` picks records or bytes.  The
+    ``y``/``s2`` arrays are the sampled evidence (for intervals), ``load_p`` the
+    load itself.
+    """
+
+    basis: str  # sample | watermarks | rate
+    by: str  # records | bytes
+    notes: list[str]  # the weighting's notes (watermarks basis only)
+    rates: dict  # per partition: partition_rates()
+    rate_vals: np.ndarray  # per partition: records/s (0 where unknown)
+    rate_known: bool  # every partition has a rate (or nothing to have one for)
+    capped: bool  # the sample looks capped per partition
+    l_rec: np.ndarray  # per partition: records on this basis
+    l_bytes: np.ndarray  # bytes on this basis
+    load_p: np.ndarray  # the load: l_rec or l_bytes
+    y_p: np.ndarray  # sampled evidence per partition (records or bytes)
+    s2_p: np.ndarray  # its variance term (records, or the sum of squared sizes)
+    y_null: np.ndarray  # the null-key part of y_p
+    y_kp: np.ndarray  # per (key, partition) row: its evidence
+    wy_p: np.ndarray  # y_p weighted
+    ws2_p: np.ndarray  # s2_p weighted twice: Var(load_p) ~ w_p^2 n_p
+    total_load: float
+    a_p: np.ndarray  # per partition: share of the load
+    pi_kp: np.ndarray  # per (key, partition) row: its share within its partition
+    share_kp: np.ndarray  # per (key, partition) row: its share of the topic
+
+
+def _load_basis(sample, c: _Counts, load: str, by: str) -> LoadBasis:
+    """The one place the load basis (sample counts vs watermarks vs rates) and records vs bytes are chosen."""
+    P, n_p = c.P, c.n_p
+    rates = partition_rates(sample, c.extremes) if c.read else {}
     rate_arr = np.array([(rates.get(p) or {}).get("rate_per_s") for p in range(P)], dtype=object)
     rate_known = all(
         rate_arr[p] is not None or (n_p[p] == 0 and (rates.get(p) or {}).get("retained") == 0) for p in range(P)
     )
     capped = _capped_per_partition(sample, n_p)
-    weights = partition_weights(sample, load, counts=n_p, rates=rates) if n_parts > 1 or load != "auto" else \
+    weights = partition_weights(sample, load, counts=n_p, rates=rates) if c.n_parts > 1 or load != "auto" else \
         Weights("sample", np.ones(P), [None] * P)
     basis = weights.basis
-    warnings.extend(weights.notes if basis == "watermarks" else [])
     rate_vals = np.array([float(r) if r is not None else 0.0 for r in rate_arr]) if P else np.zeros(0)
     wt = weights.w[:P] if weights.w.size >= P else np.ones(P)
-    l_rec, l_bytes = n_p * wt, b_p * wt
+    l_rec, l_bytes = n_p * wt, c.b_p * wt
     if basis == "rate":
         l_rec = rate_vals
     if by == "records":
-        load_p, y_p, s2_p, y_null, y_kp = l_rec, n_p, n_p, null_n_p, rec
+        load_p, y_p, s2_p, y_null, y_kp = l_rec, n_p, n_p, c.null_n_p, c.rec
         # weighted evidence: each record of p stands for w_p, so Var(load_p) ~ w_p^2 n_p
         wy_p, ws2_p = n_p * wt, n_p * wt * wt
     else:
-        load_p, y_p, s2_p, y_null, y_kp = l_bytes, b_p, s2b_p, null_b_p, byt
-        wy_p, ws2_p = b_p * wt, s2b_p * wt * wt
+        load_p, y_p, s2_p, y_null, y_kp = l_bytes, c.b_p, c.s2b_p, c.null_b_p, c.byt
+        wy_p, ws2_p = c.b_p * wt, c.s2b_p * wt * wt
     total_load = float(load_p.sum())
     a_p = load_p / total_load if total_load > 0 else np.zeros(P)
+    part_idx = c.part_idx
     # within-partition share of each (key, partition) row, and its share of the topic
     pi_kp = np.divide(y_kp, y_p[part_idx], out=np.zeros_like(y_kp), where=y_p[part_idx] > 0) if P else y_kp
     share_kp = a_p[part_idx] * pi_kp if part_idx.size else pi_kp
+    return LoadBasis(
+        basis=basis,
+        by=by,
+        notes=list(weights.notes) if basis == "watermarks" else [],
+        rates=rates,
+        rate_vals=rate_vals,
+        rate_known=rate_known,
+        capped=capped,
+        l_rec=l_rec,
+        l_bytes=l_bytes,
+        load_p=load_p,
+        y_p=y_p,
+        s2_p=s2_p,
+        y_null=y_null,
+        y_kp=y_kp,
+        wy_p=wy_p,
+        ws2_p=ws2_p,
+        total_load=total_load,
+        a_p=a_p,
+        pi_kp=pi_kp,
+        share_kp=share_kp,
+    )
 
-    # ---- skew and its interval ----
+
+def _skew(c: _Counts, lb: LoadBasis, confidence: float):
+    """The skew figures, the hottest partition, and the per-partition share intervals."""
+    n_parts, load_p, a_p, total_load = c.n_parts, lb.load_p, lb.a_p, lb.total_load
     z = z_value(confidence)
     ratio = skew_ratio(load_p.tolist()) if n_parts else 0.0
     hottest = int(np.argmax(load_p)) if n_parts and total_load > 0 else None
     share_lo = share_hi = None
     interval = None
     if n_parts and total_load > 0:
-        y_total, s2_total = float(y_p.sum()), float(s2_p.sum())
-        wy_total, ws2_total = float(wy_p.sum()), float(ws2_p.sum())
+        y_total, s2_total = float(lb.y_p.sum()), float(lb.s2_p.sum())
+        wy_total, ws2_total = float(lb.wy_p.sum()), float(lb.ws2_p.sum())
 
         def part_interval(zz):
-            if basis != "sample":  # re-weighted: the linearised ratio interval over the weights
-                return normal_interval(a_p, ratio_share_se(wy_p, ws2_p, wy_total, ws2_total), z=zz)
-            if by == "records":
-                return wilson_interval(n_p, n_total, z=zz)
-            return normal_interval(a_p, ratio_share_se(y_p, s2_p, y_total, s2_total), z=zz)
+            if lb.basis != "sample":  # re-weighted: the linearised ratio interval over the weights
+                return normal_interval(a_p, ratio_share_se(lb.wy_p, lb.ws2_p, wy_total, ws2_total), z=zz)
+            if lb.by == "records":
+                return wilson_interval(c.n_p, c.n_total, z=zz)
+            return normal_interval(a_p, ratio_share_se(lb.y_p, lb.s2_p, y_total, s2_total), z=zz)
 
         share_lo, share_hi = part_interval(z)
         lo, hi = max_share_interval(a_p, part_interval, confidence)
@@ -493,14 +578,14 @@ def analyze(
         # the largest share is at least 1/n, so the ratio is at least 1 (as whatif bounds it):
         # a near-even or tiny sample can give a lower share bound under 1/n, which no topic has
         interval = [max(lo * total_load / denom, 1.0), max(hi * total_load / denom, 1.0)]
-    chi = chi_square_uniform(n_p) if basis == "sample" and n_parts else None
+    chi = chi_square_uniform(c.n_p) if lb.basis == "sample" and n_parts else None
     skew = {
         "ratio": ratio,
         "interval": interval,
-        "by": by,
-        "records_ratio": skew_ratio(l_rec.tolist()) if n_parts else 0.0,
-        "bytes_ratio": skew_ratio(l_bytes.tolist()) if n_parts else 0.0,
-        "rate_ratio": skew_ratio(rate_vals.tolist()) if (rate_known and n_parts) else None,
+        "by": lb.by,
+        "records_ratio": skew_ratio(lb.l_rec.tolist()) if n_parts else 0.0,
+        "bytes_ratio": skew_ratio(lb.l_bytes.tolist()) if n_parts else 0.0,
+        "rate_ratio": skew_ratio(lb.rate_vals.tolist()) if (lb.rate_known and n_parts) else None,
         "hottest_partition": hottest,
         "hottest_share": float(a_p[hottest]) if hottest is not None else None,
         "chi_square": chi,
@@ -508,20 +593,22 @@ def analyze(
         "gini": gini(load_p) if n_parts else 0.0,
         "definition": "max over partitions / clamp_min(mean over partitions, 0.001)",
     }
+    return skew, hottest, share_lo, share_hi
 
-    # ---- partitions ----
+
+def _partition_rows(c: _Counts, lb: LoadBasis, share_lo, share_hi) -> list[dict]:
     partitions = []
-    for p in range(n_parts):
-        r = rates.get(p) or {}
+    for p in range(c.n_parts):
+        r = lb.rates.get(p) or {}
         partitions.append(
             {
                 "partition": p,
-                "records": int(n_p[p]),
-                "bytes": int(b_p[p]),
-                "null_key_records": int(null_n_p[p]),
-                "distinct_keys": int(keys_p[p]),
-                "load": float(load_p[p]),
-                "share": float(a_p[p]),
+                "records": int(c.n_p[p]),
+                "bytes": int(c.b_p[p]),
+                "null_key_records": int(c.null_n_p[p]),
+                "distinct_keys": int(c.keys_p[p]),
+                "load": float(lb.load_p[p]),
+                "share": float(lb.a_p[p]),
                 "share_interval": [float(share_lo[p]), float(share_hi[p])] if share_lo is not None else None,
                 "rate_per_s": r.get("rate_per_s"),
                 "low": r.get("low"),
@@ -531,11 +618,16 @@ def analyze(
                 "last_offset": r.get("last_offset"),
             }
         )
+    return partitions
 
-    # ---- key table: topic share per distinct key ----
-    keyed = kp.filter(pl.col("key").is_not_null()).with_columns(
-        pl.Series("share", share_kp[~is_null] if part_idx.size else np.zeros(0)),
-        pl.Series("pi", pi_kp[~is_null] if part_idx.size else np.zeros(0)),
+
+def _key_tables(c: _Counts, lb: LoadBasis):
+    """(keyed rows with their topic share ``share`` and in-partition share ``pi``, per-key totals)."""
+    import polars as pl
+
+    keyed = c.kp.filter(pl.col("key").is_not_null()).with_columns(
+        pl.Series("share", lb.share_kp[~c.is_null] if c.part_idx.size else np.zeros(0)),
+        pl.Series("pi", lb.pi_kp[~c.is_null] if c.part_idx.size else np.zeros(0)),
     ).sort("partition", maintain_order=True)  # fixed summation order: same floats on any path
     keys = keyed.group_by("key").agg(
         pl.col("share").sum(),
@@ -544,14 +636,14 @@ def analyze(
         pl.col("bytes_sq").sum(),
         pl.len().alias("n_partitions"),
     )
-    mean_load = total_load / n_parts if n_parts else 0.0
-    excess = float(load_p[hottest] - mean_load) if hottest is not None else 0.0
+    return keyed, keys
 
-    hot_keys = _hot_keys(
-        keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hottest, excess, confidence
-    )
 
-    # ---- hottest partition: who explains its excess ----
+def _hottest(keyed, lb: LoadBasis, hottest: int | None, mean_load: float, excess: float):
+    """Who explains the hottest partition's excess: null keys, or the fewest keys that cover it."""
+    import polars as pl
+
+    y_null, y_p, load_p, P = lb.y_null, lb.y_p, lb.load_p, lb.y_p.size
     null_share_hot = (y_null[hottest] / y_p[hottest]) if hottest is not None and y_p[hottest] > 0 else 0.0
     null_load = np.divide(y_null, y_p, out=np.zeros(P), where=y_p > 0) * load_p
     e_null = float(null_load[hottest] - null_load.mean()) if hottest is not None else 0.0
@@ -571,7 +663,7 @@ def analyze(
                 {"key": k if e == "utf8" else f"0x{k}", "share_on_hottest": float(sh), "of_partition": float(pi)}
                 for k, e, sh, pi in zip(shown.to_list(), enc.to_list(), head["share"].to_list(), head["pi"].to_list())
             ]
-    hottest_info = {
+    info = {
         "partition": hottest,
         "load": float(load_p[hottest]) if hottest is not None else 0.0,
         "mean_load": mean_load,
@@ -581,32 +673,28 @@ def analyze(
         "null_key_share_of_partition": float(null_share_hot),
         "keys_to_explain_excess": cover,
     }
+    return info, float(null_load.sum()), cover_keys
 
-    # ---- baseline under perfect hashing ----
+
+def _baseline(keys, lb: LoadBasis, n_parts: int, mean_load: float, null_total: float, ratio: float, seed: int, reps: int) -> dict:
+    """The skew perfect hashing of these key weights would give (the floor and the random placements)."""
+    total_load = lb.total_load
     key_weights = keys["share"].to_numpy() * total_load if keys.height else np.zeros(0)
-    null_total = float(null_load.sum())
     sims = random_hashing_skews(key_weights, max(n_parts, 1), spread=null_total, reps=reps, seed=seed)
     heaviest = float(key_weights.max()) if key_weights.size else 0.0
     floor = max(heaviest, mean_load) / clamp_min(mean_load) if total_load > 0 else 0.0
-    baseline = {
+    return {
         "floor_ratio": floor,
         "random_hashing_median": float(np.median(sims)) if total_load > 0 else 0.0,
         "random_hashing_p95": float(np.quantile(sims, 0.95)) if total_load > 0 else 0.0,
         "beyond_random_hashing": bool(total_load > 0 and ratio > float(np.quantile(sims, 0.95))),
         "heaviest_key_share": heaviest / total_load if total_load > 0 else 0.0,
     }
-    baseline.update(
-        _cause(ratio, n_parts, total_load, excess, e_null, e_keyed, cover, baseline, cover_keys, hottest,
-               float(a_p[hottest]) if hottest is not None else 0.0)  # fmt: skip
-    )
 
-    # ---- partitioner ----
-    kp_keyed = kp.filter(pl.col("key").is_not_null()).select("key", "partition", "records")
-    detection = detect_on_sample(kp_keyed, n_parts, sample)
-    detection["null_key_records"] = int(null_n_p.sum())
 
-    # ---- warnings ----
-    null_total_records = int(null_n_p.sum())
+def _sample_warnings(c: _Counts, meta, interval, confidence: float, detection: dict) -> list[str]:
+    warnings = []
+    n_total, n_parts = c.n_total, c.n_parts
     if n_total == 0:
         warnings.append("the sample is empty: nothing to analyze")
     elif n_total < MIN_RECORDS_PER_PARTITION * max(n_parts, 1):
@@ -619,7 +707,7 @@ def analyze(
             f"the skew ratio is uncertain: {interval[0]:.2f} to {interval[1]:.2f} at {confidence:.0%}; "
             "sample more records to narrow it"
         )
-    if n_total and null_total_records == n_total:
+    if n_total and int(c.null_n_p.sum()) == n_total:
         warnings.append("every record has a null key: placement is sticky/random, no key explains the load")
     if n_parts == 1:
         warnings.append("one partition: a skew ratio of 1 is all it can have")
@@ -631,24 +719,69 @@ def analyze(
         warnings.append(
             f"only {detection['distinct_keys']} distinct key(s): the partitioner match could be chance"
         )
+    return warnings
 
+
+def analyze(
+    sample,
+    top: int = 10,
+    by: str = "records",
+    load: str = "auto",
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+    reps: int = 1000,
+    compiled: bool | None = None,
+) -> Analysis:
+    """Analyze a :class:`keyscope.sample.Sample`.  Deterministic for a given ``seed``.
+
+    The steps, each a function below: count the records per (key, partition),
+    choose the load basis (:func:`_load_basis`, the one place), the skew and its
+    interval, the partitions, the hot keys, who explains the hottest partition,
+    the perfect-hashing baseline and cause, the partitioner, the warnings.
+    """
+    import polars as pl
+
+    _check_options(top, by, load, confidence)
+    meta = sample.meta
+    c = _count(sample, compiled)
+    n_parts = c.n_parts
+    lb = _load_basis(sample, c, load, by)
+    skew, hottest, share_lo, share_hi = _skew(c, lb, confidence)
+    partitions = _partition_rows(c, lb, share_lo, share_hi)
+    keyed, keys = _key_tables(c, lb)
+    mean_load = lb.total_load / n_parts if n_parts else 0.0
+    excess = float(lb.load_p[hottest] - mean_load) if hottest is not None else 0.0
+    hot_keys = _hot_keys(keys, keyed, HotKeyOptions(top, by, lb.basis, confidence), lb, c.n_total, hottest, excess)
+    hottest_info, null_total, cover_keys = _hottest(keyed, lb, hottest, mean_load, excess)
+    baseline = _baseline(keys, lb, n_parts, mean_load, null_total, skew["ratio"], seed, reps)
+    baseline.update(
+        _cause(skew["ratio"], n_parts, lb.total_load, excess, hottest_info["excess_from_null_keys"],
+               hottest_info["excess_from_keyed"], hottest_info["keys_to_explain_excess"], baseline, cover_keys,
+               hottest, float(lb.a_p[hottest]) if hottest is not None else 0.0)  # fmt: skip
+    )
+    kp_keyed = c.kp.filter(pl.col("key").is_not_null()).select("key", "partition", "records")
+    detection = detect_on_sample(kp_keyed, n_parts, sample)
+    detection["null_key_records"] = int(c.null_n_p.sum())
+    warnings = lb.notes + _sample_warnings(c, meta, skew["interval"], confidence, detection)
+
+    null_total_records = int(c.null_n_p.sum())
     sample_info = {
-        "records": int(n_total),
-        "bytes": int(b_p.sum()),
-        "keyed_records": int(n_total) - null_total_records,
+        "records": int(c.n_total),
+        "bytes": int(c.b_p.sum()),
+        "keyed_records": int(c.n_total) - null_total_records,
         "null_key_records": null_total_records,
         "distinct_keys": int(keys.height),
-        "partitions_sampled": int(np.count_nonzero(n_p)),
+        "partitions_sampled": int(np.count_nonzero(c.n_p)),
         "source": meta.source,
         "sampled_at": meta.sampled_at or None,
         "partial": bool(meta.partial),
-        "capped_per_partition": bool(capped),
+        "capped_per_partition": bool(lb.capped),
     }
     return Analysis(
         topic=meta.topic,
         partition_count=n_parts,
         by=by,
-        load_basis=basis,
+        load_basis=lb.basis,
         confidence=confidence,
         sample=sample_info,
         skew=skew,
@@ -661,11 +794,24 @@ def analyze(
     )
 
 
-def _hot_keys(keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hottest, excess, confidence):
+@dataclass
+class HotKeyOptions:
+    """How the hot-key table is chosen and its intervals computed."""
+
+    top: int  # keys to list (0: none)
+    by: str  # records | bytes
+    basis: str  # the load basis (sample: intervals from counts; else over the partitions' weights)
+    confidence: float
+
+
+def _hot_keys(keys, keyed, opts: HotKeyOptions, lb: LoadBasis, n_total: float, hottest: int | None, excess: float):
+    """The top keys by topic share, each with its interval and whether it alone explains the hottest excess."""
     import polars as pl
 
     from .model.keys import key_display
 
+    top, by, basis = opts.top, opts.by, opts.basis
+    y_p, s2_p, a_p, load_p = lb.y_p, lb.s2_p, lb.a_p, lb.load_p
     if top == 0 or keys.height == 0:
         return []
     if keys.height > 4 * top:  # only candidates at or above the top-th share get sorted
@@ -673,7 +819,7 @@ def _hot_keys(keys, keyed, top, by, basis, n_total, y_p, s2_p, a_p, load_p, hott
         keys = keys.filter(pl.col("share") >= np.partition(shares, shares.size - top)[shares.size - top])
     best = keys.sort(["share", "records", "key"], descending=[True, True, False]).head(top)
     rows = keyed.join(best.select("key"), on="key", how="semi")
-    z = z_value(confidence)
+    z = z_value(opts.confidence)
     y_total, s2_total = float(y_p.sum()), float(s2_p.sum())
     shown, enc = key_display(best["key"])
     out = []

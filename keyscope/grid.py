@@ -1,6 +1,6 @@
 """The scenarios ``keyscope whatif`` evaluates: every combination of the options given, run on a sample.
 
-Kept apart from :mod:`keyscope.scenarios` (which evaluates one scenario) so the
+Kept apart from :mod:`keyscope.whatif` (which evaluates one scenario) so the
 CLI only parses options: the grid, the notes and the --fail-on-skew verdict
 are library decisions, tested without click.
 """
@@ -58,7 +58,7 @@ class Grid:
     def parse(cls, partitions=(), partitioners=(), key_by=(), separator="|", salt_hot=(), salt_by="offset",
               salt_seed=0, consumers=()) -> "Grid":
         """From the options as typed; a one-line UsageError for anything malformed (before any work)."""
-        from .scenarios import parse_key_by, parse_salt
+        from .whatif.spec import parse_key_by, parse_salt
 
         g = cls(
             counts=int_list(partitions, "--partitions"),
@@ -79,7 +79,7 @@ class Grid:
 
     def scenarios(self, today_partitions: int, today_partitioner: str) -> list:
         """Every combination, in option order, without repeats; none for --consumers alone."""
-        from .scenarios import Scenario
+        from .whatif.spec import Scenario
 
         if not (self.counts or self.partitioners or self.keysets or self.salts):
             return []  # --consumers alone: today's layout, consumer counts only
@@ -97,11 +97,11 @@ class Grid:
 class WhatIfRun:
     """Today and every scenario's prediction, the best one, and the --fail-on-skew verdict."""
 
-    whatif: Any  # scenarios.WhatIf
+    whatif: Any  # whatif.engine.WhatIf
     path: str
     scenarios: list
     results: list
-    best: Any  # scenarios.Result with the lowest predicted skew (today's when no scenario)
+    best: Any  # whatif.result.Result with the lowest predicted skew (today's when no scenario)
     fail_on_skew: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -114,7 +114,7 @@ def run_whatif(sample_path, grid: Grid, today_partitioner: str | None = None,
                fail_on_skew: float | None = None) -> WhatIfRun:
     """Read the sample, evaluate the grid against today's layout."""
     from .sample import read_sample
-    from .scenarios import WhatIf
+    from .whatif.engine import WhatIf
 
     sample = read_sample(sample_path)
     w = WhatIf(sample, partitioner=today_partitioner, consumers=grid.consumers or None)

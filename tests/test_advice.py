@@ -19,7 +19,8 @@ from keyscope.advice import (
 from keyscope.errors import UsageError
 from keyscope.partitioners import KEYED, get_partitioner, partition_column
 from keyscope.sample import Sample
-from keyscope.scenarios import Salt, Scenario, WhatIf
+from keyscope.whatif.engine import WhatIf
+from keyscope.whatif.spec import Salt, Scenario
 
 
 def hot_sample(seed: int = 0, n: int = 30_000, partitions: int = 3, hot_share: float = 0.4, partitioner="murmur2"):

@@ -7,7 +7,7 @@ from kafka import KafkaProducer
 
 from keyscope.advice import snippets
 from keyscope.partitioners import partition_column
-from keyscope.scenarios import Scenario
+from keyscope.whatif.spec import Scenario
 
 from .conftest import create_topic
 

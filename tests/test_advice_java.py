@@ -23,7 +23,8 @@ import pytest
 from keyscope.advice import snippets
 from keyscope.partitioners import get_partitioner, partition_column
 from keyscope.sample import Sample
-from keyscope.scenarios import Salt, Scenario, WhatIf
+from keyscope.whatif.engine import WhatIf
+from keyscope.whatif.spec import Salt, Scenario
 
 
 CODEC_VERSION = "1.17.1"  # pinned: MurmurHash3.hash32x86 exists from 1.14 on

@@ -18,7 +18,7 @@ import pytest
 from keyscope.advice import Constraints, recommend
 from keyscope.analysis import analyze
 from keyscope.partitioners import partition_for
-from keyscope.scenarios import WhatIf
+from keyscope.whatif.engine import WhatIf
 
 from .conftest import create_topic
 from .peers import producers as P

@@ -22,7 +22,7 @@ from keyscope.cli import cli
 from keyscope.errors import EXIT_UNFAIR, UnfairSample
 from keyscope.partitioners import partition_for
 from keyscope.sample import PartitionInfo, Sample, read_sample
-from keyscope.scenarios import WhatIf
+from keyscope.whatif.engine import WhatIf
 
 from .conftest import create_topic
 

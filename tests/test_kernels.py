@@ -243,3 +243,57 @@ def test_simd_is_only_chosen_where_avx512_is_and_can_be_turned_off():
     simd, has, chosen = on.stdout.split()
     assert simd == has == chosen
     assert off.stdout.split()[0] == "False" and off.stdout.split()[2] == "False"
+
+
+PAIR_LENGTHS = range(65)
+
+
+@pytest.mark.parametrize("name", _kernels.NAMES)
+def test_adjacent_keys_of_every_length_pair_0_to_64(name):
+    # The CRC and FNV kernels hash two adjacent long keys in one loop, then
+    # each remainder alone: every (len_a, len_b) in 0..64 x 0..64 sits in
+    # adjacent rows, at an even and an odd start (so a pair also straddles
+    # two combinations), with a null every 7th row and an odd row count.
+    rng = np.random.default_rng(3)
+    pool = rng.integers(0, 256, 64 * 4, dtype=np.uint8).tobytes()
+    keys: list[bytes | None] = []
+    for la in PAIR_LENGTHS:
+        for lb in PAIR_LENGTHS:
+            keys += [pool[la : 2 * la], pool[64 + lb : 64 + 2 * lb]]
+    keys = [None if i % 7 == 3 else k for i, k in enumerate(keys)] + [pool[:40]]
+    expected = [0 if k is None else reference(name, k) for k in keys]
+    arr = pa.array(keys, type=pa.binary_view())
+    for start in (0, 1):
+        out, empties = _kernels.hash_arrow(arr.slice(start), name, threads=1, count_empty=True)
+        assert out.tolist() == expected[start:]
+        assert empties == sum(1 for k in keys[start:] if k == b"")
+    no_nulls = pa.array([k or b"" for k in keys], type=pa.binary_view())
+    assert _kernels.hash_arrow(no_nulls, name, threads=1).tolist() == [reference(name, k or b"") for k in keys]
+
+
+def test_pairs_never_dereference_a_null_neighbours_view():
+    # A long valid key next to a null row whose forged view claims 1,000
+    # bytes in data buffer 2**31-16, before and after it: the pair path must
+    # check the neighbour's validity before following its view.
+    good = b"a key in the data buffer, not inline"
+    forged = struct.pack("<iiii", 1000, 0, 0x7FFFFFF0, 123456)
+    real = struct.pack("<iiii", len(good), int.from_bytes(good[:4], "little"), 0, 0)
+    pattern = [True, False, True, True, False, False, True, True, True, False, True]
+    views = b"".join(real if ok else forged for ok in pattern)
+    bits = sum(1 << i for i, ok in enumerate(pattern) if ok)
+    arr = pa.Array.from_buffers(pa.binary_view(), len(pattern),
+                                [pa.py_buffer(bits.to_bytes(2, "little")), pa.py_buffer(views), pa.py_buffer(good)],
+                                null_count=pattern.count(False))
+    for name in _kernels.NAMES:
+        assert _kernels.hash_arrow(arr, name, threads=1).tolist() == [
+            reference(name, good) if ok else 0 for ok in pattern]
+
+
+def test_inline_keys_ignore_whatever_follows_them_in_the_view():
+    # The branch-free inline kernels (murmur2, FNV-1a) read all 12 inline
+    # bytes; Arrow zero-pads them, but a view built elsewhere may not.
+    keys = [bytes(range(1, 1 + ln)) for ln in range(13)]
+    views = b"".join(struct.pack("<i", len(k)) + k + b"\xa5" * (12 - len(k)) for k in keys)
+    arr = pa.Array.from_buffers(pa.binary_view(), len(keys), [None, pa.py_buffer(views)], null_count=0)
+    for name in _kernels.NAMES:
+        assert _kernels.hash_arrow(arr, name, threads=1).tolist() == [reference(name, k) for k in keys]

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import keyscope.scenarios as scn
+import keyscope.whatif.engine as scn
 from keyscope.analysis import analyze
 from keyscope.errors import InputError
 from keyscope.sample import META_KEY, Sample, SampleMeta, read_sample
-from keyscope.scenarios import Salt, Scenario, WhatIf
+from keyscope.whatif.engine import WhatIf
+from keyscope.whatif.spec import Salt, Scenario
 from tests.test_scenarios import SCENARIOS, assert_matches, make_sample
 
 
@@ -95,8 +96,8 @@ def test_whatif_field_tables_compiled_without_group_fields_match_brute_force(mon
     """whatif's CLI passes no group_fields: large samples now take the compiled unit tables for --key-by FIELD."""
     monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
     calls = []
-    original = scn._group_by_codes
-    monkeypatch.setattr(scn, "_group_by_codes", lambda *a: calls.append(a[1]) or original(*a))
+    original = scn.group_by_codes
+    monkeypatch.setattr(scn, "group_by_codes", lambda *a: calls.append(a[1]) or original(*a))
     w = WhatIf(make_sample(seed=12, n=5_000, keys=500))
     for sc in SCENARIOS:
         assert_matches(w, sc)

@@ -21,16 +21,10 @@ from hypothesis import strategies as st
 from keyscope.errors import InputError, UsageError
 from keyscope.partitioners import get_partitioner, partition_column
 from keyscope.sample import PartitionInfo, Sample
-from keyscope.scenarios import (
-    Salt,
-    Scenario,
-    WhatIf,
-    expected_keys_moved,
-    murmur3_binary,
-    murmur3_int64,
-    parse_key_by,
-    parse_salt,
-)
+from keyscope.whatif.engine import WhatIf
+from keyscope.whatif.murmur import murmur3_binary, murmur3_int64
+from keyscope.whatif.result import expected_keys_moved
+from keyscope.whatif.spec import Salt, Scenario, parse_key_by, parse_salt
 
 
 # ---------------------------------------------------------------- reference
@@ -167,7 +161,7 @@ def test_prediction_equals_brute_force(whatif, sc):
 
 def test_compiled_key_table_path_matches(monkeypatch):
     """Large samples group (key, partition) with analyze's compiled scan: same predictions."""
-    import keyscope.scenarios as scn
+    import keyscope.whatif.engine as scn
 
     s = make_sample(seed=6, n=8_000, keys=1_500)
     monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
@@ -178,11 +172,11 @@ def test_compiled_key_table_path_matches(monkeypatch):
 
 def test_hashed_group_by_equals_value_group_by():
     """Unit tables grouped on column hashes equal Polars' group-by on the values (null keys/fields, non-UTF-8)."""
-    import keyscope.scenarios as scn
+    import keyscope.whatif.tables as scn
 
     df = make_sample(seed=8, n=6_000, keys=800).df
     sets = [("user_id",), ("region",), ("user_id", "region")]
-    tables = scn._group_by_hashes(df, sets)
+    tables = scn.group_by_hashes(df, sets)
     assert tables is not None
     size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
     for fs, got in zip(sets, tables):
@@ -194,10 +188,10 @@ def test_hashed_group_by_equals_value_group_by():
 
 def test_hash_collision_falls_back_to_value_group_by(monkeypatch):
     """When the hashes cannot group (a collision), the value group-by gives the same predictions."""
-    import keyscope.scenarios as scn
+    import keyscope.whatif.engine as scn
 
     s = make_sample(seed=9, n=6_000, keys=800)
-    monkeypatch.setattr(scn, "_group_by_hashes", lambda df, sets: None)
+    monkeypatch.setattr(scn, "group_by_hashes", lambda df, sets: None)
     w = WhatIf(s, group_fields=("user_id", "region"))
     for sc in SCENARIOS:
         assert_matches(w, sc)
@@ -376,7 +370,7 @@ def test_murmur3_int64_matches_mmh3(values, seed):
 
 
 def test_murmur3_binary_long_values_hash_in_slices(monkeypatch):
-    import keyscope.scenarios as sc
+    import keyscope.whatif.murmur as sc
 
     monkeypatch.setattr(sc, "_PAD_LIMIT", 64)
     values = [b"x" * 200, b"ab", None, "ü".encode() * 7, b"q" * 33]

@@ -6,9 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-import keyscope.scenarios as scn
+import keyscope.whatif.engine as scn
+import keyscope.whatif.tables as wt
 from keyscope._keytable import encode
-from keyscope.scenarios import WhatIf
+from keyscope.whatif.engine import WhatIf
 from tests.test_analysis_scan import tricky_frame
 from tests.test_scenarios import SCENARIOS, assert_matches, make_sample
 
@@ -45,13 +46,13 @@ def _value_tables(df, sets):
     return out
 
 
-@pytest.mark.parametrize("dense_cells", [scn.DENSE_CELLS, 1])
+@pytest.mark.parametrize("dense_cells", [wt.DENSE_CELLS, 1])
 def test_coded_tables_equal_value_group_by(monkeypatch, dense_cells):
     """Null keys and fields, non-UTF-8 keys; dense tables and the sort by key; kid matches the key index."""
-    monkeypatch.setattr(scn, "DENSE_CELLS", dense_cells)
+    monkeypatch.setattr(wt, "DENSE_CELLS", dense_cells)
     df = make_sample(seed=8, n=6_000, keys=800).df
     sets = [("user_id",), ("region",), ("user_id", "region")]
-    key_index, tables, record_kid = scn._group_by_codes(df, sets, 3)
+    key_index, tables, record_kid = wt.group_by_codes(df, sets, 3)
     refs = _value_tables(df, [(), *sets])
     assert len(tables) == len(refs)
     for fs, got, ref in zip([(), *sets], tables, refs):
@@ -70,16 +71,16 @@ def test_coded_tables_equal_value_group_by(monkeypatch, dense_cells):
 
 def test_too_many_cells_declines():
     df = make_sample(seed=8, n=2_000, keys=100).df
-    assert scn._group_by_codes(df, [("user_id", "region")], 3) is not None
-    assert scn._group_by_codes(df, [("user_id", "region")], 10**6) is None  # wider than MAX_CELLS per key
+    assert wt.group_by_codes(df, [("user_id", "region")], 3) is not None
+    assert wt.group_by_codes(df, [("user_id", "region")], 10**6) is None  # wider than MAX_CELLS per key
 
 
-@pytest.mark.parametrize("max_cells,dense_cells", [(scn.MAX_CELLS, scn.DENSE_CELLS), (scn.MAX_CELLS, 1), (1, 1)])
+@pytest.mark.parametrize("max_cells,dense_cells", [(wt.MAX_CELLS, wt.DENSE_CELLS), (wt.MAX_CELLS, 1), (1, 1)])
 def test_compiled_tables_give_brute_force_predictions(monkeypatch, max_cells, dense_cells):
     """Through WhatIf (as for 10M records: dense and sorted tables), and the fallback when the cells are too many."""
     monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
-    monkeypatch.setattr(scn, "MAX_CELLS", max_cells)
-    monkeypatch.setattr(scn, "DENSE_CELLS", dense_cells)
+    monkeypatch.setattr(wt, "MAX_CELLS", max_cells)
+    monkeypatch.setattr(wt, "DENSE_CELLS", dense_cells)
     s = make_sample(seed=10, n=6_000, keys=800)
     w = WhatIf(s, group_fields=("user_id", "region"))
     assert ("record-kid" in w._cache) == (max_cells > 1)

@@ -7,6 +7,7 @@ numba ~0.4 s, matplotlib ~0.5 s; Polars/pyarrow/llvmlite ~0.3 s together.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +19,21 @@ HEAVY = {"scipy", "numba", "matplotlib"}
 COLUMNAR = {"polars", "pyarrow", "llvmlite"}
 
 
-def imported(*args: str) -> set[str]:
-    """Top-level packages a fresh ``python -m keyscope ARGS`` imports."""
+def imported_modules(*args: str) -> set[str]:
+    """Every module (dotted name) a fresh ``python -m keyscope ARGS`` imports."""
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "keyscope", *args],
                        capture_output=True, text=True, timeout=120)
     mods = set()
     for line in r.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
-            mods.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+            mods.add(line.rsplit("|", 1)[1].strip())
     assert mods, r.stderr[-500:]
     return mods
+
+
+def imported(*args: str) -> set[str]:
+    """Top-level packages a fresh ``python -m keyscope ARGS`` imports."""
+    return {m.split(".")[0] for m in imported_modules(*args)}
 
 
 @pytest.mark.parametrize(
@@ -50,3 +56,47 @@ def test_quick_commands_import_no_heavy_library(args, banned):
 def test_the_check_can_fail():
     """analyze does use scipy (chi-square tail) and Polars: the parser sees them."""
     assert {"scipy", "polars"} <= imported("analyze", SAMPLE)
+
+
+def command_modules(*args: str) -> set[str]:
+    """The keyscope.cli.<command> modules a fresh ``keyscope ARGS`` imports."""
+    return {m for m in imported_modules(*args) if m.startswith("keyscope.cli.")}
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (("--version",), set()),
+        (("--help",), set()),
+        (("partition", "order-42", "-p", "6"), {"keyscope.cli.partition"}),
+        (("info", SAMPLE), {"keyscope.cli.sample"}),
+        (("rules", "--group", "g", "--topic", "t"), {"keyscope.cli.lag"}),
+    ],
+    ids=["version", "help", "partition", "info", "rules"],
+)
+def test_commands_load_only_their_own_module(args, expected):
+    assert command_modules(*args) == expected
+
+
+def test_lazy_table_matches_the_commands():
+    """COMMANDS (what --help lists without importing) names every command, its module and its help."""
+    from keyscope import cli as climod
+
+    climod.load_all()
+    assert set(climod.cli.commands) == set(climod.COMMANDS)
+    for name, cmd in climod.cli.commands.items():
+        module, short = climod.COMMANDS[name]
+        assert cmd.callback.__module__ == f"keyscope.cli.{module}", name
+        assert (cmd.help or "").split("\n\n")[0].strip() == short, name
+
+
+@pytest.mark.parametrize("columns", ["100", "60"])
+def test_lazy_help_is_the_eager_help(columns):
+    """`keyscope --help` from the table reads exactly as with every command loaded (60 columns: shortened)."""
+    env = dict(os.environ, COLUMNS=columns)
+    lazy = subprocess.run([sys.executable, "-m", "keyscope", "--help"], capture_output=True, text=True,
+                          env=env, timeout=120, check=True).stdout
+    eager = subprocess.run([sys.executable, "-c", "from keyscope.cli import load_all, main; load_all(); main(['--help'])"],
+                           capture_output=True, text=True, env=env, timeout=120).stdout
+    assert "partition" in lazy and "whatif" in lazy
+    assert lazy == eager

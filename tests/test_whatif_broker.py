@@ -21,7 +21,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from keyscope.sample import Sample
-from keyscope.scenarios import Salt, Scenario, WhatIf
+from keyscope.whatif.engine import WhatIf
+from keyscope.whatif.spec import Salt, Scenario
 
 from .conftest import create_topic
 

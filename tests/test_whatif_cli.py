@@ -14,7 +14,8 @@ from keyscope.cli import cli
 from keyscope.errors import EXIT_SKEW
 from keyscope.partitioners import partition_column
 from keyscope.sample import Sample
-from keyscope.scenarios import Scenario, WhatIf
+from keyscope.whatif.engine import WhatIf
+from keyscope.whatif.spec import Scenario
 
 
 @pytest.fixture(scope="module")

@@ -107,8 +107,64 @@ def _start_debug(conn) -> None:
         ctx.call_on_close(stop)
 
 
+# Command -> (module that defines it, the first line of its help).  Importing
+# every command module cost ~40 ms of `keyscope --version` (each pulls in its
+# library imports); now a module is imported only when its command runs, and
+# `keyscope --help` lists the commands from this table.  tests/test_startup.py
+# checks the table against the commands themselves.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "analyze": ("analyze", "Find the hot partition, the keys that make it hot, and the producers' partitioner."),
+    "demo": ("demo", "Replay the crm-events hot-key incident on an embedded broker, then diagnose it."),
+    "exporter": ("exporter", "Serve per-partition load and the hot keys of TOPICs on /metrics (Prometheus), read-only."),
+    "info": ("sample", "What a sample FILE holds: topic, watermarks and ranges read, fields, how it was taken."),
+    "lag": ("lag", "Consumer-group lag per partition, in two readings side by side."),
+    "partition": ("partition", "Which partition does each KEY land on, and why."),
+    "recommend": ("whatif", "Recommend the remedy for a hot partition, with its cost and the producer change."),
+    "rules": ("lag", "Prometheus rules for the skew alert: a fixed set, or the set as deployed."),
+    "sample": ("sample", "Read a bounded sample of TOPIC into a Parquet file every other command can use offline."),
+    "scan": ("scan", "Read every record of TOPIC in a range into a PROFILE for analyze, whatif and recommend."),
+    "whatif": ("whatif", "Predict what more partitions, another partitioner or another key strategy would do."),
+}
+
+
 class KeyscopeGroup(click.Group):
-    """Turns user mistakes into one line and a documented exit code, never a traceback."""
+    """Turns user mistakes into one line and a documented exit code, never a traceback.
+
+    Also loads commands lazily: a command's module (which registers it with
+    ``@cli.command()``) is imported on first lookup, from ``COMMANDS``.
+    """
+
+    def list_commands(self, ctx):
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            # __import__, not importlib.import_module: the C import path, which -X importtime sees
+            __import__(f"{__name__}.{COMMANDS[cmd_name][0]}")
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx, formatter):
+        """The command list of ``--help`` without importing any command module."""
+        try:  # the same shortening click applies to a loaded command's help
+            from click.utils import _make_default_short_help as shorten
+        except ImportError:  # pragma: no cover - click < 8.2 named it without the underscore
+            from click.utils import make_default_short_help as shorten  # type: ignore[attr-defined,no-redef]
+
+        names = self.list_commands(ctx)
+        if not names:  # pragma: no cover - keyscope always has commands
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            cmd = self.commands.get(name)
+            if cmd is not None:
+                if cmd.hidden:
+                    continue
+                rows.append((name, cmd.get_short_help_str(limit)))
+            else:
+                rows.append((name, shorten(COMMANDS[name][1], limit).strip()))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx):
         try:
@@ -141,19 +197,10 @@ def cli():
     """
 
 
-def _register() -> None:
-    """One module per command family; each adds its commands to ``cli``."""
-    from . import partition  # noqa: F401
-    from . import lag  # noqa: F401
-    from . import analyze  # noqa: F401
-    from . import whatif  # noqa: F401
-    from . import sample  # noqa: F401
-    from . import demo  # noqa: F401
-    from . import exporter  # noqa: F401
-    from . import scan  # noqa: F401
-
-
-_register()
+def load_all() -> None:
+    """Import every command module (for tools that walk ``cli.commands``)."""
+    for name in COMMANDS:
+        cli.get_command(None, name)  # type: ignore[arg-type]
 
 
 def main(argv=None):

@@ -73,7 +73,7 @@ def scan(conn, topic, output, force, start, stop, key_by, fields, separator, par
     from ..sampling import parse_field
     from ..scan import ScanRequest, parse_bound, run_scan, write_profile
     from ..scan.answers import analyze_profile
-    from ..scenarios import parse_key_by
+    from ..whatif.spec import parse_key_by
     from .sample import _check_writable
 
     specs = [parse_field(f) for f in fields]

@@ -4,7 +4,7 @@ A command's result crosses from the library to its renderer as one of these;
 ``to_dict()`` is the ``--format json`` document, and each class names its JSON
 Schema (docs/schemas), whose top-level properties equal the serialised fields
 (tests/test_documents.py).  The library's own results (``analysis.Analysis``,
-``scenarios.Result``, ``advice.Advice``, ``lag.GroupLag``, ``sample.Sample``)
+``whatif.result.Result``, ``advice.Advice``, ``lag.GroupLag``, ``sample.Sample``)
 serialise their parts; these add what the command knows (the file, the
 --fail-on-skew verdict).
 """

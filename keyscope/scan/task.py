@@ -270,7 +270,7 @@ class _Accumulator:
         self.kll.update(np.array(size.cast(pl.Int32).to_numpy(), dtype=np.int32, copy=True))
         for name, (e, freq, hll) in self.exprs.items():
             if e.fields:
-                from ..scenarios import compose_keys
+                from ..whatif.tables import compose_keys
 
                 key = compose_keys(df["key"], [df[f] if f in df.columns else pl.Series(f, [None] * df.height, pl.String)
                                                for f in e.fields], e.separator)

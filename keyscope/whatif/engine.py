@@ -1,0 +1,614 @@
+"""WhatIf: evaluates scenarios on one sample, caching unit tables and hashes between them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+from ..model.assignors import ASSIGNORS, ConsumerLoad, consumer_load
+from ..model.limits import MAX_PARTITIONS, check_count
+from ..partitioners import KEYED, get_partitioner, hash_column
+from ..stats import clamp_min, max_share_interval, normal_interval, ratio_share_se, skew_ratio, wilson_interval
+from .murmur import murmur3_binary, murmur3_int64
+from .result import CONFIDENCE, Result, expected_keys_moved
+from .spec import MAX_GROUP_FIELDS, Salt, Scenario
+from .tables import compose_keys, concat_binary, group_by_codes, group_by_hashes
+from . import kernels
+
+POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
+COMPILED_MIN_ROWS = 2_000_000  # as keyscope.analysis: below this numba's start-up is not worth it
+_RESIDUES = 840  # lcm(2..8): offset-salt hashes are binned mod this once, for every D dividing it
+
+
+@dataclass
+class _Rows:
+    """One row per distinct (today partition, producer key) unit."""
+
+    src: np.ndarray  # int64, today's partition
+    kid: np.ndarray  # int64, original key id (-1: null key)
+    keys: object  # polars Binary Series: the producer key (null: not hashed); None when ``parts`` holds them
+    n: np.ndarray  # float64 sampled records
+    b: np.ndarray  # float64 sampled bytes
+    splittable: bool  # may one original key land on several partitions?
+    salted: list[tuple[bytes, float]] = field(default_factory=list)
+    parts: list[tuple] = field(default_factory=list)  # salted: (tag, cold keys), (tag, sub-keys, row -> sub-key)
+
+
+@dataclass
+class SaltHashes:
+    """The hot keys' salt data hashed: one entry per record (by offset) or per (partition, hot key, value)."""
+
+    src: np.ndarray  # int64 today's partition
+    hid: np.ndarray  # int64 index in the hot keys
+    mm: np.ndarray  # uint32 mmh3 of the salt data (by offset, binned: the hash mod 840)
+    n: np.ndarray  # float64 records
+    b: np.ndarray  # float64 bytes
+    hot_kid: np.ndarray  # int64 per hot key, its original key id (-1: none)
+
+
+@dataclass
+class ColdRows:
+    """The units of the keys not salted, with their producer keys."""
+
+    keys: object  # polars Binary Series
+    src: np.ndarray
+    kid: np.ndarray
+    n: np.ndarray
+    b: np.ndarray
+
+
+class WhatIf:
+    """Evaluates scenarios on one sample; caches unit tables and hashes between them."""
+
+    def __init__(
+        self,
+        sample,
+        partitioner: str | None = None,
+        consumers: Sequence[int] | None = None,
+        group_fields: Sequence[str] = (),
+    ):
+        self.sample = sample
+        if len(sample) == 0:
+            raise InputError("the sample has no records: nothing to predict")
+        self.today_partitions = sample.partition_count
+        self.fields = sample.field_names
+        self._cache: dict = {}
+        from ..analysis import partition_weights
+
+        fair = partition_weights(sample)  # the rule analyze uses: re-weight an unfair sample, or refuse
+        self.weights, self.notes, self.load_basis = fair.w.astype(np.float64), list(fair.notes), fair.basis
+        self.scaled = fair.scaled
+        self.load_unit = {
+            "sample": "sampled records",
+            "watermarks": "records, scaled to the topic by each partition's sampled share",
+            "rate": "records/s, each partition's rate (offsets advanced per second)",
+        }[fair.basis]
+        firsts = [(f,) for f in dict.fromkeys(group_fields[:MAX_GROUP_FIELDS])]
+        for fs in firsts:
+            self.check_field(fs[0])
+        coded = None
+        if firsts and len(sample) >= COMPILED_MIN_ROWS:
+            # large samples: every table (plain included) from integer codes, compiled
+            coded = group_by_codes(self._records(*(f for fs in firsts for f in fs)), firsts, self.today_partitions)
+        if coded is not None:
+            key_index, tables, self._cache["record-kid"] = coded
+            for fs, table in zip([(), *firsts], tables):
+                self._cache[("units", fs)] = table
+        else:
+            # tables per field first, when composite keys will need them, all in one query: the
+            # plain table then derives from the smallest instead of another pass over the records
+            hashed = group_by_hashes(self._records(*(f for fs in firsts for f in fs)), firsts) if firsts else None
+            for fs, table in zip(firsts, hashed or []):
+                self._cache[("units", fs)] = table
+            for fs in firsts:
+                self.units(fs)  # any the hashes could not group
+        plain = self.units(())
+        if plain["key"].null_count() == plain.height:
+            raise InputError("every sampled record has a null key: key strategies and partition counts cannot move them")
+        if coded is not None:
+            self._key_index = key_index  # the tables' kid column is already this index
+        else:
+            self._key_index = plain.select("key").drop_nulls().unique().with_row_index("kid")
+        for k, table in list(self._cache.items()):  # tables built before the key ids existed
+            if k[0] == "units" and "kid" not in table.columns:
+                self._cache[k] = table.join(self._key_index, on="key", how="left", maintain_order="left")
+        self.consumers = sorted(set(consumers or (self.today_partitions, 2 * self.today_partitions)))
+        for c in self.consumers:
+            check_count(c, "consumer count", limit=2 * MAX_PARTITIONS)
+        if partitioner is None:
+            self.switched_from = None
+            self.today_partitioner, self.today_match = self.detect_partitioner()
+            if self.today_match < 0.99 and not self.switched_from:
+                self.notes.append(
+                    f"today's placement matches no known partitioner (best: {self.today_partitioner},"
+                    f" {self.today_match:.1%} of keyed records); predictions assume {self.today_partitioner}"
+                    " (set it with --today-partitioner)"
+                )
+        else:
+            self.today_partitioner = get_partitioner(partitioner).name
+            self.today_match = self._match_share(self.today_partitioner)
+        self.today = self._today()
+
+    # ---- unit tables -------------------------------------------------------
+
+    def units(self, fields: tuple[str, ...]):
+        """(partition, key, fields) -> records, bytes; from the finest table already built."""
+        import polars as pl
+
+        fields = tuple(sorted(set(fields)))
+        key = ("units", fields)
+        if key in self._cache:
+            return self._cache[key]
+        for f in fields:
+            self.check_field(f)
+        finer = [k for k in self._cache if k[0] == "units" and set(fields) <= set(k[1])]
+        if finer:
+            src = self._cache[min(finer, key=lambda k: self._cache[k].height)]
+            g = src.group_by(["partition", "key", *fields]).agg(pl.col("n").sum(), pl.col("b").sum())
+        elif not fields and len(self.sample) >= COMPILED_MIN_ROWS:
+            # analyze's compiled one-pass (key, partition) scan: ~2x Polars' group_by here
+            from .._keytable import scan
+
+            kp, _ = scan(self.sample.frame("partition", "key", "value_size"), self.today_partitions, extremes=False)
+            g = kp.select("partition", "key", pl.col("records").alias("n"), pl.col("bytes").alias("b"))
+        else:
+            g = None
+            if fields and len(self.sample) >= COMPILED_MIN_ROWS and "_key_index" in self.__dict__:
+                # the compiled unit tables recommend builds (1.75 s -> ~0.3 s at 10M); their key
+                # ids are their own, so the table joins this WhatIf's key index below
+                coded = group_by_codes(self._records(*fields), [fields], self.today_partitions)
+                if coded is not None:
+                    g = coded[1][1].drop("kid")
+            if g is None:
+                g = group_by_hashes(self._records(*fields), [fields]) if fields else None
+                if g is not None:
+                    g = g[0]
+            if g is None:
+                size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+                g = self._records(*fields).group_by(["partition", "key", *fields]).agg(
+                    pl.len().cast(pl.Int64).alias("n"), size.sum().alias("b")
+                )
+        if "_key_index" in self.__dict__ and "kid" not in g.columns:
+            g = g.join(self._key_index, on="key", how="left", maintain_order="left")
+        self._cache[key] = g
+        return g
+
+    def _records(self, *also: str):
+        """The records' partition, key and sizes, plus ``also`` (in the sample's column order).
+
+        Why: the sample's other columns stay unread (docs/benchmarks.md: reading every
+        column was 2.9-4.2 s of a 10M-record whatif).
+        """
+        want = {"partition", "key", "key_size", "value_size", *also}
+        return self.sample.frame(*(c for c in self.sample.columns if c in want))
+
+    def check_field(self, name: str) -> None:
+        if name not in self.fields:
+            have = ", ".join(self.fields) or "none"
+            raise UsageError(
+                f"unknown field {name!r}; fields in this sample: {have} (capture more with keyscope sample --field)"
+            )
+
+    def _kid(self, units) -> np.ndarray:
+        if "kid" not in units.columns:
+            units = units.join(self._key_index, on="key", how="left", maintain_order="left")
+        return units["kid"].fill_null(-1).to_numpy().astype(np.int64)
+
+    def _composite(self, fields: tuple[str, ...], sep: str):
+        """Units over ``fields`` with the producer key ``ckey`` (cached)."""
+        sep = sep if fields else ""
+        key = ("composite", fields, sep)
+        if key not in self._cache:
+            u = self.units(fields)
+            u = u.with_columns(compose_keys(u["key"], [u[f] for f in fields], sep).alias("ckey"))
+            self._cache[key] = u
+        return self._cache[key]
+
+    def _hash(self, tag, keys, partitioner: str) -> tuple[np.ndarray, np.ndarray]:
+        """(operand, valid) per row, cached by ``tag``."""
+        key = ("hash", tag, partitioner)
+        if key not in self._cache:
+            h = hash_column(keys, partitioner)
+            valid = h.is_not_null().to_numpy()
+            self._cache[key] = (h.fill_null(0).to_numpy().astype(np.int64), valid)
+        return self._cache[key]
+
+    # ---- today -------------------------------------------------------------
+
+    def _match_share(self, partitioner: str) -> float:
+        u = self._composite((), "")
+        op, valid = self._hash(_rows_tag((), "", None), u["ckey"], partitioner)
+        src = u["partition"].to_numpy().astype(np.int64)
+        n = u["n"].to_numpy().astype(np.float64)
+        keyed = n[valid].sum()
+        if keyed == 0:
+            return 0.0
+        hit = valid & (op % self.today_partitions == src)
+        return float(n[hit].sum() / keyed)
+
+    def detect_partitioner(self) -> tuple[str, float]:
+        """The partitioner producers use *now*, and the share of keyed records it explains.
+
+        analyze's detection decides (after a detected switch: the new rule, not
+        the abandoned one, even if it wrote fewer of the sampled records); when
+        it names none, the rule that explains the most records.
+        """
+        from ..analysis import detect_on_sample
+        from ..detect import current_partitioner
+
+        import polars as pl
+
+        u = self.units(())
+        kp = u.filter(pl.col("key").is_not_null()).group_by("key", "partition").agg(pl.col("n").sum().alias("records"))
+        det = detect_on_sample(kp, self.today_partitions, self.sample)
+        now = current_partitioner(det)
+        if now is not None:
+            old = (det.get("mixed") or {}).get("switched_from")
+            if old:
+                self.switched_from = old
+                self.notes.append(f"producers switched from {old} to {now}: predictions use {now}, the current one")
+            return now, self._match_share(now)
+        scores = {name: self._match_share(name) for name in KEYED}
+        best = max(scores, key=lambda k: (scores[k], k == "murmur2"))
+        return best, scores[best]
+
+    def _today(self) -> Result:
+        u = self.units(())
+        S = self.today_partitions
+        src = u["partition"].to_numpy().astype(np.int64)
+        n = u["n"].to_numpy().astype(np.float64)
+        b = u["b"].to_numpy().astype(np.float64)
+        counts = np.bincount(src, weights=n, minlength=S)
+        nbytes = np.bincount(src, weights=b, minlength=S)
+        w = self.weights
+        records = counts * w
+        lo, hi = self._interval(np.diag(counts).reshape(-1), S, np.zeros(S))  # today: null keys observed in place
+        keyed = u["key"].is_not_null().to_numpy()
+        res = Result(
+            name="today",
+            scenario=None,
+            partitions=S,
+            records=records,
+            bytes=nbytes * w,
+            skew=skew_ratio(records),
+            skew_low=lo,
+            skew_high=hi,
+            bytes_skew=skew_ratio(nbytes * w),
+            unkeyed_records=float((n[~keyed] * w[src[~keyed]]).sum()),
+            keys_total=self._key_index.height,
+        )
+        res.consumer_loads = self._consumers(records)
+        return res
+
+    # ---- scenarios ---------------------------------------------------------
+
+    def check(self, scenario: Scenario) -> None:
+        for f in scenario.fields_needed():
+            self.check_field(f)
+
+    def evaluate(self, scenario: Scenario) -> Result:
+        self.check(scenario)
+        rows = self._rows(scenario)
+        return self._result(scenario, rows)
+
+    def evaluate_all(self, scenarios: Iterable[Scenario]) -> list[Result]:
+        scenarios = list(scenarios)
+        for s in scenarios:
+            self.check(s)
+        # the widest key sets first, so narrower tables derive from them
+        for ks in sorted({s.key_fields for s in scenarios}, key=len, reverse=True):
+            if ks:
+                self.units(ks)
+        return [self.evaluate(s) for s in scenarios]
+
+    def hot_keys(self, key_fields: tuple[str, ...], sep: str, salt: Salt):
+        """The (composite) keys to salt, hottest first: a Polars frame ``ckey, share``."""
+        import polars as pl
+
+        key = ("hot", key_fields, sep, salt.top, salt.share)
+        if key in self._cache:
+            return self._cache[key]
+        u = self._composite(key_fields, sep)
+        wn = u["n"].to_numpy().astype(np.float64) * self.weights[u["partition"].to_numpy().astype(np.int64)]
+        weighted = pl.DataFrame({"ckey": u["ckey"], "w": wn})
+        per = weighted.drop_nulls("ckey").group_by("ckey").agg(pl.col("w").sum())
+        total = float(per["w"].sum())
+        per = per.with_columns((pl.col("w") / clamp_min(total)).alias("share"))
+        # only the candidates are sorted (by weight, then key: a total order, so the same
+        # rows as sorting all): sorting every (composite) key took ~1.1 s at 10M records
+        if salt.top is not None:
+            if per.height > salt.top:
+                w = per["w"].to_numpy()
+                per = per.filter(pl.col("w") >= float(np.partition(w, w.size - salt.top)[w.size - salt.top]))
+        else:
+            per = per.filter(pl.col("share") >= salt.share)
+        per = per.sort(["w", "ckey"], descending=[True, False])
+        hot = per.head(salt.top) if salt.top is not None else per
+        hot = hot.select("ckey", "share")
+        self._cache[key] = hot
+        return hot
+
+    def _rows(self, sc: Scenario) -> _Rows:
+        if sc.salt is None:
+            key = ("plain-rows", sc.key_fields, sc.separator if sc.key_fields else "")
+            if key not in self._cache:
+                u = self._composite(sc.key_fields, sc.separator)
+                self._cache[key] = _Rows(
+                    src=u["partition"].to_numpy().astype(np.int64),
+                    kid=self._kid(u),
+                    keys=u["ckey"],
+                    n=u["n"].to_numpy().astype(np.float64),
+                    b=u["b"].to_numpy().astype(np.float64),
+                    splittable=bool(sc.key_fields),
+                )
+            return self._cache[key]
+        key = ("salted-rows", sc.key_fields, sc.separator, sc.salt)
+        if key not in self._cache:
+            self._cache[key] = self._rows_salted(sc)
+        return self._cache[key]
+
+    def _hot_records(self, key_fields: tuple[str, ...], sep: str, hot_keys):
+        """The records of the hot (composite) keys only, with ``hid`` = index in ``hot_keys``."""
+        import polars as pl
+
+        tag = ("hot-records", key_fields, sep, tuple(hot_keys.to_list()))
+        if tag not in self._cache and not key_fields and "record-kid" in self._cache:
+            self._cache[tag] = self._hot_records_by_id(hot_keys)
+        if tag not in self._cache:
+            u = self._composite(key_fields, sep)
+            originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
+            size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+            pool_keys, pool = self._hot_pool(key_fields)
+            source = pool if originals.is_in(pool_keys.implode()).all() else self._records("offset", *key_fields)
+            recs = source.filter(pl.col("key").is_in(originals.implode()))
+            recs = recs.select(pl.exclude("key_size", "value_size", "timestamp"), size.alias("size"))
+            recs = recs.with_columns(compose_keys(recs["key"], [recs[f] for f in key_fields], sep).alias("ckey"))
+            hot_ids = pl.DataFrame({"ckey": hot_keys}).with_row_index("hid")
+            recs = recs.join(hot_ids, on="ckey", how="inner")
+            hot_kid = (
+                hot_ids.join(
+                    recs.select("ckey", "key").unique("ckey").join(self._key_index, on="key", how="left"),
+                    on="ckey",
+                    how="left",
+                )
+                .sort("hid")["kid"]
+                .fill_null(-1)
+                .cast(pl.Int64)
+                .to_numpy()
+            )
+            self._cache[tag] = (recs, hot_kid)
+        return self._cache[tag]
+
+    def _hot_records_by_id(self, hot_keys):
+        """``_hot_records`` for plain keys from the per-record key ids: integer gathers, no key bytes.
+
+        Why: filtering 10M records on key bytes (``is_in``) and joining them back
+        cost ~0.5 s per recommend here; a key-id lookup table costs a few
+        tens of ms.  Hot keys are keys of the sample, so each has an id.
+        """
+        import polars as pl
+
+        record_kid = self._cache["record-kid"]
+        hot_kid = (
+            pl.DataFrame({"key": hot_keys}).join(self._key_index, on="key", how="left", maintain_order="left")["kid"]
+            .cast(pl.Int64)
+            .to_numpy()
+        )
+        lut = np.full(self._key_index.height, -1, np.int64)
+        lut[hot_kid] = np.arange(len(hot_kid))
+        rows, hid = kernels.pick_rows(record_kid, lut)
+        df = self.sample.frame("partition", "offset", "key_size", "value_size")
+        size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+        recs = df.select("partition", "offset", "key_size", "value_size")[rows].select(
+            "partition", "offset", size.alias("size"), pl.Series("hid", hid, dtype=pl.UInt32)
+        )
+        return recs, hot_kid
+
+    def _hot_pool(self, key_fields: tuple[str, ...] = ()):
+        """Records of the hottest plain keys, found once: every salting candidate draws from them.
+
+        Their rows are found on the key column alone; each key-field set then
+        gathers just its columns (the sample's other fields stay unread).
+        """
+        import polars as pl
+
+        if "hot-pool" not in self._cache:
+            top = self.hot_keys((), "", Salt(top=POOL_KEYS))["ckey"]
+            rows = self.sample.frame("key").select(pl.arg_where(pl.col("key").is_in(top.implode()))).to_series()
+            self._cache["hot-pool"] = (top, rows)
+        top, rows = self._cache["hot-pool"]
+        tag = ("hot-pool-records", key_fields)
+        if tag not in self._cache:
+            self._cache[tag] = self._records("offset", *key_fields).select(pl.all().gather(rows))
+        return top, self._cache[tag]
+
+    def _salt_hashes(self, sc: Scenario, hot_keys) -> SaltHashes:
+        """The hot keys' salt data hashed (:class:`SaltHashes`), cached across D.
+
+        By offset the hash is per record; by a field, per distinct (partition,
+        hot key, field value), weighted by its records.
+        """
+        import polars as pl
+
+        salt = sc.salt
+        binned = salt.by == "offset" and _RESIDUES % salt.buckets == 0
+        tag = ("salt-hashes", sc.key_fields, sc.separator, tuple(hot_keys.to_list()), salt.by, salt.seed, binned or salt.buckets)
+        if tag not in self._cache:
+            if salt.by == "offset":
+                recs, hot_kid = self._hot_records(sc.key_fields, sc.separator, hot_keys)
+                src = recs["partition"].to_numpy().astype(np.int64)
+                hid = recs["hid"].to_numpy().astype(np.int64)
+                mm = murmur3_int64(recs["offset"].to_numpy(), salt.seed)
+                size = recs["size"].to_numpy().astype(np.float64)
+                if binned:
+                    # per record once: bin by the hash mod 840, which every D in 2..8 divides,
+                    # so each D is then arithmetic on these few bins
+                    H = len(hot_keys)
+                    code = (src * H + hid) * _RESIDUES + (mm % np.uint32(_RESIDUES)).astype(np.int64)
+                    cnt = np.bincount(code, minlength=self.today_partitions * H * _RESIDUES)
+                    nz = np.flatnonzero(cnt)
+                    byt = np.bincount(code, weights=size, minlength=len(cnt))[nz]
+                    c_src, rest = np.divmod(nz, H * _RESIDUES)
+                    c_hid, res = np.divmod(rest, _RESIDUES)
+                    out = SaltHashes(c_src, c_hid, res.astype(np.uint32), cnt[nz].astype(np.float64), byt, hot_kid)
+                else:
+                    out = SaltHashes(src, hid, mm, np.ones(len(src)), size, hot_kid)
+                self._cache[tag] = out
+                return out
+            else:  # from the (partition, key, fields) table, not the records
+                u = self.units(tuple(dict.fromkeys(sc.key_fields + (salt.by,))))
+                originals = self._composite(sc.key_fields, sc.separator).filter(
+                    pl.col("ckey").is_in(hot_keys.implode())
+                )["key"].unique()
+                sub = u.filter(pl.col("key").is_in(originals.implode()))
+                sub = sub.with_columns(
+                    compose_keys(sub["key"], [sub[f] for f in sc.key_fields], sc.separator).alias("ckey")
+                ).join(pl.DataFrame({"ckey": hot_keys}).with_row_index("hid"), on="ckey", how="inner")
+                hot_kid = np.full(len(hot_keys), -1, dtype=np.int64)
+                hot_kid[sub["hid"].to_numpy().astype(np.int64)] = sub["kid"].fill_null(-1).to_numpy()
+                g = sub.group_by(["partition", "hid", salt.by]).agg(pl.col("n").sum(), pl.col("b").sum())
+                mm = murmur3_binary(g[salt.by], salt.seed)
+            self._cache[tag] = SaltHashes(
+                g["partition"].to_numpy().astype(np.int64),
+                g["hid"].to_numpy().astype(np.int64),
+                mm,
+                g["n"].to_numpy().astype(np.float64),
+                g["b"].to_numpy().astype(np.float64),
+                hot_kid,
+            )
+        return self._cache[tag]
+
+    def _rows_salted(self, sc: Scenario) -> _Rows:
+        """Cold keys as they are; hot keys' records binned into (partition, hot key, salt) cells."""
+        import polars as pl
+
+        salt = sc.salt
+        hot = self.hot_keys(sc.key_fields, sc.separator, salt)
+        hot_keys = hot["ckey"]
+        H, D, S = len(hot_keys), salt.buckets, self.today_partitions
+        sh = self._salt_hashes(sc, hot_keys)
+        cell = (sh.src * H + sh.hid) * D + (sh.mm % np.uint32(D)).astype(np.int64)
+        n = np.bincount(cell, weights=sh.n, minlength=S * H * D)
+        b = np.bincount(cell, weights=sh.b, minlength=S * H * D)
+        nz = np.flatnonzero(n)
+        c_src, rest = np.divmod(nz, H * D)
+        c_hid, c_salt = np.divmod(rest, D)
+        sub_tag = ("subkeys", tuple(hot_keys.to_list()), D)
+        if sub_tag not in self._cache:
+            self._cache[sub_tag] = concat_binary(
+                [
+                    hot_keys.gather(np.repeat(np.arange(H), D)),
+                    pl.Series([f"#{j}" for j in range(D)] * H, dtype=pl.String).cast(pl.Binary),
+                ]
+            )
+        subkeys = self._cache[sub_tag]  # index hid * D + salt
+        cold_tag = ("cold-rows", sc.key_fields, sc.separator, tuple(hot_keys.to_list()))
+        if cold_tag not in self._cache:
+            u = self._composite(sc.key_fields, sc.separator)
+            cold = u.filter(~pl.col("ckey").is_in(hot_keys.implode()).fill_null(False))
+            self._cache[cold_tag] = ColdRows(
+                cold["ckey"],
+                cold["partition"].to_numpy().astype(np.int64),
+                self._kid(cold),
+                cold["n"].to_numpy().astype(np.float64),
+                cold["b"].to_numpy().astype(np.float64),
+            )
+        cold = self._cache[cold_tag]
+        return _Rows(
+            src=np.concatenate([cold.src, c_src]),
+            kid=np.concatenate([cold.kid, sh.hot_kid[c_hid]]),
+            keys=None,
+            parts=[(cold_tag, cold.keys), (sub_tag, subkeys, c_hid * D + c_salt)],
+            n=np.concatenate([cold.n, n[nz]]),
+            b=np.concatenate([cold.b, b[nz]]),
+            splittable=True,
+            salted=list(zip(hot["ckey"].to_list(), hot["share"].to_list())),
+        )
+
+    def _result(self, sc: Scenario, rows: _Rows) -> Result:
+        S, N, w = self.today_partitions, sc.partitions, self.weights
+        if rows.keys is not None:
+            op, valid = self._hash(_rows_tag(sc.key_fields, sc.separator, None), rows.keys, sc.partitioner)
+        else:  # salted: cold keys and sub-keys hashed apart (each once), rows gathered from them
+            (cold_tag, cold_keys), (sub_tag, subkeys, pick) = rows.parts
+            op_c, valid_c = self._hash(cold_tag, cold_keys, sc.partitioner)
+            op_s, valid_s = self._hash(sub_tag, subkeys, sc.partitioner)
+            op = np.concatenate([op_c, op_s[pick]])
+            valid = np.concatenate([valid_c, valid_s[pick]])
+        K = self._key_index.height
+        f = kernels.scenario_pass(rows.src, op, valid, rows.n, rows.b, rows.kid, self.weights, S, N, K, rows.splittable)
+        unkeyed = float((f.unkeyed_n * w).sum())
+        records = w @ f.cells_n.reshape(S, N) + unkeyed / N  # the producer places null keys at random: even in expectation
+        by = w @ f.cells_b.reshape(S, N) + float((f.unkeyed_b * w).sum()) / N
+        lo, hi = self._interval(f.cells_n, N, f.unkeyed_n)
+        expected = None
+        if not sc.key_fields and sc.salt is None and self.today_match >= 0.99:
+            expected = expected_keys_moved(S, N, sc.partitioner == self.today_partitioner)
+        res = Result(
+            name=sc.label,
+            scenario=sc,
+            partitions=N,
+            records=records,
+            bytes=by,
+            skew=skew_ratio(records),
+            skew_low=lo,
+            skew_high=hi,
+            bytes_skew=skew_ratio(by),
+            unkeyed_records=unkeyed,
+            keys_total=f.keys_present,
+            keys_moved=f.keys_moved,
+            traffic_moved_share=f.moved_weighted / clamp_min(f.keyed_weighted),
+            expected_keys_moved_share=expected,
+            keys_split=f.keys_split,
+            order_lost_traffic_share=f.lost_weighted / clamp_min(f.keyed_weighted),
+            salted_keys=rows.salted,
+        )
+        res.consumer_loads = self._consumers(records)
+        return res
+
+    def _interval(self, counts: np.ndarray, N: int, unk_n: np.ndarray) -> tuple[float, float]:
+        """95% interval of the skew ratio, the way ``keyscope analyze`` computes it.
+
+        skew = N x (largest partition share), so the interval is N x the
+        interval of the largest share (:func:`keyscope.stats.max_share_interval`):
+        Wilson per partition when every record weighs 1, else a linearised
+        ratio interval over the per-partition weights.  ``counts`` are the
+        sampled records per (today partition, scenario partition) cell.
+        """
+        S, w = self.today_partitions, self.weights
+        M = counts.reshape(S, N)
+        spread = unk_n / N  # null keys, spread evenly by the producer
+        y = w @ M + float(w @ unk_n) / N
+        total = float(y.sum())
+        if total <= 0:
+            return 0.0, 0.0
+        shares = y / total
+        if not self.scaled and not unk_n.any():
+            k, n = M.sum(axis=0), float(M.sum())
+
+            def part(z):
+                return wilson_interval(k, n, z=z)
+        else:
+            s2 = (w * w) @ M + float((w * w) @ spread) / N
+
+            def part(z):
+                return normal_interval(shares, ratio_share_se(y, s2, total, float(s2.sum())), z=z)
+
+        lo, hi = max_share_interval(shares, part, CONFIDENCE)
+        scale = total / clamp_min(total / N)
+        # the largest share is at least 1/N, so the ratio is at least 1: near-even loads
+        # can give a lower share bound under 1/N, which no topic can have
+        return max(float(lo * scale), 1.0), max(float(hi * scale), 1.0)
+
+    def _consumers(self, records: np.ndarray) -> list[ConsumerLoad]:
+        return [consumer_load(records, c, a) for c in self.consumers for a in ASSIGNORS]
+
+
+
+
+def _rows_tag(key_fields, sep, salt):
+    return ("rows", key_fields, sep if key_fields else "", salt)
+
