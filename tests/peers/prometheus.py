@@ -108,3 +108,26 @@ def query(base: str, expr: str) -> list:
         doc = json.load(r)
     assert doc["status"] == "success", doc
     return doc["data"]["result"]
+
+
+def rule_groups_evaluated(base: str) -> dict[str, float]:
+    """Each rule group's last evaluation (unix seconds), from /api/v1/rules.
+
+    Rule groups evaluate independently, so a test that reads several groups'
+    series must wait for each one, not only for the first it sees.
+    """
+    import calendar
+    import re
+
+    with urllib.request.urlopen(f"{base}/api/v1/rules", timeout=10) as r:
+        groups = json.load(r)["data"]["groups"]
+    out = {}
+    for g in groups:  # "2026-12-02T04:35:12.123456789Z"; "0001-01-01T00:00:00Z" before the first
+        m = re.match(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(\.\d+)?Z$", g.get("lastEvaluation") or "")
+        if m is None or m.group(1) == "0001":
+            out[g["name"]] = 0.0
+            continue
+        whole = calendar.timegm(tuple(int(x) for x in m.groups()[:6]) + (0, 0, 0))
+        out[g["name"]] = whole + float(m.group(7) or 0)
+    return out
+
