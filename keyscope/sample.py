@@ -304,13 +304,7 @@ class Sample:
         df = df.select(
             [pl.col(c).cast(t) for c, t in schema.items()] + [pl.col(c).cast(pl.String) for c in extra]
         )
-        if df.height and df["partition"].min() < 0:
-            raise InputError("sample has negative partition numbers")
-        if df.height and df["partition"].max() >= MAX_PARTITIONS:
-            raise InputError(
-                f"a record on partition {df['partition'].max()} is beyond keyscope's limit of "
-                f"{MAX_PARTITIONS:,} partitions per topic"
-            )
+        _check_partitions(df)
         m = SampleMeta(topic=topic, **meta)
         seen = int(df["partition"].max()) + 1 if df.height else 0
         m.partition_count = max(partition_count or 0, m.partition_count or 0, seen)
