@@ -39,6 +39,8 @@ class PartialScan(KeyscopeError):
               help="Local worker processes [default: the machine's cores].")
 @click.option("--dask", "dask", metavar="ADDRESS", default=None,
               help="Run the tasks on this Dask scheduler (tcp://host:8786) instead of local processes.")
+@click.option("--spark", "spark", metavar="MASTER", default=None,
+              help="Run the scan as a PySpark job over Spark's Kafka source (local[2], spark://host:7077).")
 @click.option("--tasks", type=click.IntRange(min=1), default=None, metavar="N",
               help="Split the range into about N offset-range tasks [default: 4 per worker].")
 @click.option("--isolation", type=click.Choice(["read_committed", "read_uncommitted"]), default="read_committed",
@@ -47,7 +49,7 @@ class PartialScan(KeyscopeError):
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @FORMAT_OPTION
 def scan(conn, topic, output, force, start, stop, key_by, fields, separator, partitions_max, partitioners, workers,
-         dask, tasks, isolation, top, quiet, fmt):
+         dask, spark, tasks, isolation, top, quiet, fmt):
     """Read every record of TOPIC in a range into a PROFILE for analyze, whatif and recommend.
 
     Read-only (no group, no commit).  The range is split into offset-range
@@ -64,8 +66,9 @@ def scan(conn, topic, output, force, start, stop, key_by, fields, separator, par
       keyscope whatif orders.profile.json --partitions 6,12
 
     \b
-    Exit codes: 0 written; 2 bad option, unreachable --dask scheduler, output exists without --force;
-    3 output not writable; 4 cluster unreachable, unknown topic, a task failing 3 times;
+    Exit codes: 0 written; 2 bad option, unreachable --dask scheduler, --spark without pyspark, output exists
+    without --force; 3 output not writable; 4 cluster unreachable, unknown topic, a task failing 3 times, the
+    Spark job failing;
     6 Ctrl-C or SIGTERM after some tasks completed (their profile is written, marked partial);
     130 Ctrl-C before any task completed (nothing written).
     """
@@ -76,6 +79,10 @@ def scan(conn, topic, output, force, start, stop, key_by, fields, separator, par
     from ..whatif.spec import parse_key_by
     from .sample import _check_writable
 
+    if spark is not None:
+        from ..scan.spark import check_options
+
+        check_options(spark, workers, dask)
     specs = [parse_field(f) for f in fields]
     names = {f.name for f in specs}
     exprs = [()] + [parse_key_by(k) for k in key_by]
@@ -100,7 +107,12 @@ def scan(conn, topic, output, force, start, stop, key_by, fields, separator, par
     show = _Progress(topic) if not quiet else None
     with _Signals():
         try:
-            result = run_scan(conn, req, progress=show)
+            if spark is None:
+                result = run_scan(conn, req, progress=show)
+            else:
+                from ..scan.spark import run_spark
+
+                result = run_spark(conn, req, spark, progress=show)
         except KeyboardInterrupt:
             if show:
                 show.clear()

@@ -387,3 +387,23 @@ class _Accumulator:
         p.sizes = self.kll.serialize()
         p.notes = self.notes
         return p
+
+
+def count_tables(spec: ScanSpec, task: Task, tables) -> Profile:
+    """Count records another reader fetched (Spark's Kafka source) into a one-task :class:`Profile`, with the
+    counting code of :func:`scan_task`.  ``tables``: Arrow tables or record batches of one partition, with
+    the decoder's columns (``partition, offset, timestamp, key, key_size, value_size`` and the fields)."""
+    import pyarrow as pa
+
+    acc = _Accumulator(spec, task)
+    pending, pending_n = [], 0
+    for t in tables:
+        if t.num_rows:
+            pending.append(pa.Table.from_batches([t]) if isinstance(t, pa.RecordBatch) else t)
+            pending_n += t.num_rows
+        if pending_n >= CHUNK_RECORDS:  # the same bound on memory as a task that reads for itself
+            acc.add(pending)
+            pending, pending_n = [], 0
+    if pending:
+        acc.add(pending)
+    return acc.result()

@@ -1,0 +1,296 @@
+"""``keyscope scan --spark MASTER``: the same profile from a PySpark job over Spark's own Kafka source.
+
+Where a team runs Spark, the records are read by Spark's batch Kafka source
+(``spark-sql-kafka-0-10``, from Maven Central): the profile's range as
+``startingOffsets``/``endingOffsets`` per partition, ``minPartitions`` as
+many as the plan (:func:`keyscope.scan.plan.plan_tasks`) would make, so a
+big partition is split into more Spark tasks.  Each Spark partition holds
+one offset range of one Kafka partition; ``mapInArrow`` counts its records
+with the task's own counting code (:func:`keyscope.scan.task.count_tables`)
+into a one-task profile, keyed by the Spark partition id; the driver
+collects them and merges in id order.  Spark retries a failed task itself
+and keeps one result per partition, so nothing is counted twice.
+
+Read-only: the batch source assigns partitions (no group, no commit) and
+never creates topics.  The executors need keyscope installed, as Dask's
+workers do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import sys
+import threading
+import time
+from typing import Callable
+
+from ..errors import KeyscopeError, UsageError
+from .engine import PROGRESS_S, ScanProgress, ScanRequest, ScanResult, cores, resolve_ranges
+from .plan import Task, plan_tasks
+from .profile import PartitionStats, Profile, merge
+from .task import ScanSpec, count_tables
+
+CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"
+ARROW_BATCH = 50_000  # records per Arrow batch handed to Python (Spark's default is 10,000)
+INSTALL = "pip install 'keyscope[spark]'"
+
+__all__ = ["run_spark", "check_options", "check_pyspark", "CONNECTOR"]
+
+
+class SparkError(KeyscopeError):
+    """The Spark job failed (the connector missing, executors unreachable, a task failing Spark's retries)."""
+
+    exit_code = 4
+
+
+def check_options(master: str, workers, dask) -> None:
+    """``--spark`` with another engine, an empty master or no pyspark: UsageError (exit 2), before any broker is asked."""
+    if dask is not None:
+        raise UsageError("--spark and --dask choose two engines: give one")
+    if workers is not None:
+        raise UsageError("--spark runs on Spark's executors: --workers is for local processes (size the Spark job "
+                         "with --tasks or the master, e.g. local[4])")
+    if not master.strip():
+        raise UsageError("--spark needs a master URL, e.g. local[2] or spark://host:7077")
+    check_pyspark()
+
+
+def check_pyspark() -> None:
+    """UsageError (exit 2) when pyspark is not installed: before any broker is asked anything."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--spark needs pyspark: {INSTALL}") from None
+
+
+def _session(master: str, topic: str):
+    """A SparkSession for ``master``.  The connector: ``KEYSCOPE_SPARK_JARS`` (comma-separated jar paths,
+    as spark.jars) if set, else ``spark.jars.packages`` resolved by Spark from Maven Central at the
+    installed pyspark's version (the connector must match its Spark)."""
+    import pyspark
+    from pyspark.sql import SparkSession
+
+    if master.startswith("local"):  # Python workers on this machine: this interpreter, which has keyscope
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    b = (SparkSession.builder.master(master).appName(f"keyscope scan {topic}")
+         .config("spark.ui.showConsoleProgress", "false"))  # the scan draws its own progress line on stderr
+    jars = os.environ.get("KEYSCOPE_SPARK_JARS")
+    if jars:
+        b = b.config("spark.jars", jars)
+    else:
+        b = b.config("spark.jars.packages", f"{CONNECTOR}:{pyspark.__version__.split('+')[0]}")
+    try:
+        session = b.getOrCreate()
+        session.sparkContext.setLogLevel("ERROR")  # Spark's WARN lines would bury the scan's own on stderr
+        return session
+    except Exception as e:  # no JVM, a master that does not answer: Py4J and Spark raise their own types
+        raise UsageError(f"--spark {master}: cannot start a Spark session ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _kafka_options(conn, isolation: str) -> dict[str, str]:
+    if conn.protocol != "PLAINTEXT" or conn.tls or conn.sasl:
+        # TLS/SASL settings would have to travel as Java properties (kafka.ssl.*, sasl.jaas.config): not yet
+        raise UsageError("--spark reads PLAINTEXT listeners only so far; use --workers or --dask for TLS/SASL")
+    return {"kafka.bootstrap.servers": conn.bootstrap_servers, "kafka.isolation.level": isolation,
+            # gaps (transaction markers, compaction, retention) are normal in a range read by offset
+            "failOnDataLoss": "false"}
+
+
+def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], None] | None = None) -> ScanResult:
+    """Plan, run on Spark and merge.  ``spark``: a master URL (``local[2]``, ``spark://host:7077``; the
+    session is started and stopped here) or a SparkSession (tests: one per module)."""
+    check_pyspark()
+    t0 = time.monotonic()
+    from ..model.limits import check_count
+
+    if req.partitions_max < 1:
+        raise UsageError(f"--partitions-max must be at least 1, got {req.partitions_max}")
+    check_count(req.partitions_max, "--partitions-max")
+    options = _kafka_options(conn, req.isolation)
+    n_parts, ranges = resolve_ranges(conn, req)
+    own = isinstance(spark, str)
+    session = _session(spark, req.topic) if own else spark
+    try:
+        workers = req.workers or session.sparkContext.defaultParallelism or cores()
+        wanted = len(plan_tasks(ranges, workers=workers, tasks=req.tasks))
+        spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
+                        tuple(req.counter_rules), req.isolation, 0)
+        results, planned = _run(session, options, spec, ranges, wanted, progress, t0)
+    finally:
+        if own:
+            session.stop()
+    profile = merge(results) if results else _empty(spec)
+    profile.tasks_planned = planned
+    for p in range(n_parts):  # partitions with nothing in range show as zeros
+        profile.partitions.setdefault(p, PartitionStats())
+    profile.partitions = dict(sorted(profile.partitions.items()))
+    profile.range = {str(p): list(r) for p, r in sorted(ranges.items())} | {
+        "from": req.start.text or req.start.kind, "to": req.stop.text or req.stop.kind}
+    return ScanResult(profile, False, time.monotonic() - t0, 0, "spark")
+
+
+def _empty(spec: ScanSpec) -> Profile:
+    p = count_tables(spec, Task(-1, 0, 0, 0), [])
+    p.tasks_done, p.partitions = set(), {}
+    return p
+
+
+def _run(session, options: dict, spec: ScanSpec, ranges: dict, wanted: int, progress, t0: float):
+    """(one-task profiles, Spark partitions planned) for the non-empty ranges."""
+    import json
+
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
+
+    live = {p: r for p, r in ranges.items() if r[1] > r[0]}
+    if not live:
+        return [], 0
+    reader = session.read.format("kafka")
+    for k, v in options.items():
+        reader = reader.option(k, v)
+    topic = spec.topic
+    headers = [f for f in spec.fields if f.header is not None]
+    df = (reader.option("assign", json.dumps({topic: sorted(live)}))
+          .option("startingOffsets", json.dumps({topic: {str(p): a for p, (a, _) in live.items()}}))
+          .option("endingOffsets", json.dumps({topic: {str(p): b for p, (_, b) in live.items()}}))
+          .option("minPartitions", str(max(wanted, len(live))))
+          .option("includeHeaders", "true" if headers else "false")
+          .load())
+    cols = [F.col("partition").cast("int").alias("partition"), F.col("offset"), F.col("timestamp"), F.col("key"),
+            F.length("key").cast("int").alias("key_size"),
+            F.coalesce(F.length("value"), F.lit(0)).cast("int").alias("value_size")]
+    if any(f.header is None for f in spec.fields):
+        cols.append(F.col("value"))
+    for i, f in enumerate(headers):  # the last header of a name wins, as the decoder (and Java's lastHeader())
+        same = F.filter("headers", _named(f.header))
+        cols.append(F.try_element_at(same, F.lit(-1)).getField("value").alias(f"_h{i}"))
+    df = df.select(*cols)
+    planned = df.rdd.getNumPartitions()
+    spec = dataclasses.replace(spec, tasks_planned=planned)
+    sc = session.sparkContext
+    done = {k: sc.accumulator(0) for k in ("tasks", "records", "bytes", "offsets")}
+    schema = StructType([StructField("task", IntegerType()), StructField("profile", BinaryType())])
+    old = session.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", None)
+    session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH))
+    stop = threading.Event()
+    total = sum(b - a for a, b in live.values())
+    if progress is not None:
+        def watch() -> None:  # the accumulators advance per completed Spark task
+            while not stop.wait(PROGRESS_S):
+                progress(ScanProgress(min(total, done["offsets"].value), total, done["records"].value,
+                                      done["bytes"].value, done["tasks"].value, planned, time.monotonic() - t0))
+
+        threading.Thread(target=watch, name="keyscope-spark-progress", daemon=True).start()
+    try:
+        rows = df.mapInArrow(_Counter(spec, done), schema).collect()
+    except KeyboardInterrupt:
+        sc.cancelAllJobs()
+        raise
+    except Exception as e:
+        if type(e).__module__.startswith(("pyspark", "py4j")):
+            raise SparkError(f"the Spark job failed: {_first_line(e)}") from None
+        raise
+    finally:
+        stop.set()
+        if old is None:
+            session.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+        else:
+            session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old)
+    results = [pickle.loads(r["profile"]) for r in rows]
+    if progress is not None:
+        progress(ScanProgress(total, total, sum(p.records for p in results), sum(p.bytes for p in results),
+                              len(results), planned, time.monotonic() - t0))
+    return results, planned
+
+
+class _Counter:
+    """The function ``mapInArrow`` runs on each Spark partition (picklable: a spec and accumulators)."""
+
+    def __init__(self, spec: ScanSpec, done: dict):
+        self.spec = spec
+        self.done = done
+
+    def __call__(self, batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        tid = TaskContext.get().partitionId()
+        tables = (_columns(b, self.spec) for b in batches)
+        first = next((t for t in tables if t.num_rows), None)
+        if first is None:  # nothing in range (an aborted transaction): a task done with no records
+            prof = count_tables(self.spec, Task(tid, 0, 0, 0), [])
+            prof.partitions = {}
+        else:
+            part = first["partition"][0].as_py()
+
+            def one_partition():
+                yield first
+                for t in tables:
+                    if t.num_rows and (t["partition"][0].as_py() != part or t["partition"][-1].as_py() != part):
+                        raise RuntimeError(f"Spark partition {tid} holds two Kafka partitions")  # not from Spark's source
+                    yield t
+
+            prof = count_tables(self.spec, Task(tid, part, 0, 0), one_partition())
+        s = next(iter(prof.partitions.values()), PartitionStats())
+        self.done["tasks"].add(1)
+        self.done["records"].add(s.records)
+        self.done["bytes"].add(s.bytes)
+        self.done["offsets"].add(0 if s.first_offset is None else s.last_offset - s.first_offset + 1)
+        yield pa.RecordBatch.from_pydict({"task": [tid], "profile": [pickle.dumps(prof)]},
+                                         schema=pa.schema([("task", pa.int32()), ("profile", pa.binary())]))
+
+
+def _named(name: str):
+    """``headers`` element -> whether its key is ``name`` (one argument: Spark reads a second as the index)."""
+    from pyspark.sql import functions as F
+
+    return lambda h: h.getField("key") == F.lit(name)
+
+
+def _columns(batch, spec: ScanSpec):
+    """Spark's Kafka columns as the decoder's (:func:`keyscope.sampling._to_arrow`): timestamps in ms, none
+    before 1970 or past the decoder's limit; fields as text, null where not valid UTF-8."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..sampling import MAX_TIMESTAMP_MS
+
+    ms = pc.cast(pc.cast(batch.column("timestamp"), pa.timestamp("us", tz="UTC")), pa.int64())
+    ms = pc.divide(ms, 1000)
+    bad = pc.or_(pc.less(ms, 0), pc.greater(ms, MAX_TIMESTAMP_MS))
+    ts = pc.cast(pc.if_else(bad, pa.scalar(None, pa.int64()), ms), pa.timestamp("ms", tz="UTC"))
+    arrays = {"partition": batch.column("partition"), "offset": batch.column("offset"), "timestamp": ts,
+              "key": batch.column("key"), "key_size": batch.column("key_size"), "value_size": batch.column("value_size")}
+    json_fields = [f for f in spec.fields if f.header is None]
+    if json_fields:
+        import polars as pl
+
+        text = pl.from_arrow(_text(batch.column("value")))
+        for f in json_fields:
+            arrays[f.name] = text.str.json_path_match(f.path).to_arrow()
+    for i, f in enumerate(f for f in spec.fields if f.header is not None):
+        arrays[f.name] = _text(batch.column(f"_h{i}"))
+    return pa.table(arrays)
+
+
+def _text(arr):
+    """Binary as large_string; a value that is not valid UTF-8 becomes null (as the decoder's fields)."""
+    import pyarrow as pa
+
+    try:
+        return arr.cast(pa.large_string())
+    except (pa.ArrowInvalid, UnicodeDecodeError):  # rare: one bad value; decode one by one
+        def utf8(b):
+            try:
+                return None if b is None else b.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+
+        return pa.array([utf8(b) for b in arr.to_pylist()], pa.large_string())
