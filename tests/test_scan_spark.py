@@ -124,8 +124,8 @@ def test_spark_gives_the_profile_of_workers_1(spark, topic):
     # sketches: the same keys, split differently, so within each sketch's bound rather than byte for byte
     for name, e in base.expressions.items():
         fa, fb = base.frequent_sketch(name), p.frequent_sketch(name)
-        assert fa.get_total_weight() == fb.get_total_weight()
-        bound = fa.get_epsilon() * fa.get_total_weight() + fb.get_epsilon() * fb.get_total_weight()
+        assert fa.total_weight == fb.total_weight
+        bound = fa.epsilon * fa.total_weight + fb.epsilon * fb.total_weight
         import datasketches as ds
 
         tops = {i[0] for s in (fa, fb) for i in s.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES)}
@@ -138,8 +138,9 @@ def test_spark_gives_the_profile_of_workers_1(spark, topic):
     ka, kb = base.sizes_sketch(), p.sizes_sketch()
     assert (ka.n, ka.get_min_value(), ka.get_max_value()) == (kb.n, kb.get_min_value(), kb.get_max_value())
     eps = ka.normalized_rank_error(False) + kb.normalized_rank_error(False)
-    for q in (0.5, 0.9, 0.99):
-        assert abs(ka.get_rank(kb.get_quantile(q)) - q) <= eps + 1e-9, q
+    for q in (0.5, 0.9, 0.99):  # sizes repeat: q must fall in the rank interval of Spark's quantile, give or take eps
+        v = kb.get_quantile(q)
+        assert ka.get_rank(v, inclusive=False) - eps <= q <= ka.get_rank(v, inclusive=True) + eps, q
 
 
 def test_a_sub_range_and_the_header_field(spark, topic):
