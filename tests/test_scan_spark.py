@@ -110,11 +110,20 @@ def _exact(profile) -> dict:
     return d
 
 
+def _groups(admin) -> set:
+    return {g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid}
+
+
 def test_spark_gives_the_profile_of_workers_1(spark, topic):
     from keyscope.scan.spark import run_spark
 
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": topic["bootstrap"]})
+    before = (set(admin.list_topics(timeout=30).topics), _groups(admin))
     base = topic["base"].profile
     r = run_spark(topic["conn"], ScanRequest(topic["name"], tasks=7, **REQ), spark)
+    assert (set(admin.list_topics(timeout=30).topics), _groups(admin)) == before  # read-only: no topic, no group
     p = r.profile
     assert r.engine == "spark" and p.complete
     assert p.tasks_planned >= 7  # minPartitions: the 3 partitions split into more Spark tasks

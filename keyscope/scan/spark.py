@@ -100,7 +100,8 @@ def _kafka_options(conn, isolation: str) -> dict[str, str]:
         raise UsageError("--spark reads PLAINTEXT listeners only so far; use --workers or --dask for TLS/SASL")
     return {"kafka.bootstrap.servers": conn.bootstrap_servers, "kafka.isolation.level": isolation,
             # gaps (transaction markers, compaction, retention) are normal in a range read by offset
-            "failOnDataLoss": "false"}
+            "failOnDataLoss": "false",
+            "kafka.allow.auto.create.topics": "false"}  # read-only: a metadata request never creates the topic
 
 
 def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], None] | None = None) -> ScanResult:
