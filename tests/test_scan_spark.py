@@ -172,16 +172,22 @@ def _cli(*args, env=None, timeout=600):
 
 
 def test_cli_scan_spark_writes_the_same_profile(spark, topic, tmp_path):
+    """In-process (the module's session is this process's active one: used, and left running)."""
+    from click.testing import CliRunner
+
+    from keyscope.cli import cli
+
     out = tmp_path / "p.json"
-    r = _cli("scan", "-b", topic["bootstrap"], "-t", topic["name"], "--spark", "local[1]", "-o", out,
-             "--format", "json", "-q")
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = CliRunner().invoke(cli, ["scan", "-b", topic["bootstrap"], "-t", topic["name"], "--spark", "local[1]", "-o",
+                                 str(out), "--format", "json", "-q"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output[-3000:]
     doc = json.loads(r.stdout)
     assert doc["engine"] == "spark" and doc["records"] == RECORDS + 1
     p = read_profile(out)
     base = topic["base"].profile
     assert p.partitions == base.partitions and p.agreement == base.agreement
     assert p.loads("key", "murmur2", 12) == base.loads("key", "murmur2", 12)
+    assert not spark.sparkContext._jsc.sc().isStopped()
 
 
 @pytest.mark.parametrize("extra, says", [

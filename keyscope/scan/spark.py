@@ -106,7 +106,8 @@ def _kafka_options(conn, isolation: str) -> dict[str, str]:
 
 def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], None] | None = None) -> ScanResult:
     """Plan, run on Spark and merge.  ``spark``: a master URL (``local[2]``, ``spark://host:7077``; the
-    session is started and stopped here) or a SparkSession (tests: one per module)."""
+    session is started and stopped here, unless this process already has an active one, which is used
+    and left running) or a SparkSession (tests: one per module)."""
     check_pyspark()
     t0 = time.monotonic()
     from ..model.limits import check_count
@@ -116,8 +117,14 @@ def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], 
     check_count(req.partitions_max, "--partitions-max")
     options = _kafka_options(conn, req.isolation)
     n_parts, ranges = resolve_ranges(conn, req)
-    own = isinstance(spark, str)
-    session = _session(spark, req.topic) if own else spark
+    if isinstance(spark, str):
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()  # keyscope called inside a Spark driver: its session, left running
+        own = active is None
+        session = _session(spark, req.topic) if own else active
+    else:
+        own, session = False, spark
     try:
         workers = req.workers or session.sparkContext.defaultParallelism or cores()
         wanted = len(plan_tasks(ranges, workers=workers, tasks=req.tasks))
