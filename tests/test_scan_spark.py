@@ -213,3 +213,15 @@ def test_cli_spark_without_pyspark_says_how_to_install(tmp_path):
              timeout=120)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "pip install 'keyscope[spark]'" in r.stderr
+
+
+def test_cli_spark_without_the_connector_is_one_line_exit_4(spark, topic, tmp_path):
+    """A Spark without the Kafka connector (the jars given lack it): one line naming it, exit 4, nothing written."""
+    jars = [j for j in os.environ["KEYSCOPE_SPARK_JARS"].split(",") if "spark-sql-kafka" not in j]
+    env = dict(os.environ, KEYSCOPE_SPARK_JARS=",".join(jars))
+    out = tmp_path / "p.json"
+    r = _cli("scan", "-b", topic["bootstrap"], "-t", topic["name"], "--spark", "local[1]", "-o", out, "-q", env=env)
+    assert r.returncode == 4, (r.returncode, r.stderr[-3000:])
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("keyscope:") and "spark-sql-kafka-0-10" in last and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert not out.exists()

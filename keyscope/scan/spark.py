@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Callable
 
-from ..errors import KeyscopeError, UsageError
+from ..errors import KafkaError, UsageError
 from .engine import PROGRESS_S, ScanProgress, ScanRequest, ScanResult, cores, resolve_ranges
 from .plan import Task, plan_tasks
 from .profile import PartitionStats, Profile, merge
@@ -39,10 +39,8 @@ INSTALL = "pip install 'keyscope[spark]'"
 __all__ = ["run_spark", "check_options", "check_pyspark", "CONNECTOR"]
 
 
-class SparkError(KeyscopeError):
-    """The Spark job failed (the connector missing, executors unreachable, a task failing Spark's retries)."""
-
-    exit_code = 4
+class SparkError(KafkaError):
+    """The Spark job failed (the connector missing, executors unreachable, a task failing Spark's retries): exit 4."""
 
 
 def check_options(master: str, workers, dask) -> None:
@@ -131,6 +129,13 @@ def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], 
         spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
                         tuple(req.counter_rules), req.isolation, 0)
         results, planned = _run(session, options, spec, ranges, wanted, progress, t0)
+    except Exception as e:
+        if not type(e).__module__.startswith(("pyspark", "py4j")):
+            raise
+        hint = ""
+        if "data source" in str(e).lower() and "kafka" in str(e).lower():
+            hint = f" (Spark's Kafka connector is missing: {CONNECTOR} in spark.jars.packages, or KEYSCOPE_SPARK_JARS)"
+        raise SparkError(f"the Spark job failed: {_first_line(e)}{hint}") from None
     finally:
         if own:
             session.stop()
@@ -200,10 +205,6 @@ def _run(session, options: dict, spec: ScanSpec, ranges: dict, wanted: int, prog
         rows = df.mapInArrow(_Counter(spec, done), schema).collect()
     except KeyboardInterrupt:
         sc.cancelAllJobs()
-        raise
-    except Exception as e:
-        if type(e).__module__.startswith(("pyspark", "py4j")):
-            raise SparkError(f"the Spark job failed: {_first_line(e)}") from None
         raise
     finally:
         stop.set()
