@@ -30,7 +30,7 @@ from ..errors import KafkaError, UsageError
 from .engine import PROGRESS_S, ScanProgress, ScanRequest, ScanResult, cores, resolve_ranges
 from .plan import Task, plan_tasks
 from .profile import PartitionStats, Profile, merge
-from .task import ScanSpec, count_tables
+from .task import PARTITION_FETCH_BYTES, ScanSpec, count_tables
 
 CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 ARROW_BATCH = 50_000  # records per Arrow batch handed to Python (Spark's default is 10,000)
@@ -99,7 +99,10 @@ def _kafka_options(conn, isolation: str) -> dict[str, str]:
     return {"kafka.bootstrap.servers": conn.bootstrap_servers, "kafka.isolation.level": isolation,
             # gaps (transaction markers, compaction, retention) are normal in a range read by offset
             "failOnDataLoss": "false",
-            "kafka.allow.auto.create.topics": "false"}  # read-only: a metadata request never creates the topic
+            "kafka.allow.auto.create.topics": "false",  # read-only: a metadata request never creates the topic
+            # the fetch size keyscope's own tasks use (the client's default is 1 MiB): Spark's reader alone,
+            # 500k records on a warm local[2], 12.6 s -> 6.3 s (one run each, load ~5)
+            "kafka.max.partition.fetch.bytes": str(PARTITION_FETCH_BYTES)}
 
 
 def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], None] | None = None) -> ScanResult:
