@@ -114,7 +114,9 @@ def test_analyze_whatif_recommend_accept_a_profile(profile):
     bad["scenarios"][0]["records"] = []
     _invalid(bad)
     # what a profile cannot answer, and counters it does not hold: exit 2
-    assert "sample" in _run("whatif", path, "--salt-hot", "1:4", code=2).output
+    assert "--field contact=PATH" in _run("whatif", path, "--salt-hot", "1:4", "--salt-by", "contact", code=2).output
+    assert "sample" in _run("whatif", path, "--consumers", "3", code=2).output
+    assert "--field nope=PATH" in _run("recommend", path, "--keep-order-by", "nope", code=2).output
     assert "partitions-max" in _run("whatif", path, "--partitions", "17", code=2).output
     assert "--key-by" in _run("whatif", path, "--key-by", "key,user", code=2).output
 
@@ -211,3 +213,48 @@ def test_modulus_groups_cover_every_partition_count_once():
         per_m = np.bincount(x % m, minlength=m)
         for n in ns:
             assert (per_m.reshape(m // n, n).sum(axis=0) == np.bincount(x % n, minlength=n)).all()
+
+
+def _brute_salted(n: int, buckets: int) -> list[int]:
+    """The fixture's records, the hot key salted by mmh3(tenant) (the whatif rule), placed by murmur2 % n."""
+    import mmh3
+
+    from keyscope.partitioners import murmur2
+
+    out = [0] * n
+    for i in range(RECORDS):
+        key = b"hot" if i % 5 == 0 else b"k%d" % (i % 997)
+        if key == b"hot":
+            key += b"#" + str(mmh3.hash(f"t{i % 7}".encode(), 0, signed=False) % buckets).encode()
+        out[(murmur2(key) & 0x7FFFFFFF) % n] += 1
+    return out
+
+
+def test_salting_and_recommend_from_a_profile_are_exact_when_the_sketch_is(profile):
+    """998 distinct keys: the frequent-items sketch is exact, and the hot key's tenant distribution is
+    complete, so salting it by tenant from the profile equals the brute-force load record for record."""
+    path, _ = profile
+    w = strict_json(_run("whatif", path, "--partitions", "3,6", "--salt-hot", "1:4", "--salt-by", "tenant",
+                         "--format", "json").stdout)
+    _valid(w)
+    for s in w["scenarios"]:
+        assert s["salt"]["keys"] == ["hot"] and s["salt"]["basis"] == "exact" and s["exact"] and s["bounds"] is None
+        assert s["records"] == _brute_salted(s["partitions"], 4), s["name"]
+    off = strict_json(_run("whatif", path, "--partitions", "6", "--salt-hot", "1:4", "--format", "json").stdout)
+    s = off["scenarios"][0]
+    assert s["salt"]["basis"] == "expected" and not s["exact"] and sum(s["records"]) == RECORDS
+    assert "expectation" in " ".join(off["notes"])
+    text = _run("whatif", path, "--partitions", "6", "--salt-hot", "1:4").stdout
+    assert "salt top1x4 by offset" in text and "<=" in text
+    # recommend: with per-key order kept, counts and partitioners only; with none, salting and composite keys too
+    keep = strict_json(_run("recommend", path, "--format", "json").stdout)
+    assert not any(c.get("salt") for c in keep["ranked"])
+    free = strict_json(_run("recommend", path, "--keep-order-by", "none", "--top", "40", "--format", "json").stdout)
+    _valid(free)
+    assert any(c["salt"] for c in free["ranked"]) and any(c["key_expression"] == "key+tenant" for c in free["ranked"])
+    by_tenant = strict_json(_run("recommend", path, "--keep-order-by", "tenant", "--top", "40",
+                                 "--format", "json").stdout)
+    assert all(c["salt"] is None or c["salt"]["by"] == "tenant" for c in by_tenant["ranked"])
+    bad = copy.deepcopy(w)
+    bad["scenarios"][0]["salt"]["basis"] = "guessed"
+    _invalid(bad)

@@ -289,7 +289,10 @@ def analyze_profile_cmd(path, top: int, fmt: str, fail_on_skew) -> None:
 
 def _load_row(s: dict, today: bool = False) -> list[str]:
     hot = s["hottest_partition"]
-    return [s["name"], str(s["partitions"]), f"{s['skew']:.2f}" + ("" if s["exact"] else "*"),
+    skew = f"{s['skew']:.2f}" + ("" if s["exact"] else "*")
+    if s.get("bounds"):
+        skew += f" (<={s['bounds']['skew_high']:.2f})"
+    return [s["name"], str(s["partitions"]), skew,
             f"{s['bytes_skew']:.2f}", f"{hot}: {_pct(s['shares'][hot])}", f"{sum(s['records']):,}",
             f"{s['unhashed_records']:,}"]
 
@@ -304,7 +307,6 @@ def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, to
     from ..scan.answers import whatif_profile
     from ..scan.task import expression_name
 
-    _refuse("--salt-hot", salts)
     _refuse("--consumers", group)
     _refuse("--plot", plot)
     p = read_profile(path)
@@ -313,7 +315,7 @@ def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, to
         if k and e in p.expressions and p.expressions[e].separator != separator:
             raise UsageError(f"the profile joined key+{'+'.join(k)} with {p.expressions[e].separator!r}, "
                              f"not --separator {separator!r}")
-    w = whatif_profile(p, counts, parts, exprs, today_partitioner)
+    w = whatif_profile(p, counts, parts, exprs, today_partitioner, salts)
     doc = {"kind": "profile-whatif", "profile": str(path)} | w.to_dict()
     best = min(w.scenarios or [w.today], key=lambda s: s.skew)
     exceeded = fail_on_skew is not None and best.skew > fail_on_skew
@@ -331,7 +333,8 @@ def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, to
                f"({_pct(w.today_match_share)} agree, exact)", "",
                table(["scenario", "parts", "skew", "bytes skew", "hottest", "hashed records", "null keys"], rows,
                      "lrrrrrr"),
-               "", "Loads are exact (counted over every record, not sampled); * null keys spread evenly."]
+               "", "Loads are exact (counted over every record, not sampled); * null keys spread evenly, or a salted "
+               "figure with a bound (<= the highest skew the bound allows)."]
         out += [f"note: {n}" for n in w.notes]
         click.echo(display_name("\n".join(out)))
     if exceeded:
@@ -345,9 +348,15 @@ def recommend_profile_cmd(path, keep_order_by, max_partitions, target_skew, toda
     from ..scan import read_profile
     from ..scan.answers import recommend_profile
 
-    if keep_order_by.strip() not in ("key", "none"):
-        raise UsageError("--keep-order-by FIELD needs the records themselves: give a sample, not a profile")
-    a = recommend_profile(read_profile(path), target_skew, max_partitions, today_partitioner, top)
+    keep = keep_order_by.strip()
+    p = read_profile(path)
+    if keep not in ("key", "none"):
+        counted = {f for e in p.expressions.values() for f in e.fields}
+        tracked = {f for e in p.expressions.values() for t in e.tracked.values() for f in t.fields}
+        if keep not in counted | tracked:
+            raise UsageError(f"--keep-order-by {keep}: the profile has no counters nor distribution of {keep!r}; "
+                             f"scan again with --field {keep}=PATH (and --key-by key,{keep}), or give a sample")
+    a = recommend_profile(p, target_skew, max_partitions, today_partitioner, top, keep)
     doc = {"kind": "profile-recommend", "profile": str(path)} | a.to_dict()
     if fmt == "json":
         click.echo(render.to_json(doc))

@@ -229,7 +229,10 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
             raise
         partial = True
     if results:
+        from .profile import trim_tracked
+
         profile = merge(results.values())
+        trim_tracked(profile)  # the merged profile only: task results stay whole, so merging is associative
     else:
         from .task import _Accumulator
 

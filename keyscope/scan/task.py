@@ -26,12 +26,20 @@ import numpy as np
 
 from ..errors import KafkaError
 from .plan import Task
-from .profile import HLL_LG_K, KLL_K, LG_MAX_K, Expression, PartitionStats, Profile, load_offset
+from .profile import HLL_LG_K, KLL_K, LG_MAX_K, Expression, PartitionStats, Profile, Tracked, load_offset
 
 DEFAULT_COUNTER_RULES = ("murmur2", "consistent", "fnv1a")
 CHUNK_RECORDS = 200_000  # decoded records grouped at once: bounds a task's memory (3 tasks at once in one process)
 PARTITION_FETCH_BYTES = 8 << 20
 RETRY_S = 30.0
+# Per-field distributions of the top keys (only when --field is given): each chunk's TRACK_PER_CHUNK
+# hottest keys are tracked from that chunk on, up to TRACK_MAX keys per task and expression, with at most
+# VALUES_MAX values per key and field (later values are counted in "other").  A hot key is hot in its
+# task's first chunk, so its distribution is normally complete; what a key had before it was tracked is
+# the "cut", which the answers carry as a bound.  Memory: <= TRACK_MAX * VALUES_MAX entries per field.
+TRACK_PER_CHUNK = 32
+TRACK_MAX = 128
+VALUES_MAX = 512
 FOLD_BOUND = 4096  # largest modulus counted at once: bincounts of <= 4096 slots stay in cache
 
 
@@ -242,6 +250,7 @@ class _Accumulator:
             self.exprs[expression_name(fields)] = (e, ds.frequent_strings_sketch(LG_MAX_K), ds.hll_sketch(HLL_LG_K, ds.tgt_hll_type.HLL_8))
         self.kll = ds.kll_ints_sketch(KLL_K)
         self.notes: list[str] = []
+        self.captured = [f.name for f in spec.fields]  # every --field: distributions of the top keys
 
     def add(self, tables) -> None:
         import polars as pl
@@ -280,6 +289,40 @@ class _Accumulator:
             g = src.group_by("key", maintain_order=True).agg(  # same order each run: same sketch bytes
                 pl.len().alias("n"), pl.col("_size").sum().alias("b"))
             self._count(name, e, freq, hll, g, agreement=not e.fields)
+            track = [f for f in self.captured if f not in e.fields]
+            if track:
+                self._track(e, src["key"], g, pl.DataFrame(
+                    [df[f] if f in df.columns else pl.Series(f, [None] * df.height, pl.String) for f in track]))
+
+    def _track(self, e: Expression, key, g, values) -> None:
+        """Count the tracked keys' records per value of each captured field (see TRACK_PER_CHUNK)."""
+        import polars as pl
+
+        t = e.tracked
+        if len(t) < TRACK_MAX:
+            hot = g.filter(pl.col("key").is_not_null()).sort(["n", "key"], descending=[True, False])
+            for k in hot["key"].head(TRACK_PER_CHUNK).to_list():
+                if k not in t and len(t) < TRACK_MAX:
+                    t[k] = Tracked(0, {f: ({}, 0) for f in values.columns})
+        if not t:
+            return
+        frame = values.with_columns(key.alias("_key"))
+        sub = frame.join(pl.DataFrame({"_key": pl.Series(list(t), dtype=pl.Binary)}), on="_key", how="semi")
+        if not sub.height:
+            return
+        for k, n in sub.group_by("_key").agg(pl.len()).iter_rows():
+            t[k].records += n
+        for f in values.columns:
+            cnt = sub.group_by("_key", f).agg(pl.len().alias("_n")).sort(
+                ["_n", f], descending=[True, False], nulls_last=True)  # the cap keeps the same values each run
+            for k, v, n in cnt.iter_rows():
+                vals, other = t[k].fields[f]
+                if v in vals:
+                    vals[v] += n
+                elif len(vals) < VALUES_MAX:
+                    vals[v] = n
+                else:
+                    t[k].fields[f] = (vals, other + n)
 
     def _count(self, name: str, e: Expression, freq, hll, g, agreement: bool) -> None:
         import dataclasses
