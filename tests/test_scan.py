@@ -31,7 +31,8 @@ from .conftest import create_topic
 
 # A million records, not "a few million": every check here is a brute-force count in Python over every
 # record (and the data set is produced three times, to 3, 6 and 12 partitions); at 1M records the module
-# takes ~N s on the 2-core CI machine, at 3M it would take ~3N s of a CI budget the whole suite shares.
+# took 1m43 s of CPU (7 min wall at load 15; 300k records took 1.5 min wall), at 3M it would take ~3x that
+# of a CI budget the whole suite shares.
 # A million is already past what one task holds (CHUNK_RECORDS = 200,000; 8 tasks of ~125k offsets), past
 # the sketch's exact regime (30,000 distinct keys > 0.75 * 4096) and past one fetch per partition.
 RECORDS = 1_000_000

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 
 import pytest
 from click.testing import CliRunner
@@ -99,6 +100,14 @@ def test_analyze_whatif_recommend_accept_a_profile(profile):
     assert a["kind"] == "profile-analysis" and a["partitions"] == scan["partitions"] and a["skew"]["exact"]
     text = _run("analyze", path).stdout
     assert "exact" in text and "HLL" in text
+    # the hot key's tenant distribution: 7 tenants, RECORDS // 5 records, none cut (brute force: i % 7 over i % 5 == 0)
+    hot = a["expressions"][0]["top_keys"][0]
+    tenants = hot["fields"]["tenant"]
+    assert hot["key"] == "hot" and tenants["cut"] == 0
+    assert sum(n for _, n in tenants["values"]) + tenants["other"] == RECORDS // 5
+    truth = Counter(f"t{i % 7}" for i in range(0, RECORDS, 5))
+    assert tenants["values"][0] == [min(truth, key=lambda t: (-truth[t], t)), max(truth.values())]
+    assert "tenant: t" in text
     w = strict_json(_run("whatif", path, "--partitions", "6,12", "--key-by", "key,tenant", "--format", "json").stdout)
     _valid(w)
     assert [s["name"] for s in w["scenarios"]] == ["6p murmur2 key+tenant", "12p murmur2 key+tenant"]

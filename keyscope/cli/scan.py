@@ -145,6 +145,13 @@ def _pct(x: float) -> str:
     return "<0.1%" if 0 < x < 0.001 else f"{100 * x:.1f}%"
 
 
+def _field_cell(name: str, d: dict) -> str:
+    vals = ", ".join(f"{'(none)' if v is None else v} {n:,}" for v, n in d["values"][:3])
+    rest = [f"{d['other']:,} other"] if d["other"] else []
+    rest += [f"{d['cut']:,} not tracked"] if d["cut"] else []
+    return f"{name}: {vals}" + (f" (+{', '.join(rest)})" if rest else "")
+
+
 def render_analysis_text(d: dict, markdown: bool) -> list[str]:
     """Partitions, agreement, hot keys: shared by scan's summary and analyze of a profile."""
     from ..report.format import markdown_table, text_table
@@ -171,13 +178,18 @@ def render_analysis_text(d: dict, markdown: bool) -> list[str]:
         out.append(f"{e['name']}: distinct keys ~{de['estimate']:,.0f} (95%: {de['low']:,.0f}–{de['high']:,.0f}, HLL); "
                    f"hot-key counts within ±{e['max_error']:,} records; every key above {e['threshold']:,} records is listed")
         rows = []
+        with_fields = any(h.get("fields") for h in e["top_keys"])
         for h in e["top_keys"]:
             r = h["records"]
-            rows.append([h["key"] if h["key_encoding"] == "utf8" else f"0x{h['key']}",
-                         f"{r['estimate']:,.0f}" + ("" if r["exact"] else f" ({r['low']:,.0f}–{r['high']:,.0f})"),
-                         _pct(h["share"]["estimate"])])
+            row = [h["key"] if h["key_encoding"] == "utf8" else f"0x{h['key']}",
+                   f"{r['estimate']:,.0f}" + ("" if r["exact"] else f" ({r['low']:,.0f}–{r['high']:,.0f})"),
+                   _pct(h["share"]["estimate"])]
+            if with_fields:
+                row.append("; ".join(_field_cell(f, d) for f, d in h.get("fields", {}).items()) or "-")
+            rows.append(row)
         if rows:
-            out.append(table(["key", "records", "share"], rows, "lrr"))
+            out.append(table(["key", "records", "share"] + (["top field values (exact)"] if with_fields else []), rows,
+                             "lrr" + ("l" if with_fields else "")))
         else:
             out.append(f"no key holds more than {e['threshold']:,} records: no hot key")
     s = d["sizes"]

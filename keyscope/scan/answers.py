@@ -39,6 +39,9 @@ class HotKey:
     key_encoding: str | None
     records: Bounded
     share: Bounded
+    # per captured field: {"values": [[value, records], ...] (the 5 most frequent), "other": records of the
+    # other kept values and beyond the cap, "cut": records before the key was tracked (values unknown)}
+    fields: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -116,8 +119,16 @@ def _expression(p: Profile, name: str, top: int) -> ExpressionSummary:
         items = [i for i in items if i[3] > threshold]
     hot = []
     for item, est, lb, ub in items[:top]:
-        shown, enc = key_display_one(item.encode("latin-1"))
-        hot.append(HotKey(shown, enc, _bounded(est, lb, ub), _bounded(est / w, lb / w, ub / w)))
+        raw = item.encode("latin-1")
+        shown, enc = key_display_one(raw)
+        fields = {}
+        t = e.tracked.get(raw)
+        if t is not None:
+            for f, (vals, other) in sorted(t.fields.items()):
+                ranked = sorted(vals.items(), key=lambda x: (-x[1], x[0] is not None, x[0] or ""))
+                fields[f] = {"values": [[v, n] for v, n in ranked[:5]], "other": other + sum(n for _, n in ranked[5:]),
+                             "cut": max(0, int(est) - t.records)}
+        hot.append(HotKey(shown, enc, _bounded(est, lb, ub), _bounded(est / w, lb / w, ub / w), fields))
     if e.distinct:
         h = p.distinct_sketch(name)
         distinct = Bounded(float(h.get_estimate()), float(h.get_lower_bound(2)), float(h.get_upper_bound(2)), False)
