@@ -2,6 +2,7 @@
 decoder and hash kernels compiled (each took 0.1-0.6 s per worker process otherwise)."""
 
 import datasketches  # noqa: F401
+import kafka  # noqa: F401  (kafka-python: ~0.3-0.5 s to import, the largest part of a worker's start-up)
 import pyarrow  # noqa: F401
 import pyarrow.compute  # noqa: F401
 
