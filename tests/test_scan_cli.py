@@ -267,3 +267,38 @@ def test_salting_and_recommend_from_a_profile_are_exact_when_the_sketch_is(profi
     bad = copy.deepcopy(w)
     bad["scenarios"][0]["salt"]["basis"] = "guessed"
     _invalid(bad)
+
+
+def test_tracked_distributions_stay_within_their_caps():
+    """Memory of the per-field distributions is bounded: at most TRACK_MAX keys per task, VALUES_MAX values
+    per key and field, the rest counted in "other"; every tracked record is in a value or in "other"."""
+    import numpy as np
+    import pyarrow as pa
+
+    from keyscope.sampling import parse_field
+    from keyscope.scan.plan import Task
+    from keyscope.scan.task import TRACK_MAX, TRACK_PER_CHUNK, VALUES_MAX, ScanSpec, _Accumulator
+
+    spec = ScanSpec("t", 1, 4, fields=(parse_field("tenant=$.tenant"),))
+    acc = _Accumulator(spec, Task(0, 0, 0, 10**9))
+    rng = np.random.default_rng(5)
+    off = 0
+    truth: Counter = Counter()
+    for _ in range(TRACK_MAX // TRACK_PER_CHUNK + 2):  # enough chunks to fill the tracked keys
+        n = 20_000
+        keys = [b"hot" if i % 2 == 0 else b"k%d" % k for i, k in enumerate(rng.integers(0, 3_000, n))]
+        tenants = [f"v{x}" for x in rng.integers(0, 4 * VALUES_MAX, n)]
+        truth.update(k for k in keys)
+        acc.add([pa.table({
+            "partition": pa.array(np.zeros(n, np.int32)), "offset": pa.array(np.arange(off, off + n)),
+            "timestamp": pa.array(np.full(n, 1_700_000_000_000), pa.timestamp("ms", tz="UTC")),
+            "key": pa.array(keys, pa.binary()), "key_size": pa.array([len(k) for k in keys], pa.int32()),
+            "value_size": pa.array(np.full(n, 10, np.int32)), "tenant": pa.array(tenants, pa.string())})])
+        off += n
+    tracked = acc.result().expressions["key"].tracked
+    assert TRACK_PER_CHUNK < len(tracked) <= TRACK_MAX
+    for k, t in tracked.items():
+        vals, other = t.fields["tenant"]
+        assert len(vals) <= VALUES_MAX and sum(vals.values()) + other == t.records <= truth[k]
+    hot = tracked[b"hot"]
+    assert hot.records == truth[b"hot"] and hot.fields["tenant"][1] > 0  # complete, but past the value cap
