@@ -46,8 +46,12 @@ def imported(*args: str) -> set[str]:
         (("rules", "--group", "g", "--topic", "t"), HEAVY | COLUMNAR | {"kafka"}),
         # below 2M records analyze groups with Polars: numba (0.2 s import + ~0.5 s loading its cached kernels) stays off
         (("analyze", SAMPLE), {"numba", "matplotlib", "kafka"}),
+        # what-if's kernels are LLVM IR (keyscope._native): no numba at any size
+        (("whatif", SAMPLE, "--partitions", "6", "--key-by", "key,event_type", "--salt-hot", "1:8"),
+         {"numba", "matplotlib", "kafka"}),
+        (("recommend", SAMPLE), {"numba", "matplotlib", "kafka"}),
     ],
-    ids=["version", "partition", "info", "lag", "rules", "analyze-small"],
+    ids=["version", "partition", "info", "lag", "rules", "analyze-small", "whatif-small", "recommend-small"],
 )
 def test_quick_commands_import_no_heavy_library(args, banned):
     assert imported(*args) & banned == set()
