@@ -104,3 +104,21 @@ def test_compiled_and_polars_paths_agree(monkeypatch):
         assert a.salted_keys == b.salted_keys
         assert (a.skew_low, a.skew_high) == (b.skew_low, b.skew_high)
     assert by_id
+
+
+def test_key_ids_from_a_later_coded_table_find_the_hot_pool(monkeypatch):
+    """No fields up front: the plain table comes from the scan, a field's coded table later brings per-record
+    key ids (translated to the WhatIf's own), and salting draws its hot records through them -- same results."""
+    s = make_sample(seed=12, n=5_000, keys=500)
+    polars_path = WhatIf(s)
+    monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
+    compiled = WhatIf(s)
+    assert "record-kid" not in compiled._cache
+    compiled.units(("region",))
+    kid = compiled._cache["record-kid"]
+    keyed = kid >= 0
+    assert compiled._key_index["key"].gather(kid[keyed]).equals(s.df["key"].filter(pl.Series(keyed)))
+    for sc in SCENARIOS:
+        a, b = polars_path.evaluate(sc), compiled.evaluate(sc)
+        assert np.array_equal(a.records, b.records) and np.array_equal(a.bytes, b.bytes)
+        assert (a.keys_total, a.keys_moved, a.keys_split, a.salted_keys) == (b.keys_total, b.keys_moved, b.keys_split, b.salted_keys)
