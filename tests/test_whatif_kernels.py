@@ -94,7 +94,7 @@ def test_sort_and_group_equal_reference(n, keys, S, seed):
     part, codes, widths, members = _cells_case(r, n, S)
     cells = K.make_cells(part, S, codes, widths, members)
     kid = np.where(r.random(n) < 0.2, -1, r.integers(0, keys, n)).astype(np.int32)
-    size = r.integers(0, 10**9, n).astype(np.int64)
+    size = r.integers(0, 2**31 - 1, n).astype(np.int32)
     sorted_ = K.sort_by_key(kid, keys, cells[1:], size)
     _same(sorted_, REF["sort_by_key"](kid, keys, cells[1:], size))
     start, s_cells, s_size = sorted_
@@ -110,18 +110,20 @@ def test_group_cells_grows_its_output():
     keys, per = 300, 7
     kid = np.repeat(np.arange(keys), per).astype(np.int32)
     cell = np.tile(np.arange(per), keys).astype(np.int32)
-    size = np.arange(kid.size, dtype=np.int64)
+    size = np.arange(kid.size, dtype=np.int32)
     start, s_cells, s_size = K.sort_by_key(kid, keys, cell[None, :], size)
     got = K.group_cells(start, s_cells[0], per, s_size)
     assert len(got[0]) == keys * per > 1024
     _same(got, REF["group_cells"](start, s_cells[0], per, s_size))
 
 
-def test_dense_bytes_stay_exact_past_float_precision():
-    """Bytes are summed in int64: two sizes whose sum a float64 cannot hold exactly."""
-    size = np.array([2**53, 1], np.int64)
-    _, _, cnt, byt = K.dense_cells(np.zeros(2, np.int32), 1, np.zeros(2, np.int32), 1, size)
-    assert cnt.tolist() == [2] and byt.tolist() == [2**53 + 1]
+def test_bytes_are_summed_past_int32():
+    """Sizes are int32 (a record's length is), their sums int64: three near-2^31 records do not wrap."""
+    size = np.full(3, 2**31 - 1, np.int32)
+    _, _, cnt, byt = K.dense_cells(np.zeros(3, np.int32), 1, np.zeros(3, np.int32), 1, size)
+    assert cnt.tolist() == [3] and byt.tolist() == [3 * (2**31 - 1)]
+    start, s_cells, s_size = K.sort_by_key(np.zeros(3, np.int32), 1, np.zeros((1, 3), np.int32), size)
+    assert K.group_cells(start, s_cells[0], 1, s_size)[3].tolist() == [3 * (2**31 - 1)]
 
 
 @pytest.mark.parametrize("name", ["scenario_pass", "pick_rows", "make_cells", "sort_by_key", "dense_cells", "group_cells"])
@@ -131,9 +133,9 @@ def test_empty_inputs(name):
         "scenario_pass": (e64, e64, np.empty(0, bool), ef, ef, e64, np.ones(2), 2, 3, 4, True),
         "pick_rows": (e32, np.array([0, -1], np.int64)),
         "make_cells": (e32, 3, np.empty((1, 0), np.int32), np.array([2], np.int64), np.array([[0]], np.int64)),
-        "sort_by_key": (e32, 3, np.empty((2, 0), np.int32), e64),
-        "dense_cells": (e32, 3, e32, 4, e64),
-        "group_cells": (np.zeros(5, np.int64), e32, 4, e64),
+        "sort_by_key": (e32, 3, np.empty((2, 0), np.int32), e32),
+        "dense_cells": (e32, 3, e32, 4, e32),
+        "group_cells": (np.zeros(5, np.int64), e32, 4, e32),
     }
     got, want = getattr(K, name)(*cases[name]), REF[name](*cases[name])
     if name == "scenario_pass":

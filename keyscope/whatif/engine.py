@@ -19,7 +19,12 @@ from .tables import compose_keys, concat_binary, group_by_codes, group_by_hashes
 from . import kernels
 
 POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
-COMPILED_MIN_ROWS = 2_000_000  # as keyscope.analysis: below this numba's start-up is not worth it
+# From this many records the unit tables come from integer codes (compiled, .tables.group_by_codes and
+# keyscope._keytable) rather than Polars group_bys.  Was 2M while the kernels were numba (~0.7 s to
+# import and load); as LLVM IR they load in ~0.04 s, and warm the coded path measured faster from
+# 200k records up (CPU s, Polars -> coded: whatif 0.09 -> 0.07 at 200k, 0.39 -> 0.27 at 1M;
+# recommend 0.28 -> 0.19 at 200k, 1.04 -> 0.56 at 1M).  Assumes _keytable is LLVM IR too (issue 13).
+COMPILED_MIN_ROWS = 200_000
 _RESIDUES = 840  # lcm(2..8): offset-salt hashes are binned mod this once, for every D dividing it
 
 
