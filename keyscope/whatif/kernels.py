@@ -101,8 +101,8 @@ def _null_last(v: str, k: str, K: str) -> str:
 
 # scenario_pass: ``_scenario_pass`` below is its reference.  Why compiled: composite
 # keys make millions of rows, and a dozen numpy passes over them (modulo, cells,
-# moved flags, per-key partition sets) cost several times this single loop.
-# Sums are in row order with no reassociation (no fast-math), so every figure is
+# moved flags, per-key partition sets) cost several times this single loop
+# (3M rows, load ~9: 237 ms; numba's loop 457 ms).  Sums are in row order with no reassociation (no fast-math), so every figure is
 # bit-for-bit the reference's.
 _SCENARIO_ARGS = (
     ("src", ctypes.c_void_p), ("op", ctypes.c_void_p), ("valid", ctypes.c_void_p), ("n", ctypes.c_void_p),
@@ -176,7 +176,8 @@ def _scenario_ir() -> str:
 
 # make_cells: per field set, ``partition + S * (the fields' codes in mixed radix)``.
 # Why compiled: one pass writes every set's cells; numpy needs 3 passes per field
-# (null code, multiply, add) and an int64 temporary each.
+# (null code, multiply, add) and an int64 temporary each: 590-668 ms against
+# 149 ms (numba 229) for 3 sets of 10M records, load ~9.
 _MAKE_CELLS_ARGS = (
     ("part", ctypes.c_void_p), ("n", ctypes.c_int64), ("S", ctypes.c_int64), ("codes", ctypes.c_void_p),
     ("widths", ctypes.c_void_p), ("members", ctypes.c_void_p), ("sets", ctypes.c_int64),
@@ -210,8 +211,9 @@ def _make_cells_ir() -> str:
 
 
 # sort_by_key: a stable counting sort of the records by key id.  Why compiled:
-# numpy's stable argsort of 10M int32 keys is a merge sort, several times this
-# count + scatter; and the scatter moves every set's cells in the same pass.
+# numpy's stable argsort of 10M int32 keys (a merge sort) took 1,926 ms, this
+# count + scatter 707 ms (numba 1,850), load ~9; the scatter moves every set's
+# cells in the same pass.
 _COUNT_KEYS_ARGS = (("kid", ctypes.c_void_p), ("n", ctypes.c_int64), ("K", ctypes.c_int64), ("start", ctypes.c_void_p))
 _SCATTER_ARGS = (
     ("kid", ctypes.c_void_p), ("n", ctypes.c_int64), ("K", ctypes.c_int64), ("pos", ctypes.c_void_p),
@@ -250,7 +252,8 @@ def _sort_ir() -> str:
 
 # dense_cells: one in-order pass into a dense (keys + 1) x cells table.  Why
 # compiled: np.bincount needs the int64 index (key * W + cell) as a temporary,
-# and sums the bytes in float64 (exact only below 2^53); measured below.
+# and sums the bytes in float64 (exact only below 2^53): 204 ms against 20 ms
+# (numba 35) for 10M records, load ~9.
 _DENSE_ARGS = (
     ("kid", ctypes.c_void_p), ("n", ctypes.c_int64), ("K", ctypes.c_int64), ("cell", ctypes.c_void_p),
     ("W", ctypes.c_int64), ("size", ctypes.c_void_p), ("cnt", ctypes.c_void_p), ("byt", ctypes.c_void_p),
@@ -271,7 +274,8 @@ def _dense_ir() -> str:
 
 # group_cells: per key (rows grouped by key), its distinct cells via a dense
 # scratch array reset through the list of touched cells: no hash table.  Why
-# compiled: a per-key loop; numpy would need a sort of (key, cell) pairs.  The
+# compiled: a per-key loop; numpy would need a sort of (key, cell) pairs (10M
+# records: 706 ms; numba 1,359, load ~9).  The
 # output is written up to ``room`` groups; when a key's groups do not fit, the
 # kernel stops before it (``stop`` = [that key, its group count]) and the caller
 # grows the output and calls again from there.
