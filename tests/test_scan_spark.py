@@ -27,6 +27,7 @@ from keyscope.sampling import parse_field
 from keyscope.scan import ScanRequest, read_profile, run_scan
 
 from .conftest import create_topic
+from .test_scan_cli import _valid
 
 RECORDS = 40_000
 ABORTED = 500
@@ -105,6 +106,7 @@ def _exact(profile) -> dict:
     for e in d["expressions"].values():
         e.pop("frequent")
         e.pop("distinct")
+        e.pop("tracked", None)  # which keys a task tracks, and from when, depends on the split: checked apart
     for k in ("sizes", "notes", "tasks"):
         d.pop(k)
     return d
@@ -144,6 +146,13 @@ def test_spark_gives_the_profile_of_workers_1(spark, topic):
             assert abs(fa.get_estimate(k) - fb.get_estimate(k)) <= bound, (name, k)
         ha, hb = base.distinct_sketch(name), p.distinct_sketch(name)
         assert hb.get_lower_bound(2) <= ha.get_estimate() <= hb.get_upper_bound(2), name
+    # per-field distributions: the hot key is tracked by both, never with more records than it has
+    hot_high = base.frequent_sketch("key").get_upper_bound("hot")
+    for prof in (base, p):
+        t = prof.expressions["key"].tracked[b"hot"]
+        assert 0 < t.records <= hot_high
+        for f, (vals, other) in t.fields.items():
+            assert sum(vals.values()) + other == t.records, f
     ka, kb = base.sizes_sketch(), p.sizes_sketch()
     assert (ka.n, ka.get_min_value(), ka.get_max_value()) == (kb.n, kb.get_min_value(), kb.get_max_value())
     eps = ka.normalized_rank_error(False) + kb.normalized_rank_error(False)
@@ -182,6 +191,7 @@ def test_cli_scan_spark_writes_the_same_profile(spark, topic, tmp_path):
                                  str(out), "--format", "json", "-q"], catch_exceptions=False)
     assert r.exit_code == 0, r.output[-3000:]
     doc = json.loads(r.stdout)
+    _valid(doc)  # docs/schemas/scan.schema.json
     assert doc["engine"] == "spark" and doc["records"] == RECORDS + 1
     p = read_profile(out)
     base = topic["base"].profile
