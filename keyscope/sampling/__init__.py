@@ -37,8 +37,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import KafkaError, UsageError
-from .model.limits import MAX_PARTITIONS
+from ..errors import KafkaError, UsageError
+from ..model.limits import MAX_PARTITIONS
 
 DEFAULT_MAX_RECORDS = 100_000  # when neither --per-partition nor --max-records is given
 DEFAULT_MAX_BYTES = 256 << 20
@@ -291,6 +291,27 @@ _ST_LEN = 5
 # Kernel statuses.
 _END, _COMPRESSED, _STOP, _LEGACY, _CORRUPT = 0, 1, 2, 3, 4
 _BATCH_HEADER = 61  # RecordBatch v2 header bytes, up to and including the record count
+JSON_MAX_DEPTH = 64  # ks_json's stack (jsonfields.MAX_DEPTH)
+JSON_MAX_FIELDS = 64  # JSON fields ks_json tracks per value (bit masks); more go to Polars
+
+# ks_decode's arguments: one struct, built from this table both as the IR's type and as the ctypes
+# Structure the caller fills by name (checked against each other when the kernel loads).
+DECODE_ARGS = [
+    ("buf", "p8"), ("end", "i64"),  # the fetched bytes
+    ("st", "p64"),  # cursor slots (_POS, _N, _KPOS, _VPOS, _NEXT), read and written
+    ("lo", "i64"), ("hi", "i64"), ("budget", "i64"),  # offsets [lo, hi), at most budget records
+    ("out_off", "p64"), ("out_ts", "p64"), ("out_klen", "p32"), ("out_vlen", "p32"),  # per record
+    ("koff", "p32"), ("kdata", "p8"),  # keys: Arrow offsets + bytes
+    ("want_values", "i64"), ("voff", "p64"), ("vdata", "p8"),  # values: 0 none, 1 all, 2 those ks_json hands back
+    ("hnames", "p8"), ("hname_off", "p64"), ("nf", "i64"),  # header fields: names
+    ("hoff", "p64"), ("hoff_stride", "i64"), ("hvalid", "p8"), ("hvalid_stride", "i64"),  # rows: nf headers,
+    ("hdata", "p8"), ("hdata_stride", "i64"),  # then nj JSON fields
+    ("nj", "i64"), ("segs", "p8"), ("seg_off", "p64"), ("fseg", "p64"),  # JSON fields' paths (see ks_json)
+]
+
+
+class DecodeArgs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int64 if t == "i64" else ctypes.c_void_p) for n, t in DECODE_ARGS]
 
 
 def _build_ir() -> str:
@@ -306,20 +327,33 @@ def _build_ir() -> str:
     class Fn:
         """A function under construction, with C-like helpers."""
 
-        def __init__(self, name, ret, args):
-            self.fn = ir.Function(mod, ir.FunctionType(ret, [t for _, t in args]), name)
+        def __init__(self, name, ret, args, struct=None):
+            """``args``: (name, type) parameters; with ``struct`` (a literal struct type whose fields
+            ``args`` names, in order) the function takes one pointer to it and loads each field."""
+            params = [struct.as_pointer()] if struct is not None else [t for _, t in args]
+            self.fn = ir.Function(mod, ir.FunctionType(ret, params), name)
             self.a = {}
-            for (n, _), arg in zip(args, self.fn.args):
-                arg.name = n
-                self.a[n] = arg
             entry = self.fn.append_basic_block("entry")
             body = self.fn.append_basic_block("body")
             self.b = ir.IRBuilder(entry)
+            if struct is None:
+                for (n, _), arg in zip(args, self.fn.args):
+                    arg.name = n
+                    self.a[n] = arg
+            else:
+                self.fn.args[0].name = "args"
+                for i, (n, _) in enumerate(args):
+                    field = self.b.gep(self.fn.args[0], [ir.Constant(I32, 0), ir.Constant(I32, i)])
+                    self.a[n] = self.b.load(field, name=n)
             br = self.b.branch(body)
             self.slots = ir.IRBuilder(entry)
             self.slots.position_before(br)
             self.b.position_at_end(body)
             self.loops = []  # (continue target, break target)
+
+        def array(self, n, ty=I64):
+            """A stack array of ``n`` elements."""
+            return self.slots.alloca(ty, size=ir.Constant(I64, n))
 
         # values
         def k(self, x, ty=I64):
@@ -471,15 +505,386 @@ def _build_ir() -> str:
     f.ret(f.get(total))
     f.finish()
 
+    # ---- ks_utf8_one(data, len) -> 1 when data[0:len] is well-formed UTF-8 (no overlongs, surrogates, > U+10FFFF)
+    f = Fn("ks_utf8_one", I64, [("data", P8), ("len", I64)])
+    A = f.a
+    i, e = f.var(0), A["len"]
+    need, lo2, hi2 = f.var(0), f.var(0), f.var(0)
+    with f.loop():
+        iv = f.get(i)
+        with f.if_(f.cmp(">=", iv, e)):
+            f.brk()
+        c = f.byte(A["data"], iv)
+        with f.if_(f.cmp("<", c, 0x80)):
+            f.set(i, f.add(iv, 1))
+            f.cont()
+        # lead byte -> continuation count and the allowed range of the 2nd byte
+        with f.if_(f.any(f.cmp("<", c, 0xC2), f.cmp(">", c, 0xF4))):
+            f.ret(0)
+        f.set(need, 1)
+        f.set(lo2, 0x80)
+        f.set(hi2, 0xBF)
+        with f.if_(f.cmp(">=", c, 0xE0)):
+            f.set(need, 2)
+            with f.if_(f.cmp("==", c, 0xE0)):
+                f.set(lo2, 0xA0)
+            with f.if_(f.cmp("==", c, 0xED)):
+                f.set(hi2, 0x9F)
+        with f.if_(f.cmp(">=", c, 0xF0)):
+            f.set(need, 3)
+            f.set(lo2, f.b.select(f.cmp("==", c, 0xF0), f.k(0x90), f.k(0x80)))
+            f.set(hi2, f.b.select(f.cmp("==", c, 0xF4), f.k(0x8F), f.k(0xBF)))
+        nd = f.get(need)
+        with f.if_(f.cmp(">=", f.add(iv, nd), e)):
+            f.ret(0)
+        c2 = f.byte(A["data"], f.add(iv, 1))
+        with f.if_(f.any(f.cmp("<", c2, f.get(lo2)), f.cmp(">", c2, f.get(hi2)))):
+            f.ret(0)
+        with f.if_(f.cmp(">=", nd, 2)):
+            c3 = f.byte(A["data"], f.add(iv, 2))
+            with f.if_(f.any(f.cmp("<", c3, 0x80), f.cmp(">", c3, 0xBF))):
+                f.ret(0)
+        with f.if_(f.cmp(">=", nd, 3)):
+            c4 = f.byte(A["data"], f.add(iv, 3))
+            with f.if_(f.any(f.cmp("<", c4, 0x80), f.cmp(">", c4, 0xBF))):
+                f.ret(0)
+        f.set(i, f.add(f.add(iv, nd), 1))
+    f.ret(1)
+    f.finish()
+    utf8_fn = f.fn
+
+    # ---- ks_utf8(data, offsets, n, ok): ok[i] &= value i is well-formed UTF-8
+    f = Fn("ks_utf8", ir.VoidType(), [("data", P8), ("offsets", P64), ("n", I64), ("ok", P8)])
+    A = f.a
+    with f.range(A["n"]) as r:
+        okp = f.at(A["ok"], r)
+        with f.if_(f.cmp("==", f.b.zext(f.b.load(okp), I64), 0)):
+            f.cont()
+        a0 = f.b.load(f.at(A["offsets"], r))
+        ln = f.sub(f.b.load(f.at(A["offsets"], f.add(r, 1))), a0)
+        good = f.b.call(utf8_fn, [f.at(A["data"], a0), ln])
+        with f.if_(f.cmp("==", good, 0)):
+            f.b.store(ir.Constant(I8, 0), okp)
+    f.ret()
+    f.finish()
+
+    # ---- ks_json(v, len, row, nj, segs, seg_off, fseg, hoff, hs, hvalid, vs, hdata, ds) -> 1 when the value
+    # must go to Polars.  The rules, and their pure-Python statement: keyscope/sampling/jsonfields.py.
+    # Field j's output row: offsets hoff[j*hs + row (+1)], status hvalid[j*vs + row] (0 null, 1 ok,
+    # 2 fallback), text at hdata[j*ds + hoff[j*hs + row]].  Its path: keys segs[seg_off[s]:seg_off[s+1]]
+    # for s in fseg[j] .. fseg[j+1]-1.
+    f = Fn("ks_json", I64, [
+        ("v", P8), ("len", I64), ("row", I64), ("nj", I64), ("segs", P8), ("seg_off", P64), ("fseg", P64),
+        ("hoff", P64), ("hs", I64), ("hvalid", P8), ("vs", I64), ("hdata", P8), ("ds", I64),
+    ])
+    A = f.a
+    v, n, row, nj = A["v"], A["len"], A["row"], A["nj"]
+    st_obj, st_alive, st_seen = f.array(JSON_MAX_DEPTH), f.array(JSON_MAX_DEPTH), f.array(JSON_MAX_DEPTH)
+    outlen = f.array(JSON_MAX_FIELDS)
+    i, mode, depth = f.var(0), f.var(0), f.var(0)  # mode: 0 a value, 1 after a value, 2 a key
+    term, nxt, got, fb = f.var(0), f.var(0), f.var(0), f.var(0)
+    VALUE, AFTER, KEY = 0, 1, 2
+
+    def bit(j):
+        return f.b.shl(f.k(1), j)
+
+    def has(mask, j):
+        return f.cmp("!=", f.b.and_(mask, bit(j)), 0)
+
+    def start_of(j):
+        return f.b.load(f.at(A["hoff"], f.add(f.b.mul(j, A["hs"]), row)))
+
+    def finish_all(status):
+        """Every field null (0) or fallback (2), then return (status == 2)."""
+        with f.range(nj) as j:
+            f.b.store(ir.Constant(I8, status), f.at(A["hvalid"], f.add(f.b.mul(j, A["vs"]), row)))
+            f.b.store(start_of(j), f.at(A["hoff"], f.add(f.add(f.b.mul(j, A["hs"]), row), 1)))
+        f.ret(1 if status == 2 else 0)
+
+    def invalid():
+        finish_all(0)
+
+    def fallback():
+        finish_all(2)
+
+    def ws():
+        with f.loop():
+            iv = f.get(i)
+            with f.if_(f.cmp(">=", iv, n)):
+                f.brk()
+            c = f.byte(v, iv)
+            isws = f.any(f.cmp("==", c, 0x20), f.cmp("==", c, 0x09), f.cmp("==", c, 0x0A), f.cmp("==", c, 0x0D))
+            with f.if_(f.b.not_(isws)):
+                f.brk()
+            f.set(i, f.add(iv, 1))
+
+    def at_end():
+        return f.cmp(">=", f.get(i), n)
+
+    def peek(idx):
+        """v[idx], or v[0] past the end (conditions below are not short-circuit: never read past n)."""
+        return f.byte(v, f.b.select(f.cmp("<", idx, n), idx, f.k(0)))
+
+    def is_digit(c):
+        return f.b.and_(f.cmp(">=", c, 0x30), f.cmp("<=", c, 0x39))
+
+    def digits(j):
+        """j: a slot; advanced past the digits from it."""
+        with f.loop():
+            jv = f.get(j)
+            with f.if_(f.cmp(">=", jv, n)):
+                f.brk()
+            with f.if_(f.b.not_(is_digit(f.byte(v, jv)))):
+                f.brk()
+            f.set(j, f.add(jv, 1))
+
+    def string_end():
+        """At a '"' (i): the index of the closing quote; returns (fallback / invalid) on \\ and control bytes."""
+        j = f.var(f.add(f.get(i), 1))
+        with f.loop():
+            jv = f.get(j)
+            with f.if_(f.cmp(">=", jv, n)):
+                invalid()
+            c = f.byte(v, jv)
+            with f.if_(f.cmp("==", c, 0x22)):
+                f.brk()
+            with f.if_(f.cmp("==", c, 0x5C)):
+                fallback()
+            with f.if_(f.cmp("<", c, 0x20)):
+                invalid()
+            f.set(j, f.add(jv, 1))
+        return f.get(j)
+
+    def write_term(src_at, ln):
+        """The text v[src_at : src_at+ln] is the value of every field in ``term``."""
+        tm = f.get(term)
+        with f.if_(f.cmp("!=", tm, 0)):
+            with f.range(nj) as j:
+                with f.if_(f.b.not_(has(tm, j))):
+                    f.cont()
+                f.copy(f.at(A["hdata"], f.add(f.b.mul(j, A["ds"]), start_of(j))), f.at(v, src_at), ln)
+                f.b.store(ln, f.at(outlen, j))
+                f.set(got, f.b.or_(f.get(got), bit(j)))
+
+    def literal(text):
+        """v[i:] starts with ``text`` (bytes), else invalid; i is left at its start."""
+        iv = f.get(i)
+        with f.if_(f.cmp(">", f.add(iv, len(text)), n)):
+            invalid()
+        for k, ch in enumerate(text):
+            with f.if_(f.cmp("!=", f.byte(v, f.add(iv, k)), ch)):
+                invalid()
+
+    def push(is_obj, alive):
+        dv = f.get(depth)
+        with f.if_(f.cmp(">=", dv, JSON_MAX_DEPTH)):
+            fallback()
+        f.b.store(f.k(is_obj), f.at(st_obj, dv))
+        f.b.store(f.k(alive), f.at(st_alive, dv))
+        f.b.store(f.k(0), f.at(st_seen, dv))
+        f.set(depth, f.add(dv, 1))
+
+    with f.if_(f.cmp("<=", n, 0)):
+        invalid()
+    with f.if_(f.cmp("==", f.b.call(utf8_fn, [v, n]), 0)):
+        invalid()
+    f.set(nxt, f.sub(f.b.shl(f.k(1), nj), 1))  # at the root every path's first key is next
+    with f.if_(f.cmp(">=", nj, 64)):
+        f.set(nxt, -1)
+    ws()
+    with f.loop():
+        md = f.get(mode)
+        with f.if_(f.cmp("==", md, VALUE)):
+            with f.if_(at_end()):
+                invalid()
+            iv = f.get(i)
+            c = f.byte(v, iv)
+            with f.if_(f.cmp("==", c, 0x7B)):  # {
+                f.set(fb, f.b.or_(f.get(fb), f.get(term)))  # an object at the path: Polars re-serialises it
+                push(1, f.get(nxt))
+                f.set(i, f.add(iv, 1))
+                ws()
+                with f.if_(f.b.and_(f.b.not_(at_end()), f.cmp("==", peek(f.get(i)), 0x7D))):
+                    f.set(depth, f.sub(f.get(depth), 1))
+                    f.set(i, f.add(f.get(i), 1))
+                    f.set(mode, AFTER)
+                    f.cont()
+                f.set(mode, KEY)
+                f.cont()
+            with f.if_(f.cmp("==", c, 0x5B)):  # [
+                f.set(fb, f.b.or_(f.get(fb), f.b.or_(f.get(term), f.get(nxt))))  # jsonpath over arrays: Polars
+                push(0, 0)
+                f.set(term, 0)
+                f.set(nxt, 0)
+                f.set(i, f.add(iv, 1))
+                ws()
+                with f.if_(f.b.and_(f.b.not_(at_end()), f.cmp("==", peek(f.get(i)), 0x5D))):
+                    f.set(depth, f.sub(f.get(depth), 1))
+                    f.set(i, f.add(f.get(i), 1))
+                    f.set(mode, AFTER)
+                f.cont()
+            f.set(mode, AFTER)
+            with f.if_(f.cmp("==", c, 0x22)):  # a string: its bytes, escapes went to Polars above
+                e = string_end()
+                write_term(f.add(iv, 1), f.sub(f.sub(e, iv), 1))
+                f.set(i, f.add(e, 1))
+                f.cont()
+            for ch, text in ((0x74, b"true"), (0x66, b"false"), (0x6E, b"null")):
+                with f.if_(f.cmp("==", c, ch)):
+                    literal(text)
+                    if text != b"null":
+                        write_term(iv, f.k(len(text)))
+                    f.set(i, f.add(iv, len(text)))
+                    f.cont()
+            with f.if_(f.b.not_(f.any(f.cmp("==", c, 0x2D), is_digit(c)))):
+                invalid()
+            # a number: -?(0|[1-9][0-9]*)(.[0-9]+)?, an exponent goes to Polars (1e400 fails serde_json)
+            neg = f.cmp("==", c, 0x2D)
+            j = f.var(f.b.select(neg, f.add(iv, 1), iv))
+            jv = f.get(j)
+            with f.if_(f.b.or_(f.cmp(">=", jv, n), f.b.not_(is_digit(peek(jv))))):
+                invalid()
+            d0 = f.byte(v, jv)
+            with f.if_else(f.cmp("==", d0, 0x30)) as (zero, other):
+                with zero:
+                    f.set(j, f.add(jv, 1))
+                with other:
+                    digits(j)
+            intd = f.sub(f.get(j), jv)
+            fracd, last, lead0 = f.var(0), f.var(0), f.var(0)
+            with f.if_(f.b.and_(f.cmp("<", f.get(j), n), f.cmp("==", peek(f.get(j)), 0x2E))):
+                fs = f.add(f.get(j), 1)
+                f.set(j, fs)
+                digits(j)
+                with f.if_(f.cmp("==", f.get(j), fs)):
+                    invalid()
+                f.set(fracd, f.sub(f.get(j), fs))
+                f.set(last, f.byte(v, f.sub(f.get(j), 1)))
+                z = f.var(fs)  # leading zeros of the fraction
+                with f.loop():
+                    with f.if_(f.b.or_(f.cmp(">=", f.get(z), f.get(j)), f.cmp("!=", peek(f.get(z)), 0x30))):
+                        f.brk()
+                    f.set(z, f.add(f.get(z), 1))
+                f.set(lead0, f.sub(f.get(z), fs))
+            jend = f.get(j)
+            with f.if_(f.cmp("<", jend, n)):
+                ce = f.byte(v, jend)
+                with f.if_(f.any(f.cmp("==", ce, 0x65), f.cmp("==", ce, 0x45))):
+                    fallback()
+            with f.if_(f.cmp("!=", f.get(term), 0)):
+                whole0 = f.cmp("==", d0, 0x30)
+                fd = f.get(fracd)
+                int_fast = f.b.and_(f.cmp("<=", intd, 18), f.b.not_(f.b.and_(neg, whole0)))
+                sig = f.b.select(whole0, f.sub(fd, f.get(lead0)), f.add(intd, fd))
+                frac_fast = f.b.and_(
+                    f.b.and_(f.cmp("!=", f.get(last), 0x30), f.cmp("<=", sig, 15)),
+                    f.b.not_(f.b.and_(whole0, f.cmp(">=", f.get(lead0), 2))),
+                )
+                fast = f.b.select(f.cmp("==", fd, 0), int_fast, frac_fast)
+                with f.if_else(fast) as (yes, no):
+                    with yes:
+                        write_term(iv, f.sub(jend, iv))
+                    with no:
+                        f.set(fb, f.b.or_(f.get(fb), f.get(term)))
+            f.set(i, jend)
+            f.cont()
+        with f.if_(f.cmp("==", md, AFTER)):
+            ws()
+            dv = f.get(depth)
+            with f.if_(f.cmp("==", dv, 0)):
+                with f.if_(f.b.not_(at_end())):
+                    invalid()
+                f.brk()
+            with f.if_(at_end()):
+                invalid()
+            c = f.byte(v, f.get(i))
+            top_obj = f.cmp("!=", f.b.load(f.at(st_obj, f.sub(dv, 1))), 0)
+            with f.if_(f.cmp("==", c, 0x2C)):  # ,
+                f.set(i, f.add(f.get(i), 1))
+                ws()
+                f.set(term, 0)
+                f.set(nxt, 0)
+                f.set(mode, f.b.select(top_obj, f.k(KEY), f.k(VALUE)))
+                f.cont()
+            closes = f.b.or_(f.b.and_(f.cmp("==", c, 0x7D), top_obj), f.b.and_(f.cmp("==", c, 0x5D), f.b.not_(top_obj)))
+            with f.if_(f.b.not_(closes)):
+                invalid()
+            f.set(depth, f.sub(dv, 1))
+            f.set(i, f.add(f.get(i), 1))
+            f.cont()
+        # KEY: a '"' after '{' or ','
+        with f.if_(f.b.or_(at_end(), f.cmp("!=", peek(f.get(i)), 0x22))):
+            invalid()
+        ks = f.add(f.get(i), 1)
+        ke = string_end()
+        klen = f.sub(ke, ks)
+        dv = f.get(depth)
+        top = f.sub(dv, 1)
+        alive = f.b.load(f.at(st_alive, top))
+        f.set(term, 0)
+        f.set(nxt, 0)
+        with f.if_(f.cmp("!=", alive, 0)):
+            with f.range(nj) as j:
+                with f.if_(f.b.not_(has(alive, j))):
+                    f.cont()
+                s0 = f.b.load(f.at(A["fseg"], j))
+                nseg = f.sub(f.b.load(f.at(A["fseg"], f.add(j, 1))), s0)
+                si = f.add(s0, top)
+                a0 = f.b.load(f.at(A["seg_off"], si))
+                ln = f.sub(f.b.load(f.at(A["seg_off"], f.add(si, 1))), a0)
+                with f.if_(f.cmp("!=", ln, klen)):
+                    f.cont()
+                same = f.var(1)
+                with f.range(ln) as m:
+                    with f.if_(f.cmp("!=", f.byte(A["segs"], f.add(a0, m)), f.byte(v, f.add(ks, m)))):
+                        f.set(same, 0)
+                        f.brk()
+                with f.if_(f.cmp("==", f.get(same), 0)):
+                    f.cont()
+                seen = f.b.load(f.at(st_seen, top))
+                with f.if_(has(seen, j)):  # a key repeated on the path: serde_json keeps the last
+                    f.set(fb, f.b.or_(f.get(fb), bit(j)))
+                f.b.store(f.b.or_(seen, bit(j)), f.at(st_seen, top))
+                with f.if_else(f.cmp("==", nseg, dv)) as (final, step):
+                    with final:
+                        f.set(term, f.b.or_(f.get(term), bit(j)))
+                    with step:
+                        f.set(nxt, f.b.or_(f.get(nxt), bit(j)))
+        f.set(i, f.add(ke, 1))
+        ws()
+        with f.if_(f.b.or_(at_end(), f.cmp("!=", peek(f.get(i)), 0x3A))):
+            invalid()
+        f.set(i, f.add(f.get(i), 1))
+        ws()
+        f.set(mode, VALUE)
+    # a whole, valid document: commit
+    with f.range(nj) as j:
+        valid_at = f.at(A["hvalid"], f.add(f.b.mul(j, A["vs"]), row))
+        end_at = f.at(A["hoff"], f.add(f.add(f.b.mul(j, A["hs"]), row), 1))
+        s = start_of(j)
+        with f.if_else(has(f.get(fb), j)) as (fbk, other):
+            with fbk:
+                f.b.store(ir.Constant(I8, 2), valid_at)
+                f.b.store(s, end_at)
+            with other:
+                with f.if_else(has(f.get(got), j)) as (yes, no):
+                    with yes:
+                        f.b.store(ir.Constant(I8, 1), valid_at)
+                        f.b.store(f.add(s, f.b.load(f.at(outlen, j))), end_at)
+                    with no:
+                        f.b.store(ir.Constant(I8, 0), valid_at)
+                        f.b.store(s, end_at)
+    f.ret(f.b.zext(f.cmp("!=", f.get(fb), 0), I64))
+    f.finish()
+    json_fn = f.fn
+
     # ---- ks_decode(...) -> status; see _decode_chunk for the contract
-    args = [
-        ("buf", P8), ("end", I64), ("st", P64), ("lo", I64), ("hi", I64), ("budget", I64),
-        ("out_off", P64), ("out_ts", P64), ("out_klen", P32), ("out_vlen", P32), ("koff", P32), ("kdata", P8),
-        ("want_values", I64), ("voff", P64), ("vdata", P8),
-        ("hnames", P8), ("hname_off", P64), ("nf", I64),
-        ("hoff", P64), ("hoff_stride", I64), ("hvalid", P8), ("hvalid_stride", I64), ("hdata", P8), ("hdata_stride", I64),
-    ]
-    f = Fn("ks_decode", I64, args)
+    args = [(n, {'p8': P8, 'p32': P32, 'p64': P64, 'i64': I64}[t]) for n, t in DECODE_ARGS]
+    decode_args = ir.LiteralStructType([t for _, t in args])
+    layout = ir.GlobalVariable(mod, decode_args, "ks_decode_args")  # for the layout check at load (_check_decode_args)
+    layout.initializer = ir.Constant(decode_args, None)
+    layout.linkage = "internal"
+    f = Fn("ks_decode", I64, args, struct=decode_args)
     A = f.a
     buf, end, st = A["buf"], A["end"], A["st"]
 
@@ -572,7 +977,20 @@ def _build_ir() -> str:
             want = f.cmp("!=", A["want_values"], 0)
             with f.if_(f.cmp(">", vlen, 0)):
                 fail_unless(f.cmp("<=", f.add(f.get(q), vlen), rend))
-                with f.if_(want):
+            # JSON fields, all paths in one walk over the value where it lies; the value is
+            # copied only when a field needs Polars (want_values 1: every value; 2: on fallback)
+            copy = f.var(f.b.zext(f.cmp("==", A["want_values"], 1), I64))
+            with f.if_(f.cmp(">", A["nj"], 0)):
+                hs, vs, ds = A["hoff_stride"], A["hvalid_stride"], A["hdata_stride"]
+                nh = A["nf"]
+                r = f.b.call(json_fn, [
+                    f.at(buf, f.get(q)), vlen, nv, A["nj"], A["segs"], A["seg_off"], A["fseg"],
+                    f.at(A["hoff"], f.b.mul(nh, hs)), hs, f.at(A["hvalid"], f.b.mul(nh, vs)), vs,
+                    f.at(A["hdata"], f.b.mul(nh, ds)), ds,
+                ])
+                f.set(copy, f.b.or_(f.get(copy), r))
+            with f.if_(f.cmp(">", vlen, 0)):
+                with f.if_(f.b.and_(want, f.cmp("!=", f.get(copy), 0))):
                     f.copy(f.at(A["vdata"], f.get(vpos)), f.at(buf, f.get(q)), vlen)
                     f.set(vpos, f.add(f.get(vpos), vlen))
                 f.set(q, f.add(f.get(q), vlen))
@@ -646,65 +1064,6 @@ def _build_ir() -> str:
     f.ret(_END)
     f.finish()
 
-    # ---- ks_utf8(data, offsets, n, ok): ok[i] &= value i is well-formed UTF-8
-    f = Fn("ks_utf8", ir.VoidType(), [("data", P8), ("offsets", P64), ("n", I64), ("ok", P8)])
-    A = f.a
-    with f.range(A["n"]) as r:
-        okp = f.at(A["ok"], r)
-        with f.if_(f.cmp("==", f.b.zext(f.b.load(okp), I64), 0)):
-            f.cont()
-        i = f.var(f.b.load(f.at(A["offsets"], r)))
-        e = f.b.load(f.at(A["offsets"], f.add(r, 1)))
-        good = f.var(1)
-        need, lo2, hi2 = f.var(0), f.var(0), f.var(0)
-        with f.loop():
-            iv = f.get(i)
-            with f.if_(f.cmp(">=", iv, e)):
-                f.brk()
-            c = f.byte(A["data"], iv)
-            with f.if_(f.cmp("<", c, 0x80)):
-                f.set(i, f.add(iv, 1))
-                f.cont()
-            # lead byte -> continuation count and the allowed range of the 2nd byte
-            with f.if_(f.any(f.cmp("<", c, 0xC2), f.cmp(">", c, 0xF4))):
-                f.set(good, 0)
-                f.brk()
-            f.set(need, 1)
-            f.set(lo2, 0x80)
-            f.set(hi2, 0xBF)
-            with f.if_(f.cmp(">=", c, 0xE0)):
-                f.set(need, 2)
-                with f.if_(f.cmp("==", c, 0xE0)):
-                    f.set(lo2, 0xA0)
-                with f.if_(f.cmp("==", c, 0xED)):
-                    f.set(hi2, 0x9F)
-            with f.if_(f.cmp(">=", c, 0xF0)):
-                f.set(need, 3)
-                f.set(lo2, f.b.select(f.cmp("==", c, 0xF0), f.k(0x90), f.k(0x80)))
-                f.set(hi2, f.b.select(f.cmp("==", c, 0xF4), f.k(0x8F), f.k(0xBF)))
-            nd = f.get(need)
-            with f.if_(f.cmp(">=", f.add(iv, nd), e)):
-                f.set(good, 0)
-                f.brk()
-            c2 = f.byte(A["data"], f.add(iv, 1))
-            with f.if_(f.any(f.cmp("<", c2, f.get(lo2)), f.cmp(">", c2, f.get(hi2)))):
-                f.set(good, 0)
-                f.brk()
-            with f.if_(f.cmp(">=", nd, 2)):
-                c3 = f.byte(A["data"], f.add(iv, 2))
-                with f.if_(f.any(f.cmp("<", c3, 0x80), f.cmp(">", c3, 0xBF))):
-                    f.set(good, 0)
-                    f.brk()
-            with f.if_(f.cmp(">=", nd, 3)):
-                c4 = f.byte(A["data"], f.add(iv, 3))
-                with f.if_(f.any(f.cmp("<", c4, 0x80), f.cmp(">", c4, 0xBF))):
-                    f.set(good, 0)
-                    f.brk()
-            f.set(i, f.add(f.add(iv, nd), 1))
-        with f.if_(f.cmp("==", f.get(good), 0)):
-            f.b.store(ir.Constant(I8, 0), okp)
-    f.ret()
-    f.finish()
     return str(mod)
 
 
@@ -730,18 +1089,30 @@ def _kernels() -> dict:
             tm = llvm.Target.from_default_triple().create_target_machine(
                 cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=0
             )
+            _check_decode_args(mod, tm)
             engine = llvm.create_mcjit_compiler(mod, tm)
             engine.finalize_object()
             V, I = ctypes.c_void_p, ctypes.c_int64
             _kernel_fns = {
                 "count": ctypes.CFUNCTYPE(I, V, I, V)(engine.get_function_address("ks_count")),
-                "decode": ctypes.CFUNCTYPE(
-                    I, V, I, V, I, I, I, V, V, V, V, V, V, I, V, V, V, V, I, V, I, V, I, V, I
-                )(engine.get_function_address("ks_decode")),
+                "decode": ctypes.CFUNCTYPE(I, ctypes.POINTER(DecodeArgs))(engine.get_function_address("ks_decode")),
                 "utf8": ctypes.CFUNCTYPE(None, V, V, I, V)(engine.get_function_address("ks_utf8")),
                 "_engine": engine,  # owns the machine code: keep it alive
             }
     return _kernel_fns
+
+
+def _check_decode_args(mod, tm) -> None:
+    """ks_decode's struct as LLVM lays it out must be the ctypes Structure, field by field."""
+    params = list(mod.get_function("ks_decode").global_value_type.elements)[1:]  # after the return type
+    if len(params) != 1 or not params[0].is_pointer:
+        raise RuntimeError(f"ks_decode takes {params}, not one pointer to its argument struct")
+    struct = next(g for g in mod.global_variables if g.name == "ks_decode_args").global_value_type
+    td = tm.target_data
+    got = [(td.get_element_offset(struct, i), td.get_abi_size(e)) for i, e in enumerate(struct.elements)]
+    want = [(getattr(DecodeArgs, n).offset, getattr(DecodeArgs, n).size) for n, _ in DECODE_ARGS]
+    if got != want or td.get_abi_size(struct) != ctypes.sizeof(DecodeArgs):
+        raise RuntimeError(f"ks_decode's argument struct {got} does not match DecodeArgs {want}")
 
 
 def _warm_kernels() -> None:
@@ -831,30 +1202,36 @@ _CODEC_NAMES = {1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 class _Columns:
     """Output buffers for one fetched chunk of one partition, grown as batches inflate."""
 
-    def __init__(self, cap: int, nbytes: int, want_values: bool, nf: int):
+    def __init__(self, cap: int, nbytes: int, plan: "_FieldPlan"):
         self.off = np.empty(cap, np.int64)
         self.ts = np.empty(cap, np.int64)
         self.klen = np.empty(cap, np.int32)
         self.vlen = np.empty(cap, np.int32)
         self.koff = np.zeros(cap + 1, np.int32)
         self.kdata = np.empty(max(nbytes, 16), np.uint8)
-        self.want_values = want_values
-        self.voff = np.zeros(cap + 1 if want_values else 1, np.int64)
-        self.vdata = np.empty(max(nbytes, 16) if want_values else 1, np.uint8)
-        self.hoff = np.zeros((nf, cap + 1), np.int64)
-        self.hvalid = np.zeros((nf, cap), np.uint8)
-        self.hdata = np.empty((nf, max(nbytes, 16) if nf else 1), np.uint8)
+        self.want_values = plan.want_values
+        want = bool(plan.want_values)
+        self.voff = np.zeros(cap + 1 if want else 1, np.int64)
+        self.vdata = np.empty(max(nbytes, 16) if want else 1, np.uint8)
+        rows = len(plan.headers) + len(plan.native)  # header fields, then the JSON fields ks_json fills
+        self.hoff = np.zeros((rows, cap + 1), np.int64)
+        self.hvalid = np.zeros((rows, cap), np.uint8)
+        self.hdata = np.empty((rows, max(nbytes, 16) if rows else 1), np.uint8)
 
     def decode(self, buf: np.ndarray, st: np.ndarray, lo: int, hi: int, budget: int, plan: "_FieldPlan") -> int:
         """One kernel call over ``buf`` from ``st[_POS]``; returns its status."""
         d = lambda a: a.ctypes.data  # noqa: E731
-        return int(_kernels()["decode"](
-            d(buf), buf.size, d(st), lo, hi, budget,
-            d(self.off), d(self.ts), d(self.klen), d(self.vlen), d(self.koff), d(self.kdata),
-            int(self.want_values), d(self.voff), d(self.vdata),
-            d(plan.hnames), d(plan.hname_off), len(plan.headers),
-            d(self.hoff), self.hoff.shape[1], d(self.hvalid), self.hvalid.shape[1], d(self.hdata), self.hdata.shape[1],
-        ))
+        args = DecodeArgs(
+            buf=d(buf), end=buf.size, st=d(st), lo=lo, hi=hi, budget=budget,
+            out_off=d(self.off), out_ts=d(self.ts), out_klen=d(self.klen), out_vlen=d(self.vlen),
+            koff=d(self.koff), kdata=d(self.kdata),
+            want_values=self.want_values, voff=d(self.voff), vdata=d(self.vdata),
+            hnames=d(plan.hnames), hname_off=d(plan.hname_off), nf=len(plan.headers),
+            hoff=d(self.hoff), hoff_stride=self.hoff.shape[1], hvalid=d(self.hvalid),
+            hvalid_stride=self.hvalid.shape[1], hdata=d(self.hdata), hdata_stride=self.hdata.shape[1],
+            nj=len(plan.native), segs=d(plan.segs), seg_off=d(plan.seg_off), fseg=d(plan.fseg),
+        )
+        return int(_kernels()["decode"](ctypes.byref(args)))
 
     def reserve(self, st, more: int) -> None:
         """Room for ``more`` bytes of keys/values/headers past the current cursors."""
@@ -881,7 +1258,12 @@ def _grow(a, need: int, used: int):
 
 
 class _FieldPlan:
+    """The fields as the kernel takes them: header names, and the JSON paths it walks itself
+    (``native``: simple dotted paths, see jsonfields.py) apart from those left to Polars."""
+
     def __init__(self, fields: list[FieldSpec]):
+        from .jsonfields import simple_path
+
         self.fields = fields
         self.json = [f for f in fields if f.header is None]
         self.headers = [f for f in fields if f.header is not None]
@@ -890,6 +1272,25 @@ class _FieldPlan:
         self.hname_off = np.zeros(len(names) + 1, np.int64)
         for i, nm in enumerate(names):
             self.hname_off[i + 1] = self.hname_off[i] + len(nm)
+        self.native: list[FieldSpec] = []
+        self.polars: list[FieldSpec] = []
+        keys: list[bytes] = []
+        fseg = [0]
+        for f in self.json:
+            path = simple_path(f.path)
+            if path is None or len(self.native) >= JSON_MAX_FIELDS:
+                self.polars.append(f)
+                continue
+            self.native.append(f)
+            keys += path
+            fseg.append(len(keys))
+        self.segs = np.frombuffer(b"".join(keys) or b"\0", np.uint8).copy()
+        self.seg_off = np.zeros(len(keys) + 1, np.int64)
+        for i, k in enumerate(keys):
+            self.seg_off[i + 1] = self.seg_off[i] + len(k)
+        self.fseg = np.array(fseg, np.int64)
+        # values: copied all when a path is Polars' alone, else only those ks_json hands back
+        self.want_values = 1 if self.polars else 2 if self.native else 0
 
 
 @dataclass
@@ -915,7 +1316,7 @@ def _decode(partition: int, records: bytes, lo: int, hi: int, budget: int, plan:
     buf = np.frombuffer(records, np.uint8)
     end = buf.size
     cap = min(_count_records(buf), max(0, budget))  # the kernel never writes more than the budget
-    cols = _Columns(cap, end, bool(plan.json), len(plan.headers))
+    cols = _Columns(cap, end, plan)
     st = np.zeros(_ST_LEN, np.int64)
     st[_NEXT] = lo
     stopped = False
@@ -994,19 +1395,7 @@ def _to_arrow(partition: int, n: int, st, cols: _Columns, plan: _FieldPlan):
         "value_size": pa.array(np.maximum(cols.vlen[:n], 0).astype(np.int32)),
     }
     if plan.json:
-        vvalid = (cols.vlen[:n] >= 0).astype(np.uint8)
-        _utf8_valid(cols.vdata, cols.voff, n, vvalid)
-        text = _large_string(n, cols.voff[: n + 1], cols.vdata[: int(st[_VPOS])], vvalid)
-        import polars as pl
-
-        # one select: Polars evaluates the paths in parallel (each path parses every value,
-        # ~2 us per path and record: most of a `sample --field` run, docs/benchmarks.md)
-        series = pl.from_arrow(text)
-        matched = series.to_frame("v").select(
-            pl.col("v").str.json_path_match(f.path).alias(f"f{i}") for i, f in enumerate(plan.json)
-        )
-        for i, f in enumerate(plan.json):
-            arrays[f.name] = matched.get_column(f"f{i}").rename(series.name).to_arrow()
+        arrays.update(_json_columns(n, st, cols, plan))
     for i, f in enumerate(plan.headers):
         hvalid = cols.hvalid[i, :n].copy()
         offs = cols.hoff[i, : n + 1]
@@ -1015,23 +1404,58 @@ def _to_arrow(partition: int, n: int, st, cols: _Columns, plan: _FieldPlan):
     return pa.table(arrays)
 
 
+def _json_columns(n: int, st, cols: _Columns, plan: _FieldPlan) -> dict:
+    """The JSON fields' columns: ks_json's rows, and Polars for the values it handed back."""
+    import polars as pl
+    import pyarrow as pa
+
+    out = {}
+    if plan.polars:  # every value was copied
+        vvalid = (cols.vlen[:n] >= 0).astype(np.uint8)
+        _utf8_valid(cols.vdata, cols.voff, n, vvalid)
+        text = _large_string(n, cols.voff[: n + 1], cols.vdata[: int(st[_VPOS])], vvalid)
+        # one select: Polars evaluates the paths in parallel (each path parses every value)
+        matched = pl.from_arrow(text).to_frame("v").select(
+            pl.col("v").str.json_path_match(f.path).alias(f"f{i}") for i, f in enumerate(plan.polars)
+        )
+        for i, f in enumerate(plan.polars):
+            out[f.name] = matched.get_column(f"f{i}").to_arrow().cast(pa.large_string())
+    nh = len(plan.headers)
+    for i, f in enumerate(plan.native):
+        status = cols.hvalid[nh + i, :n]
+        offs = cols.hoff[nh + i, : n + 1]
+        arr = _large_string(n, offs, cols.hdata[nh + i, : int(offs[n])], status == 1, validate=False)
+        back = np.flatnonzero(status == 2)
+        if back.size:  # what ks_json left to Polars: escapes, objects, exotic numbers, ...
+            a, b = cols.voff[back], cols.voff[back + 1]
+            pieces = [cols.vdata[x:y].tobytes().decode("utf-8") for x, y in zip(a.tolist(), b.tolist())]
+            got = pl.Series(pieces, dtype=pl.String).str.json_path_match(f.path)
+            arr = pl.from_arrow(arr).scatter(back, got).to_arrow().cast(pa.large_string())
+        out[f.name] = arr
+    return out
+
+
 def _bitmap(valid):
     import pyarrow as pa
 
     return pa.py_buffer(np.packbits(valid.astype(np.uint8), bitorder="little"))
 
 
-def _large_string(n: int, offsets, data, valid):
-    """A large_string array over (offsets, data) where ``valid`` (1 = valid UTF-8, not null)."""
+def _large_string(n: int, offsets, data, valid, validate: bool = True):
+    """A large_string array over (offsets, data) where ``valid`` (1 = valid UTF-8, not null).
+
+    ``validate=False``: the bytes are known UTF-8 (ks_json's output, cut from validated values at
+    ASCII quotes), so the array is built as a string at once, without Arrow's UTF-8 pass."""
     import pyarrow as pa
 
     valid = valid.astype(bool)
     arr = pa.Array.from_buffers(
-        pa.large_binary(), n, [_bitmap(valid), pa.py_buffer(np.ascontiguousarray(offsets, np.int64).copy()),
-                               pa.py_buffer(np.ascontiguousarray(data).copy())],
+        pa.large_binary() if validate else pa.large_string(), n,
+        [_bitmap(valid), pa.py_buffer(np.ascontiguousarray(offsets, np.int64).copy()),
+         pa.py_buffer(np.ascontiguousarray(data).copy())],
         null_count=int(n - valid.sum()),
     )
-    return arr.cast(pa.large_string())  # validated above; null slots are not checked
+    return arr.cast(pa.large_string()) if validate else arr  # validated above; null slots are not checked
 
 
 # --------------------------------------------------------------------------- the sampler
@@ -1081,7 +1505,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     longer than ``spec.retry_s``; raises KafkaError when nothing could be read
     at all (unreachable cluster, unknown topic, missing partitions).
     """
-    from .kafka import client as kafka_io
+    from ..kafka import client as kafka_io
 
     spec.validate()
     t0 = time.monotonic()
@@ -1145,7 +1569,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
 
 
 def _start_offsets(consumer, spec: SampleSpec, marks, timeout_s: float) -> dict[int, int]:
-    from .kafka import client as kafka_io
+    from ..kafka import client as kafka_io
 
     if spec.start == "earliest" or spec.start == "latest":
         return {p: w.low for p, w in marks.items()}
@@ -1376,7 +1800,7 @@ _TRANSACTIONAL, _CONTROL = 0x10, 0x20  # RecordBatch attribute bits
 
 def _take(part: _Part, fp, spec, plan, state: _RunState, fetcher):
     """Apply one partition's answer: True to fetch it again now, _LATER after a pause, False when done."""
-    from .kafka.client import error_name
+    from ..kafka.client import error_name
 
     if fp.error_code == _OFFSET_OUT_OF_RANGE:
         # Retention removed our next records while we read: skip to what is left.
@@ -1563,7 +1987,7 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
     import polars as pl
     import pyarrow as pa
 
-    from .sample import PartitionInfo, Sample, SampleMeta, base_schema
+    from ..sample import PartitionInfo, Sample, SampleMeta, base_schema
 
     tables = [t for p in sorted(parts) for t in parts[p].tables]
     if tables:
