@@ -38,6 +38,8 @@ import threading
 
 import numpy as np
 
+from . import _native
+
 if sys.byteorder != "little":  # pragma: no cover - every supported target is LE
     raise ImportError("keyscope's hash kernels assume a little-endian machine")
 
@@ -886,9 +888,12 @@ def _references() -> dict:
     }
 
 
-_KERNEL_TYPE = ctypes.CFUNCTYPE(
-    ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64
+# Every views kernel: (views, rows, buffer addresses, out, validity bitmap, its bit offset) -> non-null empty keys.
+_VIEWS_ARGS = (
+    ("views", ctypes.c_void_p), ("rows", ctypes.c_int64), ("buffers", ctypes.c_void_p),
+    ("out", ctypes.c_void_p), ("validity", ctypes.c_void_p), ("validity_offset", ctypes.c_int64),
 )
+_FNS = tuple(_native.Fn(f"views_{h}", ctypes.c_int64, _VIEWS_ARGS) for h in (*NAMES, "murmur2_simd"))
 _lock = threading.Lock()
 _compiled: dict | None = None
 
@@ -896,90 +901,33 @@ _compiled: dict | None = None
 def _kernels() -> dict:
     """Compile the module once per process and return name -> ctypes function.
 
-    Compiling costs ~0.1 s; the machine code is cached on disk (see
-    ``_cache_file``), so later processes only parse the IR and load it (~10 ms).
+    Compiling costs ~0.1 s; the machine code is cached on disk (keyscope._native),
+    so later processes only parse the IR and load it (~10 ms).
     """
     global _compiled
     if _compiled is not None:
         return _compiled
     with _lock:
         if _compiled is None:
-            import llvmlite.binding as llvm
-
-            llvm.initialize_native_target()
-            llvm.initialize_native_asmprinter()
-            ir = module_ir()
-            mod = llvm.parse_assembly(ir)
-            mod.verify()
-            target = llvm.Target.from_default_triple()
-            cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
-            tm = target.create_target_machine(cpu=cpu, features=features, opt=3)
-            path = _cache_file(ir, llvm, cpu, features)
-            cached = _read_cache(path)
-            if cached is None:
-                pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
-                pb.getModulePassManager().run(mod, pb)
-            engine = llvm.create_mcjit_compiler(mod, tm)
-            engine.set_object_cache(
-                notify_func=lambda _mod, obj: cached is None and _write_cache(path, obj),
-                getbuffer_func=lambda _mod: cached,
-            )
-            engine.finalize_object()
-            fns = {h: _KERNEL_TYPE(engine.get_function_address(f"views_{h}")) for h in NAMES}
+            lib = _native.load("kernels", module_ir(), _FNS, opt=3)
+            fns: dict = {h: lib[f"views_{h}"] for h in NAMES}
             fns["murmur2_scalar"] = fns["murmur2"]
-            fns["murmur2_simd"] = _KERNEL_TYPE(engine.get_function_address("views_murmur2_simd"))
+            fns["murmur2_simd"] = lib["views_murmur2_simd"]
             # Gathers are fast where AVX-512 is (measured 1.6-2x the scalar kernel);
             # on other CPUs they may not be, so the scalar kernel (~ gcc -O3) stays.
+            import llvmlite.binding as llvm
+
+            features = llvm.get_host_cpu_features().flatten()
             fns["_simd"] = "+avx512f" in features.split(",") and os.environ.get("KEYSCOPE_SIMD", "1") != "0"
             if fns["_simd"]:
                 fns["murmur2"] = fns["murmur2_simd"]
-            fns["_engine"] = engine  # owns the machine code: keep it alive
-            fns["_from_cache"] = cached is not None
+            fns["_engine"] = lib.engine  # owns the machine code: keep it alive
+            fns["_from_cache"] = lib.from_cache
             _compiled = fns
     return _compiled
 
 
-def _cache_file(ir: str, llvm, cpu: str, features: str):
-    """Where this exact build (IR, LLVM, CPU and its features) keeps its object code.
-
-    ``$KEYSCOPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/keyscope`` or
-    ``~/.cache/keyscope``.  Any change to the IR or the machine changes the name.
-    """
-    import hashlib
-    from pathlib import Path
-
-    import llvmlite
-
-    base = os.environ.get("KEYSCOPE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "keyscope"
-    )
-    ident = "\0".join([ir, llvmlite.__version__, repr(llvm.llvm_version_info), llvm.get_process_triple(), cpu, features])
-    return Path(base) / f"kernels-{hashlib.sha256(ident.encode()).hexdigest()[:32]}.o"
-
-
-def _read_cache(path) -> bytes | None:
-    """The cached object code, or None when absent, unreadable or not intact."""
-    import hashlib
-
-    try:
-        blob = path.read_bytes()
-    except OSError:
-        return None
-    digest, obj = blob[:32], blob[32:]
-    return obj if obj and hashlib.sha256(obj).digest() == digest else None
-
-
-def _write_cache(path, obj: bytes) -> None:
-    """Store object code with its checksum, atomically; a read-only home just means no cache."""
-    import hashlib
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(hashlib.sha256(obj).digest() + bytes(obj))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+_read_cache = _native._read_cache  # the tests damage a cache file and check it is refused
 
 
 def _cpus() -> int:
