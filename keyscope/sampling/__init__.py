@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import _native
 from ..errors import KafkaError, UsageError
 from ..model.limits import MAX_PARTITIONS
 
@@ -880,11 +881,7 @@ def _build_ir() -> str:
 
     # ---- ks_decode(...) -> status; see _decode_chunk for the contract
     args = [(n, {'p8': P8, 'p32': P32, 'p64': P64, 'i64': I64}[t]) for n, t in DECODE_ARGS]
-    decode_args = ir.LiteralStructType([t for _, t in args])
-    layout = ir.GlobalVariable(mod, decode_args, "ks_decode_args")  # for the layout check at load (_check_decode_args)
-    layout.initializer = ir.Constant(decode_args, None)
-    layout.linkage = "internal"
-    f = Fn("ks_decode", I64, args, struct=decode_args)
+    f = Fn("ks_decode", I64, args, struct=ir.LiteralStructType([t for _, t in args]))
     A = f.a
     buf, end, st = A["buf"], A["end"], A["st"]
 
@@ -1067,52 +1064,51 @@ def _build_ir() -> str:
     return str(mod)
 
 
+_V, _I = ctypes.c_void_p, ctypes.c_int64
+_FNS = (
+    _native.Fn("ks_count", _I, (("buf", _V), ("end", _I), ("attrs", _V))),
+    _native.Fn("ks_decode", _I, (("args", _V),)),  # a DecodeArgs*, its layout checked in _check_decode_args
+    _native.Fn("ks_utf8", None, (("data", _V), ("offsets", _V), ("n", _I), ("ok", _V))),
+)
+# No optimisation passes: -O3 took ~0.3 s to compile and saved ~15 ms per million records,
+# while unoptimised code decodes ~20M records/s, far above any fetch rate.
+_LIB = _native.Lazy("sampling-decoder", lambda: _build_ir(), _FNS, opt=0)
 _kernel_lock = threading.Lock()
 _kernel_fns: dict | None = None
 
 
 def _kernels() -> dict:
-    """Compile the decoder once per process and return name -> ctypes function (GIL released in calls)."""
+    """The decoder, compiled once per machine (object cache, keyscope._native) and loaded once per
+    process: name -> ctypes function (GIL released in calls)."""
     global _kernel_fns
     if _kernel_fns is not None:
         return _kernel_fns
     with _kernel_lock:
         if _kernel_fns is None:
-            import llvmlite.binding as llvm
-
-            llvm.initialize_native_target()
-            llvm.initialize_native_asmprinter()
-            mod = llvm.parse_assembly(_build_ir())
-            mod.verify()
-            # No optimisation passes: -O3 took ~0.3 s to compile and saved ~15 ms per million
-            # records, while unoptimised code decodes ~20M records/s, far above any fetch rate.
-            tm = llvm.Target.from_default_triple().create_target_machine(
-                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=0
-            )
-            _check_decode_args(mod, tm)
-            engine = llvm.create_mcjit_compiler(mod, tm)
-            engine.finalize_object()
-            V, I = ctypes.c_void_p, ctypes.c_int64
+            lib = _LIB.get()
+            _check_decode_args()
             _kernel_fns = {
-                "count": ctypes.CFUNCTYPE(I, V, I, V)(engine.get_function_address("ks_count")),
-                "decode": ctypes.CFUNCTYPE(I, ctypes.POINTER(DecodeArgs))(engine.get_function_address("ks_decode")),
-                "utf8": ctypes.CFUNCTYPE(None, V, V, I, V)(engine.get_function_address("ks_utf8")),
-                "_engine": engine,  # owns the machine code: keep it alive
+                "count": lib["ks_count"], "decode": lib["ks_decode"], "utf8": lib["ks_utf8"],
+                "_engine": lib.engine, "_from_cache": lib.from_cache,
             }
     return _kernel_fns
 
 
-def _check_decode_args(mod, tm) -> None:
-    """ks_decode's struct as LLVM lays it out must be the ctypes Structure, field by field."""
-    params = list(mod.get_function("ks_decode").global_value_type.elements)[1:]  # after the return type
-    if len(params) != 1 or not params[0].is_pointer:
-        raise RuntimeError(f"ks_decode takes {params}, not one pointer to its argument struct")
-    struct = next(g for g in mod.global_variables if g.name == "ks_decode_args").global_value_type
-    td = tm.target_data
+def _check_decode_args() -> None:
+    """The struct ks_decode reads, as LLVM lays it out for this machine, must be DecodeArgs field by field."""
+    from llvmlite import ir
+
+    llvm = _native._llvm()
+    types = {"p8": ir.IntType(8).as_pointer(), "p32": ir.IntType(32).as_pointer(),
+             "p64": ir.IntType(64).as_pointer(), "i64": ir.IntType(64)}
+    m = ir.Module("layout")
+    ir.GlobalVariable(m, ir.LiteralStructType([types[t] for _, t in DECODE_ARGS]), "args")
+    struct = llvm.parse_assembly(str(m)).get_global_variable("args").global_value_type
+    td = llvm.Target.from_default_triple().create_target_machine().target_data
     got = [(td.get_element_offset(struct, i), td.get_abi_size(e)) for i, e in enumerate(struct.elements)]
     want = [(getattr(DecodeArgs, n).offset, getattr(DecodeArgs, n).size) for n, _ in DECODE_ARGS]
     if got != want or td.get_abi_size(struct) != ctypes.sizeof(DecodeArgs):
-        raise RuntimeError(f"ks_decode's argument struct {got} does not match DecodeArgs {want}")
+        raise _native.SignatureError(f"ks_decode's argument struct {got} does not match DecodeArgs {want}")
 
 
 def _warm_kernels() -> None:
@@ -1231,7 +1227,7 @@ class _Columns:
             hvalid_stride=self.hvalid.shape[1], hdata=d(self.hdata), hdata_stride=self.hdata.shape[1],
             nj=len(plan.native), segs=d(plan.segs), seg_off=d(plan.seg_off), fseg=d(plan.fseg),
         )
-        return int(_kernels()["decode"](ctypes.byref(args)))
+        return int(_kernels()["decode"](ctypes.addressof(args)))
 
     def reserve(self, st, more: int) -> None:
         """Room for ``more`` bytes of keys/values/headers past the current cursors."""
