@@ -9,6 +9,29 @@ from .fetch import _read_to
 from .options import PACE_RATIO, PACE_STEP
 
 
+def _span(tables) -> dict | None:
+    """One partition's first/last offset, records, and the timestamps (ms) at those offsets.
+
+    From its own tables (numpy over the offset column), not a group_by over the whole frame: that
+    sort_by + group_by over every record was ~0.1 s per million records."""
+    import numpy as np
+
+    offs = np.concatenate([t.column("offset").to_numpy() for t in tables])
+    if not offs.size:
+        return None
+    i, j = int(offs.argmin()), int(offs.argmax())
+
+    def ts(k: int):
+        for t in tables:  # the row k of the concatenation
+            if k < t.num_rows:
+                v = t.column("timestamp")[k]
+                return None if not v.is_valid else v.value
+            k -= t.num_rows
+        return None
+
+    return {"first": int(offs[i]), "last": int(offs[j]), "records": int(offs.size), "t0": ts(i), "t1": ts(j)}
+
+
 def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max_records, max_bytes, timeout_s):
     import polars as pl
     import pyarrow as pa
@@ -25,19 +48,7 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
     df = df.with_columns([pl.col(f.name).cast(pl.String) for f in plan.fields])
     df = df.with_columns(pl.col("key").cast(pl.Binary))
     infos: dict[int, PartitionInfo] = {}
-    seen = {}
-    if df.height:
-        g = (
-            df.group_by("partition")
-            .agg(
-                pl.col("offset").min().alias("first"),
-                pl.col("offset").max().alias("last"),
-                pl.len().alias("records"),
-                pl.col("timestamp").sort_by("offset").first().dt.epoch("ms").alias("t0"),
-                pl.col("timestamp").sort_by("offset").last().dt.epoch("ms").alias("t1"),
-            )
-        )
-        seen = {int(r["partition"]): r for r in g.iter_rows(named=True)}
+    seen = {p: _span(parts[p].tables) for p in parts if parts[p].tables}
     for p in sorted(parts):
         x = parts[p]
         r = seen.get(p)
