@@ -208,3 +208,28 @@ def test_kernel_statuses_are_the_references(values):
             if status == OK:
                 a, e = cols.hoff[j, r], cols.hoff[j, r + 1]
                 assert cols.hdata[j, a:e].tobytes() == text
+
+
+def test_values_are_copied_only_for_polars():
+    """Simple values are read where they lie; only the one with an escape is copied (for Polars)."""
+    import numpy as np
+
+    from keyscope.sampling import _ST_LEN, _Columns
+    from keyscope.sampling.decoder import _VPOS
+
+    def copied(values, paths):
+        b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                                      producer_epoch=-1, base_sequence=-1, batch_size=1 << 30)
+        for i, v in enumerate(values):
+            b.append(i, 1000 + i, b"k", v, [])
+        buf = np.frombuffer(bytes(b.build()), np.uint8)
+        plan = _FieldPlan([FieldSpec(f"f{i}", p) for i, p in enumerate(paths)])
+        cols, st_ = _Columns(len(values), buf.size, plan), np.zeros(_ST_LEN, np.int64)
+        cols.decode(buf, st_, 0, 1 << 62, 1 << 62, plan)
+        return int(st_[_VPOS])
+
+    plain = [b'{"region":"r3","user":"u1","v":7}'] * 10
+    assert copied(plain, ["$.region", "$.user"]) == 0
+    escaped = b'{"region":"r\\"3"}'
+    assert copied(plain + [escaped], ["$.region"]) == len(escaped)
+    assert copied(plain, ["$.region", "$.items[0]"]) == 10 * len(plain[0])  # a path only Polars takes
