@@ -38,15 +38,6 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
 
     from ..sample import PartitionInfo, Sample, SampleMeta, base_schema
 
-    tables = [t for p in sorted(parts) for t in parts[p].tables]
-    if tables:
-        df = pl.from_arrow(pa.concat_tables(tables))
-    else:
-        schema = dict(base_schema())
-        schema.update({f.name: pl.String for f in plan.fields})
-        df = pl.DataFrame(schema=schema)
-    df = df.with_columns([pl.col(f.name).cast(pl.String) for f in plan.fields])
-    df = df.with_columns(pl.col("key").cast(pl.Binary))
     infos: dict[int, PartitionInfo] = {}
     seen = {p: _span(parts[p].tables) for p in parts if parts[p].tables}
     for p in sorted(parts):
@@ -60,6 +51,21 @@ def _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max
             last_timestamp_ms=None if r is None or r["t1"] is None else int(r["t1"]),
             last_stable=x.last_stable, budget=x.budget, read_to=_read_to(x),
         )
+    tables = [t for p in sorted(parts) for t in parts[p].tables]
+    if tables:
+        df = pl.from_arrow(pa.concat_tables(tables))
+    else:
+        schema = dict(base_schema())
+        schema.update({f.name: pl.String for f in plan.fields})
+        df = pl.DataFrame(schema=schema)
+    df = df.with_columns([pl.col(f.name).cast(pl.String) for f in plan.fields])
+    df = df.with_columns(pl.col("key").cast(pl.Binary))
+    # The frame holds its own copy (from_arrow rechunks): drop the fetched tables before the caller
+    # writes the file, so the write's peak does not hold the records twice over.
+    tables.clear()
+    for x in parts.values():
+        x.tables.clear()
+        x.held.clear()
     misses = {f.name: int(df[f.name].null_count()) for f in plan.fields}
     how = {
         "mode": spec.start,
