@@ -4,7 +4,8 @@ Why not a kafka-python consumer loop: it builds a Python object per record
 and reaches about half of kcat's speed.  Here Fetch requests go out on the
 read-only consumer's own connections (:class:`keyscope.kafka.client.RawFetcher`)
 and the RecordBatch v2 bytes are decoded by a compiled kernel straight into
-column buffers (keys copied, values only when a ``--field`` needs them).
+column buffers (keys copied; JSON ``--field`` paths read in the same pass,
+values copied only for the few a field hands to Polars).
 Compressed batches are inflated with the codecs pyarrow ships (gzip, snappy,
 lz4, zstd), so no codec package is needed.
 
@@ -16,11 +17,17 @@ transactions are dropped as a read_committed consumer drops them.  Bounds
 (``per_partition``, ``max_records``, ``max_bytes``, ``timeout_s``) stop it
 early, whichever comes first.  ``max_records`` is split across partitions in
 proportion to what each holds in its range, and partitions are read paced
-(see :func:`_run`), so the sample's partition mix follows the topic's even
+(see :func:`.fetch._run`), so the sample's partition mix follows the topic's even
 when a bound or Ctrl-C cuts it short.
 
 Ctrl-C or a lost broker does not lose what was read: :func:`sample_topic`
 returns it with ``meta.partial`` set, and the caller writes it.
+
+One idea per module: options (what to read, defaults, bounds), plan (records per
+partition), fetch (the paced fetch loop, sample_topic), transactions (aborted
+batches), wire (the RecordBatch v2 layout by name), decoder (the LLVM IR and its
+loader), jsonfields (the one-pass field rules and their pure-Python reference),
+codecs, chunk (one fetched chunk -> Arrow), assemble (tables -> Sample).
 """
 
 from .chunk import _Chunk, _Columns, _decode, _decode_chunk, _FieldPlan
