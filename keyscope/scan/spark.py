@@ -272,7 +272,7 @@ def _columns(batch, spec: ScanSpec):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..sampling import MAX_TIMESTAMP_MS
+    from ..sampling.options import MAX_TIMESTAMP_MS
 
     ms = pc.cast(pc.cast(batch.column("timestamp"), pa.timestamp("us", tz="UTC")), pa.int64())
     ms = pc.divide(ms, 1000)
