@@ -227,3 +227,26 @@ def test_signatures_are_checked_against_the_ir():
     bad = (_native.Fn("kt_merge", kt._I64, (("table", kt._P),)),)
     with pytest.raises(_native.SignatureError, match="kt_merge"):
         _native.load("keytable-test", kt.module_ir(), bad, opt=0)
+
+
+def test_using_the_key_table_imports_no_numba():
+    """The point of the port (issue 13): scan and encode load LLVM IR through keyscope._native, not numba."""
+    import ast
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, polars as pl\n"
+        "from keyscope import _keytable as kt\n"
+        "from keyscope.sample import Sample\n"
+        "df = Sample.from_frame(pl.DataFrame({'key': [b'a', None, b'x' * 30], 'partition': [0, 1, 0]}),"
+        " partition_count=2).df\n"
+        "kp, _ = kt.scan(df, 2)\n"
+        "codes, _ = kt.encode(df['key'])\n"
+        "assert kp.height == 3 and codes.tolist() == [0, -1, 1]\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-800:]
+    mods = ast.literal_eval(r.stdout)
+    assert "llvmlite.binding" in mods and not any(m.startswith("numba") for m in mods)

@@ -1,0 +1,86 @@
+"""keyscope._keytable's kernels, warm, against an older tree's (e.g. the numba ones), in one process.
+
+Times ``scan`` (the one pass of ``analyze``: 2 threads, as analyze runs it)
+and ``encode`` (what-if's dictionary codes) on the key column of a sample
+file, and on the same rows with 36-byte UUID-like keys (the out-of-line
+view path), taking turns between the trees; median of ``--repeat``.  Both
+are compiled/loaded before timing.
+
+Run: ``git archive main keyscope | tar -x -C /tmp/before`` then
+``python benchmarks/bench_keytable.py SAMPLE.parquet --before /tmp/before``
+(a sample: ``python benchmarks/bench_cold.py --make-sample 10000000 s.parquet``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def load_tree(path: str):
+    spec = importlib.util.spec_from_file_location("before_keytable", Path(path) / "keyscope" / "_keytable.py",
+                                                  submodule_search_locations=None)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    mod.__package__ = "keyscope"  # its relative imports resolve to this tree's keyscope (numba needs none)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sample")
+    ap.add_argument("--before", help="a tree holding keyscope/_keytable.py to compare with")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    import numpy as np
+    import polars as pl
+
+    from keyscope import _keytable as after
+    from keyscope.sample import read_sample
+
+    s = read_sample(args.sample)
+    df = s.frame("partition", "key", "value_size")
+    n = df.height
+    uuids = pl.Series("key", np.random.default_rng(1).integers(0, 100_000, n)).cast(pl.String)
+    uuids = pl.select(pl.format("00000000-0000-4000-8000-{}", uuids.str.zfill(12)).cast(pl.Binary)).to_series()
+    frames = {"tenant-N keys (<= 12 bytes, inline)": df,
+              "UUID keys (36 bytes, out of line)": df.with_columns(uuids.alias("key"))}
+    trees = {"after": after}
+    if args.before:
+        trees["before"] = load_tree(args.before)
+    P = s.partition_count
+    print(f"{n:,} records, {P} partitions; median of {args.repeat}")
+    for label, frame in frames.items():
+        for what, call in (("scan", lambda m, f: m.scan(f, P, extremes=False)),
+                           ("encode", lambda m, f: m.encode(f["key"]))):
+            times: dict = {t: [] for t in trees}
+            ref = None
+            for t, m in trees.items():  # compile / load, and check both give the same result
+                out = call(m, frame)
+                got = out[0].sort("key", "partition") if what == "scan" else out[0]
+                if ref is None:
+                    ref = got
+                else:
+                    assert (got.equals(ref) if what == "scan" else np.array_equal(got, ref)), (what, t)
+            for _ in range(args.repeat):
+                for t, m in trees.items():
+                    t0 = time.perf_counter()
+                    call(m, frame)
+                    times[t].append(time.perf_counter() - t0)
+            med = {t: statistics.median(v) for t, v in times.items()}
+            line = "  ".join(f"{t} {v:.3f} s ({v / n * 1e9:.1f} ns/rec)" for t, v in med.items())
+            ratio = f"  before/after {med['before'] / med['after']:.2f}x" if "before" in med else ""
+            print(f"{what:6s} {label}: {line}{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
