@@ -1,6 +1,6 @@
 """keyscope._keytable's kernels, warm, against an older tree's (e.g. the numba ones), in one process.
 
-Times ``scan`` (the one pass of ``analyze``: 2 threads, as analyze runs it)
+Times ``scan`` (the one pass of ``analyze``: 2 threads as analyze runs it, or ``--threads``)
 and ``encode`` (what-if's dictionary codes) on the key column of a sample
 file, and on the same rows with 36-byte UUID-like keys (the out-of-line
 view path), taking turns between the trees; median of ``--repeat``.  Both
@@ -14,7 +14,7 @@ Run: ``git archive main keyscope | tar -x -C /tmp/before`` then
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import statistics
 import sys
 import time
@@ -24,13 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load_tree(path: str):
-    spec = importlib.util.spec_from_file_location("before_keytable", Path(path) / "keyscope" / "_keytable.py",
-                                                  submodule_search_locations=None)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    mod.__package__ = "keyscope"  # its relative imports resolve to this tree's keyscope (numba needs none)
-    spec.loader.exec_module(mod)
-    return mod
+    """The older tree's _keytable as its own module, from a copy (numba's on-disk cache is per file and
+    names the module: loading the tree's own file under another name would spoil that tree's cache)."""
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="bench-keytable-")
+    shutil.copy(Path(path) / "keyscope" / "_keytable.py", Path(d) / "before_keytable.py")
+    sys.path.insert(0, d)
+    return importlib.import_module("before_keytable")  # it imports numpy/numba/llvmlite only
 
 
 def main(argv=None) -> int:
@@ -38,6 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("sample")
     ap.add_argument("--before", help="a tree holding keyscope/_keytable.py to compare with")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, help="scan's threads (default: as analyze, up to 2)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -57,9 +60,9 @@ def main(argv=None) -> int:
     if args.before:
         trees["before"] = load_tree(args.before)
     P = s.partition_count
-    print(f"{n:,} records, {P} partitions; median of {args.repeat}")
+    print(f"{n:,} records, {P} partitions; scan threads {args.threads or 'auto'}; median of {args.repeat}")
     for label, frame in frames.items():
-        for what, call in (("scan", lambda m, f: m.scan(f, P, extremes=False)),
+        for what, call in (("scan", lambda m, f: m.scan(f, P, threads=args.threads, extremes=False)),
                            ("encode", lambda m, f: m.encode(f["key"]))):
             times: dict = {t: [] for t in trees}
             ref = None
