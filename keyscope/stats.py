@@ -150,23 +150,63 @@ def gini(loads) -> float:
 
 
 def chi_square_uniform(counts) -> dict | None:
-    """Pearson's chi-square of record counts against an even spread (scipy).
+    """Pearson's chi-square of record counts against an even spread.
 
     None when the test is undefined (fewer than two partitions, no records).
     Note it tests records as independent draws: on large samples any real
     imbalance is "significant"; the skew ratio says how much it matters.
     """
-    from scipy.special import chdtrc  # the survival function alone: a third of scipy.stats' import
-
     c = np.asarray(counts, dtype=np.float64)
     if c.size < 2 or c.sum() <= 0:
         return None
     expected = c.sum() / c.size
     stat = float(np.sum((c - expected) ** 2) / expected)
-    p = float(chdtrc(c.size - 1, stat))
+    p = chi_square_sf(stat, c.size - 1)
     if not (math.isfinite(stat) and math.isfinite(p)):
         return None
     return {"statistic": stat, "dof": int(c.size - 1), "p_value": p}
+
+
+def chi_square_sf(x: float, dof: int) -> float:
+    """P(X >= x) for X ~ chi-square(dof): the regularized upper incomplete gamma Q(dof/2, x/2).
+
+    Why not scipy: ``from scipy.special import chdtrc`` cost 0.4-1.1 s of a
+    cold ``analyze`` (python -X importtime, loaded machine) for this one
+    number.  The series and the continued fraction (Numerical Recipes 6.2,
+    modified Lentz) agree with scipy's ``chdtrc`` to 1e-12 relative up to dof
+    1,000 and 1e-11 at dof 10,000 (tests/test_stats.py, scipy as the oracle).
+    """
+    if x <= 0:
+        return 1.0
+    a, h = dof / 2.0, x / 2.0
+    log_front = a * math.log(h) - h - math.lgamma(a)  # log(h^a e^-h / Gamma(a))
+    if h < a + 1.0:  # the series for P converges fast here, and Q is not tiny
+        term = total = 1.0 / a
+        ap = a
+        for _ in range(100_000):
+            ap += 1.0
+            term *= h / ap
+            total += term
+            if term < total * 1e-17:
+                break
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    tiny = 1e-300
+    b = h + 1.0 - a
+    cf, d = 1.0 / tiny, 1.0 / b
+    f = d
+    for i in range(1, 100_000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        cf = b + an / cf
+        cf = tiny if abs(cf) < tiny else cf
+        d = 1.0 / d
+        delta = d * cf
+        f *= delta
+        if abs(delta - 1.0) < 1e-16:
+            break
+    return math.exp(log_front) * f
 
 
 def random_hashing_skews(

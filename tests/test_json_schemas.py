@@ -399,16 +399,9 @@ def lagging_topic(broker):
 
 
 def _commit_only(bootstrap, topic, group, offsets):
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.structs import OffsetAndMetadata
+    from keyscope.kafka.demo import commit_offsets
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        tps = {p: TopicPartition(topic, p) for p in offsets}
-        c.assign(list(tps.values()))
-        c.commit({tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
-    finally:
-        c.close(autocommit=False)
+    commit_offsets(bootstrap, topic, group, offsets)
 
 
 def test_lag_one_reading(lagging_topic):

@@ -50,16 +50,9 @@ def produce_batched(bootstrap, topic, counts: dict[int, int]):
 
 def commit_as_non_member(bootstrap, topic, group, offsets: dict[int, int]):
     """assign() + commit on an idle group, as a stopped consumer leaves things."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.structs import OffsetAndMetadata
+    from keyscope.kafka.demo import commit_offsets
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        tps = {p: TopicPartition(topic, p) for p in offsets}
-        c.assign(list(tps.values()))
-        c.commit({tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
-    finally:
-        c.close(autocommit=False)
+    commit_offsets(bootstrap, topic, group, offsets)
 
 
 def committed_by_other_client(bootstrap, topic, group, partitions):

@@ -1,8 +1,8 @@
 """Quick commands stay quick: heavy libraries stay off their import path.
 
 Measured with ``python -X importtime`` in a fresh process, as a user runs the
-command (no timing asserted: what is imported is).  scipy.stats cost 0.87 s,
-numba ~0.4 s, matplotlib ~0.5 s; Polars/pyarrow/llvmlite ~0.3 s together.
+command (no timing asserted: what is imported is).  scipy.stats cost 0.87 s
+(scipy.special 0.4-1.1 s), numba ~0.4 s, matplotlib ~0.5 s; Polars/pyarrow/llvmlite ~0.3 s together.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def imported(*args: str) -> set[str]:
         (("info", SAMPLE), HEAVY | {"kafka"}),
         (("lag", "-b", "127.0.0.1:1", "--group", "g", "--timeout", "1"), HEAVY | COLUMNAR),
         (("rules", "--group", "g", "--topic", "t"), HEAVY | COLUMNAR | {"kafka"}),
-        # below 2M records analyze groups with Polars: numba (0.2 s import + ~0.5 s loading its cached kernels) stays off
-        (("analyze", SAMPLE), {"numba", "matplotlib", "kafka"}),
+        # below 2M records analyze groups with Polars: numba (0.2 s import + ~0.5 s loading its cached kernels) stays off;
+        # the chi-square tail is keyscope.stats' own (scipy.special cost 0.4-1.1 s)
+        (("analyze", SAMPLE), HEAVY | {"kafka"}),
     ],
     ids=["version", "partition", "info", "lag", "rules", "analyze-small"],
 )
@@ -53,9 +54,10 @@ def test_quick_commands_import_no_heavy_library(args, banned):
     assert imported(*args) & banned == set()
 
 
-def test_the_check_can_fail():
-    """analyze does use scipy (chi-square tail) and Polars: the parser sees them."""
-    assert {"scipy", "polars"} <= imported("analyze", SAMPLE)
+def test_the_check_can_fail(tmp_path):
+    """What a command does import, the parser sees: Polars for analyze, matplotlib for whatif --plot."""
+    assert "polars" in imported("analyze", SAMPLE)
+    assert "matplotlib" in imported("whatif", SAMPLE, "--partitions", "6", "--plot", str(tmp_path / "p.png"))
 
 
 def command_modules(*args: str) -> set[str]:

@@ -172,3 +172,29 @@ def test_chi_square_equals_scipy_chisquare():
         assert got["dof"] == c.size - 1
         assert got["statistic"] == pytest.approx(float(ref.statistic), rel=1e-12)
         assert got["p_value"] == pytest.approx(float(ref.pvalue), rel=1e-9, abs=1e-300)
+
+
+def test_chi_square_sf_equals_scipy_over_dof_and_tails():
+    from scipy.special import chdtrc
+
+    from keyscope.stats import chi_square_sf
+
+    worst = 0.0
+    for dof in [1, 2, 3, 5, 11, 63, 64, 127, 500, 1000, 4095, 10_000]:
+        for q in [0.0, 0.01, 0.2, 0.5, 0.9, 1.0, 1.1, 1.5, 2.0, 4.0, 10.0, 100.0]:
+            x = dof * q + (q > 0) * 3 * q * math.sqrt(2 * dof)
+            ref, got = float(chdtrc(dof, x)), chi_square_sf(x, dof)
+            assert math.isfinite(got) and 0.0 <= got <= 1.0
+            if ref > 1e-290:
+                worst = max(worst, abs(got - ref) / ref)
+            else:
+                assert got < 1e-280
+    assert worst < 1e-10, worst  # 1e-11 measured at dof 10,000 (cancellation in the log of the front factor)
+
+
+def test_chi_square_sf_edges():
+    from keyscope.stats import chi_square_sf
+
+    assert chi_square_sf(0.0, 5) == 1.0
+    assert chi_square_sf(1e12, 3) == 0.0  # underflows to zero, never NaN
+    assert chi_square_sf(2.0, 2) == pytest.approx(math.exp(-1.0), rel=1e-14)  # dof 2: e^(-x/2)

@@ -99,9 +99,6 @@ def commit_group_lag(bootstrap: str, topic: str, group: str, lag_fraction: dict[
     Commits as a non-member (assign + commit), as a stalled consumer leaves
     things; returns the committed offsets.
     """
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
     from . import client as kafka_io
     from .connection import resolve
 
@@ -112,11 +109,22 @@ def commit_group_lag(bootstrap: str, topic: str, group: str, lag_fraction: dict[
     finally:
         probe.close()
     offsets = {p: wm[p].high - int(round(wm[p].high * lag_fraction.get(p, 0.0))) for p in parts}
+    commit_offsets(bootstrap, topic, group, offsets)
+    return offsets
+
+
+def commit_offsets(bootstrap: str, topic: str, group: str, offsets: dict[int, int]) -> None:
+    """Commit ``offsets`` (partition -> offset) for ``group`` as a non-member: assign() + commit, no join.
+
+    Only for keyscope's own demo broker and the tests: keyscope never commits on a user's cluster.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:
-        tps = {p: TopicPartition(topic, p) for p in parts}
+        tps = {p: TopicPartition(topic, p) for p in offsets}
         consumer.assign(list(tps.values()))
         consumer.commit({tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
     finally:
         consumer.close(autocommit=False)
-    return offsets
