@@ -101,9 +101,10 @@ class Analysis:
 # is used; below it, Polars' group_by.  Measured in fresh processes (docs/benchmarks.md,
 # "The key table in LLVM IR"): the scan costs ~25 ms once (import, load from the
 # object cache; llvmlite is loaded anyway for partitioner detection), and warm it
-# runs 1.1x Polars at 100k records, 1.5x at 300k, 3-4x from 1M (one thread); a
-# whole cold `keyscope analyze` took the same time either way at 10k-1M.  (With
-# numba this was 2,000,000: its ~0.6 s start-up.)
+# runs 1.1x Polars at 100k records, 1.5x at 300k, ~4x at 3M (one thread).  A
+# whole cold `keyscope analyze` cost 0.03-0.04 s more CPU compiled at 10k-300k
+# records and 0.04 s less at 1M: the crossover lies between.  (With numba this
+# was 2,000,000: its ~0.6 s start-up.)
 COMPILED_MIN_ROWS = 500_000
 
 
