@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_sample import kcat_env, run_child  # noqa: E402
+from benchmarks.bench_sample import kcat_env  # noqa: E402
 from benchmarks.common import parser, print_table, write_json  # noqa: E402
 from keyscope.kafka.broker import EmbeddedBroker  # noqa: E402
 
@@ -64,25 +64,50 @@ def produce_in_child(bootstrap: str, topic: str, n: int, distinct: int) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
 
 
-def scan(bs: str, topic: str, tmp: Path, workers: int) -> dict:
+def _child(cmd: list[str], stdout, env=None, cwd=None) -> tuple[float, float, float]:
+    """(wall seconds, user+sys CPU seconds, peak RSS MB) of one child process and what it waited for."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    secs = time.perf_counter() - t
+    err = proc.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{cmd[:4]} failed: {err[-500:]}")
+    return secs, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def compiled(root: Path) -> None:
+    """Byte-compile a checkout's keyscope once, as pip does on install.  With PYTHONDONTWRITEBYTECODE=1
+    (set on this machine) an editable checkout otherwise compiles its sources in every run (~0.2 s CPU)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "keyscope")], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def scan(bs: str, topic: str, tmp: Path, workers: int, root: Path | None = None, label: str = "") -> dict:
+    """One ``keyscope scan`` as a user runs it; ``root``: a checkout to run instead of this one."""
     out = tmp / f"{topic}.{workers}.json"
     cmd = [sys.executable, "-m", "keyscope", "scan", "-b", bs, "-t", topic, "-o", str(out), "--force", "-q",
            "--workers", str(workers), "--format", "json"]
+    env = None
+    if root is not None:
+        env = dict(os.environ, PYTHONPATH=str(root))  # before the editable install on sys.path
     with open(tmp / "scan.json", "wb") as f:
-        secs, rss, _ = run_child(cmd, f)
+        secs, cpu, rss = _child(cmd, f, env=env, cwd=str(root) if root else None)
     doc = json.loads((tmp / "scan.json").read_text())
     # scan_seconds: the scan's own elapsed_s (plan, tasks, merge), without start-up, imports and output
-    return {"peer": f"keyscope scan --workers {workers}", "seconds": secs, "records": doc["records"], "rss_mb": rss,
-            "scan_seconds": doc["elapsed_s"], "distinct_estimate": doc["expressions"][0]["distinct_keys"]["estimate"]}
+    return {"peer": f"keyscope scan --workers {workers}{label}", "seconds": secs, "cpu_s": cpu,
+            "records": doc["records"], "rss_mb": rss, "scan_seconds": doc["elapsed_s"],
+            "distinct_estimate": doc["expressions"][0]["distinct_keys"]["estimate"]}
 
 
 def kcat(bs: str, topic: str, tmp: Path, env: dict) -> dict:
     cmd = ["kcat", "-C", "-b", bs, "-t", topic, "-e", "-q", "-f", "%k\n"]
     with open(tmp / "kcat.txt", "wb") as f:
-        secs, rss, _ = run_child(cmd, f, env=env)
+        secs, cpu, rss = _child(cmd, f, env=env)
     with open(tmp / "kcat.txt", "rb") as f:
         got = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return {"peer": "kcat -C -e -f '%k\\n'", "seconds": secs, "records": got, "rss_mb": rss}
+    return {"peer": "kcat -C -e -f '%k\\n'", "seconds": secs, "cpu_s": cpu, "records": got, "rss_mb": rss}
 
 
 def kcat_uniq(bs: str, topic: str, tmp: Path, env: dict) -> dict:
@@ -99,17 +124,34 @@ def kcat_uniq(bs: str, topic: str, tmp: Path, env: dict) -> dict:
         for line in f:
             got += int(line.split(None, 1)[0])
     # wait4 on the shell covers its reaped children (kcat, sort, uniq): the largest of them
-    return {"peer": "kcat | sort | uniq -c", "seconds": secs, "records": got, "rss_mb": usage.ru_maxrss / 1024}
+    return {"peer": "kcat | sort | uniq -c", "seconds": secs, "cpu_s": usage.ru_utime + usage.ru_stime, "records": got,
+            "rss_mb": usage.ru_maxrss / 1024}
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=None, help="records per topic (default 2,000,000; --quick 100,000)")
+    ap.add_argument("--before", metavar="DIR", help="also run the keyscope checkout in DIR (e.g. git archive main)")
+    ap.add_argument("--grow", default=None, help="distinct keys of the peak-RSS rows, comma-separated ('' for none)")
     args = ap.parse_args(argv)
     n = args.records or (100_000 if args.quick else 2_000_000)
     distinct_main = min(100_000, n // 10)
-    grow = [1_000, 10_000, 50_000] if args.quick else [10_000, 100_000, 1_000_000]
-    rows, rss_rows = [], []
+    if args.grow is not None:
+        grow = [int(x) for x in args.grow.split(",") if x.strip()]
+    else:
+        grow = [1_000, 10_000, 50_000] if args.quick else [10_000, 100_000, 1_000_000]
+    root = Path(__file__).resolve().parent.parent
+    before = Path(args.before).resolve() if args.before else None
+    compiled(root)
+    if before is not None:
+        compiled(before)
+    runs: dict[str, list[dict]] = {}
+    rss_rows = []
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         bs = broker.bootstrap_server
@@ -117,40 +159,58 @@ def main(argv=None) -> int:
         produce_in_child(bs, "bench-scan", n, distinct_main)
         print(f"produced {n:,} records ({distinct_main:,} distinct keys) in {time.perf_counter() - t:.1f}s", flush=True)
         env = kcat_env(tmp)
-        if env is not None:
-            rows.append(kcat(bs, "bench-scan", tmp, env))
-            rows.append(kcat_uniq(bs, "bench-scan", tmp, env))
-        else:
+        if env is None:
             print("note: kcat is not installed (apt-get install kcat); no kcat rows", flush=True)
-        rows.append(scan(bs, "bench-scan", tmp, 1))
-        rows.append(scan(bs, "bench-scan", tmp, 2))
+        peers = []
+        if env is not None:
+            peers += [lambda: kcat(bs, "bench-scan", tmp, env), lambda: kcat_uniq(bs, "bench-scan", tmp, env)]
+        for w in (1, 2):
+            peers.append(lambda w=w: scan(bs, "bench-scan", tmp, w))
+            if before is not None:
+                peers.append(lambda w=w: scan(bs, "bench-scan", tmp, w, before, " (before)"))
+        for _ in range(max(1, args.repeat)):  # interleaved: each round sees the same neighbours' load
+            for run in peers:
+                r = run()
+                if r["records"] != n:
+                    raise SystemExit(f"{r['peer']} read {r['records']:,} records, expected {n:,}")
+                runs.setdefault(r["peer"], []).append(r)
         for dk in grow:
             topic = f"bench-scan-d{dk}"
             produce_in_child(bs, topic, n, dk)
             r = scan(bs, topic, tmp, 1)
             if r["records"] != n:
                 raise SystemExit(f"scan of {topic} read {r['records']:,} records, expected {n:,}")
-            rss_rows.append({"distinct_keys": dk, "seconds": r["seconds"], "rss_mb": r["rss_mb"],
+            rss_rows.append({"distinct_keys": dk, "seconds": r["seconds"], "cpu_s": r["cpu_s"], "rss_mb": r["rss_mb"],
                              "distinct_estimate": r["distinct_estimate"]})
-    for r in rows:
-        if r["records"] != n:
-            raise SystemExit(f"{r['peer']} read {r['records']:,} records, expected {n:,}")
-        r["records_per_s"] = n / r["seconds"]
-    ref = next((r for r in rows if r["peer"].startswith("kcat -C")), None)
-    for r in rows:
-        r["vs_kcat"] = r["records_per_s"] / ref["records_per_s"] if ref else None
-    w1 = next(r for r in rows if r["peer"].endswith("--workers 1"))
-    w2 = next(r for r in rows if r["peer"].endswith("--workers 2"))
-    print_table(f"Scanning {n:,} keyed records ({distinct_main:,} distinct) from the embedded broker, cold processes",
-                ["peer", "seconds", "records/s", "vs kcat", "peak RSS MB", "of which scanning s"],
-                [[r["peer"], r["seconds"], r["records_per_s"], r["vs_kcat"] if r["vs_kcat"] is not None else "-",
-                  r["rss_mb"], r.get("scan_seconds", "-")] for r in rows])
-    print(f"workers 1 -> 2: {w1['seconds'] / w2['seconds']:.2f}x faster", flush=True)
-    print_table(f"keyscope scan --workers 1 peak RSS as distinct keys grow ({n:,} records each)",
-                ["distinct keys", "seconds", "peak RSS MB", "HLL estimate"],
-                [[r["distinct_keys"], r["seconds"], r["rss_mb"], r["distinct_estimate"]] for r in rss_rows])
+    ref = runs.get("kcat -C -e -f '%k\\n'")
+    rows = []
+    for peer, rs in runs.items():
+        secs = _median([r["seconds"] for r in rs])
+        row = {"peer": peer, "seconds": secs, "seconds_all": [round(r["seconds"], 3) for r in rs],
+               "cpu_s": _median([r["cpu_s"] for r in rs]), "rss_mb": max(r["rss_mb"] for r in rs),
+               "records_per_s": n / secs}
+        if "scan_seconds" in rs[0]:
+            row["scan_seconds"] = _median([r["scan_seconds"] for r in rs])
+        if ref:
+            # per round against that round's kcat, then the median: the load changes between rounds
+            row["vs_kcat"] = _median([k["seconds"] / r["seconds"] for k, r in zip(ref, rs)])
+        rows.append(row)
+    w1 = next(r for r in rows if r["peer"] == "keyscope scan --workers 1")
+    w2 = next(r for r in rows if r["peer"] == "keyscope scan --workers 2")
+    print_table(f"Scanning {n:,} keyed records ({distinct_main:,} distinct) from the embedded broker, cold processes, "
+                f"median of {max(1, args.repeat)} interleaved rounds",
+                ["peer", "seconds", "CPU s", "records/s", "vs kcat", "peak RSS MB", "of which scanning s"],
+                [[r["peer"], r["seconds"], r["cpu_s"], r["records_per_s"], r.get("vs_kcat", "-"), r["rss_mb"],
+                  r.get("scan_seconds", "-")] for r in rows])
+    print(f"workers 1 -> 2: {w1['seconds'] / w2['seconds']:.2f}x faster; load average {os.getloadavg()[0]:.1f}",
+          flush=True)
+    if rss_rows:
+        print_table(f"keyscope scan --workers 1 peak RSS as distinct keys grow ({n:,} records each)",
+                    ["distinct keys", "seconds", "CPU s", "peak RSS MB", "HLL estimate"],
+                    [[r["distinct_keys"], r["seconds"], r["cpu_s"], r["rss_mb"], r["distinct_estimate"]]
+                     for r in rss_rows])
     write_json(args.json, "scan", {"peers": rows, "rss_by_distinct_keys": rss_rows,
-                                   "workers_speedup": w1["seconds"] / w2["seconds"]},
+                                   "workers_speedup": w1["seconds"] / w2["seconds"], "load": os.getloadavg()[0]},
                records=n, partitions=PARTITIONS, distinct_keys=distinct_main)
     return 0
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 
 import pytest
 from click.testing import CliRunner
@@ -99,6 +100,14 @@ def test_analyze_whatif_recommend_accept_a_profile(profile):
     assert a["kind"] == "profile-analysis" and a["partitions"] == scan["partitions"] and a["skew"]["exact"]
     text = _run("analyze", path).stdout
     assert "exact" in text and "HLL" in text
+    # the hot key's tenant distribution: 7 tenants, RECORDS // 5 records, none cut (brute force: i % 7 over i % 5 == 0)
+    hot = a["expressions"][0]["top_keys"][0]
+    tenants = hot["fields"]["tenant"]
+    assert hot["key"] == "hot" and tenants["cut"] == 0
+    assert sum(n for _, n in tenants["values"]) + tenants["other"] == RECORDS // 5
+    truth = Counter(f"t{i % 7}" for i in range(0, RECORDS, 5))
+    assert tenants["values"][0] == [min(truth, key=lambda t: (-truth[t], t)), max(truth.values())]
+    assert "tenant: t" in text
     w = strict_json(_run("whatif", path, "--partitions", "6,12", "--key-by", "key,tenant", "--format", "json").stdout)
     _valid(w)
     assert [s["name"] for s in w["scenarios"]] == ["6p murmur2 key+tenant", "12p murmur2 key+tenant"]
@@ -114,7 +123,9 @@ def test_analyze_whatif_recommend_accept_a_profile(profile):
     bad["scenarios"][0]["records"] = []
     _invalid(bad)
     # what a profile cannot answer, and counters it does not hold: exit 2
-    assert "sample" in _run("whatif", path, "--salt-hot", "1:4", code=2).output
+    assert "--field contact=PATH" in _run("whatif", path, "--salt-hot", "1:4", "--salt-by", "contact", code=2).output
+    assert "sample" in _run("whatif", path, "--consumers", "3", code=2).output
+    assert "--field nope=PATH" in _run("recommend", path, "--keep-order-by", "nope", code=2).output
     assert "partitions-max" in _run("whatif", path, "--partitions", "17", code=2).output
     assert "--key-by" in _run("whatif", path, "--key-by", "key,user", code=2).output
 
@@ -211,3 +222,83 @@ def test_modulus_groups_cover_every_partition_count_once():
         per_m = np.bincount(x % m, minlength=m)
         for n in ns:
             assert (per_m.reshape(m // n, n).sum(axis=0) == np.bincount(x % n, minlength=n)).all()
+
+
+def _brute_salted(n: int, buckets: int) -> list[int]:
+    """The fixture's records, the hot key salted by mmh3(tenant) (the whatif rule), placed by murmur2 % n."""
+    import mmh3
+
+    from keyscope.partitioners import murmur2
+
+    out = [0] * n
+    for i in range(RECORDS):
+        key = b"hot" if i % 5 == 0 else b"k%d" % (i % 997)
+        if key == b"hot":
+            key += b"#" + str(mmh3.hash(f"t{i % 7}".encode(), 0, signed=False) % buckets).encode()
+        out[(murmur2(key) & 0x7FFFFFFF) % n] += 1
+    return out
+
+
+def test_salting_and_recommend_from_a_profile_are_exact_when_the_sketch_is(profile):
+    """998 distinct keys: the frequent-items sketch is exact, and the hot key's tenant distribution is
+    complete, so salting it by tenant from the profile equals the brute-force load record for record."""
+    path, _ = profile
+    w = strict_json(_run("whatif", path, "--partitions", "3,6", "--salt-hot", "1:4", "--salt-by", "tenant",
+                         "--format", "json").stdout)
+    _valid(w)
+    for s in w["scenarios"]:
+        assert s["salt"]["keys"] == ["hot"] and s["salt"]["basis"] == "exact" and s["exact"] and s["bounds"] is None
+        assert s["records"] == _brute_salted(s["partitions"], 4), s["name"]
+    off = strict_json(_run("whatif", path, "--partitions", "6", "--salt-hot", "1:4", "--format", "json").stdout)
+    s = off["scenarios"][0]
+    assert s["salt"]["basis"] == "expected" and not s["exact"] and sum(s["records"]) == RECORDS
+    assert "expectation" in " ".join(off["notes"])
+    text = _run("whatif", path, "--partitions", "6", "--salt-hot", "1:4").stdout
+    assert "salt top1x4 by offset" in text and "<=" in text
+    # recommend: with per-key order kept, counts and partitioners only; with none, salting and composite keys too
+    keep = strict_json(_run("recommend", path, "--format", "json").stdout)
+    assert not any(c.get("salt") for c in keep["ranked"])
+    free = strict_json(_run("recommend", path, "--keep-order-by", "none", "--top", "40", "--format", "json").stdout)
+    _valid(free)
+    assert any(c["salt"] for c in free["ranked"]) and any(c["key_expression"] == "key+tenant" for c in free["ranked"])
+    by_tenant = strict_json(_run("recommend", path, "--keep-order-by", "tenant", "--top", "40",
+                                 "--format", "json").stdout)
+    assert all(c["salt"] is None or c["salt"]["by"] == "tenant" for c in by_tenant["ranked"])
+    bad = copy.deepcopy(w)
+    bad["scenarios"][0]["salt"]["basis"] = "guessed"
+    _invalid(bad)
+
+
+def test_tracked_distributions_stay_within_their_caps():
+    """Memory of the per-field distributions is bounded: at most TRACK_MAX keys per task, VALUES_MAX values
+    per key and field, the rest counted in "other"; every tracked record is in a value or in "other"."""
+    import numpy as np
+    import pyarrow as pa
+
+    from keyscope.sampling import parse_field
+    from keyscope.scan.plan import Task
+    from keyscope.scan.task import TRACK_MAX, TRACK_PER_CHUNK, VALUES_MAX, ScanSpec, _Accumulator
+
+    spec = ScanSpec("t", 1, 4, fields=(parse_field("tenant=$.tenant"),))
+    acc = _Accumulator(spec, Task(0, 0, 0, 10**9))
+    rng = np.random.default_rng(5)
+    off = 0
+    truth: Counter = Counter()
+    for _ in range(TRACK_MAX // TRACK_PER_CHUNK + 2):  # enough chunks to fill the tracked keys
+        n = 20_000
+        keys = [b"hot" if i % 2 == 0 else b"k%d" % k for i, k in enumerate(rng.integers(0, 3_000, n))]
+        tenants = [f"v{x}" for x in rng.integers(0, 4 * VALUES_MAX, n)]
+        truth.update(k for k in keys)
+        acc.add([pa.table({
+            "partition": pa.array(np.zeros(n, np.int32)), "offset": pa.array(np.arange(off, off + n)),
+            "timestamp": pa.array(np.full(n, 1_700_000_000_000), pa.timestamp("ms", tz="UTC")),
+            "key": pa.array(keys, pa.binary()), "key_size": pa.array([len(k) for k in keys], pa.int32()),
+            "value_size": pa.array(np.full(n, 10, np.int32)), "tenant": pa.array(tenants, pa.string())})])
+        off += n
+    tracked = acc.result().expressions["key"].tracked
+    assert TRACK_PER_CHUNK < len(tracked) <= TRACK_MAX
+    for k, t in tracked.items():
+        vals, other = t.fields["tenant"]
+        assert len(vals) <= VALUES_MAX and sum(vals.values()) + other == t.records <= truth[k]
+    hot = tracked[b"hot"]
+    assert hot.records == truth[b"hot"] and hot.fields["tenant"][1] > 0  # complete, but past the value cap

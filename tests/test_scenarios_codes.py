@@ -104,3 +104,48 @@ def test_compiled_and_polars_paths_agree(monkeypatch):
         assert a.salted_keys == b.salted_keys
         assert (a.skew_low, a.skew_high) == (b.skew_low, b.skew_high)
     assert by_id
+
+
+def test_key_ids_from_a_later_coded_table_find_the_hot_pool(monkeypatch):
+    """No fields up front: the plain table comes from the scan, a field's coded table later brings per-record
+    key ids (translated to the WhatIf's own), and salting draws its hot records through them -- same results."""
+    s = make_sample(seed=12, n=5_000, keys=500)
+    polars_path = WhatIf(s)
+    monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
+    compiled = WhatIf(s)
+    assert "record-kid" not in compiled._cache
+    compiled.units(("region",))
+    kid = compiled._cache["record-kid"]
+    keyed = kid >= 0
+    assert compiled._key_index["key"].gather(kid[keyed]).equals(s.df["key"].filter(pl.Series(keyed)))
+    for sc in SCENARIOS:
+        a, b = polars_path.evaluate(sc), compiled.evaluate(sc)
+        assert np.array_equal(a.records, b.records) and np.array_equal(a.bytes, b.bytes)
+        assert (a.keys_total, a.keys_moved, a.keys_split, a.salted_keys) == (b.keys_total, b.keys_moved, b.keys_split, b.salted_keys)
+
+
+def test_whatif_grid_builds_its_field_tables_in_the_coded_pass(monkeypatch, tmp_path):
+    """`keyscope whatif --key-by key,region --salt-hot ...`: the grid's fields reach WhatIf up front, so the
+    plain and region tables and the per-record key ids come from one coded pass; predictions as Polars'."""
+    from keyscope.grid import Grid, run_whatif
+
+    s = make_sample(seed=13, n=5_000, keys=500)
+    path = s.write(tmp_path / "s.parquet")
+    grid = Grid.parse(partitions=["6"], key_by=["key,region", "key"], salt_hot=["1:4"], salt_by="user_id")
+    polars_run = run_whatif(path, grid)
+    monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
+    import keyscope._keytable as kt
+
+    def no_scan(*a, **k):
+        raise AssertionError("the plain table comes from the coded pass, not a separate scan")
+
+    monkeypatch.setattr(kt, "scan", no_scan)
+    coded_run = run_whatif(path, grid)
+    cache = coded_run.whatif._cache
+    assert "record-kid" in cache and {("units", ()), ("units", ("region",)), ("units", ("user_id",))} <= set(cache)
+    assert "record-kid" not in polars_run.whatif._cache
+    assert len(coded_run.results) == len(polars_run.results) == 2
+    for a, b in zip(polars_run.results, coded_run.results):
+        assert np.array_equal(a.records, b.records) and np.array_equal(a.bytes, b.bytes)
+        assert (a.keys_total, a.keys_moved, a.keys_split, a.salted_keys) == (b.keys_total, b.keys_moved, b.keys_split, b.salted_keys)
+        assert (a.skew_low, a.skew_high) == (b.skew_low, b.skew_high)

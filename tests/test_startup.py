@@ -47,8 +47,11 @@ def imported(*args: str) -> set[str]:
         # below 2M records analyze groups with Polars: numba (0.2 s import + ~0.5 s loading its cached kernels) stays off;
         # the chi-square tail is keyscope.stats' own (scipy.special cost 0.4-1.1 s)
         (("analyze", SAMPLE), HEAVY | {"kafka"}),
+        # what-if's kernels are LLVM IR (keyscope._native), not numba (~0.7 s per cold command)
+        (("whatif", SAMPLE, "--partitions", "6", "--key-by", "key,event_type", "--salt-hot", "1:8"), HEAVY | {"kafka"}),
+        (("recommend", SAMPLE), HEAVY | {"kafka"}),
     ],
-    ids=["version", "partition", "info", "lag", "rules", "analyze-small"],
+    ids=["version", "partition", "info", "lag", "rules", "analyze-small", "whatif-small", "recommend-small"],
 )
 def test_quick_commands_import_no_heavy_library(args, banned):
     assert imported(*args) & banned == set()

@@ -145,6 +145,13 @@ def _pct(x: float) -> str:
     return "<0.1%" if 0 < x < 0.001 else f"{100 * x:.1f}%"
 
 
+def _field_cell(name: str, d: dict) -> str:
+    vals = ", ".join(f"{'(none)' if v is None else v} {n:,}" for v, n in d["values"][:3])
+    rest = [f"{d['other']:,} other"] if d["other"] else []
+    rest += [f"{d['cut']:,} not tracked"] if d["cut"] else []
+    return f"{name}: {vals}" + (f" (+{', '.join(rest)})" if rest else "")
+
+
 def render_analysis_text(d: dict, markdown: bool) -> list[str]:
     """Partitions, agreement, hot keys: shared by scan's summary and analyze of a profile."""
     from ..report.format import markdown_table, text_table
@@ -171,13 +178,18 @@ def render_analysis_text(d: dict, markdown: bool) -> list[str]:
         out.append(f"{e['name']}: distinct keys ~{de['estimate']:,.0f} (95%: {de['low']:,.0f}–{de['high']:,.0f}, HLL); "
                    f"hot-key counts within ±{e['max_error']:,} records; every key above {e['threshold']:,} records is listed")
         rows = []
+        with_fields = any(h.get("fields") for h in e["top_keys"])
         for h in e["top_keys"]:
             r = h["records"]
-            rows.append([h["key"] if h["key_encoding"] == "utf8" else f"0x{h['key']}",
-                         f"{r['estimate']:,.0f}" + ("" if r["exact"] else f" ({r['low']:,.0f}–{r['high']:,.0f})"),
-                         _pct(h["share"]["estimate"])])
+            row = [h["key"] if h["key_encoding"] == "utf8" else f"0x{h['key']}",
+                   f"{r['estimate']:,.0f}" + ("" if r["exact"] else f" ({r['low']:,.0f}–{r['high']:,.0f})"),
+                   _pct(h["share"]["estimate"])]
+            if with_fields:
+                row.append("; ".join(_field_cell(f, d) for f, d in h.get("fields", {}).items()) or "-")
+            rows.append(row)
         if rows:
-            out.append(table(["key", "records", "share"], rows, "lrr"))
+            out.append(table(["key", "records", "share"] + (["top field values (exact)"] if with_fields else []), rows,
+                             "lrr" + ("l" if with_fields else "")))
         else:
             out.append(f"no key holds more than {e['threshold']:,} records: no hot key")
     s = d["sizes"]
@@ -289,7 +301,10 @@ def analyze_profile_cmd(path, top: int, fmt: str, fail_on_skew) -> None:
 
 def _load_row(s: dict, today: bool = False) -> list[str]:
     hot = s["hottest_partition"]
-    return [s["name"], str(s["partitions"]), f"{s['skew']:.2f}" + ("" if s["exact"] else "*"),
+    skew = f"{s['skew']:.2f}" + ("" if s["exact"] else "*")
+    if s.get("bounds"):
+        skew += f" (<={s['bounds']['skew_high']:.2f})"
+    return [s["name"], str(s["partitions"]), skew,
             f"{s['bytes_skew']:.2f}", f"{hot}: {_pct(s['shares'][hot])}", f"{sum(s['records']):,}",
             f"{s['unhashed_records']:,}"]
 
@@ -304,7 +319,6 @@ def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, to
     from ..scan.answers import whatif_profile
     from ..scan.task import expression_name
 
-    _refuse("--salt-hot", salts)
     _refuse("--consumers", group)
     _refuse("--plot", plot)
     p = read_profile(path)
@@ -313,7 +327,7 @@ def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, to
         if k and e in p.expressions and p.expressions[e].separator != separator:
             raise UsageError(f"the profile joined key+{'+'.join(k)} with {p.expressions[e].separator!r}, "
                              f"not --separator {separator!r}")
-    w = whatif_profile(p, counts, parts, exprs, today_partitioner)
+    w = whatif_profile(p, counts, parts, exprs, today_partitioner, salts)
     doc = {"kind": "profile-whatif", "profile": str(path)} | w.to_dict()
     best = min(w.scenarios or [w.today], key=lambda s: s.skew)
     exceeded = fail_on_skew is not None and best.skew > fail_on_skew
@@ -331,7 +345,8 @@ def whatif_profile_cmd(path, counts, parts, keysets, separator, salts, group, to
                f"({_pct(w.today_match_share)} agree, exact)", "",
                table(["scenario", "parts", "skew", "bytes skew", "hottest", "hashed records", "null keys"], rows,
                      "lrrrrrr"),
-               "", "Loads are exact (counted over every record, not sampled); * null keys spread evenly."]
+               "", "Loads are exact (counted over every record, not sampled); * null keys spread evenly, or a salted "
+               "figure with a bound (<= the highest skew the bound allows)."]
         out += [f"note: {n}" for n in w.notes]
         click.echo(display_name("\n".join(out)))
     if exceeded:
@@ -345,9 +360,15 @@ def recommend_profile_cmd(path, keep_order_by, max_partitions, target_skew, toda
     from ..scan import read_profile
     from ..scan.answers import recommend_profile
 
-    if keep_order_by.strip() not in ("key", "none"):
-        raise UsageError("--keep-order-by FIELD needs the records themselves: give a sample, not a profile")
-    a = recommend_profile(read_profile(path), target_skew, max_partitions, today_partitioner, top)
+    keep = keep_order_by.strip()
+    p = read_profile(path)
+    if keep not in ("key", "none"):
+        counted = {f for e in p.expressions.values() for f in e.fields}
+        tracked = {f for e in p.expressions.values() for t in e.tracked.values() for f in t.fields}
+        if keep not in counted | tracked:
+            raise UsageError(f"--keep-order-by {keep}: the profile has no counters nor distribution of {keep!r}; "
+                             f"scan again with --field {keep}=PATH (and --key-by key,{keep}), or give a sample")
+    a = recommend_profile(p, target_skew, max_partitions, today_partitioner, top, keep)
     doc = {"kind": "profile-recommend", "profile": str(path)} | a.to_dict()
     if fmt == "json":
         click.echo(render.to_json(doc))

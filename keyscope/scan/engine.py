@@ -23,6 +23,9 @@ MAX_ATTEMPTS = 3
 # Tasks run at once in this process with --workers 1: one task waits on one partition's fetches
 # (Tansu, 1M records: a sixth of the time), while the decoder, Polars and numpy release the GIL.
 THREADS_HERE = 3
+# Tasks run at once in each worker process of --workers N > 1: one waits on its fetch while the
+# other counts, as in --workers 1 (one task at a time per process left --workers 2 slower than 1).
+WORKER_THREADS = 2
 PROGRESS_S = 1.0  # records within tasks reported at most this often (a line each when stderr is not a terminal)
 
 __all__ = ["ScanRequest", "ScanProgress", "ScanResult", "run_scan", "resolve_ranges", "parse_bound"]
@@ -223,13 +226,16 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
             finally:
                 close_consumers()
         else:
-            _run_pool(min(workers, len(tasks)), conn, spec, tasks, kept, state)
+            _run_procs(min(workers, len(tasks)), conn, spec, tasks, kept, state)
     except KeyboardInterrupt:
         if not results:
             raise
         partial = True
     if results:
+        from .profile import trim_tracked
+
         profile = merge(results.values())
+        trim_tracked(profile)  # the merged profile only: task results stay whole, so merging is associative
     else:
         from .task import _Accumulator
 
@@ -326,6 +332,142 @@ def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False, pr
         raise
     else:
         pool.shutdown(wait=True)
+
+
+def _worker_main(conn, spec, tasks_in, results_out, threads: int) -> None:
+    """A worker process: tasks arrive on ``tasks_in`` (None: stop), ``threads`` run at once, each result
+    (or failure) goes back on this process's own pipe, so a process that dies breaks no other's pipe."""
+    import queue
+    import threading
+
+    from .task import close_consumers
+
+    todo: queue.Queue = queue.Queue()
+    send_lock = threading.Lock()
+
+    def send(msg) -> None:
+        with send_lock:
+            results_out.send(msg)
+
+    def run() -> None:
+        while True:
+            item = todo.get()
+            if item is None:
+                return
+            t, attempt = item
+            try:
+                send(("done", t.id, scan_task(conn, spec, t, attempt)))
+            except KafkaError as e:
+                send(("fail", t.id, str(e)))
+            except Exception as e:  # not a Kafka failure: the scan stops with it, as in-process
+                send(("error", t.id, f"{type(e).__name__}: {e}"))
+
+    pool = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for th in pool:
+        th.start()
+    try:
+        while True:
+            item = tasks_in.recv()
+            if item is None:
+                break
+            todo.put(item)
+    except EOFError:  # the scanning process is gone
+        pass
+    for _ in pool:
+        todo.put(None)
+    for th in pool:
+        th.join()
+    close_consumers()
+
+
+def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_THREADS) -> None:
+    """Local worker processes, each running ``threads`` tasks at once (see WORKER_THREADS).
+
+    The scanning process hands each worker at most ``threads`` tasks at a time and knows which it
+    holds: a worker that dies (killed, out of memory) has exactly those run again elsewhere; a result
+    that arrives for a task already kept is dropped by ``kept``."""
+    from multiprocessing.connection import wait
+
+    ctx = _pool_context()
+    attempts = {t.id: 0 for t in tasks}
+    by_id = {t.id: t for t in tasks}
+    todo = list(tasks)
+    done: set[int] = set()
+    procs: dict = {}  # sentinel -> [process, task pipe, result pipe, {task ids held}]
+
+    def start() -> None:
+        t_r, t_w = ctx.Pipe(duplex=False)
+        r_r, r_w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads), daemon=True)
+        proc.start()
+        t_r.close()
+        r_w.close()
+        procs[proc.sentinel] = [proc, t_w, r_r, set()]
+
+    def feed() -> None:
+        for w in procs.values():
+            while todo and len(w[3]) < threads:
+                t = todo.pop(0)
+                w[3].add(t.id)
+                w[1].send((t, attempts[t.id]))
+
+    def lost(w) -> None:  # a dead worker: the tasks it held run again
+        for tid in sorted(w[3] - done):
+            _again(by_id[tid], attempts, todo, state)
+        w[3].clear()
+
+    def handle(w, msg) -> None:
+        kind, tid, payload = msg
+        w[3].discard(tid)
+        if kind == "done":
+            if tid not in done:
+                done.add(tid)
+                kept(by_id[tid], payload)
+        elif kind == "fail":
+            _again(by_id[tid], attempts, todo, state)
+        else:
+            raise KafkaError(f"task {tid} failed: {payload}")
+
+    for _ in range(workers):
+        start()
+    try:
+        while len(done) < len(tasks):
+            feed()
+            readers = {w[2]: w for w in procs.values()}
+            ready = wait(list(readers) + list(procs), timeout=1.0)
+            for r in ready:
+                if r in readers:
+                    w = readers[r]
+                    try:
+                        handle(w, w[2].recv())
+                    except (EOFError, OSError):  # died mid-send: its sentinel says so next
+                        pass
+            for sentinel in [s for s in ready if s in procs]:
+                w = procs.pop(sentinel)
+                while True:  # what it sent before it died still counts
+                    try:
+                        if not w[2].poll():
+                            break
+                        handle(w, w[2].recv())
+                    except (EOFError, OSError):
+                        break
+                lost(w)
+                w[2].close()
+                if len(done) < len(tasks):
+                    start()
+    except BaseException:
+        for w in procs.values():
+            w[0].kill()
+        raise
+    for w in procs.values():
+        try:
+            w[1].send(None)
+        except OSError:
+            pass
+    for w in procs.values():
+        w[0].join(10)
+        if w[0].is_alive():
+            w[0].kill()
 
 
 def _again(t: Task, attempts: dict, todo: list, state: dict) -> None:

@@ -7,6 +7,10 @@ for each key expression and counter rule, records and bytes per
 n-partition topic.  Sketched parts (Apache DataSketches, serialised bytes):
 frequent items of each key expression (error at most ``epsilon * W``,
 epsilon = 3.5 / 2^lg_max_k), HLL of distinct keys, KLL of record sizes.
+Per-field distributions of the top keys (``Expression.tracked``): for the keys
+each task tracked (its hottest, from the chunk they first were hot in), exact
+records per captured field value, capped; records a key had before it was
+tracked, or beyond the cap, are the "cut" (counted, values unknown).
 
 A task's result is itself a Profile holding one task id; :func:`merge` adds
 profiles and refuses one task id twice, so a retried task cannot be counted
@@ -32,7 +36,10 @@ LG_MAX_K = 12  # frequent items: exact below 0.75 * 4096 distinct keys, else err
 HLL_LG_K = 14  # relative error ~ 1.04 / sqrt(2^14) = 0.8%
 KLL_K = 200  # normalised rank error ~ 1.3%
 
-__all__ = ["Profile", "Expression", "PartitionStats", "merge", "read_profile", "write_profile", "is_profile",
+KEEP_TRACKED_KEYS = 64  # per expression in a written profile: the sketch's top keys that were tracked
+KEEP_VALUES = 256  # per tracked key and field in a written profile; the rest is counted in "other"
+
+__all__ = ["Profile", "Expression", "PartitionStats", "Tracked", "merge", "trim_tracked", "read_profile", "write_profile", "is_profile",
            "load_offset", "VERSION"]
 
 
@@ -63,6 +70,24 @@ class PartitionStats:
 
 
 @dataclass
+class Tracked:
+    """One tracked key: ``records`` counted while tracked, and per captured field the records per
+    value (None: the field was missing) plus ``other`` (values beyond the cap).  Sums add across tasks."""
+
+    records: int = 0
+    fields: dict[str, tuple[dict, int]] = field(default_factory=dict)  # field -> ({value: records}, other)
+
+    def add(self, o: "Tracked") -> None:
+        self.records += o.records
+        for f, (vals, other) in o.fields.items():
+            mine, mo = self.fields.get(f, ({}, 0))
+            mine = dict(mine)
+            for v, n in vals.items():
+                mine[v] = mine.get(v, 0) + n
+            self.fields[f] = (mine, mo + other)
+
+
+@dataclass
 class Expression:
     """Counters and sketches of one key expression (``key`` or ``key+FIELD...``)."""
 
@@ -77,6 +102,7 @@ class Expression:
     unhashed: dict[str, list[int]] = field(default_factory=dict)  # rule -> [records, bytes] the rule does not hash
     frequent: bytes = b""  # frequent_strings_sketch, keys as latin-1 text
     distinct: bytes = b""  # hll_sketch (updatable)
+    tracked: dict[bytes, Tracked] = field(default_factory=dict)  # top keys' per-field distributions
 
 
 @dataclass
@@ -165,6 +191,14 @@ class Profile:
                     "unhashed": {r: list(v) for r, v in e.unhashed.items()},
                     "frequent": b64(e.frequent),
                     "distinct": b64(e.distinct),
+                    "tracked": [
+                        {"key": k.decode("latin-1"), "records": t.records,
+                         "fields": {f: {"values": sorted([[v, n] for v, n in vals.items()],
+                                                         key=lambda x: (-x[1], x[0] is not None, x[0] or "")),
+                                        "other": other}
+                                    for f, (vals, other) in sorted(t.fields.items())}}
+                        for k, t in sorted(e.tracked.items())
+                    ],
                 }
                 for name, e in self.expressions.items()
             },
@@ -184,6 +218,9 @@ class Profile:
                 {r: np.asarray(a, np.int64) for r, a in e["load_bytes"].items()},
                 {r: [int(x) for x in v] for r, v in e["unhashed"].items()},
                 unb(e["frequent"]), unb(e["distinct"]),
+                {t["key"].encode("latin-1"): Tracked(int(t["records"]), {
+                    f: ({v: int(n) for v, n in d["values"]}, int(d["other"])) for f, d in t["fields"].items()})
+                 for t in e.get("tracked", [])},  # profiles written before per-field distributions have none
             )
         return cls(
             topic=d["topic"], partition_count=int(d["partition_count"]), partitions_max=int(d["partitions_max"]),
@@ -244,6 +281,8 @@ def merge(profiles) -> Profile:
                 u = o.unhashed.setdefault(r, [0, 0])
                 u[0] += n
                 u[1] += b
+            for k, t in e.tracked.items():  # sums: the same whatever the order
+                o.tracked.setdefault(k, Tracked()).add(t)
             if e.frequent:
                 s = ds.frequent_strings_sketch.deserialize(e.frequent)
                 if name in freq:
@@ -267,6 +306,30 @@ def merge(profiles) -> Profile:
     out.sizes = kll.serialize() if kll is not None else b""
     out.notes = notes
     return out
+
+
+def trim_tracked(p: Profile, keys: int = KEEP_TRACKED_KEYS, values: int = KEEP_VALUES) -> None:
+    """Keep the tracked keys among the sketch's top ``keys`` of each expression, and per field the
+    ``values`` most frequent values (the rest added to ``other``).  Done once, on the merged profile:
+    merging stays associative because task results are never trimmed."""
+    import datasketches as ds
+
+    for name, e in p.expressions.items():
+        if not e.tracked or not e.frequent:
+            continue
+        fs = p.frequent_sketch(name)
+        items = fs.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES, 0) if not fs.is_empty() else []
+        items.sort(key=lambda t: (-t[1], t[0]))
+        keep = [i[0].encode("latin-1") for i in items if i[0].encode("latin-1") in e.tracked][:keys]
+        out = {}
+        for k in keep:
+            t = e.tracked[k]
+            fields = {}
+            for f, (vals, other) in t.fields.items():
+                ranked = sorted(vals.items(), key=lambda x: (-x[1], x[0] is not None, x[0] or ""))
+                fields[f] = (dict(ranked[:values]), other + sum(n for _, n in ranked[values:]))
+            out[k] = Tracked(t.records, fields)
+        e.tracked = out
 
 
 def is_profile(path) -> bool:

@@ -26,12 +26,20 @@ import numpy as np
 
 from ..errors import KafkaError
 from .plan import Task
-from .profile import HLL_LG_K, KLL_K, LG_MAX_K, Expression, PartitionStats, Profile, load_offset
+from .profile import HLL_LG_K, KLL_K, LG_MAX_K, Expression, PartitionStats, Profile, Tracked, load_offset
 
 DEFAULT_COUNTER_RULES = ("murmur2", "consistent", "fnv1a")
 CHUNK_RECORDS = 200_000  # decoded records grouped at once: bounds a task's memory (3 tasks at once in one process)
 PARTITION_FETCH_BYTES = 8 << 20
 RETRY_S = 30.0
+# Per-field distributions of the top keys (only when --field is given): each chunk's TRACK_PER_CHUNK
+# hottest keys are tracked from that chunk on, up to TRACK_MAX keys per task and expression, with at most
+# VALUES_MAX values per key and field (later values are counted in "other").  A hot key is hot in its
+# task's first chunk, so its distribution is normally complete; what a key had before it was tracked is
+# the "cut", which the answers carry as a bound.  Memory: <= TRACK_MAX * VALUES_MAX entries per field.
+TRACK_PER_CHUNK = 32
+TRACK_MAX = 128
+VALUES_MAX = 512
 FOLD_BOUND = 4096  # largest modulus counted at once: bincounts of <= 4096 slots stay in cache
 
 
@@ -212,6 +220,23 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None)
     return acc.result()
 
 
+def _operands(keys, family: str) -> np.ndarray:
+    """Modulo operands (uint32) of non-null keys (an Arrow binary array), every key hashed, the empty key
+    too: what ``partitioners.hash_column`` gives, without its Polars Series."""
+    from .. import _kernels
+    from ..partitioners import _FAMILY_KERNEL
+
+    kernel, step = _FAMILY_KERNEL[family]
+    if not len(keys):
+        return np.zeros(0, np.uint32)
+    ops = _kernels.hash_arrow(keys, kernel)
+    if step == "mask":
+        ops &= np.uint32(0x7FFFFFFF)
+    elif step == "abs":
+        ops = np.abs(ops.view(np.int32)).view(np.uint32)  # int32 min stays 2**31
+    return np.ascontiguousarray(ops, np.uint32)
+
+
 class _Accumulator:
     """Exact counters as numpy arrays, sketches as live DataSketches objects, for one task."""
 
@@ -242,67 +267,126 @@ class _Accumulator:
             self.exprs[expression_name(fields)] = (e, ds.frequent_strings_sketch(LG_MAX_K), ds.hll_sketch(HLL_LG_K, ds.tgt_hll_type.HLL_8))
         self.kll = ds.kll_ints_sketch(KLL_K)
         self.notes: list[str] = []
+        self.captured = [f.name for f in spec.fields]  # every --field: distributions of the top keys
 
     def add(self, tables) -> None:
-        import polars as pl
+        """Count one chunk.  The plain key is grouped and hashed with pyarrow and the compiled kernels
+        only: importing Polars cost ~0.3 s of a scan's start-up (-X importtime), so it is imported only
+        for composite keys and per-field distributions (--key-by, --field)."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        df = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
-        ks = df["key_size"].fill_null(0).cast(pl.Int64)
-        vs = df["value_size"].cast(pl.Int64)
-        size = ks + vs
-        df = df.with_columns(size.alias("_size"))
+        t = pa.concat_tables(tables, promote_options="default")
+        ks = pc.fill_null(t["key_size"], 0).cast(pa.int64())
+        vs = t["value_size"].cast(pa.int64())
+        size = pc.add(ks, vs)
         st = self.stats
-        st.records += df.height
-        st.key_bytes += int(ks.sum())
-        st.value_bytes += int(vs.sum())
-        st.bytes += int(size.sum())
-        st.null_keys += int(df["key"].null_count())
-        st.empty_keys += int((df["key"].bin.size() == 0).sum())
-        ts = df["timestamp"].drop_nulls()
-        if len(ts):
-            lo, hi = int(ts.min().timestamp() * 1000), int(ts.max().timestamp() * 1000)
+        st.records += t.num_rows
+        st.key_bytes += int(pc.sum(ks).as_py() or 0)
+        st.value_bytes += int(pc.sum(vs).as_py() or 0)
+        st.bytes += int(pc.sum(size).as_py() or 0)
+        key = t["key"]
+        st.null_keys += key.null_count
+        st.empty_keys += int(pc.sum(pc.equal(pc.binary_length(key), 0)).as_py() or 0)
+        ts = pc.min_max(t["timestamp"].cast(pa.int64()))
+        if ts["min"].is_valid:
+            lo, hi = int(ts["min"].as_py()), int(ts["max"].as_py())
             st.min_timestamp = lo if st.min_timestamp is None else min(lo, st.min_timestamp)
             st.max_timestamp = hi if st.max_timestamp is None else max(hi, st.max_timestamp)
-        off = df["offset"]
-        st.first_offset = int(off.min()) if st.first_offset is None else min(st.first_offset, int(off.min()))
-        st.last_offset = int(off.max()) if st.last_offset is None else max(st.last_offset, int(off.max()))
-        self.kll.update(np.array(size.cast(pl.Int32).to_numpy(), dtype=np.int32, copy=True))
+        off = pc.min_max(t["offset"])
+        o_lo, o_hi = int(off["min"].as_py()), int(off["max"].as_py())
+        st.first_offset = o_lo if st.first_offset is None else min(st.first_offset, o_lo)
+        st.last_offset = o_hi if st.last_offset is None else max(st.last_offset, o_hi)
+        self.kll.update(np.ascontiguousarray(size.to_numpy(), dtype=np.int32))
+        df = None  # the chunk as a Polars frame, for composite keys and tracking only
         for name, (e, freq, hll) in self.exprs.items():
             if e.fields:
+                import polars as pl
+
                 from ..whatif.tables import compose_keys
 
-                key = compose_keys(df["key"], [df[f] if f in df.columns else pl.Series(f, [None] * df.height, pl.String)
-                                               for f in e.fields], e.separator)
-                src = pl.DataFrame({"key": key, "_size": df["_size"]})
+                if df is None:
+                    df = pl.from_arrow(t.append_column("_size", size))
+                ckey = compose_keys(df["key"], [df[f] if f in df.columns else pl.Series(f, [None] * df.height, pl.String)
+                                                for f in e.fields], e.separator)
+                pg = pl.DataFrame({"key": ckey, "_size": df["_size"]}).group_by("key", maintain_order=True).agg(
+                    pl.len().alias("n"), pl.col("_size").sum().alias("b"))  # same order each run: same sketch bytes
+                keys, n, b = pg["key"].to_arrow(), pg["n"].to_numpy(), pg["b"].to_numpy()
+                src_key = ckey
             else:
-                src = df.select("key", "_size")
-            g = src.group_by("key", maintain_order=True).agg(  # same order each run: same sketch bytes
-                pl.len().alias("n"), pl.col("_size").sum().alias("b"))
-            self._count(name, e, freq, hll, g, agreement=not e.fields)
+                g = pa.table({"key": key, "_size": size}).group_by("key", use_threads=False).aggregate(
+                    [("_size", "sum"), ("_size", "count")])  # one thread: first-seen order, same sketch bytes
+                keys, n, b = g["key"], g["_size_count"].to_numpy(), g["_size_sum"].to_numpy()
+                src_key = None
+            self._count(name, e, freq, hll, keys, np.asarray(n, np.int64), np.asarray(b, np.int64),
+                        agreement=not e.fields)
+            track = [f for f in self.captured if f not in e.fields]
+            if track:
+                import polars as pl
 
-    def _count(self, name: str, e: Expression, freq, hll, g, agreement: bool) -> None:
-        import dataclasses
+                if df is None:
+                    df = pl.from_arrow(t.append_column("_size", size))
+                if src_key is None:
+                    src_key = df["key"]
+                grouped = pl.DataFrame({"key": pl.Series("key", keys), "n": n})
+                self._track(e, src_key, grouped, pl.DataFrame(
+                    [df[f] if f in df.columns else pl.Series(f, [None] * df.height, pl.String) for f in track]))
 
+    def _track(self, e: Expression, key, g, values) -> None:
+        """Count the tracked keys' records per value of each captured field (see TRACK_PER_CHUNK)."""
         import polars as pl
 
-        from ..partitioners import family_partition, hash_column
+        t = e.tracked
+        if len(t) < TRACK_MAX:
+            hot = g.filter(pl.col("key").is_not_null()).sort(["n", "key"], descending=[True, False])
+            for k in hot["key"].head(TRACK_PER_CHUNK).to_list():
+                if k not in t and len(t) < TRACK_MAX:
+                    t[k] = Tracked(0, {f: ({}, 0) for f in values.columns})
+        if not t:
+            return
+        frame = values.with_columns(key.alias("_key"))
+        sub = frame.join(pl.DataFrame({"_key": pl.Series(list(t), dtype=pl.Binary)}), on="_key", how="semi")
+        if not sub.height:
+            return
+        for k, n in sub.group_by("_key").agg(pl.len()).iter_rows():
+            t[k].records += n
+        for f in values.columns:
+            cnt = sub.group_by("_key", f).agg(pl.len().alias("_n")).sort(
+                ["_n", f], descending=[True, False], nulls_last=True)  # the cap keeps the same values each run
+            for k, v, n in cnt.iter_rows():
+                vals, other = t[k].fields[f]
+                if v in vals:
+                    vals[v] += n
+                elif len(vals) < VALUES_MAX:
+                    vals[v] = n
+                else:
+                    t[k].fields[f] = (vals, other + n)
 
-        n_all = g["n"].to_numpy().astype(np.int64)
-        b_all = g["b"].to_numpy().astype(np.int64)
+    def _count(self, name: str, e: Expression, freq, hll, keys, n_all, b_all, agreement: bool) -> None:
+        """Counters and sketches from one chunk's distinct keys (``keys``, an Arrow array) with their
+        records ``n_all`` and bytes ``b_all``."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from ..partitioners import family_partition
+
+        if isinstance(keys, pa.ChunkedArray):
+            keys = keys.combine_chunks()
         e.records += int(n_all.sum())
         e.bytes += int(b_all.sum())
-        is_null = g["key"].is_null().to_numpy()
+        is_null = keys.is_null().to_numpy(zero_copy_only=False)
         null_n, null_b = int(n_all[is_null].sum()), int(b_all[is_null].sum())
         e.null_keys += null_n
-        g = g.filter(pl.col("key").is_not_null())
-        keys = g["key"]
-        n = g["n"].to_numpy().astype(np.int64)
-        b = g["b"].to_numpy().astype(np.int64)
-        empty = (keys.bin.size() == 0).to_numpy()
+        if null_n:
+            keep = ~is_null
+            keys = keys.filter(pa.array(keep))
+            n, b = n_all[keep], b_all[keep]
+        else:
+            n, b = n_all, b_all
+        empty = pc.equal(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False).astype(bool)
         empty_n, empty_b = int(n[empty].sum()), int(b[empty].sum())
         # sketches: one update per distinct key of the chunk, weighted
-        for k, c in zip(keys.to_list(), n.tolist()):
+        for k, c in zip(keys.to_pylist(), n.tolist()):
             s = k.decode("latin-1")
             freq.update(s, c)
             hll.update(s)
@@ -310,9 +394,8 @@ class _Accumulator:
 
         def ops_of(rule):
             if rule.family not in fam_ops:
-                base = dataclasses.replace(rule, empty_key_hashed=True, null_key_hashed=False)
                 # uint32 operands: numpy's remainder by a scalar is ~20% faster than on int64
-                fam_ops[rule.family] = np.ascontiguousarray(hash_column(keys, base).to_numpy(), np.uint32)
+                fam_ops[rule.family] = _operands(keys, rule.family)
             return fam_ops[rule.family]
 
         P = self.spec.partition_count

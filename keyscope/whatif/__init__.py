@@ -31,7 +31,7 @@ passes), :mod:`.engine` (``WhatIf``: caches and evaluates), :mod:`.result`
 (``Result`` and its JSON), :mod:`.murmur` (the salt hash).
 
 Names are loaded on first use, so ``from keyscope.whatif import parse_key_by``
-does not pay numba's start-up (the engine's kernels import it).
+does not import Polars or llvmlite (the engine and its kernels do).
 """
 
 from __future__ import annotations

@@ -19,7 +19,12 @@ from .tables import compose_keys, concat_binary, group_by_codes, group_by_hashes
 from . import kernels
 
 POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
-COMPILED_MIN_ROWS = 2_000_000  # as keyscope.analysis: below this numba's start-up is not worth it
+# From this many records the unit tables come from integer codes (compiled, .tables.group_by_codes and
+# keyscope._keytable) rather than Polars group_bys.  Was 2M while the kernels were numba (~0.7 s to
+# import and load); as LLVM IR they load in ~0.04 s, and warm the coded path measured faster from
+# 200k records up (CPU s, Polars -> coded: whatif 0.09 -> 0.07 at 200k, 0.39 -> 0.27 at 1M;
+# recommend 0.28 -> 0.19 at 200k, 1.04 -> 0.56 at 1M).  Assumes _keytable is LLVM IR too (issue 13).
+COMPILED_MIN_ROWS = 200_000
 _RESIDUES = 840  # lcm(2..8): offset-salt hashes are binned mod this once, for every D dividing it
 
 
@@ -162,6 +167,8 @@ class WhatIf:
                 coded = group_by_codes(self._records(*fields), [fields], self.today_partitions)
                 if coded is not None:
                     g = coded[1][1].drop("kid")
+                    if "record-kid" not in self._cache:  # for the salting candidates, in this WhatIf's key ids
+                        self._cache["record-kid"] = self._translate_kid(coded[0], coded[2])
             if g is None:
                 g = group_by_hashes(self._records(*fields), [fields]) if fields else None
                 if g is not None:
@@ -175,6 +182,14 @@ class WhatIf:
             g = g.join(self._key_index, on="key", how="left", maintain_order="left")
         self._cache[key] = g
         return g
+
+    def _translate_kid(self, key_index, record_kid: np.ndarray) -> np.ndarray:
+        """Per-record key ids of another key index (``kid, key``) as ids of this WhatIf's (null keys stay -1)."""
+        import polars as pl
+
+        mine = key_index.join(self._key_index, on="key", how="left", maintain_order="left", suffix="_mine")
+        to = np.append(mine.sort("kid")["kid_mine"].cast(pl.Int64).to_numpy(), np.int64(-1))
+        return to[record_kid].astype(np.int32)
 
     def _records(self, *also: str):
         """The records' partition, key and sizes, plus ``also`` (in the sample's column order).
@@ -361,9 +376,16 @@ class WhatIf:
             u = self._composite(key_fields, sep)
             originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
             size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-            pool_keys, pool = self._hot_pool(key_fields)
-            source = pool if originals.is_in(pool_keys.implode()).all() else self._records("offset", *key_fields)
-            recs = source.filter(pl.col("key").is_in(originals.implode()))
+            if "record-kid" in self._cache:
+                # the original keys' rows by key id, then only their columns gathered: the pool of
+                # the 16 hottest keys (most of a Zipf sample's records) was gathered, filtered on key
+                # bytes, composed and joined, ~2 s of a 10M-record whatif --key-by --salt-hot here
+                rows = self._rows_of_keys(originals)[0]
+                recs = self._records("offset", *key_fields).select(pl.all().gather(rows))
+            else:
+                pool_keys, pool = self._hot_pool(key_fields)
+                source = pool if originals.is_in(pool_keys.implode()).all() else self._records("offset", *key_fields)
+                recs = source.filter(pl.col("key").is_in(originals.implode()))
             recs = recs.select(pl.exclude("key_size", "value_size", "timestamp"), size.alias("size"))
             recs = recs.with_columns(compose_keys(recs["key"], [recs[f] for f in key_fields], sep).alias("ckey"))
             hot_ids = pl.DataFrame({"ckey": hot_keys}).with_row_index("hid")
@@ -391,21 +413,30 @@ class WhatIf:
         """
         import polars as pl
 
-        record_kid = self._cache["record-kid"]
-        hot_kid = (
-            pl.DataFrame({"key": hot_keys}).join(self._key_index, on="key", how="left", maintain_order="left")["kid"]
-            .cast(pl.Int64)
-            .to_numpy()
-        )
-        lut = np.full(self._key_index.height, -1, np.int64)
-        lut[hot_kid] = np.arange(len(hot_kid))
-        rows, hid = kernels.pick_rows(record_kid, lut)
+        rows, hid, hot_kid = self._rows_of_keys(hot_keys)
         df = self.sample.frame("partition", "offset", "key_size", "value_size")
         size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
         recs = df.select("partition", "offset", "key_size", "value_size")[rows].select(
             "partition", "offset", size.alias("size"), pl.Series("hid", hid, dtype=pl.UInt32)
         )
         return recs, hot_kid
+
+    def _rows_of_keys(self, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(record rows of ``keys`` in order, each row's index in ``keys``, each key's id) from the per-record key ids.
+
+        ``keys`` are plain keys of the sample, so each has an id.
+        """
+        import polars as pl
+
+        kid = (
+            pl.DataFrame({"key": keys}).join(self._key_index, on="key", how="left", maintain_order="left")["kid"]
+            .cast(pl.Int64)
+            .to_numpy()
+        )
+        lut = np.full(self._key_index.height, -1, np.int64)
+        lut[kid] = np.arange(len(kid))
+        rows, idx = kernels.pick_rows(self._cache["record-kid"], lut)
+        return rows, idx, kid
 
     def _hot_pool(self, key_fields: tuple[str, ...] = ()):
         """Records of the hottest plain keys, found once: every salting candidate draws from them.
@@ -417,7 +448,10 @@ class WhatIf:
 
         if "hot-pool" not in self._cache:
             top = self.hot_keys((), "", Salt(top=POOL_KEYS))["ckey"]
-            rows = self.sample.frame("key").select(pl.arg_where(pl.col("key").is_in(top.implode()))).to_series()
+            if "record-kid" in self._cache:  # integer lookups: is_in on 10M key bytes took ~1-3 s here
+                rows = self._rows_of_keys(top)[0]
+            else:
+                rows = self.sample.frame("key").select(pl.arg_where(pl.col("key").is_in(top.implode()))).to_series()
             self._cache["hot-pool"] = (top, rows)
         top, rows = self._cache["hot-pool"]
         tag = ("hot-pool-records", key_fields)

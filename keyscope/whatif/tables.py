@@ -25,18 +25,16 @@ def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
     from concurrent.futures import ThreadPoolExecutor
 
     from .._keytable import encode
-    from .kernels import dense_cells, group_cells, make_cells, sort_by_key  # numba: only the compiled path needs it
+    from .kernels import dense_cells, group_cells, make_cells, sort_by_key  # LLVM IR: only the coded path loads it
 
     S = max(int(partitions), 1)
     cols = list(dict.fromkeys(["key", *(f for fs in field_sets for f in fs)]))
     codes = np.empty((len(cols) - 1, df.height), np.int32)  # the fields' codes, one row each
 
-    def enc_one(i_c):
-        i, c = i_c
-        return encode(df[c], out=codes[i - 1] if i else None)
-
+    outs = [None, *codes]  # the key's codes are returned, each field's written into its row of ``codes``
     with ThreadPoolExecutor(max_workers=2) as pool:
-        enc = dict(zip(cols, pool.map(enc_one, enumerate(cols))))
+        enc = dict(zip(cols, pool.map(lambda c, out: encode(df[c], out=out), cols, outs)))
+    del outs
     widths = {c: len(enc[c][1]) + 1 for c in cols}  # + the null code
     sets = [(), *field_sets]
     cells_w = []
@@ -49,28 +47,31 @@ def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
         cells_w.append(w)
     kid, key_firsts = enc["key"]
     K = len(key_firsts)
-    part = df["partition"].to_numpy().astype(np.int32)
-    size = (
-        df.select(pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64))
+    part = np.asarray(df["partition"].to_numpy(), np.int32)  # no copy: partitions are Int32 already
+    size = (  # int32: a record's key + value fit a Kafka batch, whose length is an int32 (sums are int64)
+        df.select((pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0)).cast(pl.Int32))
         .to_series()
         .to_numpy()
     )
     dicts = {c: pl.concat([df[c].gather(enc[c][1]), pl.Series([None], dtype=df[c].dtype)]) for c in cols}
     fields = cols[1:]
-    members = np.full((len(sets), max(1, max(len(fs) for fs in sets))), -1, np.int64)
-    for r, fs in enumerate(sets):
-        members[r, : len(fs)] = [fields.index(f) for f in fs]
-    cells = make_cells(part, S, codes, np.array([widths[f] for f in fields] or [1], np.int64), members)
     dense = [(K + 1) * w <= DENSE_CELLS for w in cells_w]
-    wide = [r for r in range(len(sets)) if not dense[r]]
+    # the wide sets' cells first, so the sort by key reads them as one view (cells[wide] copied n x sets int32)
+    order = sorted(range(len(sets)), key=lambda r: dense[r])
+    row_of = {r: i for i, r in enumerate(order)}
+    members = np.full((len(sets), max(1, max(len(fs) for fs in sets))), -1, np.int64)
+    for r in order:
+        members[row_of[r], : len(sets[r])] = [fields.index(f) for f in sets[r]]
+    cells = make_cells(part, S, codes, np.array([widths[f] for f in fields] or [1], np.int64), members)
+    del codes, enc  # the fields' codes are in the cells now
+    wide = sum(1 for d in dense if not d)
     if wide:  # one counting sort by key for every wide set
-        start, s_cells, s_size = sort_by_key(kid, K, cells[wide], size)
-        sorted_row = {r: i for i, r in enumerate(wide)}
+        start, s_cells, s_size = sort_by_key(kid, K, cells[:wide], size)
 
     def one(r):
         if dense[r]:
-            return dense_cells(kid, K, cells[r], cells_w[r], size)
-        return group_cells(start, s_cells[sorted_row[r]], cells_w[r], s_size)
+            return dense_cells(kid, K, cells[row_of[r]], cells_w[r], size)
+        return group_cells(start, s_cells[row_of[r]], cells_w[r], s_size)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         grouped = list(zip(sets, pool.map(one, range(len(sets)))))
