@@ -237,3 +237,20 @@ def test_random_bytes_never_crash():
                 decode_all(buf, fields=[FieldSpec("h", "header:h")])
             except KafkaError:
                 pass
+
+
+def test_decode_args_layout_is_checked_at_load(monkeypatch):
+    """A DecodeArgs that does not match the IR's argument struct fails at load, naming both, never a crash."""
+    import ctypes
+
+    from keyscope import _native
+    from keyscope.sampling import decoder
+
+    decoder._check_decode_args()  # the real one matches
+
+    class Short(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_int32 if n == "end" else ctypes.c_void_p) for n, _ in decoder.DECODE_ARGS]
+
+    monkeypatch.setattr(decoder, "DecodeArgs", Short)
+    with pytest.raises(_native.SignatureError, match="does not match DecodeArgs"):
+        decoder._check_decode_args()
