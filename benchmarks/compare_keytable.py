@@ -7,8 +7,11 @@ view path), taking turns between the trees (each first in every other round); me
 are compiled/loaded before timing.
 
 Run: ``git archive main keyscope | tar -x -C /tmp/before`` then
-``python benchmarks/bench_keytable.py SAMPLE.parquet --before /tmp/before``
+``python benchmarks/compare_keytable.py SAMPLE.parquet --before /tmp/before``
 (a sample: ``python benchmarks/bench_cold.py --make-sample 10000000 s.parquet``).
+A tree whose _keytable is numba's needs ``pip install numba`` (keyscope no longer depends on it).
+Named compare_*, not bench_*: it needs a sample and an older tree, so .ci/run's ``--quick`` loop
+over benchmarks/bench_*.py leaves it out.
 """
 
 from __future__ import annotations
