@@ -10,7 +10,7 @@ Timed:
 
 * read: ``read_sample`` (Parquet -> Polars), reported apart;
 * keyscope: ``keyscope.analysis.analyze`` on the loaded sample, steady state
-  (the numba kernels are compiled/loaded once before timing): partition load,
+  (the compiled kernels are loaded once before timing): partition load,
   chi-square/CV/Gini, hot keys with Wilson intervals, the skew interval, the
   perfect-hashing baseline (1,000 simulated placements) and partitioner
   detection over three hash families;

@@ -7,76 +7,41 @@ Arrow binary-view buffers (like :mod:`keyscope._kernels`), keeps an
 open-addressing table keyed by (key bytes, partition) with exact byte
 comparison (no hash-collision guesswork), and in the same pass sums records,
 bytes and squared bytes per group, counts null keys per partition, and keeps
-each partition's offset/timestamp extremes for rates.
+each partition's offset/timestamp extremes for rates.  :func:`encode` is the
+same table without the sums: dense dictionary codes for what-if.
 
-Imported lazily; :func:`keyscope.analysis.key_partition_table` uses it for
-large samples and Polars for small ones, and tests check both agree.
+Why LLVM IR (via :mod:`keyscope._native`) and not numba, which this module
+used before: numba cost a fresh process ~0.2 s to import and ~0.5 s to load
+its *cached* kernels, more than the scan of a million records; the IR loads
+from the object cache in ~10 ms and builds the same tables word for word at
+the same speed or better (docs/benchmarks.md, "The key table in LLVM IR"), so
+:mod:`keyscope.analysis` uses it from 500,000 records (was 2M).  Keys are read through the same view helpers as the hash kernels
+(``keyscope._kernels._long_ptr`` / ``_valid_bit``).  ``python -c "from
+keyscope._keytable import module_ir; print(module_ir())"`` shows all of it.
+The calls go through ctypes, which releases the GIL: :func:`scan` runs
+pieces of rows on two threads, each with its own table, then merges them.
+
+:func:`reference_scan` / :func:`reference_encode` are the pure-Python twins
+(the same hash, table and probe order); tests/test_keytable.py checks the
+kernels' tables against them slot for slot, and the results against Polars.
 """
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+
+from . import _native
+from ._kernels import _long_ptr, _valid_bit
 
 I64_MIN = np.iinfo(np.int64).min
 I64_MAX = np.iinfo(np.int64).max
 
-
-@intrinsic
-def _u64(typingctx, addr):
-    """Unaligned little-endian uint64 load at an integer address."""
-    sig = types.uint64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-        val = builder.load(ptr)
-        val.align = 1
-        return val
-
-    return sig, codegen
-
-
-@intrinsic
-def _u8(typingctx, addr):
-    sig = types.uint64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
-        return builder.zext(builder.load(ptr), ir.IntType(64))
-
-    return sig, codegen
-
-
-@intrinsic
-def _i32(typingctx, addr):
-    sig = types.int64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(32).as_pointer())
-        val = builder.load(ptr)
-        val.align = 1
-        return builder.sext(val, ir.IntType(64))
-
-    return sig, codegen
-
-
-@njit(inline="always", cache=True)
-def _long_equal(p, q, ln):
-    """Keys of > 16 bytes at addresses p and q, compared 8 bytes at a time (the last word may overlap)."""
-    k = 0
-    while k + 8 <= ln:
-        if _u64(p + k) != _u64(q + k):
-            return False
-        k += 8
-    return not (k < ln and _u64(p + ln - 8) != _u64(q + ln - 8))
-
-
-_K1 = np.uint64(0x9E3779B97F4A7C15)
-_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_K3 = np.uint64(0x165667B19E3779F9)
-
+_K1 = 0x9E3779B97F4A7C15
+_K2 = 0xC2B2AE3D27D4EB4F
+_K3 = 0x165667B19E3779F9
+_M64 = (1 << 64) - 1
 
 # The table is open-addressed over group records themselves (no index array, so
 # a record costs one cache miss, not two).  Each record is 8 x 64 bits, one
@@ -88,156 +53,682 @@ _K3 = np.uint64(0x165667B19E3779F9)
 _H, _W0, _W1, _LP, _REC, _BYTES, _ROW, _BSQ = 0, 1, 2, 3, 4, 5, 6, 7
 _WIDTH = 8
 
-
-@njit(inline="always", cache=True)
-def _mix(h, w):
-    w = w * _K1
-    return (h ^ (w ^ (w >> np.uint64(29)))) * _K2
-
-
-@njit(inline="always", cache=True)
-def _low(w, nbytes):
-    """The low ``nbytes`` (0..8) bytes of w."""
-    if nbytes >= 8:
-        return w
-    return w & ((np.uint64(1) << np.uint64(8 * nbytes)) - np.uint64(1))
+# Dictionary encoding (encode): a slot is 4 x 64 bits: hash, w0, w1,
+# len | (code + 1) << 32 (0 = empty).
+_EH, _EW0, _EW1, _ELC = 0, 1, 2, 3
+_EWIDTH = 4
 
 
-@njit(cache=True, nogil=True)
+def _s64(x: int) -> int:
+    """An unsigned 64-bit constant as the signed literal LLVM's text format wants."""
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_COMMON = rf"""
+; The key hash: one multiply-xorshift step per 64-bit word (as the numba
+; version did; any change would only move keys between slots, never change a
+; result, but the tests compare tables slot for slot with the reference).
+define internal i64 @kt_mix(i64 %h, i64 %w) alwaysinline nounwind {{
+  %a = mul i64 %w, {_s64(_K1)}
+  %b = lshr i64 %a, 29
+  %c = xor i64 %a, %b
+  %d = xor i64 %h, %c
+  %r = mul i64 %d, {_s64(_K2)}
+  ret i64 %r
+}}
+
+; The low %n bytes (0..8) of %w.  (A shift by 64 is poison in LLVM: 8 takes the select.)
+define internal i64 @kt_low(i64 %w, i64 %n) alwaysinline nounwind {{
+  %all = icmp sge i64 %n, 8
+  %bits = shl i64 %n, 3
+  %sh = select i1 %all, i64 0, i64 %bits
+  %one = shl i64 1, %sh
+  %m = sub i64 %one, 1
+  %mask = select i1 %all, i64 -1, i64 %m
+  %r = and i64 %w, %mask
+  ret i64 %r
+}}
+
+; Keys of > 16 bytes at %p and %q compared 8 bytes at a time; the last word
+; overlaps the one before instead of a byte loop.
+define internal i1 @kt_long_equal(ptr %p, ptr %q, i64 %ln) alwaysinline nounwind {{
+entry:
+  br label %loop
+loop:
+  %k = phi i64 [0, %entry], [%end, %same]
+  %end = add i64 %k, 8
+  %whole = icmp sle i64 %end, %ln
+  br i1 %whole, label %word, label %tail
+word:
+  %pk = getelementptr i8, ptr %p, i64 %k
+  %qk = getelementptr i8, ptr %q, i64 %k
+  %a = load i64, ptr %pk, align 1
+  %b = load i64, ptr %qk, align 1
+  %eq = icmp eq i64 %a, %b
+  br i1 %eq, label %same, label %out
+same:
+  br label %loop
+tail:
+  %rest = icmp slt i64 %k, %ln
+  br i1 %rest, label %last, label %out
+last:
+  %lm8 = sub i64 %ln, 8
+  %pl = getelementptr i8, ptr %p, i64 %lm8
+  %ql = getelementptr i8, ptr %q, i64 %lm8
+  %c = load i64, ptr %pl, align 1
+  %d = load i64, ptr %ql, align 1
+  %eql = icmp eq i64 %c, %d
+  br label %out
+out:
+  %r = phi i1 [false, %word], [true, %tail], [%eql, %last]
+  ret i1 %r
+}}
+
+; One key from its 16-byte view %v: {{hash, w0, w1, data}}.  Inline keys (<= 12
+; bytes) are the view's bytes 4..15 with the padding masked off; 13-16 byte
+; keys are two overlapping words of the data; longer keys hash every word and
+; keep their address in w0 and their first word in w1.  %h0 seeds the hash
+; with the length (and the partition, for scan).
+define internal {{i64, i64, i64, ptr}} @kt_key(ptr %v, ptr %bufs, i64 %ln, i64 %h0) alwaysinline nounwind {{
+entry:
+  %inline = icmp sle i64 %ln, 12
+  br i1 %inline, label %short, label %long
+short:
+  %ip0 = getelementptr i8, ptr %v, i64 4
+  %iw0 = load i64, ptr %ip0, align 4
+  %sw0 = call i64 @kt_low(i64 %iw0, i64 %ln)
+  %ip1 = getelementptr i8, ptr %v, i64 8
+  %iw1 = load i64, ptr %ip1, align 8
+  %iw1s = lshr i64 %iw1, 32                 ; bytes 8..11 of the key
+  %ln8 = sub i64 %ln, 8
+  %has1 = icmp sgt i64 %ln8, 0
+  %n1 = select i1 %has1, i64 %ln8, i64 0    ; 0 bytes: w1 = 0, no branch
+  %sw1 = call i64 @kt_low(i64 %iw1s, i64 %n1)
+  %sh0 = call i64 @kt_mix(i64 %h0, i64 %sw0)
+  %sh = call i64 @kt_mix(i64 %sh0, i64 %sw1)
+  br label %done
+long:
+{_long_ptr("")}  %lm8 = sub i64 %ln, 8
+  %lastp = getelementptr i8, ptr %p, i64 %lm8
+  %last = load i64, ptr %lastp, align 1     ; bytes [ln-8, ln)
+  %first = load i64, ptr %p, align 1
+  %mid = icmp sle i64 %ln, 16
+  br i1 %mid, label %mid16, label %words
+mid16:
+  %mh0 = call i64 @kt_mix(i64 %h0, i64 %first)
+  %mh = call i64 @kt_mix(i64 %mh0, i64 %last)
+  br label %done
+words:
+  %j = phi i64 [0, %long], [%j.next, %words]
+  %wh = phi i64 [%h0, %long], [%wh.next, %words]
+  %wp = getelementptr i8, ptr %p, i64 %j
+  %w = load i64, ptr %wp, align 1
+  %wh.next = call i64 @kt_mix(i64 %wh, i64 %w)
+  %j.next = add i64 %j, 8
+  %j.end = add i64 %j.next, 8
+  %more = icmp sle i64 %j.end, %ln
+  br i1 %more, label %words, label %wtail
+wtail:
+  %rest = icmp slt i64 %j.next, %ln
+  %th = call i64 @kt_mix(i64 %wh.next, i64 %last)
+  %lh = select i1 %rest, i64 %th, i64 %wh.next
+  %addr = ptrtoint ptr %p to i64
+  br label %done
+done:
+  %h = phi i64 [%sh, %short], [%mh, %mid16], [%lh, %wtail]
+  %w0 = phi i64 [%sw0, %short], [%first, %mid16], [%addr, %wtail]
+  %w1 = phi i64 [%sw1, %short], [%last, %mid16], [%first, %wtail]
+  %data = phi ptr [null, %short], [%p, %mid16], [%p, %wtail]
+  %hs = lshr i64 %h, 32
+  %hf = xor i64 %h, %hs
+  %r0 = insertvalue {{i64, i64, i64, ptr}} poison, i64 %hf, 0
+  %r1 = insertvalue {{i64, i64, i64, ptr}} %r0, i64 %w0, 1
+  %r2 = insertvalue {{i64, i64, i64, ptr}} %r1, i64 %w1, 2
+  %r3 = insertvalue {{i64, i64, i64, ptr}} %r2, ptr %data, 3
+  ret {{i64, i64, i64, ptr}} %r3
+}}
+
+; Is the record at %g the key {{%h, %lp, %w0, %w1, data %p}}?  The length
+; field is compared under %lpmask (encode keeps its code in the high half).
+; Hash first, then length and w1: a mismatch is nearly always decided there.
+define internal i1 @kt_same(ptr %g, i64 %h, i64 %lp, i64 %lpmask, i64 %w0, i64 %w1, ptr %p, i64 %ln) alwaysinline nounwind {{
+entry:
+  %gh = load i64, ptr %g, align 8
+  %pf = getelementptr i64, ptr %g, i64 3
+  %glpr = load i64, ptr %pf, align 8
+  %glp = and i64 %glpr, %lpmask
+  %p1 = getelementptr i64, ptr %g, i64 2
+  %gw1 = load i64, ptr %p1, align 8
+  %e0 = icmp eq i64 %gh, %h
+  br i1 %e0, label %fields, label %out
+fields:                                   ; (one branch on all three measured no faster:
+  %e1 = icmp eq i64 %glp, %lp             ;  0.135 vs 0.099 s encoding 5M short keys)
+  %e2 = icmp eq i64 %gw1, %w1
+  %e = and i1 %e1, %e2
+  br i1 %e, label %words, label %out
+words:
+  %p0 = getelementptr i64, ptr %g, i64 1
+  %gw0 = load i64, ptr %p0, align 8
+  %eqw0 = icmp eq i64 %gw0, %w0
+  %short = icmp sle i64 %ln, 16
+  br i1 %short, label %out, label %long
+long:
+  %q = inttoptr i64 %gw0 to ptr
+  %le = call i1 @kt_long_equal(ptr %p, ptr %q, i64 %ln)
+  br label %out
+out:
+  %r = phi i1 [false, %entry], [false, %fields], [%eqw0, %words], [%le, %long]
+  ret i1 %r
+}}
+"""
+
+
+def _field(out: str, g: str, f: int, ty: str = "i64") -> str:
+    """IR: ``%{out}.p`` = the address of field ``f`` of record ``%{g}``, ``%{out}`` its value."""
+    return (f"  %{out}.p = getelementptr i64, ptr %{g}, i64 {f}\n"
+            f"  %{out} = load {ty}, ptr %{out}.p, align 8\n")
+
+
+def _record(g: str, slot: str, width: int, table: str) -> str:
+    """IR: ``%{g}`` = the address of record ``%{slot}`` of ``%{table}`` (``width`` words each)."""
+    return (f"  %{g}.o = mul i64 %{slot}, {width}\n"
+            f"  %{g} = getelementptr i64, ptr %{table}, i64 %{g}.o\n")
+
+
+def _per_part(arr: str, op: str, val: str, ty: str = "i64") -> str:
+    """IR: ``arr[part] = op(arr[part], val)`` (op: add/fadd or an icmp predicate for min/max)."""
+    x = f"{arr}.{op}"
+    ir = (f"  %{x}.p = getelementptr {ty}, ptr %{arr}, i64 %part\n"
+          f"  %{x}.v = load {ty}, ptr %{x}.p, align 8\n")
+    if op in ("add", "fadd"):
+        ir += f"  %{x}.n = {op} {ty} %{x}.v, %{val}\n"
+    else:  # keep the smaller (slt) or the larger (sgt)
+        ir += (f"  %{x}.c = icmp {op} i64 %{val}, %{x}.v\n"
+               f"  %{x}.n = select i1 %{x}.c, i64 %{val}, i64 %{x}.v\n")
+    return ir + f"  store {ty} %{x}.n, ptr %{x}.p, align 8\n"
+
+
+def _scan_ir() -> str:
+    """IR: ``@kt_scan``, the one pass of :func:`scan` over one piece of a key chunk."""
+    return rf"""
+; Group rows [0, %n) of one key chunk into the table %gd (%slots records,
+; %slots a power of two) holding *%ngp groups; stop early (return the row) when
+; %limit groups exist: the caller grows the table and calls again from there.
+; Row i's other columns are at %a0 + i in %parts (i32), %vsize (i32), %offs
+; and %ts (i64 ms; null: no timestamps, I64_MIN: this row has none); its row in
+; the whole frame is %rbase + %a0 + i.  Null keys are summed per partition.
+define i64 @kt_scan(ptr noalias %views, i64 %n, ptr noalias %bufs, ptr noalias %valid, i64 %vbit,
+                    ptr noalias %parts, ptr noalias %vsize, ptr noalias %offs, ptr noalias %ts,
+                    i64 %a0, i64 %rbase, ptr noalias %gd, i64 %slots, ptr noalias %ngp, i64 %limit,
+                    ptr noalias %nrec, ptr noalias %nbytes, ptr noalias %nbsq,
+                    ptr noalias %omin, ptr noalias %omax, ptr noalias %tmin, ptr noalias %tmax) nounwind {{
+entry:
+  %mask = sub i64 %slots, 1
+  %hasmask = icmp ne ptr %valid, null
+  %hasts = icmp ne ptr %ts, null
+  %ng0 = load i64, ptr %ngp, align 8
+  %any = icmp sgt i64 %n, 0
+  br i1 %any, label %row, label %finish
+row:
+  %i = phi i64 [0, %entry], [%i.next, %next]
+  %ng = phi i64 [%ng0, %entry], [%ng.next, %next]
+  %r = add i64 %a0, %i
+  %partp = getelementptr i32, ptr %parts, i64 %r
+  %part32 = load i32, ptr %partp, align 4
+  %part = sext i32 %part32 to i64
+  %sizep = getelementptr i32, ptr %vsize, i64 %r
+  %size32 = load i32, ptr %sizep, align 4
+  %size = sext i32 %size32 to i64
+  br i1 %hasts, label %time, label %validity
+time:
+  %tp = getelementptr i64, ptr %ts, i64 %r
+  %t = load i64, ptr %tp, align 8
+  %timed = icmp ne i64 %t, {I64_MIN}
+  br i1 %timed, label %extremes, label %validity
+extremes:
+  %op = getelementptr i64, ptr %offs, i64 %r
+  %o = load i64, ptr %op, align 8
+{_per_part("omin", "slt", "o")}{_per_part("omax", "sgt", "o")}{_per_part("tmin", "slt", "t")}{_per_part("tmax", "sgt", "t")}  br label %validity
+validity:
+  br i1 %hasmask, label %check, label %key
+check:
+{_valid_bit("", "i")}  br i1 %ok, label %key, label %null
+null:
+  %nsz = sitofp i64 %size to double
+  %nsq = fmul double %nsz, %nsz
+  %one = add i64 0, 1
+{_per_part("nrec", "add", "one")}{_per_part("nbytes", "add", "size")}{_per_part("nbsq", "fadd", "nsq", "double")}  br label %next
+key:
+  %voff = shl i64 %i, 4
+  %v = getelementptr i8, ptr %views, i64 %voff
+  %len = load i32, ptr %v, align 4
+  %ln = sext i32 %len to i64
+  %ps = shl i64 %part, 32
+  %lp = or i64 %ln, %ps
+  %lpk = mul i64 %lp, {_s64(_K1)}
+  %h0 = xor i64 %lpk, {_s64(_K3)}
+  %kr = call {{i64, i64, i64, ptr}} @kt_key(ptr %v, ptr %bufs, i64 %ln, i64 %h0)
+  %h = extractvalue {{i64, i64, i64, ptr}} %kr, 0
+  %w0 = extractvalue {{i64, i64, i64, ptr}} %kr, 1
+  %w1 = extractvalue {{i64, i64, i64, ptr}} %kr, 2
+  %data = extractvalue {{i64, i64, i64, ptr}} %kr, 3
+  %slot0 = and i64 %h, %mask
+  %tot = add i64 %size, %ln                 ; bytes: key + value
+  %totf = sitofp i64 %tot to double
+  %tsq = fmul double %totf, %totf
+  br label %probe
+probe:
+  %slot = phi i64 [%slot0, %key], [%slot.next, %step]
+{_record("g", "slot", _WIDTH, "gd")}{_field("rec", "g", _REC)}  %empty = icmp eq i64 %rec, 0
+  br i1 %empty, label %insert, label %compare
+insert:
+  %full = icmp sge i64 %ng, %limit
+  br i1 %full, label %stop, label %put
+put:
+  store i64 %h, ptr %g, align 8
+  %w0p = getelementptr i64, ptr %g, i64 {_W0}
+  store i64 %w0, ptr %w0p, align 8
+  %w1p = getelementptr i64, ptr %g, i64 {_W1}
+  store i64 %w1, ptr %w1p, align 8
+  %lpp = getelementptr i64, ptr %g, i64 {_LP}
+  store i64 %lp, ptr %lpp, align 8
+  store i64 1, ptr %rec.p, align 8
+  %bytesp = getelementptr i64, ptr %g, i64 {_BYTES}
+  store i64 %tot, ptr %bytesp, align 8
+  %rowp = getelementptr i64, ptr %g, i64 {_ROW}
+  %frow = add i64 %rbase, %r
+  store i64 %frow, ptr %rowp, align 8
+  %bsqp = getelementptr i64, ptr %g, i64 {_BSQ}
+  store double %tsq, ptr %bsqp, align 8
+  %ng.put = add i64 %ng, 1
+  br label %next
+compare:
+  %same = call i1 @kt_same(ptr %g, i64 %h, i64 %lp, i64 -1, i64 %w0, i64 %w1, ptr %data, i64 %ln)
+  br i1 %same, label %hit, label %step
+hit:
+  %rec1 = add i64 %rec, 1
+  store i64 %rec1, ptr %rec.p, align 8
+{_field("hb", "g", _BYTES)}  %hb1 = add i64 %hb, %tot
+  store i64 %hb1, ptr %hb.p, align 8
+{_field("hq", "g", _BSQ, "double")}  %hq1 = fadd double %hq, %tsq
+  store double %hq1, ptr %hq.p, align 8
+  br label %next
+step:
+  %slot.inc = add i64 %slot, 1
+  %slot.next = and i64 %slot.inc, %mask
+  br label %probe
+next:
+  %ng.next = phi i64 [%ng, %null], [%ng.put, %put], [%ng, %hit]
+  %i.next = add i64 %i, 1
+  %more = icmp slt i64 %i.next, %n
+  br i1 %more, label %row, label %finish
+stop:
+  store i64 %ng, ptr %ngp, align 8
+  ret i64 %i
+finish:
+  %ngf = phi i64 [%ng0, %entry], [%ng.next, %next]
+  store i64 %ngf, ptr %ngp, align 8
+  ret i64 %n
+}}
+"""
+
+
+def _merge_ir() -> str:
+    """IR: ``@kt_merge``, another thread's table added into this one."""
+    return rf"""
+; Add the groups of %src (%sslots records) into %gd (%slots records, room for
+; all of them); returns the new group count.  First rows: the smaller wins.
+define i64 @kt_merge(ptr noalias %gd, i64 %slots, i64 %ng0, ptr noalias %src, i64 %sslots) nounwind {{
+entry:
+  %mask = sub i64 %slots, 1
+  %any = icmp sgt i64 %sslots, 0
+  br i1 %any, label %each, label %done
+each:
+  %s = phi i64 [0, %entry], [%s.next, %next]
+  %ng = phi i64 [%ng0, %entry], [%ng.next, %next]
+{_record("e", "s", _WIDTH, "src")}{_field("srec", "e", _REC)}  %used = icmp ne i64 %srec, 0
+  br i1 %used, label %key, label %next
+key:
+  %h = load i64, ptr %e, align 8
+{_field("w0", "e", _W0)}{_field("w1", "e", _W1)}{_field("lp", "e", _LP)}  %ln = and i64 %lp, 4294967295
+  %p = inttoptr i64 %w0 to ptr
+  %slot0 = and i64 %h, %mask
+  br label %probe
+probe:
+  %slot = phi i64 [%slot0, %key], [%slot.next, %step]
+{_record("g", "slot", _WIDTH, "gd")}{_field("rec", "g", _REC)}  %empty = icmp eq i64 %rec, 0
+  br i1 %empty, label %put, label %compare
+put:
+  call void @llvm.memcpy.p0.p0.i64(ptr align 8 %g, ptr align 8 %e, i64 {8 * _WIDTH}, i1 false)
+  %ng.put = add i64 %ng, 1
+  br label %next
+compare:
+  %same = call i1 @kt_same(ptr %g, i64 %h, i64 %lp, i64 -1, i64 %w0, i64 %w1, ptr %p, i64 %ln)
+  br i1 %same, label %hit, label %step
+hit:
+  %rec1 = add i64 %rec, %srec
+  store i64 %rec1, ptr %rec.p, align 8
+{_field("hb", "g", _BYTES)}{_field("sb", "e", _BYTES)}  %hb1 = add i64 %hb, %sb
+  store i64 %hb1, ptr %hb.p, align 8
+{_field("hq", "g", _BSQ, "double")}{_field("sq", "e", _BSQ, "double")}  %hq1 = fadd double %hq, %sq
+  store double %hq1, ptr %hq.p, align 8
+{_field("hr", "g", _ROW)}{_field("sr", "e", _ROW)}  %first = icmp ult i64 %sr, %hr
+  %row = select i1 %first, i64 %sr, i64 %hr
+  store i64 %row, ptr %hr.p, align 8
+  br label %next
+step:
+  %slot.inc = add i64 %slot, 1
+  %slot.next = and i64 %slot.inc, %mask
+  br label %probe
+next:
+  %ng.next = phi i64 [%ng, %each], [%ng.put, %put], [%ng, %hit]
+  %s.next = add i64 %s, 1
+  %more = icmp slt i64 %s.next, %sslots
+  br i1 %more, label %each, label %done
+done:
+  %ngf = phi i64 [%ng0, %entry], [%ng.next, %next]
+  ret i64 %ngf
+}}
+"""
+
+
+def _rehash_ir() -> str:
+    """IR: ``@kt_rehash``, a table's records moved into one twice the size (scan's and encode's)."""
+    return r"""
+; Every used record of %old (%oslots records of %width words; used: word %flag
+; is not 0) into its first free slot of %new from hash & mask, in slot order.
+define void @kt_rehash(ptr noalias %old, i64 %oslots, ptr noalias %new, i64 %nslots,
+                       i64 %width, i64 %flag) nounwind {
+entry:
+  %mask = sub i64 %nslots, 1
+  %bytes = shl i64 %width, 3
+  %any = icmp sgt i64 %oslots, 0
+  br i1 %any, label %each, label %done
+each:
+  %s = phi i64 [0, %entry], [%s.next, %next]
+  %eo = mul i64 %s, %width
+  %e = getelementptr i64, ptr %old, i64 %eo
+  %fp = getelementptr i64, ptr %e, i64 %flag
+  %f = load i64, ptr %fp, align 8
+  %used = icmp ne i64 %f, 0
+  br i1 %used, label %key, label %next
+key:
+  %h = load i64, ptr %e, align 8
+  %slot0 = and i64 %h, %mask
+  br label %probe
+probe:
+  %slot = phi i64 [%slot0, %key], [%slot.next, %probe]
+  %go = mul i64 %slot, %width
+  %g = getelementptr i64, ptr %new, i64 %go
+  %gfp = getelementptr i64, ptr %g, i64 %flag
+  %gf = load i64, ptr %gfp, align 8
+  %slot.inc = add i64 %slot, 1
+  %slot.next = and i64 %slot.inc, %mask
+  %taken = icmp ne i64 %gf, 0
+  br i1 %taken, label %probe, label %put
+put:
+  call void @llvm.memcpy.p0.p0.i64(ptr align 8 %g, ptr align 8 %e, i64 %bytes, i1 false)
+  br label %next
+next:
+  %s.next = add i64 %s, 1
+  %more = icmp slt i64 %s.next, %oslots
+  br i1 %more, label %each, label %done
+done:
+  ret void
+}
+
+declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
+"""
+
+
+def _encode_ir() -> str:
+    """IR: ``@kt_encode``, dictionary codes for one piece of a chunk (:func:`encode`)."""
+    return rf"""
+; Code rows [0, %n) of one chunk into %out[%o0 + i] (i32; null: -1), with the
+; table %tab (%slots records of 4 words) holding *%ngp codes; a new value's
+; first row goes to %firsts[code].  Stops early (returns the row) at %limit codes.
+define i64 @kt_encode(ptr noalias %views, i64 %n, ptr noalias %bufs, ptr noalias %valid, i64 %vbit,
+                      ptr noalias %out, i64 %o0, ptr noalias %tab, i64 %slots, ptr noalias %ngp,
+                      i64 %limit, ptr noalias %firsts) nounwind {{
+entry:
+  %mask = sub i64 %slots, 1
+  %hasmask = icmp ne ptr %valid, null
+  %ng0 = load i64, ptr %ngp, align 8
+  %any = icmp sgt i64 %n, 0
+  br i1 %any, label %row, label %finish
+row:
+  %i = phi i64 [0, %entry], [%i.next, %next]
+  %ng = phi i64 [%ng0, %entry], [%ng.next, %next]
+  %oi = add i64 %o0, %i
+  %outp = getelementptr i32, ptr %out, i64 %oi
+  br i1 %hasmask, label %check, label %key
+check:
+{_valid_bit("", "i")}  br i1 %ok, label %key, label %null
+null:
+  store i32 -1, ptr %outp, align 4
+  br label %next
+key:
+  %voff = shl i64 %i, 4
+  %v = getelementptr i8, ptr %views, i64 %voff
+  %len = load i32, ptr %v, align 4
+  %ln = sext i32 %len to i64
+  %lk = mul i64 %ln, {_s64(_K1)}
+  %h0 = xor i64 %lk, {_s64(_K3)}
+  %kr = call {{i64, i64, i64, ptr}} @kt_key(ptr %v, ptr %bufs, i64 %ln, i64 %h0)
+  %h = extractvalue {{i64, i64, i64, ptr}} %kr, 0
+  %w0 = extractvalue {{i64, i64, i64, ptr}} %kr, 1
+  %w1 = extractvalue {{i64, i64, i64, ptr}} %kr, 2
+  %data = extractvalue {{i64, i64, i64, ptr}} %kr, 3
+  %slot0 = and i64 %h, %mask
+  br label %probe
+probe:
+  %slot = phi i64 [%slot0, %key], [%slot.next, %step]
+{_record("g", "slot", _EWIDTH, "tab")}{_field("lc", "g", _ELC)}  %empty = icmp eq i64 %lc, 0
+  br i1 %empty, label %insert, label %compare
+insert:
+  %full = icmp sge i64 %ng, %limit
+  br i1 %full, label %stop, label %put
+put:
+  store i64 %h, ptr %g, align 8
+  %w0p = getelementptr i64, ptr %g, i64 {_EW0}
+  store i64 %w0, ptr %w0p, align 8
+  %w1p = getelementptr i64, ptr %g, i64 {_EW1}
+  store i64 %w1, ptr %w1p, align 8
+  %code1 = add i64 %ng, 1
+  %cs = shl i64 %code1, 32
+  %nlc = or i64 %ln, %cs
+  store i64 %nlc, ptr %lc.p, align 8
+  %fp = getelementptr i64, ptr %firsts, i64 %ng
+  store i64 %oi, ptr %fp, align 8
+  %ngc = trunc i64 %ng to i32
+  store i32 %ngc, ptr %outp, align 4
+  br label %next
+compare:
+  %same = call i1 @kt_same(ptr %g, i64 %h, i64 %ln, i64 4294967295, i64 %w0, i64 %w1, ptr %data, i64 %ln)
+  br i1 %same, label %hit, label %step
+hit:
+  %lcs = lshr i64 %lc, 32
+  %code = sub i64 %lcs, 1
+  %code32 = trunc i64 %code to i32
+  store i32 %code32, ptr %outp, align 4
+  br label %next
+step:
+  %slot.inc = add i64 %slot, 1
+  %slot.next = and i64 %slot.inc, %mask
+  br label %probe
+next:
+  %ng.next = phi i64 [%ng, %null], [%code1, %put], [%ng, %hit]
+  %i.next = add i64 %i, 1
+  %more = icmp slt i64 %i.next, %n
+  br i1 %more, label %row, label %finish
+stop:
+  store i64 %ng, ptr %ngp, align 8
+  ret i64 %i
+finish:
+  %ngf = phi i64 [%ng0, %entry], [%ng.next, %next]
+  store i64 %ngf, ptr %ngp, align 8
+  ret i64 %n
+}}
+"""
+
+
+def module_ir() -> str:
+    """The whole key-table module as LLVM IR text."""
+    return _COMMON + _scan_ir() + _merge_ir() + _rehash_ir() + _encode_ir()
+
+
+_P, _I64 = ctypes.c_void_p, ctypes.c_int64
+_FNS = (
+    _native.Fn("kt_scan", _I64, (
+        ("views", _P), ("rows", _I64), ("buffers", _P), ("validity", _P), ("validity_offset", _I64),
+        ("partition", _P), ("value_size", _P), ("offset", _P), ("timestamp", _P),
+        ("a0", _I64), ("rbase", _I64), ("table", _P), ("slots", _I64), ("groups", _P), ("limit", _I64),
+        ("nrec", _P), ("nbytes", _P), ("nbsq", _P), ("omin", _P), ("omax", _P), ("tmin", _P), ("tmax", _P),
+    )),  # fmt: skip
+    _native.Fn("kt_merge", _I64, (("table", _P), ("slots", _I64), ("groups", _I64), ("src", _P), ("src_slots", _I64))),
+    _native.Fn("kt_rehash", None, (("old", _P), ("old_slots", _I64), ("new", _P), ("new_slots", _I64),
+                                   ("width", _I64), ("flag", _I64))),
+    _native.Fn("kt_encode", _I64, (
+        ("views", _P), ("rows", _I64), ("buffers", _P), ("validity", _P), ("validity_offset", _I64),
+        ("out", _P), ("o0", _I64), ("table", _P), ("slots", _I64), ("codes", _P), ("limit", _I64), ("firsts", _P),
+    )),  # fmt: skip
+)
+_LIB = _native.Lazy("keytable", module_ir, _FNS)
+
+
+def _addr(a: np.ndarray) -> int | None:
+    """A numpy array's data address for the kernels (None: empty, read as 'absent')."""
+    return a.ctypes.data if a.size else None
+
+
 def _scan(
     views, n, buf_addrs, valid, vbit, parts, vsize, offs, ts, a0, rbase,
-    gd, gdf, ng, limit,
+    gd, ng, limit,
     nrec, nbytes, nbsq, omin, omax, tmin, tmax,
 ):  # fmt: skip
-    """Group rows [0, n) of one key chunk; stop early (return the row) when ``limit`` groups exist.
+    """``@kt_scan`` on numpy arrays: (rows done, groups now); see the IR's comment."""
+    ngp = np.array([ng], np.int64)
+    stop = _LIB.get()["kt_scan"](
+        views, n, buf_addrs.ctypes.data, _addr(valid), vbit, parts.ctypes.data, vsize.ctypes.data,
+        _addr(offs), _addr(ts), a0, rbase, gd.ctypes.data, gd.shape[0], ngp.ctypes.data, limit,
+        nrec.ctypes.data, nbytes.ctypes.data, nbsq.ctypes.data,
+        omin.ctypes.data, omax.ctypes.data, tmin.ctypes.data, tmax.ctypes.data,
+    )  # fmt: skip
+    return stop, int(ngp[0])
 
-    Row i's other columns are at ``a0 + i`` in ``parts``/``vsize``/``offs``/``ts``
-    (arrays of the current slice); its row in the whole frame is ``rbase + a0 + i``.
+
+def _merge(gd, ng, src) -> int:
+    """Add the groups of ``src`` into ``gd`` (which has room for all of them); returns the group count."""
+    return _LIB.get()["kt_merge"](gd.ctypes.data, gd.shape[0], ng, src.ctypes.data, src.shape[0])
+
+
+def _rehash(old, new, flag: int = _REC) -> None:
+    """Move ``old``'s records into ``new`` (twice the slots, zeroed); ``flag``: the word that is 0 in a free slot."""
+    assert old.shape[1] == new.shape[1] and old.flags.c_contiguous and new.flags.c_contiguous
+    _LIB.get()["kt_rehash"](old.ctypes.data, old.shape[0], new.ctypes.data, new.shape[0], old.shape[1], flag)
+
+
+def _encode(views, n, buf_addrs, valid, vbit, out, o0, tab, ng, limit, firsts):
+    """``@kt_encode`` on numpy arrays: (rows done, codes now)."""
+    assert out.dtype == np.int32 and firsts.dtype == np.int64 and len(firsts) >= limit
+    ngp = np.array([ng], np.int64)
+    stop = _LIB.get()["kt_encode"](
+        views, n, buf_addrs.ctypes.data, _addr(valid), vbit, out.ctypes.data, o0,
+        tab.ctypes.data, tab.shape[0], ngp.ctypes.data, limit, firsts.ctypes.data,
+    )  # fmt: skip
+    return stop, int(ngp[0])
+
+
+def _erehash(old, new) -> None:
+    _rehash(old, new, _ELC)
+
+
+# --------------------------------------------------------------------------
+# The pure-Python twins: the same hash, the same table, the same probe order
+# (tests compare the kernels' tables with these slot for slot).
+
+
+def key_words(key: bytes, lp: int) -> tuple[int, int, int]:
+    """(hash, w0, w1) of a key as the kernels compute them; ``lp``: len | partition << 32 (encode: len).
+
+    For keys of > 16 bytes w0 is the key's address in the kernels; here it is 0.
     """
-    mask = np.uint64(gd.shape[0] - 1)
-    has_valid = valid.size > 0
-    has_ts = ts.size > 0
-    for i in range(n):
-        r = a0 + i
-        part = np.int64(parts[r])
-        size = np.int64(vsize[r])
-        t = ts[r] if has_ts else I64_MIN
-        if t != I64_MIN:
-            o = offs[r]
-            if o < omin[part]:
-                omin[part] = o
-            if o > omax[part]:
-                omax[part] = o
-            if t < tmin[part]:
-                tmin[part] = t
-            if t > tmax[part]:
-                tmax[part] = t
-        bit = vbit + i
-        if has_valid and ((valid[bit >> 3] >> (bit & 7)) & 1) == 0:
-            nrec[part] += 1
-            nbytes[part] += size
-            nbsq[part] += float(size) * float(size)
+    def mix(h, w):
+        w = (w * _K1) & _M64
+        return ((h ^ (w ^ (w >> 29))) * _K2) & _M64
+
+    def word(b: bytes) -> int:
+        return int.from_bytes(b.ljust(8, b"\0"), "little")
+
+    ln = len(key)
+    h = _K3 ^ ((lp * _K1) & _M64)
+    if ln <= 16:  # (inline keys: the view's zero padding is masked off, = zero-filled words)
+        w0 = word(key[:8])
+        w1 = word(key[8:12]) if ln <= 12 else word(key[ln - 8:])
+        h = mix(mix(h, w0), w1)
+    else:
+        j = 0
+        while j + 8 <= ln:
+            h = mix(h, word(key[j:j + 8]))
+            j += 8
+        if j < ln:
+            h = mix(h, word(key[ln - 8:]))
+        w0, w1 = 0, word(key[:8])
+    return h ^ (h >> 32), w0, w1
+
+
+def reference_scan(keys, parts, sizes, slots: int = 1 << 15):
+    """The table ``@kt_scan`` builds from rows (key or None, partition, value size), one thread, no growth.
+
+    Returns (table as uint64 (slots, 8) with w0 = 0 for > 16-byte keys, the keys
+    by slot, per-partition null (records, bytes, bytes squared)).
+    """
+    tab = np.zeros((slots, _WIDTH), np.uint64)
+    fl = tab.view(np.float64)
+    by_slot: dict[int, bytes] = {}
+    nulls: dict[int, list] = {}
+    for row, (key, part, size) in enumerate(zip(keys, parts, sizes)):
+        if key is None:
+            acc = nulls.setdefault(int(part), [0, 0, 0.0])
+            acc[0] += 1
+            acc[1] += int(size)
+            acc[2] += float(size) * float(size)
             continue
-        v = views + 16 * i
-        ln = _i32(v)
-        lp = np.uint64(ln) | (np.uint64(part) << np.uint64(32))
-        h = _K3 ^ (lp * _K1)
-        p = np.int64(0)
-        if ln <= 12:  # inline in the view, zero bytes masked off
-            w0 = _low(_u64(v + 4), ln)
-            w1 = _low(_u64(v + 8) >> np.uint64(32), ln - 8) if ln > 8 else np.uint64(0)
-            h = _mix(_mix(h, w0), w1)
-        else:
-            p = buf_addrs[_i32(v + 8)] + _i32(v + 12)
-            if ln <= 16:
-                w0 = _u64(p)
-                w1 = _u64(p + ln - 8)  # overlapping: bytes [ln-8, ln)
-                h = _mix(_mix(h, w0), w1)
-            else:
-                j = 0
-                while j + 8 <= ln:
-                    h = _mix(h, _u64(p + j))
-                    j += 8
-                if j < ln:
-                    h = _mix(h, _u64(p + ln - 8))
-                w0 = np.uint64(p)
-                w1 = _u64(p)
-        h ^= h >> np.uint64(32)
-        slot = h & mask
-        size = size + ln
-        while True:
-            if gd[slot, _REC] == 0:
-                if ng >= limit:
-                    return i, ng  # caller grows the table and calls again from row i
-                gd[slot, _H] = h
-                gd[slot, _W0] = w0
-                gd[slot, _W1] = w1
-                gd[slot, _LP] = lp
-                gd[slot, _REC] = 1
-                gd[slot, _BYTES] = size
-                gd[slot, _ROW] = rbase + r
-                gdf[slot, _BSQ] = float(size) * float(size)
-                ng += 1
-                break
-            if gd[slot, _H] == h and gd[slot, _LP] == lp and gd[slot, _W1] == w1:
-                if ln <= 16:
-                    same = gd[slot, _W0] == w0
-                else:
-                    q = np.int64(gd[slot, _W0])
-                    same = _long_equal(p, q, ln)
-                if same:
-                    gd[slot, _REC] += 1
-                    gd[slot, _BYTES] += size
-                    gdf[slot, _BSQ] += float(size) * float(size)
-                    break
-            slot = (slot + np.uint64(1)) & mask
-    return n, ng
+        lp = len(key) | int(part) << 32
+        h, w0, w1 = key_words(key, lp)
+        tot = int(size) + len(key)
+        slot = h & (slots - 1)
+        while tab[slot, _REC] != 0 and not (int(tab[slot, _LP]) == lp and by_slot[slot] == key):
+            slot = (slot + 1) & (slots - 1)
+        if tab[slot, _REC] == 0:
+            assert len(by_slot) < slots // 2, "reference_scan: table too small"
+            tab[slot, :_BSQ] = (h, w0, w1, lp, 0, 0, row)
+            by_slot[slot] = key
+        tab[slot, _REC] += 1
+        tab[slot, _BYTES] += tot
+        fl[slot, _BSQ] += float(tot) * float(tot)
+    return tab, by_slot, nulls
 
 
-@njit(cache=True)
-def _rehash(old, new):
-    mask = np.uint64(new.shape[0] - 1)
-    for s in range(old.shape[0]):
-        if old[s, _REC] == 0:
+def reference_encode(values, slots: int = 1 << 15):
+    """(codes, firsts, table) as ``@kt_encode`` builds them (one chunk, no growth; w0 = 0 for > 16 bytes)."""
+    tab = np.zeros((slots, _EWIDTH), np.uint64)
+    by_slot: dict[int, bytes] = {}
+    codes, firsts = [], []
+    for row, v in enumerate(values):
+        if v is None:
+            codes.append(-1)
             continue
-        slot = old[s, _H] & mask
-        while new[slot, _REC] != 0:
-            slot = (slot + np.uint64(1)) & mask
-        for f in range(_WIDTH):
-            new[slot, f] = old[s, f]
-
-
-@njit(cache=True, nogil=True)
-def _merge(gd, gdf, ng, src, srcf):
-    """Add the groups of ``src`` into ``gd`` (which has room for all of them)."""
-    mask = np.uint64(gd.shape[0] - 1)
-    for s in range(src.shape[0]):
-        if src[s, _REC] == 0:
-            continue
-        h, lp, w0, w1 = src[s, _H], src[s, _LP], src[s, _W0], src[s, _W1]
-        ln = np.int64(lp & np.uint64(0xFFFFFFFF))
-        slot = h & mask
-        while True:
-            if gd[slot, _REC] == 0:
-                for f in range(_WIDTH):
-                    gd[slot, f] = src[s, f]
-                ng += 1
-                break
-            if gd[slot, _H] == h and gd[slot, _LP] == lp and gd[slot, _W1] == w1:
-                if ln <= 16:
-                    same = gd[slot, _W0] == w0
-                else:
-                    p, q = np.int64(w0), np.int64(gd[slot, _W0])
-                    same = _long_equal(p, q, ln)
-                if same:
-                    gd[slot, _REC] += src[s, _REC]
-                    gd[slot, _BYTES] += src[s, _BYTES]
-                    gdf[slot, _BSQ] += srcf[s, _BSQ]
-                    if src[s, _ROW] < gd[slot, _ROW]:
-                        gd[slot, _ROW] = src[s, _ROW]
-                    break
-            slot = (slot + np.uint64(1)) & mask
-    return ng
+        h, w0, w1 = key_words(v, len(v))
+        slot = h & (slots - 1)
+        while tab[slot, _ELC] != 0 and by_slot[slot] != v:
+            slot = (slot + 1) & (slots - 1)
+        if tab[slot, _ELC] == 0:
+            tab[slot] = (h, w0, w1, len(v) | (len(firsts) + 1) << 32)
+            by_slot[slot] = v
+            firsts.append(row)
+        codes.append(int(tab[slot, _ELC] >> np.uint64(32)) - 1)
+    return np.array(codes, np.int32), np.array(firsts, np.int64), tab
 
 
 class _Groups:
@@ -289,7 +780,7 @@ class _Worker:
             while done < n:
                 stop, g.ng = _scan(
                     views + 16 * done, n - done, buf_addrs, valid, vbit + done, parts, vsize, offs, ts,
-                    done, r0, g.gd, g.gd.view(np.float64), g.ng, g.limit,
+                    done, r0, g.gd, g.ng, g.limit,
                     self.nrec, self.nbytes, self.nbsq, self.omin, self.omax, self.tmin, self.tmax,
                 )  # fmt: skip
                 done += stop
@@ -307,7 +798,7 @@ def _column_arrays(cols, r0: int, n: int):
     else:  # Datetime(ms) is Int64 milliseconds underneath: no conversion unless nulls
         phys = ts.to_physical() if getattr(ts.dtype, "time_unit", None) == "ms" else ts.dt.epoch("ms")
         tms = (phys.fill_null(I64_MIN) if phys.null_count() else phys).to_numpy()
-    return part.to_numpy(), vsize, offs, tms
+    return np.ascontiguousarray(part.to_numpy(), np.int32), np.ascontiguousarray(vsize, np.int32), offs, tms
 
 
 def scan(df, partitions: int, threads: int | None = None, extremes: bool = True):
@@ -375,7 +866,7 @@ def scan(df, partitions: int, threads: int | None = None, extremes: bool = True)
         g = main.groups
         while g.ng + w.groups.ng > g.limit:
             g.enlarge()
-        g.ng = _merge(g.gd, g.gd.view(np.float64), g.ng, w.groups.gd, w.groups.gd.view(np.float64))
+        g.ng = _merge(g.gd, g.ng, w.groups.gd)
         main.nrec += w.nrec
         main.nbytes += w.nbytes
         main.nbsq += w.nbsq
@@ -414,84 +905,6 @@ def scan(df, partitions: int, threads: int | None = None, extremes: bool = True)
 
 # --------------------------------------------------------------------------
 # Dictionary encoding: a dense integer code per row, for what-if's unit tables.
-# Same view reading and hashing as _scan; a slot is 4 x 64 bits: hash, w0, w1,
-# len | (code + 1) << 32 (0 = empty).  Exact: values are compared byte for byte.
-_EH, _EW0, _EW1, _ELC = 0, 1, 2, 3
-
-
-@njit(cache=True, nogil=True)
-def _encode(views, n, buf_addrs, valid, vbit, out, o0, tab, ng, limit, firsts):
-    """Code rows [0, n) of one chunk into ``out[o0:]``; stop early (return the row) at ``limit`` codes."""
-    mask = np.uint64(tab.shape[0] - 1)
-    has_valid = valid.size > 0
-    low32 = np.uint64(0xFFFFFFFF)
-    for i in range(n):
-        bit = vbit + i
-        if has_valid and ((valid[bit >> 3] >> (bit & 7)) & 1) == 0:
-            out[o0 + i] = -1
-            continue
-        v = views + 16 * i
-        ln = _i32(v)
-        h = _K3 ^ (np.uint64(ln) * _K1)
-        p = np.int64(0)
-        if ln <= 12:
-            w0 = _low(_u64(v + 4), ln)
-            w1 = _low(_u64(v + 8) >> np.uint64(32), ln - 8) if ln > 8 else np.uint64(0)
-            h = _mix(_mix(h, w0), w1)
-        else:
-            p = buf_addrs[_i32(v + 8)] + _i32(v + 12)
-            if ln <= 16:
-                w0 = _u64(p)
-                w1 = _u64(p + ln - 8)
-                h = _mix(_mix(h, w0), w1)
-            else:
-                j = 0
-                while j + 8 <= ln:
-                    h = _mix(h, _u64(p + j))
-                    j += 8
-                if j < ln:
-                    h = _mix(h, _u64(p + ln - 8))
-                w0 = np.uint64(p)
-                w1 = _u64(p)
-        h ^= h >> np.uint64(32)
-        slot = h & mask
-        while True:
-            lc = tab[slot, _ELC]
-            if lc == 0:
-                if ng >= limit:
-                    return i, ng
-                tab[slot, _EH] = h
-                tab[slot, _EW0] = w0
-                tab[slot, _EW1] = w1
-                tab[slot, _ELC] = np.uint64(ln) | (np.uint64(ng + 1) << np.uint64(32))
-                firsts[ng] = o0 + i
-                out[o0 + i] = ng
-                ng += 1
-                break
-            if tab[slot, _EH] == h and (lc & low32) == np.uint64(ln) and tab[slot, _EW1] == w1:
-                if ln <= 16:
-                    same = tab[slot, _EW0] == w0
-                else:
-                    q = np.int64(tab[slot, _EW0])
-                    same = _long_equal(p, q, ln)
-                if same:
-                    out[o0 + i] = np.int64(lc >> np.uint64(32)) - 1
-                    break
-            slot = (slot + np.uint64(1)) & mask
-    return n, ng
-
-
-@njit(cache=True)
-def _erehash(old, new):
-    mask = np.uint64(new.shape[0] - 1)
-    for s in range(old.shape[0]):
-        if old[s, _ELC] == 0:
-            continue
-        slot = old[s, _EH] & mask
-        while new[slot, _ELC] != 0:
-            slot = (slot + np.uint64(1)) & mask
-        for f in range(4):
-            new[slot, f] = old[s, f]
 
 
 def _encode_limit(slots: int) -> int:

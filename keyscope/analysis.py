@@ -97,11 +97,15 @@ class Analysis:
         }
 
 
-# From this many records the compiled one-pass scan (keyscope._keytable) is
-# worth numba's start-up in a fresh process (~0.6 s to import and load the cached
-# kernels; ~2 s the very first time, compiling): it then runs at about twice
-# Polars' group_by speed (docs/benchmarks.md).  Below it, Polars.
-COMPILED_MIN_ROWS = 2_000_000
+# From this many records the compiled one-pass scan (keyscope._keytable, LLVM IR)
+# is used; below it, Polars' group_by.  Measured in fresh processes (docs/benchmarks.md,
+# "The key table in LLVM IR"): the scan costs ~25 ms once (import, load from the
+# object cache; llvmlite is loaded anyway for partitioner detection), and warm it
+# runs 1.1x Polars at 100k records, 1.5x at 300k, ~4x at 3M (one thread).  A
+# whole cold `keyscope analyze` cost 0.03-0.04 s more CPU compiled at 10k-300k
+# records and 0.04 s less at 1M: the crossover lies between.  (With numba this
+# was 2,000,000: its ~0.6 s start-up.)
+COMPILED_MIN_ROWS = 500_000
 
 
 def key_partition_table(df, squares: bool = True):

@@ -44,7 +44,7 @@ def imported(*args: str) -> set[str]:
         (("info", SAMPLE), HEAVY | {"kafka"}),
         (("lag", "-b", "127.0.0.1:1", "--group", "g", "--timeout", "1"), HEAVY | COLUMNAR),
         (("rules", "--group", "g", "--topic", "t"), HEAVY | COLUMNAR | {"kafka"}),
-        # below 2M records analyze groups with Polars: numba (0.2 s import + ~0.5 s loading its cached kernels) stays off;
+        # the kernels are LLVM IR (numba cost 0.2 s import + ~0.5 s loading its cached kernels);
         # the chi-square tail is keyscope.stats' own (scipy.special cost 0.4-1.1 s)
         (("analyze", SAMPLE), HEAVY | {"kafka"}),
         # what-if's kernels are LLVM IR (keyscope._native), not numba (~0.7 s per cold command)
