@@ -423,6 +423,22 @@ class RawFetcher:
             failed(e)
 
 
+def throttled(exc: BaseException) -> bool:
+    """kafka-python refuses sends on a connection the broker throttled (quota) until the throttle time passes.
+
+    That is the broker answering, not a broker lost: callers must not count it
+    as an outage (found on real Kafka with a consumer_byte_rate quota).
+    """
+    from kafka.errors import NodeNotReadyError
+
+    return isinstance(exc, NodeNotReadyError) and "throttle" in str(exc)
+
+
+def preload() -> None:
+    """Import kafka-python now: a process pool's fork server does it once (~0.3-0.5 s), not every worker."""
+    import kafka  # noqa: F401
+
+
 def error_name(code: int) -> str:
     """Kafka's name for a protocol error code (for one-line messages)."""
     import kafka.errors as Errors

@@ -302,7 +302,7 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
                 continue
             plist = req[0]
             if exc is not None:
-                if _throttled(exc):  # a broker quota holds this connection: wait, the broker is fine
+                if kafka_io.throttled(exc):  # a broker quota holds this connection: wait, the broker is fine
                     waiting.append((time.monotonic() + 0.1, plist))
                     continue
                 failing_since = failing_since or time.monotonic()
@@ -344,17 +344,6 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
         elif any(p.hit_budget for p in parts.values()):
             state.stopped_by = "record limit"
     return state
-
-
-def _throttled(exc: BaseException) -> bool:
-    """kafka-python refuses sends on a connection the broker throttled (quota) until the throttle time passes.
-
-    That is the broker answering, not a broker lost: it must not count
-    towards ``retry_s`` (found on real Kafka with a consumer_byte_rate quota).
-    """
-    from kafka.errors import NodeNotReadyError
-
-    return isinstance(exc, NodeNotReadyError) and "throttle" in str(exc)
 
 
 _OFFSET_OUT_OF_RANGE = 1
