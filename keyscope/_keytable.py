@@ -248,6 +248,73 @@ def _per_part(arr: str, op: str, val: str, ty: str = "i64") -> str:
     return ir + f"  store {ty} %{x}.n, ptr %{x}.p, align 8\n"
 
 
+# Pieces both table kernels (kt_scan, kt_encode) share, written once.
+# Row %i's view and its key length %ln.
+_VIEW_LEN = """\
+  %voff = shl i64 %i, 4
+  %v = getelementptr i8, ptr %views, i64 %voff
+  %len = load i32, ptr %v, align 4
+  %ln = sext i32 %len to i64
+"""
+# The key's hash (from the seed %h0), its first two words, its bytes, and the first slot to probe.
+_KEY_HASH = """\
+  %kr = call {i64, i64, i64, ptr} @kt_key(ptr %v, ptr %bufs, i64 %ln, i64 %h0)
+  %h = extractvalue {i64, i64, i64, ptr} %kr, 0
+  %w0 = extractvalue {i64, i64, i64, ptr} %kr, 1
+  %w1 = extractvalue {i64, i64, i64, ptr} %kr, 2
+  %data = extractvalue {i64, i64, i64, ptr} %kr, 3
+  %slot0 = and i64 %h, %mask
+"""
+
+
+def _probe_head(width: int, table: str, occupied: str, at: int, w0: int, w1: int) -> str:
+    """IR: probe %slot of ``table`` (records of ``width`` words); an empty record (word ``at``, read
+    into %``occupied``, is 0) takes the key unless %limit groups exist (then ``stop``), else ``compare``.
+    The new record gets the hash and the key's first two words (at ``w0``, ``w1``); the caller's
+    ``put`` goes on from there."""
+    return f"""\
+probe:
+  %slot = phi i64 [%slot0, %key], [%slot.next, %step]
+{_record("g", "slot", width, table)}{_field(occupied, "g", at)}  %empty = icmp eq i64 %{occupied}, 0
+  br i1 %empty, label %insert, label %compare
+insert:
+  %full = icmp sge i64 %ng, %limit
+  br i1 %full, label %stop, label %put
+put:
+  store i64 %h, ptr %g, align 8
+  %w0p = getelementptr i64, ptr %g, i64 {w0}
+  store i64 %w0, ptr %w0p, align 8
+  %w1p = getelementptr i64, ptr %g, i64 {w1}
+  store i64 %w1, ptr %w1p, align 8
+"""
+
+
+def _probe_tail(put_ng: str) -> str:
+    """IR: the next slot (linear probing), the next row, and the two exits (%limit reached: the row; done: %n).
+
+    ``put_ng`` is the group count after an insert (the blocks ``null``, ``put`` and ``hit`` precede it).
+    """
+    return f"""\
+step:
+  %slot.inc = add i64 %slot, 1
+  %slot.next = and i64 %slot.inc, %mask
+  br label %probe
+next:
+  %ng.next = phi i64 [%ng, %null], [{put_ng}, %put], [%ng, %hit]
+  %i.next = add i64 %i, 1
+  %more = icmp slt i64 %i.next, %n
+  br i1 %more, label %row, label %finish
+stop:
+  store i64 %ng, ptr %ngp, align 8
+  ret i64 %i
+finish:
+  %ngf = phi i64 [%ng0, %entry], [%ng.next, %next]
+  store i64 %ngf, ptr %ngp, align 8
+  ret i64 %n
+}}
+"""
+
+
 def _scan_ir() -> str:
     """IR: ``@kt_scan``, the one pass of :func:`scan` over one piece of a key chunk."""
     return rf"""
@@ -299,38 +366,15 @@ null:
   %one = add i64 0, 1
 {_per_part("nrec", "add", "one")}{_per_part("nbytes", "add", "size")}{_per_part("nbsq", "fadd", "nsq", "double")}  br label %next
 key:
-  %voff = shl i64 %i, 4
-  %v = getelementptr i8, ptr %views, i64 %voff
-  %len = load i32, ptr %v, align 4
-  %ln = sext i32 %len to i64
-  %ps = shl i64 %part, 32
+{_VIEW_LEN}  %ps = shl i64 %part, 32
   %lp = or i64 %ln, %ps
   %lpk = mul i64 %lp, {_s64(_K1)}
   %h0 = xor i64 %lpk, {_s64(_K3)}
-  %kr = call {{i64, i64, i64, ptr}} @kt_key(ptr %v, ptr %bufs, i64 %ln, i64 %h0)
-  %h = extractvalue {{i64, i64, i64, ptr}} %kr, 0
-  %w0 = extractvalue {{i64, i64, i64, ptr}} %kr, 1
-  %w1 = extractvalue {{i64, i64, i64, ptr}} %kr, 2
-  %data = extractvalue {{i64, i64, i64, ptr}} %kr, 3
-  %slot0 = and i64 %h, %mask
-  %tot = add i64 %size, %ln                 ; bytes: key + value
+{_KEY_HASH}  %tot = add i64 %size, %ln                 ; bytes: key + value
   %totf = sitofp i64 %tot to double
   %tsq = fmul double %totf, %totf
   br label %probe
-probe:
-  %slot = phi i64 [%slot0, %key], [%slot.next, %step]
-{_record("g", "slot", _WIDTH, "gd")}{_field("rec", "g", _REC)}  %empty = icmp eq i64 %rec, 0
-  br i1 %empty, label %insert, label %compare
-insert:
-  %full = icmp sge i64 %ng, %limit
-  br i1 %full, label %stop, label %put
-put:
-  store i64 %h, ptr %g, align 8
-  %w0p = getelementptr i64, ptr %g, i64 {_W0}
-  store i64 %w0, ptr %w0p, align 8
-  %w1p = getelementptr i64, ptr %g, i64 {_W1}
-  store i64 %w1, ptr %w1p, align 8
-  %lpp = getelementptr i64, ptr %g, i64 {_LP}
+{_probe_head(_WIDTH, "gd", "rec", _REC, _W0, _W1)}  %lpp = getelementptr i64, ptr %g, i64 {_LP}
   store i64 %lp, ptr %lpp, align 8
   store i64 1, ptr %rec.p, align 8
   %bytesp = getelementptr i64, ptr %g, i64 {_BYTES}
@@ -353,24 +397,7 @@ hit:
 {_field("hq", "g", _BSQ, "double")}  %hq1 = fadd double %hq, %tsq
   store double %hq1, ptr %hq.p, align 8
   br label %next
-step:
-  %slot.inc = add i64 %slot, 1
-  %slot.next = and i64 %slot.inc, %mask
-  br label %probe
-next:
-  %ng.next = phi i64 [%ng, %null], [%ng.put, %put], [%ng, %hit]
-  %i.next = add i64 %i, 1
-  %more = icmp slt i64 %i.next, %n
-  br i1 %more, label %row, label %finish
-stop:
-  store i64 %ng, ptr %ngp, align 8
-  ret i64 %i
-finish:
-  %ngf = phi i64 [%ng0, %entry], [%ng.next, %next]
-  store i64 %ngf, ptr %ngp, align 8
-  ret i64 %n
-}}
-"""
+{_probe_tail("%ng.put")}"""
 
 
 def _merge_ir() -> str:
@@ -508,33 +535,10 @@ null:
   store i32 -1, ptr %outp, align 4
   br label %next
 key:
-  %voff = shl i64 %i, 4
-  %v = getelementptr i8, ptr %views, i64 %voff
-  %len = load i32, ptr %v, align 4
-  %ln = sext i32 %len to i64
-  %lk = mul i64 %ln, {_s64(_K1)}
+{_VIEW_LEN}  %lk = mul i64 %ln, {_s64(_K1)}
   %h0 = xor i64 %lk, {_s64(_K3)}
-  %kr = call {{i64, i64, i64, ptr}} @kt_key(ptr %v, ptr %bufs, i64 %ln, i64 %h0)
-  %h = extractvalue {{i64, i64, i64, ptr}} %kr, 0
-  %w0 = extractvalue {{i64, i64, i64, ptr}} %kr, 1
-  %w1 = extractvalue {{i64, i64, i64, ptr}} %kr, 2
-  %data = extractvalue {{i64, i64, i64, ptr}} %kr, 3
-  %slot0 = and i64 %h, %mask
-  br label %probe
-probe:
-  %slot = phi i64 [%slot0, %key], [%slot.next, %step]
-{_record("g", "slot", _EWIDTH, "tab")}{_field("lc", "g", _ELC)}  %empty = icmp eq i64 %lc, 0
-  br i1 %empty, label %insert, label %compare
-insert:
-  %full = icmp sge i64 %ng, %limit
-  br i1 %full, label %stop, label %put
-put:
-  store i64 %h, ptr %g, align 8
-  %w0p = getelementptr i64, ptr %g, i64 {_EW0}
-  store i64 %w0, ptr %w0p, align 8
-  %w1p = getelementptr i64, ptr %g, i64 {_EW1}
-  store i64 %w1, ptr %w1p, align 8
-  %code1 = add i64 %ng, 1
+{_KEY_HASH}  br label %probe
+{_probe_head(_EWIDTH, "tab", "lc", _ELC, _EW0, _EW1)}  %code1 = add i64 %ng, 1
   %cs = shl i64 %code1, 32
   %nlc = or i64 %ln, %cs
   store i64 %nlc, ptr %lc.p, align 8
@@ -552,24 +556,7 @@ hit:
   %code32 = trunc i64 %code to i32
   store i32 %code32, ptr %outp, align 4
   br label %next
-step:
-  %slot.inc = add i64 %slot, 1
-  %slot.next = and i64 %slot.inc, %mask
-  br label %probe
-next:
-  %ng.next = phi i64 [%ng, %null], [%code1, %put], [%ng, %hit]
-  %i.next = add i64 %i, 1
-  %more = icmp slt i64 %i.next, %n
-  br i1 %more, label %row, label %finish
-stop:
-  store i64 %ng, ptr %ngp, align 8
-  ret i64 %i
-finish:
-  %ngf = phi i64 [%ng0, %entry], [%ng.next, %next]
-  store i64 %ngf, ptr %ngp, align 8
-  ret i64 %n
-}}
-"""
+{_probe_tail("%code1")}"""
 
 
 def module_ir() -> str:
