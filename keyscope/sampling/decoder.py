@@ -226,6 +226,15 @@ def _build_ir() -> str:
         val = f.b.xor(f.b.lshr(u, f.k(1)), f.b.neg(f.b.and_(u, f.k(1))))
         return val, f.cmp("!=", f.get(ok), 0)
 
+    def same_bytes(f, a, a0, b, b0, n):
+        """True when the n bytes at a[a0] equal those at b[b0] (a wanted name against the record's)."""
+        same = f.var(1)
+        with f.range(n) as m:
+            with f.if_(f.cmp("!=", f.byte(a, f.add(a0, m)), f.byte(b, f.add(b0, m)))):
+                f.set(same, 0)
+                f.brk()
+        return f.cmp("!=", f.get(same), 0)
+
     # ---- ks_count(buf, end, attrs) -> records declared by the complete v2 batches; *attrs = OR of their attributes
     f = Fn("ks_count", I64, [("buf", P8), ("end", I64), ("attrs", P64)])
     buf, end = f.a["buf"], f.a["end"]
@@ -577,12 +586,7 @@ def _build_ir() -> str:
                 ln = f.sub(f.b.load(f.at(A["seg_off"], f.add(si, 1))), a0)
                 with f.if_(f.cmp("!=", ln, klen)):
                     f.cont()
-                same = f.var(1)
-                with f.range(ln) as m:
-                    with f.if_(f.cmp("!=", f.byte(A["segs"], f.add(a0, m)), f.byte(v, f.add(ks, m)))):
-                        f.set(same, 0)
-                        f.brk()
-                with f.if_(f.cmp("==", f.get(same), 0)):
+                with f.if_(f.b.not_(same_bytes(f, A["segs"], a0, v, ks, ln))):
                     f.cont()
                 seen = f.b.load(f.at(st_seen, top))
                 with f.if_(has(seen, j)):  # a key repeated on the path: serde_json keeps the last
@@ -759,12 +763,7 @@ def _build_ir() -> str:
                         ln = f.sub(f.b.load(f.at(A["hname_off"], f.add(fi, 1))), a0)
                         with f.if_(f.cmp("!=", ln, hkl)):
                             f.cont()
-                        same = f.var(1)
-                        with f.range(ln) as i:
-                            with f.if_(f.cmp("!=", f.byte(A["hnames"], f.add(a0, i)), f.byte(buf, f.add(hk, i)))):
-                                f.set(same, 0)
-                                f.brk()
-                        with f.if_(f.cmp("==", f.get(same), 0)):
+                        with f.if_(f.b.not_(same_bytes(f, A["hnames"], a0, buf, hk, ln))):
                             f.cont()
                         # the last header of a name wins, as Java's lastHeader()
                         row = f.b.mul(fi, hs)
