@@ -440,11 +440,11 @@ def _stopped(table, x_expr, y_expr, records) -> tuple[int, float, float] | None:
     if has_ts:
         chance = math.exp(_log_comb(X + Y - T, X) - _log_comb(X + Y, X))
     else:
-        from scipy.special import bdtr  # binomial CDF without scipy.stats' import
+        from .stats import binomial_cdf
 
         k, q = xs["partition"].n_unique(), X / (X + Y)
         # P(sum of k geometric runs >= T) = P(fewer than k x-batches in the last T + k - 1).
-        chance = float(bdtr(k - 1, T + k - 1, q)) if q < 1.0 else 1.0
+        chance = binomial_cdf(k - 1, T + k - 1, q) if q < 1.0 else 1.0
     return after, min(max(chance, 0.0), 1.0), b
 
 

@@ -209,6 +209,24 @@ def chi_square_sf(x: float, dof: int) -> float:
     return math.exp(log_front) * f
 
 
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed term by term in logs (scipy's ``bdtr``, without scipy).
+
+    Callers pass a small ``k`` (a count of partitions), so k + 1 terms are cheap.
+    """
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+            for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(x - top) for x in logs))
+
+
 def random_hashing_skews(
     weights, partitions: int, spread: float = 0.0, reps: int = 1000, exact_top: int = 1000, seed: int = 0
 ) -> np.ndarray:

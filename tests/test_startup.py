@@ -105,3 +105,14 @@ def test_lazy_help_is_the_eager_help(columns):
                            capture_output=True, text=True, env=env, timeout=120).stdout
     assert "partition" in lazy and "whatif" in lazy
     assert lazy == eager
+
+
+def test_keyscope_never_imports_scipy_or_numba():
+    """Neither is a runtime dependency (pip install keyscope has neither): no module may import them,
+    even on paths the commands above do not reach (e.g. detect's producer-switch chance)."""
+    import re
+
+    pkg = Path(__file__).resolve().parent.parent / "keyscope"
+    pattern = re.compile(r"^\s*(import|from)\s+(scipy|numba)\b", re.M)
+    found = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if pattern.search(p.read_text())]
+    assert found == []

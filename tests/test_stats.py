@@ -198,3 +198,20 @@ def test_chi_square_sf_edges():
     assert chi_square_sf(0.0, 5) == 1.0
     assert chi_square_sf(1e12, 3) == 0.0  # underflows to zero, never NaN
     assert chi_square_sf(2.0, 2) == pytest.approx(math.exp(-1.0), rel=1e-14)  # dof 2: e^(-x/2)
+
+
+def test_binomial_cdf_equals_scipy_bdtr():
+    from scipy.special import bdtr
+
+    from keyscope.stats import binomial_cdf
+
+    for n in [1, 2, 5, 17, 100, 1000, 100_000]:
+        for k in [-1, 0, 1, 2, 5, 11, 40]:
+            for p in [0.0, 1e-6, 0.01, 0.3, 0.5, 0.9, 0.999, 1.0]:
+                got = binomial_cdf(k, n, p)
+                assert math.isfinite(got) and 0.0 <= got <= 1.0
+                if k >= n:  # every outcome is <= k (scipy answers NaN for k > n)
+                    assert got == 1.0
+                    continue
+                ref = float(bdtr(k, n, p)) if k >= 0 else 0.0
+                assert got == pytest.approx(ref, rel=1e-9, abs=1e-300), (k, n, p, got, ref)
