@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import sys
 import threading
+import zlib
 
 import numpy as np
 
@@ -53,9 +55,15 @@ NAMES = ("murmur2", "consistent", "fnv1a", "murmur2_raw", "fnv1a_raw", "kafkajs_
 # Below this many rows one thread is faster than handing chunks to a pool.
 PARALLEL_MIN_ROWS = 1 << 18
 
+# The carry-less-multiply CRC kernel exists only in x86-64 builds.
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
 
-def _crc_tables() -> list[int]:
-    """Slicing-by-8 tables for CRC-32 (IEEE, reflected 0xEDB88320), flattened."""
+
+def _crc_tables() -> list[list[int]]:
+    """``T[j][b]``: the CRC-32 register (IEEE, reflected 0xEDB88320) after byte ``b`` then ``j`` zero bytes, from 0.
+
+    ``T[0]`` is the classic byte table and ``T[0..7]`` the slicing-by-8 tables.
+    """
     t0 = []
     for i in range(256):
         c = i
@@ -63,43 +71,65 @@ def _crc_tables() -> list[int]:
             c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
         t0.append(c)
     tables = [t0]
-    for _ in range(7):
+    for _ in range(15):
         prev = tables[-1]
         tables.append([(prev[i] >> 8) ^ t0[prev[i] & 0xFF] for i in range(256)])
-    return [v for t in tables for v in t]
+    return tables
 
 
-def _crc_lookup(var: str, src: str, shift: int, table: int | str) -> str:
-    """IR for ``var = T[table][(src >> shift) & 0xff]`` (``table``: a constant or an i32 register)."""
-    base = f"{table * 256}" if isinstance(table, int) else f"%{var}.tb"
-    pre = "" if isinstance(table, int) else f"  %{var}.tb = shl i32 %{table}, 8\n"
-    return pre + (
-        f"  %{var}.s = lshr i32 %{src}, {shift}\n"
-        f"  %{var}.b = and i32 %{var}.s, 255\n"
-        f"  %{var}.i = add i32 %{var}.b, {base}\n"
-        f"  %{var}.e = zext i32 %{var}.i to i64\n"
-        f"  %{var}.p = getelementptr [2048 x i32], ptr @crc_tables, i64 0, i64 %{var}.e\n"
+def _crc_lookup(var: str, word: str, bits: int, shift: int, disp: int, base: str | None = None) -> str:
+    """IR: ``var`` = the i32 at byte ``base + disp + 4 * ((word >> shift) & 255)`` of ``@crc_u``.
+
+    ``@crc_u`` holds ``T[15 - m]`` as its table ``m`` (1024 bytes each), so the
+    table for the byte ``d`` bytes before a key's end is ``m = 15 - d``.
+    """
+    w = f"i{bits}"
+    ir = f"  %{var}.s = lshr {w} %{word}, {shift}\n  %{var}.b = and {w} %{var}.s, 255\n"
+    b = f"%{var}.b"
+    if bits != 64:
+        ir += f"  %{var}.z = zext {w} %{var}.b to i64\n"
+        b = f"%{var}.z"
+    ir += f"  %{var}.o = shl i64 {b}, 2\n"
+    if base:
+        ir += f"  %{var}.ob = add i64 %{var}.o, %{base}\n"
+        b = f"%{var}.ob"
+    else:
+        b = f"%{var}.o"
+    return ir + (
+        f"  %{var}.i = add i64 {b}, {disp}\n"
+        f"  %{var}.p = getelementptr i8, ptr %tbl, i64 %{var}.i\n"
         f"  %{var} = load i32, ptr %{var}.p, align 4\n"
     )
 
 
-def _xor_all(out: str, names: list[str]) -> str:
-    lines, acc = [], names[0]
-    for i, n in enumerate(names[1:]):
-        nxt = out if i == len(names) - 2 else f"{out}.x{i}"
-        lines.append(f"  %{nxt} = xor i32 %{acc}, %{n}\n")
-        acc = nxt
+def _xor_tree(out: str, names: list[str]) -> str:
+    """IR: ``out`` = the xor of ``names``, as a balanced tree (independent lookups: short latency)."""
+    lines, level, n = [], list(names), 0
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level) - 1, 2):
+            dst = out if len(level) == 2 else f"{out}.x{n}"
+            n += 1
+            lines.append(f"  %{dst} = xor i32 %{level[i]}, %{level[i + 1]}\n")
+            nxt.append(dst)
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
     return "".join(lines)
 
 
 def _crc_block8(out: str, c: str, w0: str, w1: str) -> str:
-    """IR: one slicing-by-8 step, ``out`` = CRC state after the 8 bytes ``w0``, ``w1`` (LE words)."""
-    ir = f"  %{out}.one = xor i32 %{w0}, %{c}\n"
-    ir += "".join(
-        _crc_lookup(f"{out}.a{k}", f"{out}.one", 8 * k, 7 - k) + _crc_lookup(f"{out}.b{k}", w1, 8 * k, 3 - k)
-        for k in range(4)
-    )
-    return ir + _xor_all(out, [f"{out}.a{k}" for k in range(4)] + [f"{out}.b{k}" for k in range(4)])
+    """IR: one slicing-by-8 step, ``out`` = CRC state after the 8 bytes ``w0``, ``w1`` (LE i32 words).
+
+    The four lookups that do not depend on the state come first, so LLVM's
+    xor chain adds the state's four last: one lookup, then 4 xors, per step
+    on the chain that carries from block to block.
+    """
+    ir = "".join(_crc_lookup(f"{out}.b{k}", w1, 32, 8 * k, 1024 * (12 + k)) for k in range(4))
+    ir += _xor_tree(f"{out}.w", [f"{out}.b{k}" for k in range(4)])
+    ir += f"  %{out}.one = xor i32 %{w0}, %{c}\n"
+    ir += "".join(_crc_lookup(f"{out}.a{k}", f"{out}.one", 32, 8 * k, 1024 * (8 + k)) for k in range(4))
+    return ir + _xor_tree(out, [f"{out}.w"] + [f"{out}.a{k}" for k in range(4)])
 
 
 _MURMUR2 = r"""
@@ -345,77 +375,181 @@ fin:
 
 
 def _crc32_ir() -> str:
-    table = ", ".join(f"i32 {v}" for v in _crc_tables())
-    b4 = "".join(_crc_lookup(f"d{k}", "one4", 8 * k, 3 - k) for k in range(4))
-    return (
-        f"@crc_tables = internal unnamed_addr constant [2048 x i32] [{table}], align 64\n"
-        + r"""
-; CRC-32 (IEEE) as zlib / librdkafka rd_crc32: slicing-by-8, one by-4 step,
-; then 0-3 single bytes.  (Measured: a branch-free tail with 8 selected
-; lookups, and a by-8-then-bytes loop like the C reference, were both slower.)
-define internal i32 @consistent(ptr %p, i32 %len) alwaysinline nounwind {
+    """IR: CRC-32 (IEEE) as zlib / librdkafka's rd_crc32, for inline keys, long keys and pairs of long keys.
+
+    CRC-32 is linear: the register after a message is the xor of each byte's
+    own contribution, ``T[d][byte]`` for the byte ``d`` places before the end
+    (from a zero register), plus a term for the initial ~0 that depends only
+    on the length.  So a key's last 9-16 bytes need no chain and no branch:
+    16 independent lookups, in tables chosen by distance from the end.
+    """
+    tables = _crc_tables()
+    u = [v for m in range(16) for v in tables[15 - m]]
+    zeros = ", ".join(f"i32 {zlib.crc32(bytes(n))}" for n in range(13))
+    ir = (
+        "@crc_u = internal unnamed_addr constant <{ [4096 x i32], [3072 x i32] }> <{ [4096 x i32] ["
+        + ", ".join(f"i32 {v}" for v in u)
+        + "], [3072 x i32] zeroinitializer }>, align 64\n"
+        + f"@crc_zk = internal unnamed_addr constant [13 x i32] [{zeros}], align 64\n"
+    )
+    # Inline keys (<= 12 bytes, the view's 12 data bytes readable, junk past the
+    # key masked off): byte i is len-1-i bytes from the end, in table 16-len+i;
+    # masked bytes land in the zero tables 16..27 (only their entry 0 is read).
+    ir += r"""
+; CRC-32 of a key inline in its view: no branch, no chain.  (Measured: ... )
+define internal i32 @consistent_short(ptr %p, i32 %len) alwaysinline nounwind {
 entry:
-  %n8 = lshr i32 %len, 3
-  %any8 = icmp ne i32 %n8, 0
-  br i1 %any8, label %b8, label %after8
+  %tbl = call ptr asm "", "=r,0"(ptr @crc_u) memory(none)
+  %x0 = load i64, ptr %p, align 1
+  %p8 = getelementptr i8, ptr %p, i64 8
+  %x1 = load i32, ptr %p8, align 1
+  %m = shl i32 %len, 3
+  %m64 = zext i32 %m to i64
+  %big = icmp uge i32 %m, 64
+  %mc = and i64 %m64, 63
+  %one = shl i64 1, %mc
+  %mk = add i64 %one, -1
+  %mask0 = select i1 %big, i64 -1, i64 %mk
+  %m2 = sub i64 %m64, 64
+  %m2s = select i1 %big, i64 %m2, i64 0
+  %one2 = shl i64 1, %m2s
+  %mk2 = add i64 %one2, -1
+  %mask1 = trunc i64 %mk2 to i32
+  %y0 = and i64 %x0, %mask0
+  %y1 = and i32 %x1, %mask1
+  %back = sub i32 16, %len
+  %backe = zext i32 %back to i64
+  %base = shl i64 %backe, 10
+"""
+    ir += "".join(_crc_lookup(f"s{i}", "y0", 64, 8 * i, 1024 * i, "base") for i in range(8))
+    ir += "".join(_crc_lookup(f"s{8 + i}", "y1", 32, 8 * i, 1024 * (8 + i), "base") for i in range(4))
+    ir += r"""  %le = zext i32 %len to i64
+  %kp = getelementptr [13 x i32], ptr @crc_zk, i64 0, i64 %le
+  %k = load i32, ptr %kp, align 4
+"""
+    ir += _xor_tree("r", [f"s{i}" for i in range(12)] + ["k"])
+    ir += "  ret i32 %r\n}\n"
+    # Whole 8-byte blocks from state %c0 (slicing-by-8: the chain).
+    ir += r"""
+define internal i32 @crc_blocks(i32 %c0, ptr %p, i32 %n) alwaysinline nounwind {
+entry:
+  %tbl = call ptr asm "", "=r,0"(ptr @crc_u) memory(none)
+  %any = icmp ne i32 %n, 0
+  br i1 %any, label %b8, label %done
 b8:
   %j = phi i32 [0, %entry], [%j.next, %b8]
-  %c = phi i32 [-1, %entry], [%c8, %b8]
+  %c = phi i32 [%c0, %entry], [%c8, %b8]
   %je = zext i32 %j to i64
   %off = shl i64 %je, 3
   %q = getelementptr i8, ptr %p, i64 %off
   %w0 = load i32, ptr %q, align 1
   %q4 = getelementptr i8, ptr %q, i64 4
   %w1 = load i32, ptr %q4, align 1
-"""
-        + _crc_block8("c8", "c", "w0", "w1")
-        + r"""  %j.next = add i32 %j, 1
-  %more8 = icmp ult i32 %j.next, %n8
-  br i1 %more8, label %b8, label %after8
-after8:
-  %ca = phi i32 [-1, %entry], [%c8, %b8]
-  %done8 = and i32 %len, -8
-  %d8e = zext i32 %done8 to i64
-  %p8 = getelementptr i8, ptr %p, i64 %d8e
-  %has4 = and i32 %len, 4
-  %is4 = icmp ne i32 %has4, 0
-  br i1 %is4, label %s4, label %after4
-s4:
-  %w4 = load i32, ptr %p8, align 1
-  %one4 = xor i32 %w4, %ca
-"""
-        + b4
-        + _xor_all("c4", [f"d{k}" for k in range(4)])
-        + r"""  %p4 = getelementptr i8, ptr %p8, i64 4
-  br label %after4
-after4:
-  %cb = phi i32 [%ca, %after8], [%c4, %s4]
-  %pb = phi ptr [%p8, %after8], [%p4, %s4]
-  %nb = and i32 %len, 3
-  %anyb = icmp ne i32 %nb, 0
-  br i1 %anyb, label %bytes, label %fin
-bytes:
-  %k = phi i32 [0, %after4], [%k.next, %bytes]
-  %cc = phi i32 [%cb, %after4], [%cc.next, %bytes]
-  %ke = zext i32 %k to i64
-  %bp = getelementptr i8, ptr %pb, i64 %ke
-  %bv = load i8, ptr %bp, align 1
-  %bw = zext i8 %bv to i32
-  %cx = xor i32 %cc, %bw
-"""
-        + _crc_lookup("t", "cx", 0, 0)
-        + r"""  %csh = lshr i32 %cc, 8
-  %cc.next = xor i32 %t, %csh
-  %k.next = add i32 %k, 1
-  %moreb = icmp ult i32 %k.next, %nb
-  br i1 %moreb, label %bytes, label %fin
-fin:
-  %cf = phi i32 [%cb, %after4], [%cc.next, %bytes]
-  %res = xor i32 %cf, -1
-  ret i32 %res
+""" + _crc_block8("c8", "c", "w0", "w1") + r"""  %j.next = add i32 %j, 1
+  %more = icmp ult i32 %j.next, %n
+  br i1 %more, label %b8, label %done
+done:
+  %r = phi i32 [%c0, %entry], [%c8, %b8]
+  ret i32 %r
 }
 """
-    )
+    # The last t = 9..16 bytes of a key of len >= 9 bytes, after its first
+    # (len - 9) / 8 whole blocks left state %c: A = the 8 bytes at the tail's
+    # start with %c folded into its first 4 (tables chosen by t), B = the key's
+    # last 8 bytes minus those A already has (fixed tables).  Both loads stay
+    # inside the key.  Then the final ~.
+    ir += r"""
+define internal i32 @crc_tail(i32 %c, ptr %p, i32 %len) alwaysinline nounwind {
+entry:
+  %tbl = call ptr asm "", "=r,0"(ptr @crc_u) memory(none)
+  %lm9 = sub i32 %len, 9
+  %q = lshr i32 %lm9, 3
+  %d = shl i32 %q, 3
+  %t = sub i32 %len, %d
+  %de = zext i32 %d to i64
+  %tp = getelementptr i8, ptr %p, i64 %de
+  %a0 = load i64, ptr %tp, align 1
+  %cz = zext i32 %c to i64
+  %a = xor i64 %a0, %cz
+  %le = zext i32 %len to i64
+  %ep = getelementptr i8, ptr %p, i64 %le
+  %bp = getelementptr i8, ptr %ep, i64 -8
+  %b0 = load i64, ptr %bp, align 1
+  %back = sub i32 16, %t
+  %backe = zext i32 %back to i64
+  %drop = shl i64 %backe, 3
+  %bs = lshr i64 %b0, %drop
+  %b = shl i64 %bs, %drop
+  %base = shl i64 %backe, 10
+"""
+    # the state's 4 lookups last (see _crc_block8); A's upper half is the key's alone
+    ir += "".join(_crc_lookup(f"tb{i}", "b", 64, 8 * i, 1024 * (8 + i)) for i in range(8))
+    ir += "".join(_crc_lookup(f"ta{i}", "a0", 64, 8 * i, 1024 * i, "base") for i in range(4, 8))
+    ir += _xor_tree("rw", [f"tb{i}" for i in range(8)] + [f"ta{i}" for i in range(4, 8)])
+    ir += "".join(_crc_lookup(f"ta{i}", "a", 64, 8 * i, 1024 * i, "base") for i in range(4))
+    ir += _xor_tree("r", ["rw"] + [f"ta{i}" for i in range(4)])
+    ir += "  %res = xor i32 %r, -1\n  ret i32 %res\n}\n"
+    ir += r"""
+; A long key (> 12 bytes): its whole blocks but the last 9-16 bytes, then the tail.
+define internal i32 @consistent(ptr %p, i32 %len) alwaysinline nounwind {
+entry:
+  %lm9 = sub i32 %len, 9
+  %q = lshr i32 %lm9, 3
+  %c = call i32 @crc_blocks(i32 -1, ptr %p, i32 %q)
+  %r = call i32 @crc_tail(i32 %c, ptr %p, i32 %len)
+  ret i32 %r
+}
+
+; Two long keys: their common blocks in one loop (two chains at once), then
+; each key's own remaining blocks and its tail.
+define internal void @consistent_pair(ptr %pa, i32 %la, ptr %pb, i32 %lb, ptr %o) alwaysinline nounwind {
+entry:
+  %tbl = call ptr asm "", "=r,0"(ptr @crc_u) memory(none)
+  %la9 = sub i32 %la, 9
+  %qa = lshr i32 %la9, 3
+  %lb9 = sub i32 %lb, 9
+  %qb = lshr i32 %lb9, 3
+  %lt = icmp ult i32 %qa, %qb
+  %m = select i1 %lt, i32 %qa, i32 %qb
+  %any = icmp ne i32 %m, 0
+  br i1 %any, label %loop, label %after
+loop:
+  %j = phi i32 [0, %entry], [%j.next, %loop]
+  %ca = phi i32 [-1, %entry], [%A, %loop]
+  %cb = phi i32 [-1, %entry], [%B, %loop]
+  %je = zext i32 %j to i64
+  %off = shl i64 %je, 3
+  %qpa = getelementptr i8, ptr %pa, i64 %off
+  %qpb = getelementptr i8, ptr %pb, i64 %off
+  %wa0 = load i32, ptr %qpa, align 1
+  %qa4 = getelementptr i8, ptr %qpa, i64 4
+  %wa1 = load i32, ptr %qa4, align 1
+  %wb0 = load i32, ptr %qpb, align 1
+  %qb4 = getelementptr i8, ptr %qpb, i64 4
+  %wb1 = load i32, ptr %qb4, align 1
+""" + _crc_block8("A", "ca", "wa0", "wa1") + _crc_block8("B", "cb", "wb0", "wb1") + r"""  %j.next = add i32 %j, 1
+  %more = icmp ult i32 %j.next, %m
+  br i1 %more, label %loop, label %after
+after:
+  %fa = phi i32 [-1, %entry], [%A, %loop]
+  %fb = phi i32 [-1, %entry], [%B, %loop]
+  %done = shl i32 %m, 3
+  %de = zext i32 %done to i64
+  %ra = getelementptr i8, ptr %pa, i64 %de
+  %rb = getelementptr i8, ptr %pb, i64 %de
+  %rqa = sub i32 %qa, %m
+  %rqb = sub i32 %qb, %m
+  %ya = call i32 @crc_blocks(i32 %fa, ptr %ra, i32 %rqa)
+  %yb = call i32 @crc_blocks(i32 %fb, ptr %rb, i32 %rqb)
+  %za = call i32 @crc_tail(i32 %ya, ptr %pa, i32 %la)
+  %zb = call i32 @crc_tail(i32 %yb, ptr %pb, i32 %lb)
+  store i32 %za, ptr %o, align 4
+  %o4 = getelementptr i8, ptr %o, i64 4
+  store i32 %zb, ptr %o4, align 4
+  ret void
+}
+"""
+    return ir
 
 
 # One kernel per hash over one chunk of views: the hash is inlined, so the
@@ -523,23 +657,18 @@ def _fnv1a_short_ir(raw: bool) -> str:
 
 # Hashes with a branch-free variant for keys inline in their view.
 _SHORT = {"murmur2": "murmur2_short", "murmur2_raw": "murmur2_raw_short",
-          "fnv1a": "fnv1a_short", "fnv1a_raw": "fnv1a_raw_short"}
+          "fnv1a": "fnv1a_short", "fnv1a_raw": "fnv1a_raw_short", "consistent": "consistent_short"}
 
 
 def _from_variants() -> str:
-    """IR: ``@crc_from`` / ``@fnv1a_from``, the hashes' loops from a given state, without the final step.
+    """IR: ``@fnv1a_from``, FNV-1a's loop from a given state, without the final step.
 
     Made from the single-key IR by substitution, so the two cannot drift apart.
     """
-    crc = _crc32_ir()
-    crc = crc[crc.index("define internal i32 @consistent("):]
-    crc = (crc.replace("@consistent(ptr %p, i32 %len)", "@crc_from(i32 %c0, ptr %p, i32 %len)")
-           .replace("[-1, %entry]", "[%c0, %entry]")
-           .replace("  %res = xor i32 %cf, -1\n  ret i32 %res", "  ret i32 %cf"))
     fnv = (_FNV1A_RAW.replace("@fnv1a_raw(ptr %p, i32 %len)", "@fnv1a_from(i32 %h0, ptr %p, i32 %len)")
            .replace("[2166136261, %entry]", "[%h0, %entry]"))
-    assert crc.count("%c0") == 3 and fnv.count("%h0") == 3
-    return crc + fnv
+    assert fnv.count("%h0") == 3
+    return fnv
 
 
 _FNV1A_FIN = {
@@ -691,6 +820,207 @@ long1:
         ("[0, %long]", "[0, %long1]"),
         ("  %total = phi i64 [0, %entry], [%cnt.next, %store]\n",
          "  %total = phi i64 [0, %entry], [%cnt.next, %store], [%cnt, %pair]\n"),
+    ]
+    for old, new in subs:
+        assert ir.count(old) == 1, old
+        ir = ir.replace(old, new)
+    return ir
+
+
+def _fnv_steps(x: str, h: str, word: str, first: int, count: int, out: str) -> str:
+    """IR: ``count`` FNV-1a steps on state ``%h`` over bytes ``first..`` of the i64 ``%word``; ``%out`` = the last."""
+    ir, cur = "", h
+    for k in range(count):
+        dst = out if k == count - 1 else f"{x}.h{first + k}"
+        ir += (f"  %{x}.s{first + k} = lshr i64 %{word}, {8 * (first + k)}\n"
+               f"  %{x}.t{first + k} = trunc i64 %{x}.s{first + k} to i32\n"
+               f"  %{x}.b{first + k} = and i32 %{x}.t{first + k}, 255\n"
+               f"  %{x}.x{first + k} = xor i32 %{cur}, %{x}.b{first + k}\n"
+               f"  %{dst} = mul i32 %{x}.x{first + k}, 16777619\n")
+        cur = dst
+    return ir
+
+
+def _fnv_mem_steps(x: str, h: str, ptr: str, first: int, count: int, out: str) -> str:
+    """IR: ``count`` FNV-1a steps on state ``%h`` over the bytes at ``%ptr + first..``; ``%out`` = the last.
+
+    One byte load per step (measured: a word load then shifts ran ~25% slower:
+    the hash is bound by instructions per byte, ~4.5 against 3).
+    """
+    ir, cur = "", h
+    for k in range(count):
+        j = first + k
+        dst = out if k == count - 1 else f"{x}.h{j}"
+        ir += (f"  %{x}.q{j} = getelementptr i8, ptr %{ptr}, i64 {j}\n"
+               f"  %{x}.c{j} = load i8, ptr %{x}.q{j}, align 1\n"
+               f"  %{x}.b{j} = zext i8 %{x}.c{j} to i32\n"
+               f"  %{x}.x{j} = xor i32 %{cur}, %{x}.b{j}\n"
+               f"  %{dst} = mul i32 %{x}.x{j}, 16777619\n")
+        cur = dst
+    return ir
+
+
+def _fnv_long_ir() -> str:
+    """IR: FNV-1a over a long key (>= 9 bytes) in 8-byte blocks, then its last 9-16 bytes with no branch.
+
+    Why: a byte loop's exit mispredicts whenever key lengths vary (17-21-byte
+    composite keys); the tail instead always runs 16 steps and keeps the
+    state after the key's last byte (a stack slot per candidate, loaded back:
+    the same trick as ``@fnv1a_short``).  Steps past the end hash zeros, whose
+    states are never picked.  ``@fnv_blocks`` runs ``%n`` blocks from state ``%h0``.
+    """
+    ir = """
+define internal i32 @fnv_blocks(i32 %h0, ptr %p, i32 %n) alwaysinline nounwind {
+entry:
+  %any = icmp ne i32 %n, 0
+  br i1 %any, label %blk, label %done
+blk:
+  %j = phi i32 [0, %entry], [%j.next, %blk]
+  %h = phi i32 [%h0, %entry], [%hb, %blk]
+  %je = zext i32 %j to i64
+  %off = shl i64 %je, 3
+  %q = getelementptr i8, ptr %p, i64 %off
+""" + _fnv_mem_steps("k", "h", "q", 0, 8, "hb") + """  %j.next = add i32 %j, 1
+  %more = icmp ult i32 %j.next, %n
+  br i1 %more, label %blk, label %done
+done:
+  %r = phi i32 [%h0, %entry], [%hb, %blk]
+  ret i32 %r
+}
+
+define internal i32 @fnv_tail(i32 %h, ptr %p, i32 %len) alwaysinline nounwind {
+entry:
+  %st = alloca [8 x i32], align 32
+  %lm9 = sub i32 %len, 5
+  %q = lshr i32 %lm9, 3
+  %d = shl i32 %q, 3
+  %t = sub i32 %len, %d
+  %de = zext i32 %d to i64
+  %tp = getelementptr i8, ptr %p, i64 %de
+  %le = zext i32 %len to i64
+  %ep = getelementptr i8, ptr %p, i64 %le
+  %bp = getelementptr i8, ptr %ep, i64 -8
+  %b0 = load i64, ptr %bp, align 1
+  %back = sub i32 12, %t
+  %backe = zext i32 %back to i64
+  %drop = shl i64 %backe, 3
+  %b = lshr i64 %b0, %drop
+""" + _fnv_mem_steps("a", "h", "tp", 0, 4, "h8")
+    cur = "h8"
+    for k in range(8):
+        ir += _fnv_steps("b", cur, "b", k, 1, f"g{k}")
+        ir += f"  %sp{k} = getelementptr i32, ptr %st, i64 {k}\n  store i32 %g{k}, ptr %sp{k}, align 4\n"
+        cur = f"g{k}"
+    return ir + """  %t9 = sub i32 %t, 5
+  %t9e = zext i32 %t9 to i64
+  %rp = getelementptr i32, ptr %st, i64 %t9e
+  %r = load i32, ptr %rp, align 4
+  ret i32 %r
+}
+"""
+
+
+FNV_GROUP = 4  # long keys per FNV-1a loop (measured: see docs/benchmarks.md, branch crc4)
+
+
+def _fnv_group_ir(h: str, k: int = FNV_GROUP) -> str:
+    """IR: ``@{h}_long`` (one long key) and ``@{h}_group`` (``k`` long keys at once, results stored at ``%o``).
+
+    Why: FNV-1a is one multiply chain per key (latency ~4 cycles a byte), so
+    a core hashing one key waits on it; ``k`` keys' chains in one loop body
+    keep the multiplier busy.  The loop runs over the 8-byte blocks all ``k``
+    keys have before their tails; each key's extra blocks, then its tail.
+    """
+    fin = _FNV1A_FIN[h]
+    ir = f"""
+define internal i32 @{h}_long(ptr %p, i32 %len) alwaysinline nounwind {{
+entry:
+  %lm9 = sub i32 %len, 5
+  %q = lshr i32 %lm9, 3
+  %y = call i32 @fnv_blocks(i32 2166136261, ptr %p, i32 %q)
+  %z = call i32 @fnv_tail(i32 %y, ptr %p, i32 %len)
+{fin.format(o="r", x="z")}  ret i32 %r
+}}
+"""
+    args = ", ".join(f"ptr %p{i}, i32 %l{i}" for i in range(k))
+    ir += f"\ndefine internal void @{h}_group({args}, ptr %o) alwaysinline nounwind {{\nentry:\n"
+    for i in range(k):
+        ir += f"  %l{i}m = sub i32 %l{i}, 5\n  %q{i} = lshr i32 %l{i}m, 3\n"
+    cur = "q0"
+    for i in range(1, k):
+        ir += f"  %lt{i} = icmp ult i32 %{cur}, %q{i}\n  %m{i} = select i1 %lt{i}, i32 %{cur}, i32 %q{i}\n"
+        cur = f"m{i}"
+    ir += f"  %m = add i32 %{cur}, 0\n  %any = icmp ne i32 %m, 0\n  br i1 %any, label %loop, label %after\nloop:\n"
+    ir += "  %j = phi i32 [0, %entry], [%j.next, %loop]\n"
+    ir += "".join(f"  %c{i} = phi i32 [2166136261, %entry], [%e{i}, %loop]\n" for i in range(k))
+    ir += "  %je = zext i32 %j to i64\n  %off = shl i64 %je, 3\n"
+    for i in range(k):
+        ir += f"  %qp{i} = getelementptr i8, ptr %p{i}, i64 %off\n"
+    # step s of every key, then step s + 1: the chains side by side
+    steps = [_fnv_mem_steps(f"k{i}", f"c{i}", f"qp{i}", 0, 8, f"e{i}").splitlines(keepends=True) for i in range(k)]
+    for s in range(0, len(steps[0]), 5):
+        for i in range(k):
+            ir += "".join(steps[i][s:s + 5])
+    ir += "  %j.next = add i32 %j, 1\n  %more = icmp ult i32 %j.next, %m\n  br i1 %more, label %loop, label %after\n"
+    ir += "after:\n"
+    ir += "".join(f"  %f{i} = phi i32 [2166136261, %entry], [%e{i}, %loop]\n" for i in range(k))
+    ir += "  %done = shl i32 %m, 3\n  %de = zext i32 %done to i64\n"
+    for i in range(k):
+        ir += (f"  %r{i} = getelementptr i8, ptr %p{i}, i64 %de\n  %rq{i} = sub i32 %q{i}, %m\n"
+               f"  %y{i} = call i32 @fnv_blocks(i32 %f{i}, ptr %r{i}, i32 %rq{i})\n")
+    for i in range(k):
+        ir += f"  %z{i} = call i32 @fnv_tail(i32 %y{i}, ptr %p{i}, i32 %l{i})\n"
+    for i in range(k):
+        ir += fin.format(o=f"v{i}", x=f"z{i}")
+        ir += f"  %o{i} = getelementptr i32, ptr %o, i64 {i}\n  store i32 %v{i}, ptr %o{i}, align 4\n"
+    return ir + "  ret void\n}\n"
+
+
+def _views_group_kernel(h: str, k: int, group: str, single: str) -> str:
+    """``views_{h}`` that, at a valid long key whose next ``k - 1`` rows are too, hashes them all at once (``@{group}``).
+
+    Inline keys, nulls, and a long key without ``k - 1`` long neighbours take
+    the one-row path (``@{single}``) (checking for a group before the inline
+    test cost short keys ~20%, measured).
+    """
+    ir = _VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h))
+    names = [chr(ord("B") + j) for j in range(k - 1)]  # rows i+1 .. i+k-1
+    chk = f"""  %ilast = add i64 %i, {k - 1}
+  %hasg = icmp slt i64 %ilast, %n
+  br i1 %hasg, label %g{names[0]}, label %long1
+"""
+    for j, x in enumerate(names):
+        nxt = f"g{names[j + 1]}" if j + 1 < len(names) else "group"
+        chk += f"""g{x}:
+  %i{x} = add i64 %i, {j + 1}
+  %voff{x} = shl i64 %i{x}, 4
+  %v{x} = getelementptr i8, ptr %views, i64 %voff{x}
+  %l{x} = load i32, ptr %v{x}, align 4
+  %long{x} = icmp sgt i32 %l{x}, 12
+  br i1 %long{x}, label %m{x}, label %long1
+m{x}:
+  br i1 %hasmask, label %bits{x}, label %{nxt}
+bits{x}:
+""" + _valid_bit(x, f"i{x}") + f"  br i1 %ok{x}, label %{nxt}, label %long1\n"
+    args = ", ".join(["ptr %pl, i32 %len"] + [f"ptr %p{x}, i32 %l{x}" for x in names])
+    chk += "group:\n" + "".join(_long_ptr(x) for x in names) + f"""  %opA = getelementptr i32, ptr %out, i64 %i
+  call void @{group}({args}, ptr %opA)
+  %i.group = add i64 %i, {k}
+  %moreg = icmp slt i64 %i.group, %n
+  br i1 %moreg, label %loop, label %done
+long1:
+  %hl = call i32 @{single}(ptr %pl, i32 %len)
+  br label %store
+"""
+    subs = [
+        ("  %i = phi i64 [0, %entry], [%i.next, %store]\n  %cnt = phi i64 [0, %entry], [%cnt.next, %store]\n",
+         "  %i = phi i64 [0, %entry], [%i.next, %store], [%i.group, %group]\n"
+         "  %cnt = phi i64 [0, %entry], [%cnt.next, %store], [%cnt, %group]\n"),
+        (f"  %hl = call i32 @{h}(ptr %pl, i32 %len)\n  br label %store\n", chk),
+        ("[%hl, %long]", "[%hl, %long1]"),
+        ("[0, %long]", "[0, %long1]"),
+        ("  %total = phi i64 [0, %entry], [%cnt.next, %store]\n",
+         "  %total = phi i64 [0, %entry], [%cnt.next, %store], [%cnt, %group]\n"),
     ]
     for old, new in subs:
         assert ir.count(old) == 1, old
@@ -863,14 +1193,172 @@ fin:
 """
 
 
+
+# CRC-32 by carry-less multiplication (x86 PCLMULQDQ), as in Intel's "Fast CRC
+# Computation for Generic Polynomials Using PCLMULQDQ" and Linux's
+# crc32-pclmul: fold 16 bytes at a time with x^(128+-32) mod P, then reduce
+# 128 bits to the 32-bit register (a 64-bit fold, a 32-bit fold, Barrett).
+_CLMUL_FOLD = (0x1751997D0, 0xCCAA009E)  # x^(128+32), x^(128-32) mod P, bit-reflected
+_CLMUL_R5, _CLMUL_MU, _CLMUL_P = 0x163CD6124, 0x1F7011641, 0x1DB710641
+CLMUL_FEATURES = ("+pclmul", "+ssse3")
+
+
+def _clmul_shuffles() -> list[list[int]]:
+    """pshufb masks: 0-12 put an inline key (bytes 4.. of its view) at the top of 16 bytes;
+    13-28 put the first ``r`` = 0-15 bytes of a long key there (0x80: a zero byte)."""
+    inline = [[j - 12 + n if j >= 16 - n else 0x80 for j in range(16)] for n in range(13)]
+    head = [[j - (16 - r) if j >= 16 - r else 0x80 for j in range(16)] for r in range(16)]
+    return inline + head
+
+
+def _crc_clmul_ir() -> str:
+    """IR: ``@consistent_clmul_short`` / ``@consistent_clmul`` and their views kernel.
+
+    Why: the table kernels spend ~2.5 instructions on each byte of a key (a
+    byte extract and a lookup); one 16-byte fold is 2 multiplies and 2 xors.
+    A key of L >= 16 bytes is a 16-byte chunk holding its first L % 16 bytes
+    at the top (zeros are free ahead of a zero register; the initial ~0 is
+    xored into the key's first 4 bytes), then L // 16 chunks; an inline key
+    is one chunk, from a zero register, and the ~0's part is crc32 of L zero
+    bytes (linearity).  Keys of 13-15 bytes go to the table kernel.
+    """
+    rows = ", ".join("<16 x i8> <" + ", ".join(f"i8 {b if b < 128 else -128}" for b in m) + ">"
+                     for m in _clmul_shuffles())
+    k3, k4 = _CLMUL_FOLD
+    attrs = '"target-features"="+pclmul,+ssse3,+sse4.1"'
+    ir = f"""
+@crc_sh = internal unnamed_addr constant [29 x <16 x i8>] [{rows}], align 16
+declare <2 x i64> @llvm.x86.pclmulqdq(<2 x i64>, <2 x i64>, i8)
+declare <16 x i8> @llvm.x86.ssse3.pshuf.b.128(<16 x i8>, <16 x i8>)
+
+; The CRC register (not yet inverted) of the 16-byte chunk %x from a zero register.
+define internal i32 @crc_reduce(<2 x i64> %x) alwaysinline nounwind {attrs} {{
+  %t = call <2 x i64> @llvm.x86.pclmulqdq(<2 x i64> %x, <2 x i64> <i64 {k4}, i64 0>, i8 0)
+  %xh = shufflevector <2 x i64> %x, <2 x i64> zeroinitializer, <2 x i32> <i32 1, i32 2>
+  %x1 = xor <2 x i64> %xh, %t
+  %x1w = bitcast <2 x i64> %x1 to <4 x i32>
+  %x1s = shufflevector <4 x i32> %x1w, <4 x i32> zeroinitializer, <4 x i32> <i32 1, i32 2, i32 3, i32 4>
+  %x1sh = bitcast <4 x i32> %x1s to <2 x i64>
+  %x1lo = and <2 x i64> %x1, <i64 4294967295, i64 0>
+  %u = call <2 x i64> @llvm.x86.pclmulqdq(<2 x i64> %x1lo, <2 x i64> <i64 {_CLMUL_R5}, i64 0>, i8 0)
+  %x2 = xor <2 x i64> %u, %x1sh
+  %a = and <2 x i64> %x2, <i64 4294967295, i64 0>
+  %b = call <2 x i64> @llvm.x86.pclmulqdq(<2 x i64> %a, <2 x i64> <i64 {_CLMUL_MU}, i64 0>, i8 0)
+  %b2 = and <2 x i64> %b, <i64 4294967295, i64 0>
+  %c = call <2 x i64> @llvm.x86.pclmulqdq(<2 x i64> %b2, <2 x i64> <i64 {_CLMUL_P}, i64 0>, i8 0)
+  %d = xor <2 x i64> %c, %x2
+  %dw = bitcast <2 x i64> %d to <4 x i32>
+  %r = extractelement <4 x i32> %dw, i64 1
+  ret i32 %r
+}}
+
+; One fold: the chunk %acc moved 128 bits on, plus the next 16 bytes %next.
+define internal <2 x i64> @crc_fold(<2 x i64> %acc, <2 x i64> %next) alwaysinline nounwind {attrs} {{
+  %lo = call <2 x i64> @llvm.x86.pclmulqdq(<2 x i64> %acc, <2 x i64> <i64 {k3}, i64 {k4}>, i8 0)
+  %hi = call <2 x i64> @llvm.x86.pclmulqdq(<2 x i64> %acc, <2 x i64> <i64 {k3}, i64 {k4}>, i8 17)
+  %f = xor <2 x i64> %lo, %hi
+  %r = xor <2 x i64> %f, %next
+  ret <2 x i64> %r
+}}
+
+; An inline key: %p is its view + 4 (the view's 16 bytes are readable; junk past the key is never picked).
+define internal i32 @consistent_clmul_short(ptr %p, i32 %len) alwaysinline nounwind {attrs} {{
+entry:
+  %tbl = call ptr asm "", "=r,0"(ptr @crc_sh) memory(none)
+  %zk = call ptr asm "", "=r,0"(ptr @crc_zk) memory(none)
+  %v = getelementptr i8, ptr %p, i64 -4
+  %x = load <16 x i8>, ptr %v, align 4
+  %le = zext i32 %len to i64
+  %shp = getelementptr <16 x i8>, ptr %tbl, i64 %le
+  %sh = load <16 x i8>, ptr %shp, align 16
+  %y = call <16 x i8> @llvm.x86.ssse3.pshuf.b.128(<16 x i8> %x, <16 x i8> %sh)
+  %y2 = bitcast <16 x i8> %y to <2 x i64>
+  %reg = call i32 @crc_reduce(<2 x i64> %y2)
+  %kp = getelementptr i32, ptr %zk, i64 %le
+  %k = load i32, ptr %kp, align 4
+  %r = xor i32 %reg, %k
+  ret i32 %r
+}}
+
+; A long key (> 12 bytes); 13-15 bytes: the table kernel.
+define internal i32 @consistent_clmul(ptr %p, i32 %len) alwaysinline nounwind {attrs} {{
+entry:
+  %small = icmp ult i32 %len, 16
+  br i1 %small, label %table, label %fold
+table:
+  %rt = call i32 @consistent(ptr %p, i32 %len)
+  ret i32 %rt
+fold:
+  %tbl = call ptr asm "", "=r,0"(ptr @crc_sh) memory(none)
+  %r = and i32 %len, 15
+  %n16 = lshr i32 %len, 4
+  %x0 = load <16 x i8>, ptr %p, align 1
+  %x0i = xor <16 x i8> %x0, <i8 -1, i8 -1, i8 -1, i8 -1, i8 0, i8 0, i8 0, i8 0, i8 0, i8 0, i8 0, i8 0, i8 0, i8 0, i8 0, i8 0>
+  %re = zext i32 %r to i64
+  %ri = add i64 %re, 13
+  %shp = getelementptr <16 x i8>, ptr %tbl, i64 %ri
+  %sh = load <16 x i8>, ptr %shp, align 16
+  %h = call <16 x i8> @llvm.x86.ssse3.pshuf.b.128(<16 x i8> %x0i, <16 x i8> %sh)
+  %acc0 = bitcast <16 x i8> %h to <2 x i64>
+  ; the ~0 on bytes r..3 of the key when r < 4: they open the next chunk
+  %r8 = shl i64 %re, 3
+  %big = icmp ugt i64 %r8, 32
+  %r8c = select i1 %big, i64 32, i64 %r8
+  %fix = lshr i64 4294967295, %r8c
+  %fixv = insertelement <2 x i64> zeroinitializer, i64 %fix, i64 0
+  %q0 = getelementptr i8, ptr %p, i64 %re
+  %c0 = load <2 x i64>, ptr %q0, align 1
+  %c0f = xor <2 x i64> %c0, %fixv
+  %acc1 = call <2 x i64> @crc_fold(<2 x i64> %acc0, <2 x i64> %c0f)
+  %more0 = icmp ugt i32 %n16, 1
+  br i1 %more0, label %loop, label %done
+loop:
+  %k = phi i32 [1, %fold], [%k.next, %loop]
+  %acc = phi <2 x i64> [%acc1, %fold], [%acc.next, %loop]
+  %ke = zext i32 %k to i64
+  %ko = shl i64 %ke, 4
+  %q = getelementptr i8, ptr %q0, i64 %ko
+  %c = load <2 x i64>, ptr %q, align 1
+  %acc.next = call <2 x i64> @crc_fold(<2 x i64> %acc, <2 x i64> %c)
+  %k.next = add i32 %k, 1
+  %more = icmp ult i32 %k.next, %n16
+  br i1 %more, label %loop, label %done
+done:
+  %accf = phi <2 x i64> [%acc1, %fold], [%acc.next, %loop]
+  %reg = call i32 @crc_reduce(<2 x i64> %accf)
+  %res = xor i32 %reg, -1
+  ret i32 %res
+}}
+"""
+    return ir + _VIEWS_KERNEL.format(h="consistent_clmul", short="consistent_clmul_short").replace(
+        "%vbit) nounwind {", f"%vbit) nounwind {attrs} {{")
+
+
+# Hashes whose views kernel takes several long keys at a time: (keys, group function, one-key function).
+_GROUPS = {"consistent": (2, "consistent_pair", "consistent"),
+           "fnv1a": (FNV_GROUP, "fnv1a_group", "fnv1a_long"),
+           "fnv1a_raw": (FNV_GROUP, "fnv1a_raw_group", "fnv1a_raw_long")}
+
+
+class _Grouped(dict):
+    def __missing__(self, h):
+        return _views_group_kernel(h, *_GROUPS[h])
+
+    def __contains__(self, h):
+        return h in _GROUPS
+
+
+_GROUPED = _Grouped()
+
 def module_ir() -> str:
     """The whole kernel module as LLVM IR text (also handy for reading the code)."""
     return "".join(
         [_MURMUR2, _MURMUR2_SHORT, _FNV1A, _crc32_ir(), _MURMUR2_RAW, _MURMUR2_RAW_SHORT, _FNV1A_RAW, _KAFKAJS_LEGACY,
          _fnv1a_short_ir(False), _fnv1a_short_ir(True)]
-        + [_from_variants()] + [_pair_ir(h) for h in PAIRED]
-        + [_views_pair_kernel(h) if h in PAIRED else _VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h)) for h in NAMES]
+        + [_fnv_long_ir(), _fnv_group_ir("fnv1a"), _fnv_group_ir("fnv1a_raw")]
+        + [_GROUPED[h] if h in _GROUPED else _VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h)) for h in NAMES]
         + [_murmur2_simd_ir()]
+        + ([_crc_clmul_ir()] if _X86 else [])
     )
 
 
@@ -893,7 +1381,8 @@ _VIEWS_ARGS = (
     ("views", ctypes.c_void_p), ("rows", ctypes.c_int64), ("buffers", ctypes.c_void_p),
     ("out", ctypes.c_void_p), ("validity", ctypes.c_void_p), ("validity_offset", ctypes.c_int64),
 )
-_FNS = tuple(_native.Fn(f"views_{h}", ctypes.c_int64, _VIEWS_ARGS) for h in (*NAMES, "murmur2_simd"))
+_FNS = tuple(_native.Fn(f"views_{h}", ctypes.c_int64, _VIEWS_ARGS)
+             for h in (*NAMES, "murmur2_simd", *(("consistent_clmul",) if _X86 else ())))
 _lock = threading.Lock()
 _compiled: dict | None = None
 
@@ -921,6 +1410,14 @@ def _kernels() -> dict:
             fns["_simd"] = "+avx512f" in features.split(",") and os.environ.get("KEYSCOPE_SIMD", "1") != "0"
             if fns["_simd"]:
                 fns["murmur2"] = fns["murmur2_simd"]
+            fns["consistent_table"] = fns["consistent"]
+            flags = features.split(",")
+            fns["_clmul"] = (_X86 and all(f in flags for f in CLMUL_FEATURES)
+                             and os.environ.get("KEYSCOPE_CLMUL", "1") != "0")
+            if _X86:
+                fns["consistent_clmul"] = lib["views_consistent_clmul"]
+            if fns["_clmul"]:
+                fns["consistent"] = fns["consistent_clmul"]
             fns["_engine"] = lib.engine  # owns the machine code: keep it alive
             fns["_from_cache"] = lib.from_cache
             _compiled = fns
