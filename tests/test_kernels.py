@@ -22,7 +22,7 @@ def reference(name: str, key: bytes) -> int:
         return kafka_python_murmur2(key) & 0x7FFFFFFF
     if name == "murmur2_raw":
         return kafka_python_murmur2(key) & 0xFFFFFFFF
-    if name == "consistent":
+    if name in ("consistent", "consistent_table", "consistent_clmul"):
         return zlib.crc32(key)
     if name == "fnv1a":
         h = P.fnv1a32(key)
@@ -30,7 +30,20 @@ def reference(name: str, key: bytes) -> int:
     return _kernels._references()[name](key)
 
 
-@pytest.mark.parametrize("name", _kernels.NAMES)
+def _has_clmul() -> bool:
+    import llvmlite.binding as llvm
+
+    flags = llvm.get_host_cpu_features().flatten().split(",")
+    return _kernels._X86 and all(f in flags for f in _kernels.CLMUL_FEATURES)
+
+
+# Every kernel a column can be hashed with on this machine: the rules' kernels
+# plus CRC-32's two implementations (tables; carry-less multiply, which only
+# runs on a CPU that has PCLMULQDQ, so it is only listed there).
+VARIANTS = (*_kernels.NAMES, "consistent_table", *(("consistent_clmul",) if _has_clmul() else ()))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
 def test_every_length_from_0_to_80_and_around_the_inline_limit(name):
     # Lengths 0..80 cover every murmur2 tail (len & 3), every CRC by-8/by-4/byte
     # split, and both view layouts (inline <= 12 bytes, buffer > 12).
@@ -41,7 +54,7 @@ def test_every_length_from_0_to_80_and_around_the_inline_limit(name):
     assert got.tolist() == [reference(name, k) for k in keys]
 
 
-@pytest.mark.parametrize("name", _kernels.NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_a_long_key(name):
     key = bytes(range(256)) * 300  # 76,800 bytes
     got = _kernels.hash_arrow(pa.array([key, b"x"], type=pa.binary_view()), name)
@@ -59,7 +72,7 @@ def test_null_slot_view_is_never_dereferenced():
     views += struct.pack("<i12s", 2, b"ok")
     validity = pa.py_buffer(bytes([0b101]))
     arr = pa.Array.from_buffers(pa.binary_view(), 3, [validity, pa.py_buffer(views), data], null_count=1)
-    for name in _kernels.NAMES:
+    for name in VARIANTS:
         got = _kernels.hash_arrow(arr, name, threads=1)
         assert got[0] == reference(name, good) and got[1] == 0 and got[2] == reference(name, b"ok")
 
@@ -73,7 +86,7 @@ def test_thread_split_is_exact_for_chunks_slices_and_nulls(monkeypatch):
         [pa.array(keys[:1001], type=pa.binary_view()), pa.array(keys[1001:], type=pa.binary_view()).slice(0)]
     )
     sliced = pa.array(keys, type=pa.binary_view()).slice(5, 2990)
-    for name in _kernels.NAMES:
+    for name in VARIANTS:
         expected = [0 if k is None else reference(name, k) for k in keys]
         for threads in (1, 2, 3, None):
             assert _kernels.hash_arrow(chunked, name, threads).tolist() == expected
@@ -173,7 +186,7 @@ def test_object_code_cache_is_used_verified_and_optional(tmp_path):
 
 def test_kernels_count_non_null_empty_keys():
     keys = [b"", None, b"x", b"", b"a key longer than twelve", None, b""] * 700
-    for name in _kernels.NAMES:
+    for name in VARIANTS:
         for threads in (1, 2):
             out, empties = _kernels.hash_arrow(pa.array(keys, type=pa.binary_view()), name, threads, count_empty=True)
             assert empties == 3 * 700
@@ -248,7 +261,7 @@ def test_simd_is_only_chosen_where_avx512_is_and_can_be_turned_off():
 PAIR_LENGTHS = range(65)
 
 
-@pytest.mark.parametrize("name", _kernels.NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_adjacent_keys_of_every_length_pair_0_to_64(name):
     # The CRC and FNV kernels hash two adjacent long keys in one loop, then
     # each remainder alone: every (len_a, len_b) in 0..64 x 0..64 sits in
@@ -284,7 +297,7 @@ def test_pairs_never_dereference_a_null_neighbours_view():
     arr = pa.Array.from_buffers(pa.binary_view(), len(pattern),
                                 [pa.py_buffer(bits.to_bytes(2, "little")), pa.py_buffer(views), pa.py_buffer(good)],
                                 null_count=pattern.count(False))
-    for name in _kernels.NAMES:
+    for name in VARIANTS:
         assert _kernels.hash_arrow(arr, name, threads=1).tolist() == [
             reference(name, good) if ok else 0 for ok in pattern]
 
@@ -295,5 +308,95 @@ def test_inline_keys_ignore_whatever_follows_them_in_the_view():
     keys = [bytes(range(1, 1 + ln)) for ln in range(13)]
     views = b"".join(struct.pack("<i", len(k)) + k + b"\xa5" * (12 - len(k)) for k in keys)
     arr = pa.Array.from_buffers(pa.binary_view(), len(keys), [None, pa.py_buffer(views)], null_count=0)
-    for name in _kernels.NAMES:
+    for name in VARIANTS:
         assert _kernels.hash_arrow(arr, name, threads=1).tolist() == [reference(name, k) for k in keys]
+
+
+def _random_keys(rng, n: int, max_len: int = 100, nulls: bool = True) -> list[bytes | None]:
+    """Random bytes (not UTF-8), lengths 0..max_len with runs of one length, empty keys and nulls."""
+    keys: list[bytes | None] = []
+    while len(keys) < n:
+        ln = int(rng.integers(0, max_len + 1))
+        for _ in range(int(rng.integers(1, 6))):  # runs: groups of equal and of mixed lengths
+            keys.append(rng.integers(0, 256, ln, dtype=np.uint8).tobytes())
+        if nulls and rng.random() < 0.08:
+            keys.append(None)
+        if rng.random() < 0.03:
+            keys.append(b"")
+    return keys[:n]
+
+
+@pytest.mark.parametrize("name", ["consistent_table", "consistent_clmul", "consistent"])
+def test_crc32_equals_zlib_on_random_keys_slices_and_offsets(name):
+    # Both CRC-32 kernels: the tables (slicing-by-8 blocks, a branch-free
+    # 9-16-byte tail, inline keys by distance-from-the-end tables) and the
+    # carry-less-multiply folds (first len % 16 bytes shuffled to the top of
+    # a chunk, ~0 folded into the first 4 bytes), against zlib.crc32.
+    if name == "consistent_clmul" and not _has_clmul():
+        pytest.skip("this CPU has no PCLMULQDQ: the carry-less kernel cannot run here")
+    rng = np.random.default_rng(11)
+    keys = _random_keys(rng, 6000)
+    keys += [b"\xff" * ln for ln in range(101)] + [bytes(range(200, 256)) * 2, "ключ-ü-€".encode()]
+    expected = [0 if k is None else zlib.crc32(k) for k in keys]
+    arr = pa.array(keys, type=pa.binary_view())
+    for offset in (0, 1, 2, 3, 7, 13):
+        assert _kernels.hash_arrow(arr.slice(offset), name, threads=1).tolist() == expected[offset:]
+    assert _kernels.hash_arrow(arr.slice(9, 4000), name, threads=2).tolist() == expected[9:4009]
+    # a sliced Polars column: its Arrow export starts at a view offset, with validity bits mid-byte
+    col = pl.Series(keys, dtype=pl.Binary).slice(5)
+    assert _kernels.hash_binary(col, name, threads=1).tolist() == expected[5:]
+
+
+@pytest.mark.parametrize("name", ["fnv1a", "fnv1a_raw"])
+def test_fnv1a_groups_of_four_equal_the_pure_python_hash(name):
+    # The FNV-1a kernel hashes four adjacent long keys per loop, then each
+    # one's extra blocks and a branch-free 5-12-byte tail; runs of equal and
+    # mixed lengths, nulls and inline keys break groups at every position.
+    rng = np.random.default_rng(12)
+    keys = _random_keys(rng, 6000)
+    ref = _kernels._references()[name]
+    expected = [0 if k is None else ref(k) for k in keys]
+    arr = pa.array(keys, type=pa.binary_view())
+    for offset in (0, 1, 2, 3, 5):
+        assert _kernels.hash_arrow(arr.slice(offset), name, threads=1).tolist() == expected[offset:]
+    long_only = [k for k in keys if k is not None and len(k) > 12]
+    got = _kernels.hash_arrow(pa.array(long_only, type=pa.binary_view()), name, threads=1)
+    assert got.tolist() == [ref(k) for k in long_only]
+    col = pl.Series(keys, dtype=pl.Binary).slice(3)
+    assert _kernels.hash_binary(col, name, threads=1).tolist() == expected[3:]
+
+
+def test_groups_never_dereference_a_null_at_any_position():
+    # Runs of long valid keys with a null (forged view: 1,000 bytes in buffer
+    # 2**31-16) as the 2nd, 3rd or 4th row of a would-be group of four.
+    good = b"a key in the data buffer, not inline"
+    forged = struct.pack("<iiii", 1000, 0, 0x7FFFFFF0, 123456)
+    real = struct.pack("<iiii", len(good), int.from_bytes(good[:4], "little"), 0, 0)
+    pattern = [True] * 5 + [False] + [True] * 2 + [False] + [True] * 3 + [False] + [True] * 4 + [False, True]
+    views = b"".join(real if ok else forged for ok in pattern)
+    bits = sum(1 << i for i, ok in enumerate(pattern) if ok)
+    arr = pa.Array.from_buffers(pa.binary_view(), len(pattern),
+                                [pa.py_buffer(bits.to_bytes(4, "little")), pa.py_buffer(views), pa.py_buffer(good)],
+                                null_count=pattern.count(False))
+    for name in VARIANTS:
+        assert _kernels.hash_arrow(arr, name, threads=1).tolist() == [
+            reference(name, good) if ok else 0 for ok in pattern]
+
+
+def test_carry_less_crc_is_chosen_only_with_pclmulqdq_and_can_be_turned_off():
+    import subprocess
+    import sys
+
+    code = (
+        "from keyscope import _kernels\n"
+        "f = _kernels._kernels()\n"
+        "print(f['_clmul'], f['consistent'] is f.get('consistent_clmul'), f['consistent'] is f['consistent_table'])\n"
+    )
+    env = dict(__import__("os").environ)
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(env, KEYSCOPE_CLMUL="0"))
+    assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
+    has = str(_has_clmul())
+    assert on.stdout.split() == [has, has, str(not _has_clmul())]
+    assert off.stdout.split() == ["False", "False", "True"]
