@@ -20,6 +20,7 @@ RESULT_KEYS = {
     "shape", "hash", "keys", "mean_key_bytes", "keyscope_1t_keys_per_s", "kernel_1t_keys_per_s", "keyscope_auto_keys_per_s",
     "keyscope_threads", "c_1t_keys_per_s", "peer", "peer_keys_timed", "peer_keys_per_s",
     "ratio_keyscope_1t_vs_c", "ratio_kernel_1t_vs_c", "ratio_keyscope_auto_vs_c", "ratio_keyscope_1t_vs_peer",
+    "table_kernel_1t_keys_per_s", "ratio_table_kernel_1t_vs_c",
 }
 
 
@@ -52,6 +53,14 @@ def test_quick_json_has_every_shape_hash_and_finite_rates(tmp_path):
     if doc["c_available"]:
         assert all(r["c_1t_keys_per_s"] > 0 and r["ratio_keyscope_1t_vs_c"] > 0 for r in results)
     assert "keyscope 1T" in stdout and "warm-up" in stdout
+    # CRC-32's table kernel is timed beside the carry-less one (where that runs), never for the other hashes
+    clmul = "carry-less multiply" in doc["kernel_build"]
+    for r in results:
+        has_table = r["hash"] == "consistent" and clmul
+        assert (r["table_kernel_1t_keys_per_s"] is not None) == has_table
+        if has_table:
+            assert math.isfinite(r["table_kernel_1t_keys_per_s"]) and r["table_kernel_1t_keys_per_s"] > 0
+    assert ("table kernel/C" in stdout) == (clmul and doc["c_available"])
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="no compiler: covered above")
