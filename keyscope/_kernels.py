@@ -603,6 +603,93 @@ def _fnv1a_short_ir(raw: bool) -> str:
     return ir
 
 
+def _fnv1a_short_pair_ir(raw: bool) -> str:
+    """IR: ``@{fnv1a_short}_pair``, two inline keys' ``@fnv1a_short`` side by side, results stored at ``%o``.
+
+    Why: each key is one 12-multiply chain; two of them in program order
+    keep the multiplier busy without relying on the CPU to run ahead into
+    the next row.
+    """
+    name = "fnv1a_raw_short" if raw else "fnv1a_short"
+    ir = (f"define internal void @{name}_pair(ptr %pa, i32 %la, ptr %pb, i32 %lb, ptr %o) alwaysinline nounwind {{\n"
+          "entry:\n")
+    for x in "ab":
+        ir += (f"  %st{x} = alloca [13 x i32], align 64\n  store i32 2166136261, ptr %st{x}, align 4\n"
+               f"  %{x}h0 = add i32 2166136261, 0\n")
+    for j in range(12):
+        for x in "ab":
+            ir += (
+                f"  %{x}q{j} = getelementptr i8, ptr %p{x}, i64 {j}\n"
+                f"  %{x}c{j} = load i8, ptr %{x}q{j}, align 1\n"
+                f"  %{x}b{j} = zext i8 %{x}c{j} to i32\n"
+                f"  %{x}x{j} = xor i32 %{x}h{j}, %{x}b{j}\n"
+                f"  %{x}h{j + 1} = mul i32 %{x}x{j}, 16777619\n"
+                f"  %{x}sp{j} = getelementptr i32, ptr %st{x}, i64 {j + 1}\n"
+                f"  store i32 %{x}h{j + 1}, ptr %{x}sp{j}, align 4\n"
+            )
+    for k, x in enumerate("ab"):
+        ir += (f"  %{x}le = zext i32 %l{x} to i64\n  %{x}rp = getelementptr i32, ptr %st{x}, i64 %{x}le\n"
+               f"  %{x}r12 = load i32, ptr %{x}rp, align 4\n")
+        ir += ("" if raw else f"  %{x}neg = icmp slt i32 %{x}r12, 0\n  %{x}minus = sub i32 0, %{x}r12\n")
+        res = f"%{x}r12" if raw else f"%{x}r"
+        if not raw:
+            ir += f"  %{x}r = select i1 %{x}neg, i32 %{x}minus, i32 %{x}r12\n"
+        ir += f"  %{x}o = getelementptr i32, ptr %o, i64 {k}\n  store i32 {res}, ptr %{x}o, align 4\n"
+    return ir + "  ret void\n}\n"
+
+
+def _short_pairs(ir: str, short: str) -> str:
+    """``ir`` (a views kernel) with two adjacent valid inline keys hashed at once by ``@{short}_pair``."""
+    subs = [
+        ("  %i = phi i64 [0, %entry], [%i.next, %store]",
+         "  %i = phi i64 [0, %entry], [%i.next, %store], [%i.spair, %spair]"),
+        ("  %cnt = phi i64 [0, %entry], [%cnt.next, %store]",
+         "  %cnt = phi i64 [0, %entry], [%cnt.next, %store], [%cnt.spair, %spair]"),
+        ("  %total = phi i64 [0, %entry], [%cnt.next, %store]",
+         "  %total = phi i64 [0, %entry], [%cnt.next, %store], [%cnt.spair, %spair]"),
+        (f"""short:
+  %ps = getelementptr i8, ptr %v, i64 4
+  %hs = call i32 @{short}(ptr %ps, i32 %len)
+""", """short:
+  %ps = getelementptr i8, ptr %v, i64 4
+  %iS = add i64 %i, 1
+  %hasS = icmp slt i64 %iS, %n
+  br i1 %hasS, label %sview, label %short1
+sview:
+  %voffS = shl i64 %iS, 4
+  %vS = getelementptr i8, ptr %views, i64 %voffS
+  %lS = load i32, ptr %vS, align 4
+  %inS = icmp sle i32 %lS, 12
+  br i1 %inS, label %smask, label %short1
+smask:
+  br i1 %hasmask, label %sbits, label %spair
+sbits:
+""" + _valid_bit("S", "iS") + f"""  br i1 %okS, label %spair, label %short1
+spair:
+  %psS = getelementptr i8, ptr %vS, i64 4
+  %opS = getelementptr i32, ptr %out, i64 %i
+  call void @{short}_pair(ptr %ps, i32 %len, ptr %psS, i32 %lS, ptr %opS)
+  %e1 = icmp eq i32 %len, 0
+  %e2 = icmp eq i32 %lS, 0
+  %e1w = zext i1 %e1 to i64
+  %e2w = zext i1 %e2 to i64
+  %e12 = add i64 %e1w, %e2w
+  %cnt.spair = add i64 %cnt, %e12
+  %i.spair = add i64 %i, 2
+  %mores = icmp slt i64 %i.spair, %n
+  br i1 %mores, label %loop, label %done
+short1:
+  %hs = call i32 @{short}(ptr %ps, i32 %len)
+"""),
+        ("[%hs, %short]", "[%hs, %short1]"),
+        ("[%empty64, %short]", "[%empty64, %short1]"),
+    ]
+    for old, new in subs:
+        assert ir.count(old) == 1, old
+        ir = ir.replace(old, new)
+    return ir
+
+
 # Hashes with a branch-free variant for keys inline in their view.
 _SHORT = {"murmur2": "murmur2_short", "murmur2_raw": "murmur2_raw_short",
           "fnv1a": "fnv1a_short", "fnv1a_raw": "fnv1a_raw_short", "consistent": "consistent_short"}
@@ -754,7 +841,7 @@ def _fnv_group_ir(h: str, k: int = FNV_GROUP) -> str:
     """
     fin = _FNV1A_FIN[h]
     ir = f"""
-define internal i32 @{h}_long(ptr %p, i32 %len) alwaysinline nounwind {{
+define internal i32 @{h}_long(ptr %p, i32 %len) noinline nounwind {{
 entry:
   %lm5 = sub i32 %len, 5
   %q = lshr i32 %lm5, 3
@@ -764,7 +851,7 @@ entry:
 }}
 """
     args = ", ".join(f"ptr %p{i}, i32 %l{i}" for i in range(k))
-    ir += f"\ndefine internal void @{h}_group({args}, ptr %o) alwaysinline nounwind {{\nentry:\n"
+    ir += f"\ndefine internal void @{h}_group({args}, ptr %o) noinline nounwind {{\nentry:\n"
     for i in range(k):
         ir += f"  %l{i}m = sub i32 %l{i}, 5\n  %q{i} = lshr i32 %l{i}m, 3\n"
     cur = "q0"
@@ -1152,6 +1239,9 @@ done:
         "%vbit) nounwind {", f"%vbit) nounwind {attrs} {{")
 
 
+# Hashes whose views kernel also takes two inline keys at a time.
+SHORT_PAIRED = ("fnv1a", "fnv1a_raw")
+
 # Hashes whose views kernel takes several long keys at a time: (keys, group function, one-key function).
 _GROUPS = {"consistent": (2, "consistent_pair", "consistent"),
            "fnv1a": (FNV_GROUP, "fnv1a_group", "fnv1a_long"),
@@ -1163,14 +1253,15 @@ _GROUPS = {"consistent": (2, "consistent_pair", "consistent"),
 def _views_ir(h: str) -> str:
     """IR: ``views_{h}``, the kernel over a chunk of views for hash ``h``."""
     if h in _GROUPS:
-        return _views_group_kernel(h, *_GROUPS[h])
+        ir = _views_group_kernel(h, *_GROUPS[h])
+        return _short_pairs(ir, _SHORT[h]) if h in SHORT_PAIRED else ir
     return _VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h))
 
 def module_ir() -> str:
     """The whole kernel module as LLVM IR text (also handy for reading the code)."""
     return "".join(
         [_MURMUR2, _MURMUR2_SHORT, _crc32_ir(), _MURMUR2_RAW, _MURMUR2_RAW_SHORT, _KAFKAJS_LEGACY,
-         _fnv1a_short_ir(False), _fnv1a_short_ir(True)]
+         _fnv1a_short_ir(False), _fnv1a_short_ir(True), _fnv1a_short_pair_ir(False), _fnv1a_short_pair_ir(True)]
         + [_fnv_long_ir(), _fnv_group_ir("fnv1a"), _fnv_group_ir("fnv1a_raw")]
         + [_views_ir(h) for h in NAMES]
         + [_murmur2_simd_ir()]

@@ -400,3 +400,20 @@ def test_carry_less_crc_is_chosen_only_with_pclmulqdq_and_can_be_turned_off():
     has = str(_has_clmul())
     assert on.stdout.split() == [has, has, str(not _has_clmul())]
     assert off.stdout.split() == ["False", "False", "True"]
+
+
+def test_inline_pairs_skip_null_neighbours_and_odd_rows():
+    # FNV-1a hashes two adjacent valid inline keys at once: a null neighbour
+    # (its view: an inline length and junk) must end the pair, and it must
+    # still give 0; runs of odd length leave a last row alone.
+    keys = [b"ab", None, b"tenant-1", b"tenant-22", b"x", None, None, b"", b"tenant-333", b"y" * 12, b"z"]
+    views = b"".join(struct.pack("<i", 7) + b"\xa5" * 12 if k is None else struct.pack("<i", len(k)) + k.ljust(12, b"\0")
+                     for k in keys)
+    bits = sum(1 << i for i, k in enumerate(keys) if k is not None)
+    arr = pa.Array.from_buffers(pa.binary_view(), len(keys), [pa.py_buffer(bits.to_bytes(2, "little")),
+                                                              pa.py_buffer(views)], null_count=keys.count(None))
+    for name in VARIANTS:
+        for start in (0, 1, 2):
+            out, empties = _kernels.hash_arrow(arr.slice(start), name, threads=1, count_empty=True)
+            assert out.tolist() == [0 if k is None else reference(name, k) for k in keys[start:]]
+            assert empties == 1
