@@ -939,6 +939,8 @@ long1:
 
 
 SIMD_WIDTH = 16
+# AVX-512 CPUs (LLVM names) whose gathers make the vector murmur2 slower than the scalar one (measured).
+SLOW_GATHERS = ("znver4",)
 
 
 def _murmur2_simd_ir(w: int = SIMD_WIDTH) -> str:
@@ -1309,12 +1311,15 @@ def _kernels() -> dict:
             fns: dict = {h: lib[f"views_{h}"] for h in NAMES}
             fns["murmur2_scalar"] = fns["murmur2"]
             fns["murmur2_simd"] = lib["views_murmur2_simd"]
-            # Gathers are fast where AVX-512 is (measured 1.6-2x the scalar kernel);
-            # on other CPUs they may not be, so the scalar kernel (~ gcc -O3) stays.
+            # Gathers are fast on Intel's AVX-512 CPUs (measured 1.6-2x the scalar
+            # kernel); not on AMD Zen 4, which has AVX-512 too (measured 0.77-0.99x
+            # the scalar kernel: 0.71-0.95x gcc against 0.87-1.25x), nor, maybe,
+            # elsewhere, so the scalar kernel (~ gcc -O3) stays there.
             import llvmlite.binding as llvm
 
             features = llvm.get_host_cpu_features().flatten()
-            fns["_simd"] = "+avx512f" in features.split(",") and os.environ.get("KEYSCOPE_SIMD", "1") != "0"
+            fns["_simd"] = ("+avx512f" in features.split(",") and llvm.get_host_cpu_name() not in SLOW_GATHERS
+                            and os.environ.get("KEYSCOPE_SIMD", "1") != "0")
             if fns["_simd"]:
                 fns["murmur2"] = fns["murmur2_simd"]
             fns["consistent_table"] = fns["consistent"]
