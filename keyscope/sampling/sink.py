@@ -37,12 +37,13 @@ from typing import Any
 from ..errors import InputError
 from ..io.sample_format import arrow_schema, parquet_options
 
-# Rows per row group.  pq.write_table's default is 1Mi; a quarter of it bounds what the
-# writer holds (the rows waiting for their row group, and the one being encoded) to ~30 MB
-# for bench_cold's records, and costs nothing measurable to read (docs/benchmarks.md).
-ROW_GROUP_RECORDS = 1 << 18
-# The reader waits when this many row groups' rows are queued for the writer (bounded memory).
-MAX_QUEUED_GROUPS = 2
+# Rows per row group (pq.write_table's default is 1Mi), and how many row groups' rows may wait
+# for the writer before the reader waits.  bench_cold's 5M records in one process, peak RSS
+# (load ~5): 256Ki rows x 2 queued 392 MB, 128Ki x 1 354 MB (with fetching less far ahead,
+# options.FETCH_AHEAD_*: 323 MB), 64Ki x 1 330 MB; no slower.  Reading the file back is no
+# slower either (Polars reads row groups in parallel).
+ROW_GROUP_RECORDS = 1 << 17
+MAX_QUEUED_GROUPS = 1
 
 
 @dataclass
@@ -191,10 +192,12 @@ class SampleFile:
             self._inbox.clear()
             self._cv.notify_all()
         self._thread.join()
-        try:
-            self._f.close()
-        except Exception:  # a failed write left the file in a state close complains about
-            pass
+        for close in (self._writer.close, self._f.close):  # the writer first: its close writes to the file
+            try:
+                if close != self._writer.close or self._writer.is_open:
+                    close()
+            except Exception:  # a failed write left them in a state close complains about
+                pass
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:
@@ -228,8 +231,7 @@ class SampleFile:
                     self._inbox.clear()
                     closing = self._closing
                 for p, t in items:
-                    t = self._conform(t)
-                    self._count(p, t)
+                    self._count_part(p, t)
                     pending.append(t)
                     n += t.num_rows
                     with self._cv:
@@ -249,17 +251,15 @@ class SampleFile:
             with self._cv:
                 self._cv.notify_all()
 
-    def _conform(self, t):
-        """A decoded table in the file's schema: key as large_binary, columns in order."""
+    def _write(self, t) -> None:
+        """One row group, from contiguous columns in the file's schema: the bytes then depend only on the rows."""
         import pyarrow as pa
 
-        if t.schema.equals(self.schema):
-            return t
-        return pa.Table.from_arrays([t.column(f.name).cast(f.type) for f in self.schema], schema=self.schema)
-
-    def _write(self, t) -> None:
-        """One row group, from contiguous columns: the bytes then depend only on the rows."""
-        self._writer.write_table(t.combine_chunks(), row_group_size=self.row_group_records)
+        t = t.combine_chunks()
+        if not t.schema.equals(self.schema):  # the decoder's key is binary; the file's large_binary
+            t = pa.Table.from_arrays([t.column(f.name).cast(f.type) for f in self.schema], schema=self.schema)
+        self._writer.write_table(t, row_group_size=self.row_group_records)
+        self._count_group(t)
         self.stats.row_groups += 1
         self._uniques.append(_unique_keys(t.column("key")))
         if len(self._uniques) >= 8:
@@ -274,20 +274,36 @@ class SampleFile:
         if final:
             self.stats.distinct_keys = len(self._uniques[0]) if self._uniques else 0
 
-    def _count(self, p: int, t) -> None:
-        """What the report shows, from one partition's table (offsets ascending within it, but not assumed)."""
+    def _count_part(self, p: int, t) -> None:
+        """One partition's records, first and last offsets (and their times), from one kept table.
+
+        Per table, so it is cheap: ~600 tables for 5M records, where a dozen pyarrow.compute calls
+        each cost 0.3 s of the writer thread; the rest is counted per row group (_count_group)."""
+        import numpy as np
+
+        n = t.num_rows
+        if not n:
+            return
+        ps = self.stats.parts.setdefault(p, _PartStats())
+        key = t.column("key")
+        ps.records += n
+        ps.null_keys += key.null_count
+        offs = np.concatenate([c.to_numpy() for c in t.column("offset").chunks])  # no nulls: no copy per chunk
+        i, j = int(offs.argmin()), int(offs.argmax())
+        ts = t.column("timestamp")
+        if ps.first is None or int(offs[i]) < ps.first:
+            ps.first, ps.t0 = int(offs[i]), _ms(ts[i])
+        if ps.last is None or int(offs[j]) > ps.last:
+            ps.last, ps.t1 = int(offs[j]), _ms(ts[j])
+
+    def _count_group(self, t) -> None:
+        """What the report shows of all records, from one row group."""
         import pyarrow.compute as pc
 
         s = self.stats
         n = t.num_rows
-        if not n:
-            return
-        ps = s.parts.setdefault(p, _PartStats())
-        key = t.column("key")
-        ps.records += n
-        ps.null_keys += key.null_count
         s.records += n
-        s.null_keys += key.null_count
+        s.null_keys += t.column("key").null_count
         ks = t.column("key_size")
         s.key_bytes += pc.sum(ks).as_py() or 0
         s.empty_keys += pc.sum(pc.equal(ks, 0)).as_py() or 0
@@ -298,13 +314,6 @@ class SampleFile:
             lo, hi = mm["min"].as_py(), mm["max"].as_py()
             s.ts_min = lo if s.ts_min is None else min(s.ts_min, lo)
             s.ts_max = hi if s.ts_max is None else max(s.ts_max, hi)
-        offs = t.column("offset")
-        i, j = pc.index(offs, pc.min(offs)).as_py(), pc.index(offs, pc.max(offs)).as_py()
-        first, last = offs[i].as_py(), offs[j].as_py()
-        if ps.first is None or first < ps.first:
-            ps.first, ps.t0 = first, _ms(ts[i])
-        if ps.last is None or last > ps.last:
-            ps.last, ps.t1 = last, _ms(ts[j])
         for f in self.fields:
             s.field_nulls[f] += t.column(f).null_count
 
