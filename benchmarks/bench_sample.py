@@ -7,7 +7,8 @@ One embedded Tansu broker, one 6-partition topic of N small keyed records
   process writing the Parquet sample (process start, imports and the decoder's
   compile included);
 * keyscope library: :func:`keyscope.sampling.sample_topic` in a warm process
-  (steady state, no file);
+  (steady state, no file), and :func:`keyscope.sampling.sample_to_file` (row
+  groups written while reading, as the CLI does);
 * kcat: ``kcat -C -e -f '%p %k\\n'`` (librdkafka 2.16 from the confluent-kafka
   wheel, see shared/BROKER.md), output to a file: the peer to beat;
 * confluent-kafka: a ``Consumer`` with ``assign()`` and batched ``consume()``
@@ -111,6 +112,17 @@ def bench_keyscope_lib(bs: str, n: int, repeat: int) -> dict:
     return {"peer": "keyscope sample_topic (warm process)", "seconds": secs, "records": len(s), "rss_mb": peak_rss_mb()}
 
 
+def bench_keyscope_file(bs: str, n: int, tmp: Path, repeat: int) -> dict:
+    """sample_to_file in a warm process: the fetch with the row groups written as it reads."""
+    from keyscope.kafka.connection import resolve
+    from keyscope.sampling import SampleSpec, sample_to_file
+
+    spec = SampleSpec(topic=TOPIC, start="earliest", max_records=n, max_bytes=1 << 40, timeout_s=600)
+    secs, s = best_of(lambda: sample_to_file(resolve(bs), spec, tmp / "lib.parquet"), repeat)
+    return {"peer": "keyscope sample_to_file (warm process, writes the file)", "seconds": secs, "records": len(s),
+            "rss_mb": peak_rss_mb()}
+
+
 def bench_kcat(bs: str, tmp: Path, repeat: int) -> dict | None:
     env = kcat_env(tmp)
     if env is None:
@@ -185,6 +197,7 @@ def main(argv=None) -> int:
         kcat = bench_kcat(bs, tmp, repeat)
         rows.append(bench_keyscope_cli(bs, n, tmp, repeat))
         rows.append(bench_keyscope_lib(bs, n, repeat))
+        rows.append(bench_keyscope_file(bs, n, tmp, repeat))
         if kcat:
             rows.append(kcat)
         rows.append(bench_confluent(bs, n, repeat))

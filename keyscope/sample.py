@@ -341,8 +341,10 @@ class Sample:
             mask = os.umask(0)
             os.umask(mask)
             os.fchmod(fd, 0o666 & ~mask)  # as an ordinary new file, not mkstemp's 0600
+            from .io.sample_format import parquet_options
+
             with os.fdopen(fd, "wb") as f:
-                pq.write_table(table, f, compression="zstd")
+                pq.write_table(table, f, **parquet_options(self.field_names))
             if overwrite:
                 _refuse_special(path)
                 os.replace(tmp, path)

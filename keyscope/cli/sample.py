@@ -106,16 +106,17 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
     show = not quiet and sys.stderr.isatty()
     progress = _Progress(topic) if show else None
     with StopOnce(progress) as stop:
+        def finish(s) -> None:  # the sample is read, the file not yet published: say what stopped it
+            if progress is not None:
+                progress.clear()
+            stop.mark(s)
+
         try:
-            s = sampling.sample_topic(conn, spec, progress=stop.progress, phase=stop.phase)
+            s = sampling.sample_to_file(conn, spec, path, overwrite=force, progress=stop.progress,
+                                        phase=stop.phase, finish=finish)
         finally:
             if progress is not None:
                 progress.clear()
-        stop.mark(s)
-        try:
-            s.write(path, overwrite=force)
-        except OSError as e:
-            raise InputError(f"cannot write {path}: {e.strerror or e}") from None
         click.echo(render_sample(s, str(path), fmt))
     if s.meta.partial:
         raise PartialSample(

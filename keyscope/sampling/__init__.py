@@ -27,7 +27,8 @@ One idea per module: options (what to read, defaults, bounds), plan (records per
 partition), fetch (the paced fetch loop, sample_topic), transactions (aborted
 batches), wire (the RecordBatch v2 layout by name), decoder (the LLVM IR and its
 loader), jsonfields (the one-pass field rules and their pure-Python reference),
-codecs, chunk (one fetched chunk -> Arrow), assemble (tables -> Sample).
+codecs, chunk (one fetched chunk -> Arrow), assemble (tables -> Sample), sink (records -> the
+Parquet file in row groups while reading: ``keyscope sample``).
 """
 
 from .chunk import _Chunk, _Columns, _decode, _decode_chunk, _FieldPlan
@@ -40,6 +41,7 @@ from .options import (
     parse_time,
 )
 from .plan import plan_budgets
+from .sink import ROW_GROUP_RECORDS, SampleFile, StreamedSample, sample_to_file
 from .transactions import _skip_aborted
 
 __all__ = [
@@ -47,6 +49,10 @@ __all__ = [
     "SampleSpec",
     "Progress",
     "sample_topic",
+    "sample_to_file",
+    "SampleFile",
+    "StreamedSample",
+    "ROW_GROUP_RECORDS",
     "parse_field",
     "parse_time",
     "parse_partitions",

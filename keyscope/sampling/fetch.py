@@ -51,8 +51,9 @@ class _Part:
     stalls: int = 0
     error_since: float | None = None
     txn_open: set = field(default_factory=set)  # producers whose transactional records were kept, no marker seen yet
-    tables: list = field(default_factory=list)
+    tables: list = field(default_factory=list)  # kept records, when no sink takes them
     notes: list = field(default_factory=list)
+    sink: object = None  # a .sink.SampleFile: kept records go to the file as they are kept
 
     @property
     def share(self) -> float:
@@ -61,12 +62,15 @@ class _Part:
 
 
 def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | None = None,
-                 phase: Phase | None = None):
+                 phase: Phase | None = None, sink=None):
     """Read ``spec.topic`` into a Sample; read-only (no group, no commit, no topic creation).
 
     Returns a partial sample (``meta.partial``) on Ctrl-C or a broker lost for
     longer than ``spec.retry_s``; raises KafkaError when nothing could be read
-    at all (unreachable cluster, unknown topic, missing partitions).
+    at all (unreachable cluster, unknown topic, missing partitions).  With a
+    ``sink`` (:class:`.sink.SampleFile`, see :func:`.sink.sample_to_file`) the
+    kept records go to it as they are kept and a :class:`.sink.StreamedSample`
+    (metadata and counts, no rows) is returned.
     """
     from ..kafka import client as kafka_io
 
@@ -111,7 +115,8 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             start, stop = starts[p], stops[p]
             if spec.start == "latest":
                 start = max(w.low, stop - budgets[p])  # the last `budget` records
-            x = _Part(p, w.low, w.high, w.list_offsets_high, start, stop, budgets[p], start, last_stable=w.last_stable)
+            x = _Part(p, w.low, w.high, w.list_offsets_high, start, stop, budgets[p], start, last_stable=w.last_stable,
+                      sink=sink)
             x.fetch_bytes = min(FIRST_FETCH_BYTES, spec.partition_fetch_bytes or PARTITION_FETCH_BYTES)
             # latest: the bound moved the start, so older records were left out
             x.hit_budget = spec.start == "latest" and budgets[p] < avail[p]
@@ -434,7 +439,10 @@ def _release(part: _Part, target: int) -> bool:
     while part.held and part.kept < target:
         t = part.held[0]
         k = min(t.num_rows, target - part.kept)
-        part.tables.append(t.slice(0, k))
+        if part.sink is not None:
+            part.sink.add(part.partition, t.slice(0, k))  # type: ignore[attr-defined]
+        else:
+            part.tables.append(t.slice(0, k))
         part.kept += k
         part.held_n -= k
         moved = True
