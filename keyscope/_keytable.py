@@ -808,6 +808,22 @@ def reference_encode(values, slots: int = 1 << 15):
     return np.array(codes, np.int32), np.array(firsts, np.int64), tab
 
 
+def reference_dict_sum(indices, parts, sizes, klen, P: int):
+    """What ``@kt_dict_sum`` adds, in pure Python: ({bin: [records, bytes, bytes_sq]}, {partition: null sums}).
+
+    ``indices``: dictionary index per row or None for a null key; bin = index * P + partition.
+    """
+    bins: dict[int, list] = {}
+    nulls: dict[int, list] = {}
+    for d, p, v in zip(indices, parts, sizes):
+        tot = int(v) if d is None else int(klen[d]) + int(v)
+        acc = nulls.setdefault(int(p), [0, 0, 0.0]) if d is None else bins.setdefault(int(d) * P + int(p), [0, 0, 0.0])
+        acc[0] += 1
+        acc[1] += tot
+        acc[2] += float(tot) * float(tot)
+    return bins, nulls
+
+
 class _Groups:
     """The growable table (the kernel cannot reallocate what Python holds); load <= 1/2."""
 

@@ -39,13 +39,14 @@ def _exact(x: np.ndarray) -> np.ndarray:
     return np.rint(x).astype(np.int64)
 
 
-def dictionary_keys(path, ident_check, partitions: int, file_names: set[str]):
+def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], parts=None):
     """(kp, null sums per partition) for the sample file at ``path``, or None when its keys are not dictionary pages.
 
     ``kp``: one Polars row per (key, partition): ``key``, ``partition``,
     ``records``, ``bytes`` (key + value), ``bytes_sq``, in first-seen order of
     the keys (row group by row group), null keys one row per partition, last.
     ``ident_check()`` raises if the file changed since the sample was opened.
+    ``parts``: the file's partition column as a Polars Int32 Series, if already read (it is not read again).
     """
     import polars as pl
     import pyarrow as pa
@@ -72,17 +73,18 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str]):
     except Exception as e:  # a corrupt footer: the same one-line error as reading a column
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
     ident_check()
-    cols = ["partition", "key"] + (["value_size"] if "value_size" in file_names else [])
+    cols = (["partition"] if parts is None else []) + ["key"] + (["value_size"] if "value_size" in file_names else [])
+    row = 0  # rows of the file before this chunk
     enc = Encoder(1 << 14)
     seen: dict = {}  # a dictionary's buffers' addresses -> its entries' global codes
     dicts: list = []  # every dictionary, in the encoder's row order
     acc = _Sums(P)
     for i in range(md.num_row_groups):
         try:
-            t = f.read_row_group(i, columns=cols, use_threads=True)
+            t = f.read_row_group(i, columns=cols, use_threads=False)  # (threads: no faster for two columns, more RSS)
         except Exception as e:
             raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-        part_c = t.column("partition")
+        part_c = t.column("partition") if parts is None else None
         vs_c = t.column("value_size") if "value_size" in cols else None
         r0 = 0
         for kchunk in t.column("key").chunks:
@@ -91,21 +93,27 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str]):
                 continue
             if not pa.types.is_dictionary(kchunk.type):
                 return None
-            part = _ints(part_c.slice(r0, n))
-            if int(part.min()) < 0 or int(part.max()) >= P:
-                raise InputError(f"{path}: a record's partition is out of range")
+            if part_c is not None:
+                part = _ints(part_c.slice(r0, n))
+                if int(part.min()) < 0 or int(part.max()) >= P:
+                    raise InputError(f"{path}: a record's partition is out of range")
+            else:
+                part = np.ascontiguousarray(parts.slice(row + r0, n).to_numpy(), np.int32)  # (zero-copy in one chunk)
+                if part.size != n:
+                    raise InputError(f"{path}: columns of different lengths")
             vs = _ints(vs_c.slice(r0, n)) if vs_c is not None else np.zeros(0, np.int32)
             r0 += n
             d = kchunk.dictionary
-            if not pa.types.is_binary(d.type):  # text keys are their UTF-8 bytes
-                d = d.cast(pa.binary())
+            if not pa.types.is_binary(d.type):  # text keys are their UTF-8 bytes: the same buffers
+                d = pa.Array.from_buffers(pa.binary(), len(d), d.buffers(), offset=d.offset)
             tag = (len(d), d.offset, *(b.address if b is not None else 0 for b in d.buffers()))
+            offs = np.frombuffer(d.buffers()[1], np.int32)[d.offset:d.offset + len(d) + 1]
             if tag not in seen:  # (a row group's chunks share one dictionary)
-                seen = {tag: enc.add(d)}
-                dicts.append(d)
+                data = d.buffers()[2]
+                seen = {tag: enc.add(_views(offs, data))}
+                dicts.append((offs, data))
             codes = seen[tag]
-            offs = np.frombuffer(d.buffers()[1], np.int32)
-            klen = np.diff(offs[d.offset:d.offset + len(d) + 1]).astype(np.int64)
+            klen = np.diff(offs).astype(np.int64)
             ind = kchunk.indices
             if ind.type != pa.int32():
                 ind = ind.cast(pa.int32())
@@ -123,14 +131,13 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str]):
             else:  # sparse: the pairs made dense by np.unique first (a sort; exact)
                 g, rec, byt, bsq = _sparse(ix, valid, ind.offset, part, vs, klen, P, acc.nrec, acc.nbytes, acc.nbsq)
             acc.add(codes[g // P].astype(np.int64) * P + g % P, rec, byt, bsq, enc.ng)
+        row += t.num_rows
         del t
+    if parts is not None and row != len(parts):
+        raise InputError(f"{path}: columns of different lengths")
     ident_check()
     g, rec, byt, bsq = acc.result()
-    if g.size:
-        keys = pa.chunked_array(dicts, type=pa.binary())
-        keys = pl.from_arrow(keys.take(pa.array(enc.firsts[g // P])), rechunk=True).cast(pl.Binary).alias("key")
-    else:
-        keys = pl.Series("key", [], dtype=pl.Binary)
+    keys = _gather(dicts, enc.firsts[g // P])
     kp = pl.DataFrame(
         {"key": keys, "partition": (g % P).astype(np.int32), "records": rec, "bytes": byt, "bytes_sq": bsq}
     )
@@ -209,17 +216,97 @@ class _Sums:
 
 
 def _ints(chunked) -> np.ndarray:
-    """An integer column's rows as contiguous int32 numpy (nulls as 0, as Sample.from_frame fills value sizes)."""
+    """An integer column's rows as int32 numpy, read from its buffers (nulls as 0, as Sample.from_frame fills
+    value sizes).  Not ``to_numpy``: on an array with nulls it imports pandas (0.33 s of a cold run)."""
     import pyarrow as pa
 
-    arr = chunked.combine_chunks() if isinstance(chunked, pa.ChunkedArray) else chunked
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    if arr.null_count:
-        arr = arr.fill_null(0)
-    if arr.type != pa.int32():
-        arr = arr.cast(pa.int32())  # as Sample.from_frame casts (an overflow fails here as it would there)
-    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), np.int32)
+    chunks = chunked.chunks if isinstance(chunked, pa.ChunkedArray) else [chunked]
+    out = []
+    for arr in chunks:
+        if pa.types.is_dictionary(arr.type) or not pa.types.is_integer(arr.type):
+            arr = arr.cast(pa.int32())  # (not how keyscope writes: pyarrow.compute is loaded only here)
+        width = arr.type.bit_width // 8
+        dt = np.dtype(("i" if pa.types.is_signed_integer(arr.type) else "u") + str(width))
+        bufs = arr.buffers()
+        v = np.frombuffer(bufs[1], dt, count=len(arr), offset=width * arr.offset)
+        if dt != np.int32:
+            if v.size and (int(v.min()) < -(1 << 31) or int(v.max()) >= 1 << 31):
+                raise InputError("a column's value is out of the 32-bit range")
+            v = v.astype(np.int32)
+        if arr.null_count:
+            ok = np.unpackbits(np.frombuffer(bufs[0], np.uint8), bitorder="little")[arr.offset:arr.offset + len(arr)]
+            v = np.where(ok.astype(bool), v, 0).astype(np.int32)
+        out.append(v)
+    return out[0] if len(out) == 1 else np.concatenate(out) if out else np.zeros(0, np.int32)
+
+
+def _views(offs: np.ndarray, data):
+    """A binary array (int32 ``offs``, ``data`` buffer) as a pyarrow binary_view array, built in numpy.
+
+    (pyarrow's cast would do it, but importing pyarrow.compute cost a cold run ~0.1 s; these are
+    dictionaries, a few hundred thousand entries at most.)  Views: length, then the bytes inline up to
+    12, else a 4-byte prefix, buffer 0 and the offset.
+    """
+    import pyarrow as pa
+
+    n = offs.size - 1
+    lens = np.diff(offs).astype(np.int32)
+    raw = np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(16, np.uint8)
+    pad = np.concatenate([raw, np.zeros(16, np.uint8)])  # reads past the last key stay in bounds
+    start = offs[:-1].astype(np.int64)
+    views = np.zeros((n, 16), np.uint8)
+    views[:, 0:4] = lens.view(np.uint8).reshape(n, 4)
+    j = np.arange(12)
+    inline = np.take(pad, start[:, None] + j)
+    inline[j >= lens[:, None]] = 0  # bytes beyond the key are zero
+    views[:, 4:16] = inline
+    long = lens > 12
+    if long.any():
+        ref = np.zeros((int(long.sum()), 3), np.int32)  # (prefix stays from inline), buffer 0, offset
+        ref[:, 2] = offs[:-1][long]
+        views[long, 8:16] = ref.view(np.uint8).reshape(-1, 12)[:, 4:12]
+    buf = pa.py_buffer(views)
+    datab = pa.py_buffer(pad) if data is None else data
+    return pa.Array.from_buffers(pa.binary_view(), n, [None, buf, datab])
+
+
+def _gather(dicts: list, rows: np.ndarray):
+    """The keys at ``rows`` (counted over the dictionaries in order) as a Polars Binary Series, gathered in numpy.
+
+    (Handed to Polars through the Arrow C interface: ``pl.from_arrow`` would import pyarrow.compute.)
+    """
+    import polars as pl
+    import pyarrow as pa
+
+    base = np.cumsum([0] + [o.size - 1 for o, _ in dicts])
+    raws = [np.frombuffer(d, np.uint8) if d is not None else np.zeros(0, np.uint8) for _, d in dicts]
+    dbase = np.cumsum([0] + [r.size for r in raws])
+    which = np.searchsorted(base, rows, side="right") - 1
+    starts = np.zeros(rows.size, np.int64)
+    lens = np.zeros(rows.size, np.int64)
+    for w in np.unique(which).tolist():
+        m = which == w
+        i = rows[m] - base[w]
+        o = dicts[w][0]
+        starts[m] = o[i].astype(np.int64) + dbase[w]
+        lens[m] = o[i + 1] - o[i]
+    out_offs = np.zeros(rows.size + 1, np.int64)
+    np.cumsum(lens, out=out_offs[1:])
+    data = np.concatenate(raws) if raws else np.zeros(0, np.uint8)
+    src = np.repeat(starts - out_offs[:-1], lens) + np.arange(int(out_offs[-1]))
+    arr = pa.Array.from_buffers(pa.large_binary(), rows.size,
+                                [None, pa.py_buffer(out_offs), pa.py_buffer(data[src])])  # fmt: skip
+    return pl.Series("key", _Capsule(arr), dtype=pl.Binary)
+
+
+class _Capsule:
+    """Only the Arrow PyCapsule interface of an array (Polars then takes it without pyarrow.compute)."""
+
+    def __init__(self, arr):
+        self.arr = arr
+
+    def __arrow_c_array__(self, requested_schema=None):
+        return self.arr.__arrow_c_array__(requested_schema)
 
 
 def _sparse(ix, valid, vbit, part, vs, klen, P, nrec, nbytes, nbsq):
