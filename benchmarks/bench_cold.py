@@ -24,7 +24,7 @@ machine.  A ratio is peer seconds / keyscope seconds: above 1 keyscope is faster
 
 Run: ``python benchmarks/bench_cold.py [--quick] [--json FILE] [--repeat R]
 [--records N] [--sizes 1M,10M,30M] [--only sampling,offline,startup,hashes]
-[--kcat-librdkafka system|wheel]``.
+[--commands analyze,whatif,recommend] [--kcat-librdkafka system|wheel]``.
 """
 
 from __future__ import annotations
@@ -290,7 +290,11 @@ def before_env(before: str | None) -> dict | None:
     return dict(os.environ, PYTHONPATH=str(Path(before).resolve()) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def bench_offline(sizes: list[int], repeat: int, tmp: Path, before: str | None = None) -> list[dict]:
+OFFLINE_COMMANDS = ("analyze", "whatif", "recommend")
+
+
+def bench_offline(sizes: list[int], repeat: int, tmp: Path, before: str | None = None,
+                  commands=OFFLINE_COMMANDS) -> list[dict]:  # fmt: skip
     ks = keyscope_cmd()
     benv = before_env(before)
     rows = []
@@ -310,12 +314,13 @@ def bench_offline(sizes: list[int], repeat: int, tmp: Path, before: str | None =
             "recommend": (ks + ["recommend", str(path)], None, None),
             "polars": ([sys.executable, str(tmp / "p.py"), str(path)], None, None),
         }
+        cands = {k: v for k, v in cands.items() if k in commands or k == "polars"}
         if benv:  # the same commands on the older tree, taking turns with the rest
             cands.update({f"{k} before": (c, None, benv) for k, (c, _, _) in list(cands.items())
                           if k != "polars"})
         m = measure(cands, repeat)
         kb = side["key_column_bytes"] / 2**20
-        for cmd in ("analyze", "whatif", "recommend"):
+        for cmd in (c for c in OFFLINE_COMMANDS if c in commands):
             rows.append(row("offline", f"{cmd} {n:,}", m[cmd], "Polars script", m["polars"], command=cmd, records=n,
                             ns_per_record=m[cmd]["seconds"] / n * 1e9, key_column_mb=kb,
                             rss_vs_key_column=m[cmd]["rss_mb"] / kb, peer_rss_vs_key_column=m["polars"]["rss_mb"] / kb))
@@ -401,6 +406,7 @@ def main(argv=None) -> int:
                     help="also run the offline and sampling commands on an older keyscope tree in DIR (git archive REV keyscope "
                          "| tar -x -C DIR), taking turns: before/after in the same run")
     ap.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)} (default: all)")
+    ap.add_argument("--commands", help=f"offline: comma-separated commands of {','.join(OFFLINE_COMMANDS)} (default: all)")
     ap.set_defaults(repeat=None)
     args = ap.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -421,7 +427,10 @@ def main(argv=None) -> int:
             r, info = bench_sampling(args, n, repeat, tmp)
             rows += r
         if "offline" in only:
-            rows += bench_offline(sizes, repeat, tmp, args.before)
+            commands = tuple(args.commands.split(",")) if args.commands else OFFLINE_COMMANDS
+            if set(commands) - set(OFFLINE_COMMANDS):
+                ap.error(f"--commands takes {', '.join(OFFLINE_COMMANDS)}")
+            rows += bench_offline(sizes, repeat, tmp, args.before, commands)
         if "hashes" in only:
             rows += bench_hashes(args.quick, tmp)
     lin = linearity(rows)

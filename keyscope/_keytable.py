@@ -559,9 +559,80 @@ hit:
 {_probe_tail("%code1")}"""
 
 
+def _dict_sum_ir() -> str:
+    """IR: ``@kt_dict_sum``, the (dictionary index, partition) sums of one chunk of dictionary-encoded keys."""
+    return rf"""
+; Rows [0, %n) of a dictionary-encoded key chunk: %idx (i32 dictionary index,
+; validity bit %vbit + i of %valid, null: no mask), %parts (i32), %vsize (i32;
+; null: all 0), %klen (i64 per dictionary entry).  Keyed row i adds to dense
+; bin idx * %np + part: %rec += 1, %byt += klen + vsize, %bsq += its square;
+; a null key adds to its partition's %nrec / %nbytes / %nbsq (value bytes only).
+define void @kt_dict_sum(ptr noalias %idx, ptr noalias %valid, i64 %vbit, i64 %n, ptr noalias %parts,
+                         ptr noalias %vsize, ptr noalias %klen, i64 %np, ptr noalias %rec, ptr noalias %byt,
+                         ptr noalias %bsq, ptr noalias %nrec, ptr noalias %nbytes, ptr noalias %nbsq) nounwind {{
+entry:
+  %hasmask = icmp ne ptr %valid, null
+  %hasvs = icmp ne ptr %vsize, null
+  %any = icmp sgt i64 %n, 0
+  br i1 %any, label %row, label %done
+row:
+  %i = phi i64 [0, %entry], [%i.next, %next]
+  %partp = getelementptr i32, ptr %parts, i64 %i
+  %part32 = load i32, ptr %partp, align 4
+  %part = sext i32 %part32 to i64
+  br i1 %hasvs, label %readvs, label %sized
+readvs:
+  %vsp = getelementptr i32, ptr %vsize, i64 %i
+  %vs32 = load i32, ptr %vsp, align 4
+  %vsr = sext i32 %vs32 to i64
+  br label %sized
+sized:
+  %size = phi i64 [0, %row], [%vsr, %readvs]
+  br i1 %hasmask, label %check, label %key
+check:
+{_valid_bit("", "i")}  br i1 %ok, label %key, label %null
+null:
+  %nsz = sitofp i64 %size to double
+  %nsq = fmul double %nsz, %nsz
+  %one = add i64 0, 1
+{_per_part("nrec", "add", "one")}{_per_part("nbytes", "add", "size")}{_per_part("nbsq", "fadd", "nsq", "double")}  br label %next
+key:
+  %dp = getelementptr i32, ptr %idx, i64 %i
+  %d32 = load i32, ptr %dp, align 4
+  %d = sext i32 %d32 to i64
+  %klp = getelementptr i64, ptr %klen, i64 %d
+  %kl = load i64, ptr %klp, align 8
+  %tot = add i64 %kl, %size
+  %totf = sitofp i64 %tot to double
+  %tsq = fmul double %totf, %totf
+  %dn = mul i64 %d, %np
+  %bin = add i64 %dn, %part
+  %rp = getelementptr i64, ptr %rec, i64 %bin
+  %r0 = load i64, ptr %rp, align 8
+  %r1 = add i64 %r0, 1
+  store i64 %r1, ptr %rp, align 8
+  %bp = getelementptr i64, ptr %byt, i64 %bin
+  %b0 = load i64, ptr %bp, align 8
+  %b1 = add i64 %b0, %tot
+  store i64 %b1, ptr %bp, align 8
+  %qp = getelementptr double, ptr %bsq, i64 %bin
+  %q0 = load double, ptr %qp, align 8
+  %q1 = fadd double %q0, %tsq
+  store double %q1, ptr %qp, align 8
+  br label %next
+next:
+  %i.next = add i64 %i, 1
+  %more = icmp slt i64 %i.next, %n
+  br i1 %more, label %row, label %done
+done:
+  ret void
+}}
+"""
+
+
 def module_ir() -> str:
     """The whole key-table module as LLVM IR text."""
-    return _COMMON + _scan_ir() + _merge_ir() + _rehash_ir() + _encode_ir()
+    return _COMMON + _scan_ir() + _merge_ir() + _rehash_ir() + _encode_ir() + _dict_sum_ir()
 
 
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
@@ -579,8 +650,27 @@ _FNS = (
         ("views", _P), ("rows", _I64), ("buffers", _P), ("validity", _P), ("validity_offset", _I64),
         ("out", _P), ("o0", _I64), ("table", _P), ("slots", _I64), ("codes", _P), ("limit", _I64), ("firsts", _P),
     )),  # fmt: skip
+    _native.Fn("kt_dict_sum", None, (
+        ("idx", _P), ("validity", _P), ("validity_offset", _I64), ("rows", _I64), ("partition", _P),
+        ("value_size", _P), ("klen", _P), ("partitions", _I64), ("rec", _P), ("byt", _P), ("bsq", _P),
+        ("nrec", _P), ("nbytes", _P), ("nbsq", _P),
+    )),  # fmt: skip
 )
 _LIB = _native.Lazy("keytable", module_ir, _FNS)
+
+
+def dict_sum(idx, valid, vbit: int, parts, vsize, klen, P: int, rec, byt, bsq, nrec, nbytes, nbsq) -> None:
+    """``@kt_dict_sum`` on numpy arrays (``idx``: int32 dictionary indices, ``valid``: the validity bitmap
+    or an empty array, ``vsize``: int32 or empty); adds into the dense bins and the per-partition null sums."""
+    n = idx.shape[0]
+    assert idx.dtype == np.int32 and parts.dtype == np.int32 and parts.shape[0] == n
+    assert vsize.size == 0 or (vsize.dtype == np.int32 and vsize.shape[0] == n)
+    assert klen.dtype == np.int64 and rec.dtype == np.int64 and byt.dtype == np.int64 and bsq.dtype == np.float64
+    assert rec.shape[0] == byt.shape[0] == bsq.shape[0] >= klen.shape[0] * P
+    _LIB.get()["kt_dict_sum"](
+        idx.ctypes.data, _addr(valid), vbit, n, parts.ctypes.data, _addr(vsize), klen.ctypes.data, P,
+        rec.ctypes.data, byt.ctypes.data, bsq.ctypes.data, nrec.ctypes.data, nbytes.ctypes.data, nbsq.ctypes.data,
+    )  # fmt: skip
 
 
 def _addr(a: np.ndarray) -> int | None:
@@ -615,12 +705,12 @@ def _rehash(old, new, flag: int = _REC) -> None:
     _LIB.get()["kt_rehash"](old.ctypes.data, old.shape[0], new.ctypes.data, new.shape[0], old.shape[1], flag)
 
 
-def _encode(views, n, buf_addrs, valid, vbit, out, o0, tab, ng, limit, firsts):
-    """``@kt_encode`` on numpy arrays: (rows done, codes now)."""
+def _encode(views, n, buf_addrs, valid, vbit, out, o0, tab, ng, limit, firsts, out_addr=None):
+    """``@kt_encode`` on numpy arrays: (rows done, codes now); ``out_addr``: where out[0] is, if not ``out``'s."""
     assert out.dtype == np.int32 and firsts.dtype == np.int64 and len(firsts) >= limit
     ngp = np.array([ng], np.int64)
     stop = _LIB.get()["kt_encode"](
-        views, n, buf_addrs.ctypes.data, _addr(valid), vbit, out.ctypes.data, o0,
+        views, n, buf_addrs.ctypes.data, _addr(valid), vbit, out.ctypes.data if out_addr is None else out_addr, o0,
         tab.ctypes.data, tab.shape[0], ngp.ctypes.data, limit, firsts.ctypes.data,
     )  # fmt: skip
     return stop, int(ngp[0])
@@ -716,6 +806,22 @@ def reference_encode(values, slots: int = 1 << 15):
             firsts.append(row)
         codes.append(int(tab[slot, _ELC] >> np.uint64(32)) - 1)
     return np.array(codes, np.int32), np.array(firsts, np.int64), tab
+
+
+def reference_dict_sum(indices, parts, sizes, klen, P: int):
+    """What ``@kt_dict_sum`` adds, in pure Python: ({bin: [records, bytes, bytes_sq]}, {partition: null sums}).
+
+    ``indices``: dictionary index per row or None for a null key; bin = index * P + partition.
+    """
+    bins: dict[int, list] = {}
+    nulls: dict[int, list] = {}
+    for d, p, v in zip(indices, parts, sizes):
+        tot = int(v) if d is None else int(klen[d]) + int(v)
+        acc = nulls.setdefault(int(p), [0, 0, 0.0]) if d is None else bins.setdefault(int(d) * P + int(p), [0, 0, 0.0])
+        acc[0] += 1
+        acc[1] += tot
+        acc[2] += float(tot) * float(tot)
+    return bins, nulls
 
 
 class _Groups:
@@ -909,40 +1015,67 @@ def encode(series, cap: int = 1 << 10, out=None):
     compared byte for byte.  ``out``: an int32 array of len(series) to write the codes into.
     """
     import polars as pl
+
+    arr = series.to_frame().to_arrow(compat_level=pl.CompatLevel.newest()).column(0)
+    return encode_arrow(arr, cap, out)
+
+
+def encode_arrow(arr, cap: int = 1 << 10, out=None):
+    """:func:`encode` of a pyarrow (chunked) binary or string array, without Polars."""
     import pyarrow as pa
 
-    n_rows = len(series)
-    out = np.empty(n_rows, np.int32) if out is None else out
-    arr = series.to_frame().to_arrow(compat_level=pl.CompatLevel.newest()).column(0)
-    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
-    keep = [arr]
-    cap = max(16, 1 << int(cap - 1).bit_length())
-    tab = np.zeros((2 * cap, 4), np.uint64)
-    firsts = np.empty(cap, np.int64)
-    ng, row0 = 0, 0
-    for chunk in chunks:
+    out = np.empty(len(arr), np.int32) if out is None else out
+    enc = Encoder(cap)
+    row0 = 0
+    for chunk in arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]:
+        enc.add(chunk, out[row0:row0 + len(chunk)])
+        row0 += len(chunk)
+    return out, enc.firsts[:enc.ng].copy()
+
+
+class Encoder:
+    """:func:`encode` one chunk at a time, the codes going on across chunks (first-seen order over all of them).
+
+    ``firsts[c]`` counts rows over every chunk added so far.  The chunks are
+    kept (long values are matched against their first occurrence by address).
+    """
+
+    def __init__(self, cap: int = 1 << 10):
+        cap = max(16, 1 << int(cap - 1).bit_length())
+        self.tab = np.zeros((2 * cap, 4), np.uint64)
+        self.firsts = np.empty(cap, np.int64)
+        self.ng, self.rows, self.keep = 0, 0, []
+
+    def add(self, chunk, out=None) -> np.ndarray:
+        """The codes (int32, -1: null) of a pyarrow binary/string array's rows (into ``out`` if given)."""
+        import pyarrow as pa
+
         n = len(chunk)
+        out = np.empty(n, np.int32) if out is None else out
         if n == 0:
-            continue
+            return out
         if not (pa.types.is_binary_view(chunk.type) or pa.types.is_string_view(chunk.type)):
             chunk = chunk.cast(pa.binary_view() if pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type) else pa.string_view())
         bufs = chunk.buffers()
         buf_addrs = np.array([b.address if b is not None else 0 for b in bufs[2:]] or [0], dtype=np.int64)
         valid = np.frombuffer(bufs[0], dtype=np.uint8) if bufs[0] is not None and chunk.null_count else np.zeros(0, np.uint8)
-        keep += [chunk, buf_addrs, valid]
+        self.keep += [chunk, buf_addrs, valid]
         views = bufs[1].address + 16 * chunk.offset
         done = 0
         while done < n:
-            stop, ng = _encode(
+            # the kernel writes out[o0 + i] and records row o0 + i as a first row: with o0 counting rows over
+            # all chunks, ``out``'s address is shifted back by the rows before this chunk
+            stop, self.ng = _encode(
                 views + 16 * done, n - done, buf_addrs, valid, chunk.offset + done,
-                out, row0 + done, tab, ng, _encode_limit(tab.shape[0]), firsts,
+                out, self.rows + done, self.tab, self.ng, _encode_limit(self.tab.shape[0]), self.firsts,
+                out_addr=out.ctypes.data - 4 * self.rows,
             )  # fmt: skip
             done += stop
             if done < n:  # full: double the table and the first-row list
-                new = np.zeros((2 * tab.shape[0], 4), np.uint64)
-                _erehash(tab, new)
-                tab = new
-                firsts = np.concatenate([firsts, np.empty(max(0, _encode_limit(tab.shape[0]) - len(firsts)), np.int64)])
-        row0 += n
-    del keep
-    return out, firsts[:ng].copy()
+                new = np.zeros((2 * self.tab.shape[0], 4), np.uint64)
+                _erehash(self.tab, new)
+                self.tab = new
+                more = max(0, _encode_limit(self.tab.shape[0]) - len(self.firsts))
+                self.firsts = np.concatenate([self.firsts, np.empty(more, np.int64)])
+        self.rows += n
+        return out

@@ -146,15 +146,20 @@ def scan_records(df, partitions: int, compiled: bool | None = None, extremes: bo
     return key_partition_table(df), None
 
 
-def detect_on_sample(kp, partitions: int, sample) -> dict:
+def detect_on_sample(kp, partitions: int, sample, null_keys: dict | None = None) -> dict:
     """keyscope.detect.detect_partitioner with the records' offsets and times read only when it uses them.
 
     It uses them only to tell a switch from two producers at once (verdict
-    "mixed"); otherwise the result is the same without them.
+    "mixed"); otherwise the result is the same without them.  ``null_keys``
+    (partition -> null-key records, from the key table): then the key column
+    is not read for the null-key evidence either.
     """
     from .detect import detect_partitioner
 
-    det = detect_partitioner(kp, partitions, records=sample.frame("partition", "key"))
+    if null_keys is not None:
+        det = detect_partitioner(kp, partitions, null_keys=null_keys)
+    else:
+        det = detect_partitioner(kp, partitions, records=sample.frame("partition", "key"))
     if det.get("verdict") == "mixed":
         det = detect_partitioner(kp, partitions, records=sample.frame("partition", "offset", "timestamp", "key"))
     return det
@@ -435,10 +440,20 @@ def _count(sample, compiled: bool | None) -> _Counts:
     # offsets/times only when the metadata lacks them (the fields are never read).
     if compiled is None:
         compiled = len(sample) >= COMPILED_MIN_ROWS
-    df = sample.frame(
-        "partition", "key", "value_size", *(() if compiled and len(sample) else ("key_size",)), *(() if timed else ("offset", "timestamp"))
-    )
-    kp, extremes = scan_records(df, max(n_parts, 1), compiled=compiled, extremes=not timed)
+    kp = None
+    src = sample.key_file() if compiled and len(sample) else None
+    if src is not None:  # keys still only in the file: group its dictionary pages (keyscope.io.parquet)
+        from .io.parquet import dictionary_keys
+
+        part = sample.frame("partition")["partition"]  # (in memory: checked in range by read_sample)
+        kp = dictionary_keys(src[0], src[1], max(n_parts, 1), src[2], parts=part)
+        extremes = None  # partition_rates reads offsets and times only if the metadata lacks them
+    if kp is None:
+        df = sample.frame(
+            "partition", "key", "value_size", *(() if compiled and len(sample) else ("key_size",)),
+            *(() if timed else ("offset", "timestamp")),
+        )  # fmt: skip
+        kp, extremes = scan_records(df, max(n_parts, 1), compiled=compiled, extremes=not timed)
     part_idx = kp["partition"].to_numpy().astype(np.int64)
     is_null = kp["key"].is_null().to_numpy()
     rec = kp["records"].to_numpy().astype(np.float64)
@@ -454,7 +469,7 @@ def _count(sample, compiled: bool | None) -> _Counts:
     return _Counts(
         kp=kp,
         extremes=extremes,
-        read=df.height > 0,
+        read=len(sample) > 0,
         n_parts=n_parts,
         P=P,
         part_idx=part_idx,
@@ -764,7 +779,8 @@ def analyze(
                hottest, float(lb.a_p[hottest]) if hottest is not None else 0.0)  # fmt: skip
     )
     kp_keyed = c.kp.filter(pl.col("key").is_not_null()).select("key", "partition", "records")
-    detection = detect_on_sample(kp_keyed, n_parts, sample)
+    detection = detect_on_sample(kp_keyed, n_parts, sample,
+                                 null_keys={p: int(v) for p, v in enumerate(c.null_n_p) if v})
     detection["null_key_records"] = int(c.null_n_p.sum())
     warnings = lb.notes + _sample_warnings(c, meta, skew["interval"], confidence, detection)
 

@@ -40,13 +40,15 @@ for _name in KEYED:
 RULES_OF = {f: [n for n in KEYED if PARTITIONERS[n].family == f] for f in FAMILIES}
 
 
-def detect_partitioner(kp, partitions: int, records=None) -> dict:
+def detect_partitioner(kp, partitions: int, records=None, null_keys: dict | None = None) -> dict:
     """Verdict on the producers' partitioner.
 
     ``kp``: the keyed (key, partition, records) table; ``records``: the
     sample's frame (offsets, timestamps, null keys), read again for the
-    empty/null-key evidence and when the verdict is "mixed".  Returns plain
-    data (docs/analyze.md, ``partitioner``).
+    empty/null-key evidence and when the verdict is "mixed".  ``null_keys``
+    (partition -> null-key records) stands in for ``records``' null keys when
+    given, so the key column need not be read for them.  Returns plain data
+    (docs/analyze.md, ``partitioner``).
     """
     import polars as pl
 
@@ -113,7 +115,7 @@ def detect_partitioner(kp, partitions: int, records=None) -> dict:
         return out
     if len(full) == 1:
         fam = full[0]
-        ev = _rule_evidence(fam, kp, n, records)
+        ev = _rule_evidence(fam, kp, n, records, null_keys)
         out["rule_evidence"] = ev
         out["verdict"] = ev["rule"]
         out["candidates"] = ev["candidates"]
@@ -189,7 +191,7 @@ def _key_independent(out: dict, keys, n: int, hashed: int) -> tuple[str, str] | 
     )
 
 
-def _rule_evidence(fam: str, kp, n: int, records) -> dict:
+def _rule_evidence(fam: str, kp, n: int, records, null_keys: dict | None = None) -> dict:
     """Which rule of family ``fam``: where the empty-key and the null-key records sit.
 
     A record off the partition a rule gives the empty key rules out that the
@@ -206,7 +208,10 @@ def _rule_evidence(fam: str, kp, n: int, records) -> dict:
     empty_parts = sorted(empty["partition"].unique().to_list()) if empty.height else []
     empty_n = int(empty["records"].sum()) if empty.height else 0
     null_parts, null_n = [], 0
-    if records is not None and "key" in records.columns:
+    if null_keys is not None:
+        null_n = int(sum(null_keys.values()))
+        null_parts = sorted(int(p) for p, v in null_keys.items() if v)
+    elif records is not None and "key" in records.columns:
         nulls = records.filter(pl.col("key").is_null())
         null_n = nulls.height
         null_parts = sorted(nulls["partition"].unique().to_list()) if null_n else []

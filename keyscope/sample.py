@@ -198,6 +198,14 @@ class Sample:
                 self._load(want)
         return self._df.select(names)
 
+    def key_file(self):
+        """(path, a check that raises if the file changed, its column names) while the keys are still only
+        in the Parquet file (``read_sample(..., columns=("partition",))``), else None."""
+        p = self._pending
+        if p is None or "key" not in p.names or "key" not in p.file_names:
+            return None
+        return p.path, p.check_same, set(p.file_names)
+
     def _load(self, names) -> None:
         df, self._pending = self._pending.load(self._df, names)
         self._df = df
@@ -426,13 +434,15 @@ def _ranges_from_frame(df) -> dict[int, PartitionInfo]:
     }
 
 
-def read_sample(path: str | Path) -> Sample:
+def read_sample(path: str | Path, columns=("partition", "key")) -> Sample:
     """Load a sample: keyscope Parquet, or kcat JSON / CSV / JSON lines (see :mod:`keyscope.io.foreign`).
 
     A one-line InputError naming the file for anything unreadable.  Of a
-    Parquet file only ``partition`` and ``key`` are read here; the other
-    columns when a command first asks for them (:meth:`Sample.frame`), each
-    checked and cast as :meth:`Sample.from_frame` would.
+    Parquet file only ``partition`` and (if in ``columns``) ``key`` are read
+    here; the other columns when a command first asks for them
+    (:meth:`Sample.frame`), each checked and cast as :meth:`Sample.from_frame`
+    would.  ``columns=("partition",)``: ``analyze`` reads the keys from the
+    file's dictionary pages instead (:meth:`Sample.key_file`), never as a column.
     """
     import polars as pl
 
@@ -446,6 +456,7 @@ def read_sample(path: str | Path) -> Sample:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
     if kind != "parquet":
         return read_foreign(path, kind)
+    with_key = "key" in columns
     # Polars reads Parquet straight into its frame: 10M records, every column, in 1.0 s
     # against 2.9 s for pyarrow's read_table + from_arrow (docs/benchmarks.md), and
     # without importing pyarrow.parquet (0.18 s).
@@ -470,10 +481,10 @@ def read_sample(path: str | Path) -> Sample:
     except Exception as e:  # a column of a type we cannot use
         raise InputError(f"{path}: unusable columns ({_first_line(e)})") from None
     try:
-        df = pl.read_parquet(path, columns=["partition", "key"])
+        df = pl.read_parquet(path, columns=["partition", "key"] if with_key else ["partition"])
     except Exception as e:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-    pending = _Pending(path, ident, names, extra)
+    pending = _Pending(path, ident, names, extra, with_key)
     try:
         df = _normalise(df, [])
         _check_partitions(df)
@@ -553,25 +564,32 @@ def _check_partitions(df) -> None:
 class _Pending:
     """Columns of a sample file not yet read; read on demand, from the same file only."""
 
-    def __init__(self, path: Path, ident: tuple, file_names: list[str], extra: list[str]):
+    def __init__(self, path: Path, ident: tuple, file_names: list[str], extra: list[str], key_read: bool = True):
         self.path, self.ident = path, ident
         self.file_names = set(file_names)
         self.order = [*BASE_COLUMNS, *extra]  # from_frame's column order
-        self.names = [c for c in self.order if c not in ("partition", "key")]
+        read = ("partition", "key") if key_read else ("partition",)
+        self.names = [c for c in self.order if c not in read]
+
+    def check_same(self) -> None:
+        """InputError unless the file is still the one opened (columns of two files never mix)."""
+        try:
+            same = _identity(self.path) == self.ident
+        except OSError:
+            same = False
+        if not same:
+            raise InputError(f"{self.path}: the file changed while keyscope was reading it; run the command again")
 
     def load(self, df, names):
         """(``df`` with ``names`` added, what is still pending or None)."""
         import polars as pl
 
         path = self.path
+        if "key_size" in names and "key_size" not in self.file_names and "key" in self.names and "key" not in names:
+            names = ["key", *names]  # key sizes are made from the keys
         from_file = [c for c in names if c in self.file_names]
         if from_file:
-            try:
-                same = _identity(path) == self.ident
-            except OSError:
-                same = False
-            if not same:
-                raise InputError(f"{path}: the file changed while keyscope was reading it; run the command again")
+            self.check_same()
             try:
                 cols = pl.read_parquet(path, columns=from_file)
             except Exception as e:

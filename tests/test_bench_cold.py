@@ -47,3 +47,14 @@ def test_quick_offline_and_startup_json_has_every_row(tmp_path):
         assert x["from_records"] == 20_000 and x["to_records"] == 40_000 and math.isclose(x["growth"], 1.0)
         assert math.isclose(x["marginal_ns_per_record"][0], o["keyscope_s"] / 20_000 * 1e9)
         assert math.isclose(x["polars_marginal_ns_per_record"][0], o["peer_s"] / 20_000 * 1e9)
+
+
+def test_commands_restricts_the_offline_rows(tmp_path):
+    out = tmp_path / "cold.json"
+    r = subprocess.run([sys.executable, str(BENCH), "--quick", "--only", "offline", "--sizes", "20k",
+                        "--commands", "analyze", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert [x["what"] for x in json.loads(out.read_text())["results"]] == ["analyze 20,000"]
+    bad = subprocess.run([sys.executable, str(BENCH), "--only", "offline", "--commands", "scan"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and "--commands takes" in bad.stderr

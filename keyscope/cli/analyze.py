@@ -98,7 +98,7 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
             from .scan import analyze_profile_cmd
 
             return analyze_profile_cmd(sample_path, top, fmt, fail_on_skew)
-        sample = read_sample(sample_path)
+        sample = read_sample(sample_path, columns=("partition",))  # keys from the dictionary pages
     else:
         sample = _sample_now(topic, bootstrap_server, command_config, overrides, max_records, per_partition,
                              from_time, timeout)  # fmt: skip

@@ -1,0 +1,332 @@
+"""The (key, partition) table straight from a Parquet sample's dictionary pages, one row group at a time.
+
+Why: ``keyscope analyze`` on 10M records spent ~0.5 s reading the key column
+into memory (Polars, binary views: 160 MB) and ~0.4 s hashing every row's key
+in the compiled scan (keyscope._keytable), and its peak RSS was 2.9x the
+decoded key column.  A keyscope sample (pyarrow's writer) stores the keys
+dictionary-encoded per row group: each row group holds its distinct keys once
+and one small integer per row.  Read with ``read_dictionary``, the rows are
+those integers; grouping (dictionary index, partition) is a ``bincount``, no
+key is hashed per row, and only one row group's columns are in memory at a
+time.  The distinct keys of all row groups (a few hundred thousand at most,
+not ten million) are then matched across row groups by the compiled
+dictionary encoder (:func:`keyscope._keytable.encode_arrow`).
+
+pyarrow.parquet's ``ParquetFile`` is used, not ``read_table``: the latter goes
+through ``pyarrow.dataset``, whose import cost a fresh process ~0.25 s.
+
+The result is the table :func:`keyscope._keytable.scan` builds (same columns,
+same sums; tests/test_parquet_keytable.py checks it against Polars'
+``group_by``); None when the file does not suit this path (keys not
+dictionary-encoded, not binary or text), so the caller scans the key column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+# Direct bincount over (dictionary index, partition) while the bins stay within
+# this many per row (plus a floor): beyond it (many partitions and many keys per
+# row group) the pairs are first made dense with np.unique (a sort: slower, but exact).
+DENSE_BINS_PER_ROW = 4
+DENSE_BINS_MIN = 1 << 16
+
+
+def _exact(x: np.ndarray) -> np.ndarray:
+    """Float64 sums of integers back to int64 (exact: every sum here is far below 2**53)."""
+    return np.rint(x).astype(np.int64)
+
+
+def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], parts=None):
+    """(kp, null sums per partition) for the sample file at ``path``, or None when its keys are not dictionary pages.
+
+    ``kp``: one Polars row per (key, partition): ``key``, ``partition``,
+    ``records``, ``bytes`` (key + value), ``bytes_sq``, in first-seen order of
+    the keys (row group by row group), null keys one row per partition, last.
+    ``ident_check()`` raises if the file changed since the sample was opened.
+    ``parts``: the file's partition column as a Polars Int32 Series, if already read (it is not read again).
+    """
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .._keytable import Encoder, dict_sum
+
+    P = max(int(partitions), 1)
+    try:
+        f = pq.ParquetFile(path, read_dictionary=["key"])
+        md = f.metadata
+        ki = f.schema_arrow.get_field_index("key")
+        if ki < 0:
+            return None
+        ktype = f.schema_arrow.field(ki).type
+        if pa.types.is_dictionary(ktype):  # (as read_dictionary reads it)
+            ktype = ktype.value_type
+        if not (pa.types.is_binary(ktype) or pa.types.is_large_binary(ktype)
+                or pa.types.is_string(ktype) or pa.types.is_large_string(ktype)):  # fmt: skip
+            return None
+        col = f.schema.names.index("key") if "key" in f.schema.names else -1
+        if col < 0 or any(not md.row_group(i).column(col).has_dictionary_page for i in range(md.num_row_groups)):
+            return None  # plain-encoded keys: pyarrow would hash them to build a dictionary, slower than the scan
+    except Exception as e:  # a corrupt footer: the same one-line error as reading a column
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    ident_check()
+    cols = (["partition"] if parts is None else []) + ["key"] + (["value_size"] if "value_size" in file_names else [])
+    row = 0  # rows of the file before this chunk
+    enc = Encoder(1 << 14)
+    seen: dict = {}  # a dictionary's buffers' addresses -> its entries' global codes
+    dicts: list = []  # every dictionary, in the encoder's row order
+    acc = _Sums(P)
+    for i in range(md.num_row_groups):
+        try:
+            t = f.read_row_group(i, columns=cols, use_threads=False)  # (threads: no faster for two columns, more RSS)
+        except Exception as e:
+            raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+        part_c = t.column("partition") if parts is None else None
+        vs_c = t.column("value_size") if "value_size" in cols else None
+        r0 = 0
+        for kchunk in t.column("key").chunks:
+            n = len(kchunk)
+            if n == 0:
+                continue
+            if not pa.types.is_dictionary(kchunk.type):
+                return None
+            if part_c is not None:
+                part = _ints(part_c.slice(r0, n))
+                if int(part.min()) < 0 or int(part.max()) >= P:
+                    raise InputError(f"{path}: a record's partition is out of range")
+            else:
+                part = np.ascontiguousarray(parts.slice(row + r0, n).to_numpy(), np.int32)  # (zero-copy in one chunk)
+                if part.size != n:
+                    raise InputError(f"{path}: columns of different lengths")
+            vs = _ints(vs_c.slice(r0, n)) if vs_c is not None else np.zeros(0, np.int32)
+            r0 += n
+            d = kchunk.dictionary
+            if not pa.types.is_binary(d.type):  # text keys are their UTF-8 bytes: the same buffers
+                d = pa.Array.from_buffers(pa.binary(), len(d), d.buffers(), offset=d.offset)
+            tag = (len(d), d.offset, *(b.address if b is not None else 0 for b in d.buffers()))
+            offs = np.frombuffer(d.buffers()[1], np.int32)[d.offset:d.offset + len(d) + 1]
+            if tag not in seen:  # (a row group's chunks share one dictionary)
+                data = d.buffers()[2]
+                seen = {tag: enc.add(_views(offs, data))}
+                dicts.append((offs, data))
+            codes = seen[tag]
+            klen = np.diff(offs).astype(np.int64)
+            ind = kchunk.indices
+            if ind.type != pa.int32():
+                ind = ind.cast(pa.int32())
+            bufs = ind.buffers()
+            ix = np.frombuffer(bufs[1], np.int32, count=n, offset=4 * ind.offset)
+            valid = np.frombuffer(bufs[0], np.uint8) if bufs[0] is not None and ind.null_count else np.zeros(0, np.uint8)
+            nb = len(d) * P
+            if nb <= max(DENSE_BINS_PER_ROW * n, DENSE_BINS_MIN):  # one compiled pass into dense bins
+                rec = np.zeros(nb, np.int64)
+                byt = np.zeros(nb, np.int64)
+                bsq = np.zeros(nb, np.float64)
+                dict_sum(ix, valid, ind.offset, part, vs, klen, P, rec, byt, bsq, acc.nrec, acc.nbytes, acc.nbsq)
+                g = np.flatnonzero(rec)
+                rec, byt, bsq = rec[g], byt[g], bsq[g]
+            else:  # sparse: the pairs made dense by np.unique first (a sort; exact)
+                g, rec, byt, bsq = _sparse(ix, valid, ind.offset, part, vs, klen, P, acc.nrec, acc.nbytes, acc.nbsq)
+            acc.add(codes[g // P].astype(np.int64) * P + g % P, rec, byt, bsq, enc.ng)
+        row += t.num_rows
+        del t
+    if parts is not None and row != len(parts):
+        raise InputError(f"{path}: columns of different lengths")
+    ident_check()
+    g, rec, byt, bsq = acc.result()
+    keys = _gather(dicts, enc.firsts[g // P])
+    kp = pl.DataFrame(
+        {"key": keys, "partition": (g % P).astype(np.int32), "records": rec, "bytes": byt, "bytes_sq": bsq}
+    )
+    has_null = np.flatnonzero(acc.nrec)
+    if has_null.size:
+        nulls = pl.DataFrame(
+            {
+                "key": pl.Series([None] * has_null.size, dtype=pl.Binary),
+                "partition": has_null.astype(np.int32),
+                "records": acc.nrec[has_null],
+                "bytes": acc.nbytes[has_null],
+                "bytes_sq": acc.nbsq[has_null],
+            }
+        )
+        kp = pl.concat([kp, nulls])
+    return kp
+
+
+class _Sums:
+    """(global key code * P + partition) -> records, bytes, bytes squared, summed over row groups.
+
+    Dense arrays while the bins stay few (a few partitions: the usual case),
+    else a list collapsed whenever it doubles; the result in bin order, which
+    is the keys' first-seen order.
+    """
+
+    def __init__(self, P: int):
+        self.P = P
+        self.nrec = np.zeros(P, np.int64)  # null keys per partition
+        self.nbytes = np.zeros(P, np.int64)
+        self.nbsq = np.zeros(P, np.float64)
+        self.dense: tuple | None = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+        self.parts: list = []
+        self.size, self.collapsed = 0, 0
+
+    def add(self, bins, rec, byt, bsq, keys: int) -> None:
+        if self.dense is not None and keys * self.P > max(DENSE_BINS_PER_ROW * keys, DENSE_BINS_MIN):
+            r, b, q = self.dense
+            nz = np.flatnonzero(r)
+            self.parts, self.size, self.dense = [(nz, r[nz], b[nz], q[nz])], nz.size, None
+        if self.dense is not None:
+            r, b, q = self.dense
+            need = keys * self.P
+            if r.size < need:  # grow by doubling
+                m = max(need, 2 * r.size)
+                self.dense = r, b, q = (np.concatenate([r, np.zeros(m - r.size, np.int64)]),
+                                        np.concatenate([b, np.zeros(m - b.size, np.int64)]),
+                                        np.concatenate([q, np.zeros(m - q.size, np.float64)]))  # fmt: skip
+            r[bins] += rec  # bins are distinct within one chunk
+            b[bins] += byt
+            q[bins] += bsq
+            return
+        self.parts.append((bins, rec, byt, bsq))
+        self.size += bins.size
+        if self.size > 2 * max(self.collapsed, 1 << 16):
+            self._collapse()
+
+    def _collapse(self) -> None:
+        bins, rec, byt, bsq = (np.concatenate(x) for x in zip(*self.parts))
+        ids, inv = np.unique(bins, return_inverse=True)
+        inv = inv.reshape(-1)
+        self.parts = [(ids, _exact(np.bincount(inv, weights=rec, minlength=ids.size)),
+                       _exact(np.bincount(inv, weights=byt, minlength=ids.size)),
+                       np.bincount(inv, weights=bsq, minlength=ids.size))]  # fmt: skip
+        self.size = self.collapsed = ids.size
+
+    def result(self):
+        if self.dense is not None:
+            r, b, q = self.dense
+            nz = np.flatnonzero(r)
+            return nz, r[nz], b[nz], q[nz]
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        self._collapse()
+        return self.parts[0]
+
+
+def _ints(chunked) -> np.ndarray:
+    """An integer column's rows as int32 numpy, read from its buffers (nulls as 0, as Sample.from_frame fills
+    value sizes).  Not ``to_numpy``: on an array with nulls it imports pandas (0.33 s of a cold run)."""
+    import pyarrow as pa
+
+    chunks = chunked.chunks if isinstance(chunked, pa.ChunkedArray) else [chunked]
+    out = []
+    for arr in chunks:
+        if pa.types.is_dictionary(arr.type) or not pa.types.is_integer(arr.type):
+            arr = arr.cast(pa.int32())  # (not how keyscope writes: pyarrow.compute is loaded only here)
+        width = arr.type.bit_width // 8
+        dt = np.dtype(("i" if pa.types.is_signed_integer(arr.type) else "u") + str(width))
+        bufs = arr.buffers()
+        v = np.frombuffer(bufs[1], dt, count=len(arr), offset=width * arr.offset)
+        if dt != np.int32:
+            if v.size and (int(v.min()) < -(1 << 31) or int(v.max()) >= 1 << 31):
+                raise InputError("a column's value is out of the 32-bit range")
+            v = v.astype(np.int32)
+        if arr.null_count:
+            ok = np.unpackbits(np.frombuffer(bufs[0], np.uint8), bitorder="little")[arr.offset:arr.offset + len(arr)]
+            v = np.where(ok.astype(bool), v, 0).astype(np.int32)
+        out.append(v)
+    return out[0] if len(out) == 1 else np.concatenate(out) if out else np.zeros(0, np.int32)
+
+
+def _views(offs: np.ndarray, data):
+    """A binary array (int32 ``offs``, ``data`` buffer) as a pyarrow binary_view array, built in numpy.
+
+    (pyarrow's cast would do it, but importing pyarrow.compute cost a cold run ~0.1 s; these are
+    dictionaries, a few hundred thousand entries at most.)  Views: length, then the bytes inline up to
+    12, else a 4-byte prefix, buffer 0 and the offset.
+    """
+    import pyarrow as pa
+
+    n = offs.size - 1
+    lens = np.diff(offs).astype(np.int32)
+    raw = np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(16, np.uint8)
+    pad = np.concatenate([raw, np.zeros(16, np.uint8)])  # reads past the last key stay in bounds
+    start = offs[:-1].astype(np.int64)
+    views = np.zeros((n, 16), np.uint8)
+    views[:, 0:4] = lens.view(np.uint8).reshape(n, 4)
+    j = np.arange(12)
+    inline = np.take(pad, start[:, None] + j)
+    inline[j >= lens[:, None]] = 0  # bytes beyond the key are zero
+    views[:, 4:16] = inline
+    long = lens > 12
+    if long.any():
+        ref = np.zeros((int(long.sum()), 3), np.int32)  # (prefix stays from inline), buffer 0, offset
+        ref[:, 2] = offs[:-1][long]
+        views[long, 8:16] = ref.view(np.uint8).reshape(-1, 12)[:, 4:12]
+    buf = pa.py_buffer(views)
+    datab = pa.py_buffer(pad) if data is None else data
+    return pa.Array.from_buffers(pa.binary_view(), n, [None, buf, datab])
+
+
+def _gather(dicts: list, rows: np.ndarray):
+    """The keys at ``rows`` (counted over the dictionaries in order) as a Polars Binary Series, gathered in numpy.
+
+    (Handed to Polars through the Arrow C interface: ``pl.from_arrow`` would import pyarrow.compute.)
+    """
+    import polars as pl
+    import pyarrow as pa
+
+    base = np.cumsum([0] + [o.size - 1 for o, _ in dicts])
+    raws = [np.frombuffer(d, np.uint8) if d is not None else np.zeros(0, np.uint8) for _, d in dicts]
+    dbase = np.cumsum([0] + [r.size for r in raws])
+    which = np.searchsorted(base, rows, side="right") - 1
+    starts = np.zeros(rows.size, np.int64)
+    lens = np.zeros(rows.size, np.int64)
+    for w in np.unique(which).tolist():
+        m = which == w
+        i = rows[m] - base[w]
+        o = dicts[w][0]
+        starts[m] = o[i].astype(np.int64) + dbase[w]
+        lens[m] = o[i + 1] - o[i]
+    out_offs = np.zeros(rows.size + 1, np.int64)
+    np.cumsum(lens, out=out_offs[1:])
+    data = np.concatenate(raws) if raws else np.zeros(0, np.uint8)
+    src = np.repeat(starts - out_offs[:-1], lens) + np.arange(int(out_offs[-1]))
+    arr = pa.Array.from_buffers(pa.large_binary(), rows.size,
+                                [None, pa.py_buffer(out_offs), pa.py_buffer(data[src])])  # fmt: skip
+    return pl.Series("key", _Capsule(arr), dtype=pl.Binary)
+
+
+class _Capsule:
+    """Only the Arrow PyCapsule interface of an array (Polars then takes it without pyarrow.compute)."""
+
+    def __init__(self, arr):
+        self.arr = arr
+
+    def __arrow_c_array__(self, requested_schema=None):
+        return self.arr.__arrow_c_array__(requested_schema)
+
+
+def _sparse(ix, valid, vbit, part, vs, klen, P, nrec, nbytes, nbsq):
+    """The (bin, records, bytes, bytes_sq) of :func:`keyscope._keytable.dict_sum` when dense bins would not fit."""
+    n = ix.shape[0]
+    v = np.zeros(n, np.int64) if vs.size == 0 else vs.astype(np.int64)
+    if valid.size:
+        ok = np.unpackbits(valid, bitorder="little")[vbit:vbit + n].astype(bool)
+        nul = ~ok
+        nrec += np.bincount(part[nul], minlength=P)[:P]
+        nbytes += _exact(np.bincount(part[nul], weights=v[nul], minlength=P)[:P])
+        nbsq += np.bincount(part[nul], weights=v[nul].astype(np.float64) ** 2, minlength=P)[:P]
+        ix, part, v = ix[ok], part[ok], v[ok]
+    tot = (klen[ix] + v).astype(np.float64)
+    ids, inv = np.unique(ix.astype(np.int64) * P + part, return_inverse=True)
+    inv = inv.reshape(-1)
+    rec = np.bincount(inv, minlength=ids.size).astype(np.int64)
+    return ids, rec, _exact(np.bincount(inv, weights=tot, minlength=ids.size)), \
+        np.bincount(inv, weights=tot * tot, minlength=ids.size)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
