@@ -15,7 +15,7 @@ from ..stats import clamp_min, max_share_interval, normal_interval, ratio_share_
 from .murmur import murmur3_binary, murmur3_int64
 from .result import CONFIDENCE, Result, expected_keys_moved
 from .spec import MAX_GROUP_FIELDS, Salt, Scenario
-from .tables import compose_keys, concat_binary, group_by_codes, group_by_hashes
+from .tables import CODE, compose_codes, compose_keys, concat_binary, group_by_codes, group_by_hashes
 from . import kernels
 
 POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
@@ -95,11 +95,15 @@ class WhatIf:
         for fs in firsts:
             self.check_field(fs[0])
         coded = None
+        self._dicts: dict | None = None  # column -> distinct values (null last) of the coded unit tables
         if firsts and len(sample) >= COMPILED_MIN_ROWS:
-            # large samples: every table (plain included) from integer codes, compiled
-            coded = group_by_codes(self._records(*(f for fs in firsts for f in fs)), firsts, self.today_partitions)
+            # large samples: every table (plain included) from integer codes, compiled; the field
+            # tables keep their codes (their values are gathered only where needed: _values)
+            coded = group_by_codes(
+                self._records(*(f for fs in firsts for f in fs)), firsts, self.today_partitions, coded=True
+            )
         if coded is not None:
-            key_index, tables, self._cache["record-kid"] = coded
+            key_index, tables, self._cache["record-kid"], self._dicts = coded
             for fs, table in zip([(), *firsts], tables):
                 self._cache[("units", fs)] = table
         else:
@@ -140,7 +144,35 @@ class WhatIf:
     # ---- unit tables -------------------------------------------------------
 
     def units(self, fields: tuple[str, ...]):
-        """(partition, key, fields) -> records, bytes; from the finest table already built."""
+        """(partition, key, fields) -> records, bytes, kid; from the finest table already built."""
+        return self._values(self._table(fields))
+
+    def key_units(self, fields: tuple[str, ...], key: bytes):
+        """``units(fields)`` of one key: only its rows' values are gathered."""
+        import polars as pl
+
+        kid = self._key_index.filter(pl.col("key") == key)["kid"]
+        return self._values(self._table(fields).filter(pl.col("kid").is_in(kid.implode())))
+
+    def _values(self, table):
+        """A unit table with its key and field values: a coded table's gathered from the dictionaries."""
+
+        if "key" in table.columns:
+            return table
+        fields = [c[len(CODE) :] for c in table.columns if c.startswith(CODE)]
+        d = self._dicts
+        kid = table["kid"].fill_null(self._key_index.height)
+        return table.select(
+            "partition",
+            d["key"].gather(kid).alias("key"),
+            *(d[f].gather(table[CODE + f]).alias(f) for f in fields),
+            "n",
+            "b",
+            "kid",
+        )
+
+    def _table(self, fields: tuple[str, ...]):
+        """``units``, but a coded table as it is (key ids and field codes, no values)."""
         import polars as pl
 
         fields = tuple(sorted(set(fields)))
@@ -152,7 +184,12 @@ class WhatIf:
         finer = [k for k in self._cache if k[0] == "units" and set(fields) <= set(k[1])]
         if finer:
             src = self._cache[min(finer, key=lambda k: self._cache[k].height)]
-            g = src.group_by(["partition", "key", *fields]).agg(pl.col("n").sum(), pl.col("b").sum())
+            if "key" in src.columns:
+                g = src.group_by(["partition", "key", *fields]).agg(pl.col("n").sum(), pl.col("b").sum())
+            else:
+                g = src.group_by(["partition", "kid", *(CODE + f for f in fields)]).agg(
+                    pl.col("n").sum(), pl.col("b").sum()
+                )
         elif not fields and len(self.sample) >= COMPILED_MIN_ROWS:
             # analyze's compiled one-pass (key, partition) scan: ~2x Polars' group_by here
             from .._keytable import scan
@@ -217,8 +254,17 @@ class WhatIf:
         sep = sep if fields else ""
         key = ("composite", fields, sep)
         if key not in self._cache:
-            u = self.units(fields)
-            u = u.with_columns(compose_keys(u["key"], [u[f] for f in fields], sep).alias("ckey"))
+            u = self._table(fields)
+            if "key" in u.columns:
+                ckey = compose_keys(u["key"], [u[f] for f in fields], sep)
+            else:  # from the dictionaries: each unit's key + sep + field bytes, no value gathered first
+                d = self._dicts
+                codes = []
+                for f in fields:
+                    c = u[CODE + f].to_numpy().astype(np.int64)
+                    codes.append((d[f], np.where(c == len(d[f]) - 1, -1, c)))  # the last code is null
+                ckey = compose_codes(d["key"], self._kid(u), codes, sep)
+            u = u.with_columns(ckey.alias("ckey"))
             self._cache[key] = u
         return self._cache[key]
 
@@ -316,7 +362,7 @@ class WhatIf:
         # the widest key sets first, so narrower tables derive from them
         for ks in sorted({s.key_fields for s in scenarios}, key=len, reverse=True):
             if ks:
-                self.units(ks)
+                self._table(ks)
         return [self.evaluate(s) for s in scenarios]
 
     def hot_keys(self, key_fields: tuple[str, ...], sep: str, salt: Salt):
@@ -374,15 +420,17 @@ class WhatIf:
             self._cache[tag] = self._hot_records_by_id(hot_keys)
         if tag not in self._cache:
             u = self._composite(key_fields, sep)
-            originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
+            hot_units = u.filter(pl.col("ckey").is_in(hot_keys.implode()))
             size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
             if "record-kid" in self._cache:
                 # the original keys' rows by key id, then only their columns gathered: the pool of
                 # the 16 hottest keys (most of a Zipf sample's records) was gathered, filtered on key
                 # bytes, composed and joined, ~2 s of a 10M-record whatif --key-by --salt-hot here
-                rows = self._rows_of_keys(originals)[0]
+                kids = hot_units["kid"].drop_nulls().unique().cast(pl.Int64).to_numpy()
+                rows = self._rows_of_kids(kids)[0]
                 recs = self._records("offset", *key_fields).select(pl.all().gather(rows))
             else:
+                originals = hot_units["key"].unique()
                 pool_keys, pool = self._hot_pool(key_fields)
                 source = pool if originals.is_in(pool_keys.implode()).all() else self._records("offset", *key_fields)
                 recs = source.filter(pl.col("key").is_in(originals.implode()))
@@ -433,6 +481,10 @@ class WhatIf:
             .cast(pl.Int64)
             .to_numpy()
         )
+        return self._rows_of_kids(kid)
+
+    def _rows_of_kids(self, kid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_rows_of_keys`` from the keys' ids."""
         lut = np.full(self._key_index.height, -1, np.int64)
         lut[kid] = np.arange(len(kid))
         rows, idx = kernels.pick_rows(self._cache["record-kid"], lut)
@@ -493,11 +545,11 @@ class WhatIf:
                 self._cache[tag] = out
                 return out
             else:  # from the (partition, key, fields) table, not the records
-                u = self.units(tuple(dict.fromkeys(sc.key_fields + (salt.by,))))
-                originals = self._composite(sc.key_fields, sc.separator).filter(
+                u = self._table(tuple(dict.fromkeys(sc.key_fields + (salt.by,))))
+                kids = self._composite(sc.key_fields, sc.separator).filter(
                     pl.col("ckey").is_in(hot_keys.implode())
-                )["key"].unique()
-                sub = u.filter(pl.col("key").is_in(originals.implode()))
+                )["kid"].drop_nulls().unique()
+                sub = self._values(u.filter(pl.col("kid").is_in(kids.implode())))  # the hot keys' units only
                 sub = sub.with_columns(
                     compose_keys(sub["key"], [sub[f] for f in sc.key_fields], sc.separator).alias("ckey")
                 ).join(pl.DataFrame({"ckey": hot_keys}).with_row_index("hid"), on="ckey", how="inner")
