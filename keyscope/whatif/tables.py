@@ -13,14 +13,18 @@ DENSE_CELLS = 1 << 22  # (keys + 1) x cells up to this: a dense table, no sort b
 CODE = "_code:"  # a coded unit table's column of a field's dictionary codes (the null code is the last)
 
 
-def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int, coded: bool = False):
+def group_by_codes(
+    df, field_sets: list[tuple[str, ...]], partitions: int, coded: bool = False, keep_codes: Sequence[str] = ()
+):
     """(key index, per field set (partition, key, fields) -> n, b, kid, per-record key ids); None if too wide.
 
     With ``coded``, the field sets' tables hold each field's dictionary codes
     (``CODE + field``) and the key id instead of the key and field values, and
     the dictionaries (column -> values, null last) come fourth in the tuple:
     gathering key bytes to the 3.6M (partition, key, user_id) units of a 10M
-    sample took ~0.7 s, and only the hot keys' units ever need them.
+    sample took ~0.7 s, and only the hot keys' units ever need them.  Fifth,
+    the per-record codes (int32, -1 null) of the fields in ``keep_codes``:
+    salting a composite key finds its records' sub-keys from them.
 
     Why: Polars grouping 10M records on (partition, key, field), even on column
     hashes, was most of ``recommend``'s time.  Here each column is dictionary
@@ -72,6 +76,7 @@ def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int, coded
     for r in order:
         members[row_of[r], : len(sets[r])] = [fields.index(f) for f in sets[r]]
     cells = make_cells(part, S, codes, np.array([widths[f] for f in fields] or [1], np.int64), members)
+    record_codes = {f: codes[fields.index(f)].copy() for f in dict.fromkeys(keep_codes) if f in fields}
     del codes, enc  # the fields' codes are in the cells now
     wide = sum(1 for d in dense if not d)
     if wide:  # one counting sort by key for every wide set
@@ -103,7 +108,7 @@ def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int, coded
         tables.append(frame)
     key_index = pl.DataFrame({"key": dicts["key"].head(K)}).with_row_index("kid")
     if coded:
-        return key_index, tables, kid, dicts
+        return key_index, tables, kid, dicts, record_codes
     return key_index, tables, kid
 
 
