@@ -76,7 +76,8 @@ def group_by_codes(
     for r in order:
         members[row_of[r], : len(sets[r])] = [fields.index(f) for f in sets[r]]
     cells = make_cells(part, S, codes, np.array([widths[f] for f in fields] or [1], np.int64), members)
-    record_codes = {f: codes[fields.index(f)].copy() for f in dict.fromkeys(keep_codes) if f in fields}
+    # views, no copy: ``codes`` then stays alive (4 bytes a record per field) only while one is kept
+    record_codes = {f: codes[fields.index(f)] for f in dict.fromkeys(keep_codes) if f in fields}
     del codes, enc  # the fields' codes are in the cells now
     wide = sum(1 for d in dense if not d)
     if wide:  # one counting sort by key for every wide set
