@@ -129,7 +129,7 @@ def spreading_fields(w: WhatIf, hot_key: bytes | None) -> list[str]:
         return []
     out = []
     for f in w.fields:
-        u = w.units((f,)).filter(pl.col("key") == hot_key)  # built once per field, then cached
+        u = w.key_units((f,), hot_key)  # the field's table is built once, then cached; only this key's values gathered
         counts = u.group_by(f).agg(pl.col("n").sum())
         total = float(counts["n"].sum())
         counts = counts.drop_nulls(f)

@@ -120,8 +120,10 @@ def run_whatif(sample_path, grid: Grid, today_partitioner: str | None = None,
     # the fields the scenarios key or salt by: their unit tables are built with the plain one in
     # one pass over the records (large samples: one dictionary encoding per column, no separate scan)
     fields = [f for ks in grid.keysets for f in ks] + [s.by for s in grid.salts if s.by != "offset"]
+    salted_keys = [f for ks in grid.keysets for f in ks] if grid.salts else []  # composite keys to be salted
     w = WhatIf(sample, partitioner=today_partitioner, consumers=grid.consumers or None,
-               group_fields=[f for f in dict.fromkeys(fields) if f in sample.field_names])
+               group_fields=[f for f in dict.fromkeys(fields) if f in sample.field_names],
+               record_fields=[f for f in dict.fromkeys(salted_keys) if f in sample.field_names])
     scenarios = grid.scenarios(w.today_partitions, w.today_partitioner)
     results = w.evaluate_all(scenarios) if scenarios else []
     notes = []

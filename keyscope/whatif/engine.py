@@ -15,7 +15,7 @@ from ..stats import clamp_min, max_share_interval, normal_interval, ratio_share_
 from .murmur import murmur3_binary, murmur3_int64
 from .result import CONFIDENCE, Result, expected_keys_moved
 from .spec import MAX_GROUP_FIELDS, Salt, Scenario
-from .tables import compose_keys, concat_binary, group_by_codes, group_by_hashes
+from .tables import CODE, compose_codes, compose_keys, concat_binary, group_by_codes, group_by_hashes
 from . import kernels
 
 POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
@@ -74,7 +74,11 @@ class WhatIf:
         partitioner: str | None = None,
         consumers: Sequence[int] | None = None,
         group_fields: Sequence[str] = (),
+        record_fields: Sequence[str] = (),
     ):
+        """``group_fields``: fields whose unit tables to build up front (one pass for all);
+        ``record_fields``: of those, the ones composite keys to be salted use (their
+        per-record codes are kept, 4 bytes a record each)."""
         self.sample = sample
         if len(sample) == 0:
             raise InputError("the sample has no records: nothing to predict")
@@ -95,11 +99,16 @@ class WhatIf:
         for fs in firsts:
             self.check_field(fs[0])
         coded = None
+        self._dicts: dict | None = None  # column -> distinct values (null last) of the coded unit tables
         if firsts and len(sample) >= COMPILED_MIN_ROWS:
-            # large samples: every table (plain included) from integer codes, compiled
-            coded = group_by_codes(self._records(*(f for fs in firsts for f in fs)), firsts, self.today_partitions)
+            # large samples: every table (plain included) from integer codes, compiled; the field
+            # tables keep their codes (their values are gathered only where needed: _values)
+            coded = group_by_codes(
+                self._records(*(f for fs in firsts for f in fs)), firsts, self.today_partitions, coded=True,
+                keep_codes=record_fields,
+            )
         if coded is not None:
-            key_index, tables, self._cache["record-kid"] = coded
+            key_index, tables, self._cache["record-kid"], self._dicts, self._cache["record-codes"] = coded
             for fs, table in zip([(), *firsts], tables):
                 self._cache[("units", fs)] = table
         else:
@@ -140,7 +149,35 @@ class WhatIf:
     # ---- unit tables -------------------------------------------------------
 
     def units(self, fields: tuple[str, ...]):
-        """(partition, key, fields) -> records, bytes; from the finest table already built."""
+        """(partition, key, fields) -> records, bytes, kid; from the finest table already built."""
+        return self._values(self._table(fields))
+
+    def key_units(self, fields: tuple[str, ...], key: bytes):
+        """``units(fields)`` of one key: only its rows' values are gathered."""
+        import polars as pl
+
+        kid = self._key_index.filter(pl.col("key") == key)["kid"]
+        return self._values(self._table(fields).filter(pl.col("kid").is_in(kid.implode())))
+
+    def _values(self, table):
+        """A unit table with its key and field values: a coded table's gathered from the dictionaries."""
+
+        if "key" in table.columns:
+            return table
+        fields = [c[len(CODE) :] for c in table.columns if c.startswith(CODE)]
+        d = self._dicts
+        kid = table["kid"].fill_null(self._key_index.height)
+        return table.select(
+            "partition",
+            d["key"].gather(kid).alias("key"),
+            *(d[f].gather(table[CODE + f]).alias(f) for f in fields),
+            "n",
+            "b",
+            "kid",
+        )
+
+    def _table(self, fields: tuple[str, ...]):
+        """``units``, but a coded table as it is (key ids and field codes, no values)."""
         import polars as pl
 
         fields = tuple(sorted(set(fields)))
@@ -152,7 +189,12 @@ class WhatIf:
         finer = [k for k in self._cache if k[0] == "units" and set(fields) <= set(k[1])]
         if finer:
             src = self._cache[min(finer, key=lambda k: self._cache[k].height)]
-            g = src.group_by(["partition", "key", *fields]).agg(pl.col("n").sum(), pl.col("b").sum())
+            if "key" in src.columns:
+                g = src.group_by(["partition", "key", *fields]).agg(pl.col("n").sum(), pl.col("b").sum())
+            else:
+                g = src.group_by(["partition", "kid", *(CODE + f for f in fields)]).agg(
+                    pl.col("n").sum(), pl.col("b").sum()
+                )
         elif not fields and len(self.sample) >= COMPILED_MIN_ROWS:
             # analyze's compiled one-pass (key, partition) scan: ~2x Polars' group_by here
             from .._keytable import scan
@@ -217,8 +259,17 @@ class WhatIf:
         sep = sep if fields else ""
         key = ("composite", fields, sep)
         if key not in self._cache:
-            u = self.units(fields)
-            u = u.with_columns(compose_keys(u["key"], [u[f] for f in fields], sep).alias("ckey"))
+            u = self._table(fields)
+            if "key" in u.columns:
+                ckey = compose_keys(u["key"], [u[f] for f in fields], sep)
+            else:  # from the dictionaries: each unit's key + sep + field bytes, no value gathered first
+                d = self._dicts
+                codes = []
+                for f in fields:
+                    c = u[CODE + f].to_numpy().astype(np.int64)
+                    codes.append((d[f], np.where(c == len(d[f]) - 1, -1, c)))  # the last code is null
+                ckey = compose_codes(d["key"], self._kid(u), codes, sep)
+            u = u.with_columns(ckey.alias("ckey"))
             self._cache[key] = u
         return self._cache[key]
 
@@ -316,7 +367,7 @@ class WhatIf:
         # the widest key sets first, so narrower tables derive from them
         for ks in sorted({s.key_fields for s in scenarios}, key=len, reverse=True):
             if ks:
-                self.units(ks)
+                self._table(ks)
         return [self.evaluate(s) for s in scenarios]
 
     def hot_keys(self, key_fields: tuple[str, ...], sep: str, salt: Salt):
@@ -328,8 +379,13 @@ class WhatIf:
             return self._cache[key]
         u = self._composite(key_fields, sep)
         wn = u["n"].to_numpy().astype(np.float64) * self.weights[u["partition"].to_numpy().astype(np.int64)]
-        weighted = pl.DataFrame({"ckey": u["ckey"], "w": wn})
-        per = weighted.drop_nulls("ckey").group_by("ckey").agg(pl.col("w").sum())
+        ids = self._composite_ids(key_fields, sep, u)
+        if ids is None:
+            weighted = pl.DataFrame({"ckey": u["ckey"], "w": wn})
+            per = weighted.drop_nulls("ckey").group_by("ckey").agg(pl.col("w").sum())
+        else:  # grouped on integer ids, the composite keys gathered for the candidates only (below)
+            weighted = u.select(*ids, pl.Series("w", wn)).with_row_index("row")
+            per = weighted.drop_nulls("kid").group_by(ids).agg(pl.col("w").sum(), pl.col("row").first())
         total = float(per["w"].sum())
         per = per.with_columns((pl.col("w") / clamp_min(total)).alias("share"))
         # only the candidates are sorted (by weight, then key: a total order, so the same
@@ -340,11 +396,32 @@ class WhatIf:
                 per = per.filter(pl.col("w") >= float(np.partition(w, w.size - salt.top)[w.size - salt.top]))
         else:
             per = per.filter(pl.col("share") >= salt.share)
+        if ids is not None:
+            per = per.with_columns(u["ckey"].gather(per["row"]).alias("ckey"))
         per = per.sort(["w", "ckey"], descending=[True, False])
         hot = per.head(salt.top) if salt.top is not None else per
         hot = hot.select("ckey", "share")
         self._cache[key] = hot
         return hot
+
+    def _composite_ids(self, key_fields: tuple[str, ...], sep: str, u) -> list[str] | None:
+        """Columns of ``u`` whose values name its composite key one-to-one, or None (group on the bytes).
+
+        Plain keys: the key id.  ``key + sep + field`` from a coded table: the
+        (key id, field code) pair, when no key holds the separator's first byte
+        -- then the first such byte of a composite key ends its key, and the
+        rest is the field (or nothing: a null field), so distinct pairs give
+        distinct bytes.  Two fields can collide (a null first or second field
+        give the same bytes), and so can keys holding the separator: bytes then.
+        """
+        if not key_fields:
+            return ["kid"] if "kid" in u.columns else None
+        if "key" in u.columns or len(key_fields) != 1 or not sep:
+            return None
+        tag = ("sep-free keys", sep)
+        if tag not in self._cache:
+            self._cache[tag] = not self._dicts["key"].bin.contains(sep.encode()[:1]).any()
+        return ["kid", CODE + key_fields[0]] if self._cache[tag] else None
 
     def _rows(self, sc: Scenario) -> _Rows:
         if sc.salt is None:
@@ -372,17 +449,23 @@ class WhatIf:
         tag = ("hot-records", key_fields, sep, tuple(hot_keys.to_list()))
         if tag not in self._cache and not key_fields and "record-kid" in self._cache:
             self._cache[tag] = self._hot_records_by_id(hot_keys)
+        have = self._cache.get("record-codes") or {}
+        if tag not in self._cache and key_fields and all(f in have for f in key_fields):
+            if "key" not in self._composite(key_fields, sep).columns:
+                self._cache[tag] = self._hot_records_by_codes(key_fields, sep, hot_keys)
         if tag not in self._cache:
             u = self._composite(key_fields, sep)
-            originals = u.filter(pl.col("ckey").is_in(hot_keys.implode()))["key"].unique()
+            hot_units = u.filter(pl.col("ckey").is_in(hot_keys.implode()))
             size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
             if "record-kid" in self._cache:
                 # the original keys' rows by key id, then only their columns gathered: the pool of
                 # the 16 hottest keys (most of a Zipf sample's records) was gathered, filtered on key
                 # bytes, composed and joined, ~2 s of a 10M-record whatif --key-by --salt-hot here
-                rows = self._rows_of_keys(originals)[0]
+                kids = hot_units["kid"].drop_nulls().unique().cast(pl.Int64).to_numpy()
+                rows = self._rows_of_kids(kids)[0]
                 recs = self._records("offset", *key_fields).select(pl.all().gather(rows))
             else:
+                originals = hot_units["key"].unique()
                 pool_keys, pool = self._hot_pool(key_fields)
                 source = pool if originals.is_in(pool_keys.implode()).all() else self._records("offset", *key_fields)
                 recs = source.filter(pl.col("key").is_in(originals.implode()))
@@ -421,6 +504,44 @@ class WhatIf:
         )
         return recs, hot_kid
 
+    def _hot_records_by_codes(self, key_fields: tuple[str, ...], sep: str, hot_keys):
+        """``_hot_records`` for composite keys from the per-record key ids and field codes.
+
+        Each hot composite key is one or more (key id, field codes) units of the
+        coded table; a record belongs to it when its own ids match one of them.
+        Why: gathering the hot keys' records' key and field bytes, composing
+        them and joining on the result cost ~0.6 s CPU of a 10M-record
+        ``whatif --key-by key,region --salt-hot 1:8`` here.
+        """
+        import polars as pl
+
+        d, have = self._dicts, self._cache["record-codes"]
+        u = self._composite(key_fields, sep)
+        hot = u.filter(pl.col("ckey").is_in(hot_keys.implode())).join(
+            pl.DataFrame({"ckey": hot_keys}).with_row_index("hid"), on="ckey", how="inner"
+        )
+        kid = self._kid(hot)
+        unit_code = kid.copy()
+        for f in key_fields:  # mixed radix over (key id, field codes); the null code is each dictionary's last
+            unit_code = unit_code * len(d[f]) + hot[CODE + f].to_numpy().astype(np.int64)
+        hid = hot["hid"].to_numpy().astype(np.int64)
+        hot_kid = np.full(len(hot_keys), -1, np.int64)
+        hot_kid[hid[::-1]] = kid[::-1]  # the first unit's key, as the bytes path's unique("ckey") keeps
+        rows = self._rows_of_kids(np.unique(kid[kid >= 0]))[0]
+        rec_code = self._cache["record-kid"][rows].astype(np.int64)
+        for f in key_fields:
+            c = have[f][rows].astype(np.int64)
+            rec_code = rec_code * len(d[f]) + np.where(c < 0, len(d[f]) - 1, c)
+        order = np.argsort(unit_code, kind="stable")
+        sorted_code = unit_code[order]
+        at = np.minimum(np.searchsorted(sorted_code, rec_code), max(len(sorted_code) - 1, 0))
+        match = sorted_code[at] == rec_code if len(sorted_code) else np.zeros(len(rows), np.bool_)
+        rows, rec_hid = rows[match], hid[order[at[match]]]
+        df = self.sample.frame("partition", "offset", "key_size", "value_size")
+        size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+        recs = df[rows].select("partition", "offset", size.alias("size"), pl.Series("hid", rec_hid, dtype=pl.UInt32))
+        return recs, hot_kid
+
     def _rows_of_keys(self, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(record rows of ``keys`` in order, each row's index in ``keys``, each key's id) from the per-record key ids.
 
@@ -433,6 +554,10 @@ class WhatIf:
             .cast(pl.Int64)
             .to_numpy()
         )
+        return self._rows_of_kids(kid)
+
+    def _rows_of_kids(self, kid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_rows_of_keys`` from the keys' ids."""
         lut = np.full(self._key_index.height, -1, np.int64)
         lut[kid] = np.arange(len(kid))
         rows, idx = kernels.pick_rows(self._cache["record-kid"], lut)
@@ -493,11 +618,11 @@ class WhatIf:
                 self._cache[tag] = out
                 return out
             else:  # from the (partition, key, fields) table, not the records
-                u = self.units(tuple(dict.fromkeys(sc.key_fields + (salt.by,))))
-                originals = self._composite(sc.key_fields, sc.separator).filter(
+                u = self._table(tuple(dict.fromkeys(sc.key_fields + (salt.by,))))
+                kids = self._composite(sc.key_fields, sc.separator).filter(
                     pl.col("ckey").is_in(hot_keys.implode())
-                )["key"].unique()
-                sub = u.filter(pl.col("key").is_in(originals.implode()))
+                )["kid"].drop_nulls().unique()
+                sub = self._values(u.filter(pl.col("kid").is_in(kids.implode())))  # the hot keys' units only
                 sub = sub.with_columns(
                     compose_keys(sub["key"], [sub[f] for f in sc.key_fields], sc.separator).alias("ckey")
                 ).join(pl.DataFrame({"ckey": hot_keys}).with_row_index("hid"), on="ckey", how="inner")

@@ -1,4 +1,4 @@
-"""Unit tables: the sample grouped by (partition, key, fields), two engines; composite keys via pyarrow."""
+"""Unit tables: the sample grouped by (partition, key, fields), two engines; composite keys from dictionaries."""
 
 from __future__ import annotations
 
@@ -10,8 +10,21 @@ MAX_CELLS = 1 << 22  # per key: partitions x field-value combinations the compil
 DENSE_CELLS = 1 << 22  # (keys + 1) x cells up to this: a dense table, no sort by key
 
 
-def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
+CODE = "_code:"  # a coded unit table's column of a field's dictionary codes (the null code is the last)
+
+
+def group_by_codes(
+    df, field_sets: list[tuple[str, ...]], partitions: int, coded: bool = False, keep_codes: Sequence[str] = ()
+):
     """(key index, per field set (partition, key, fields) -> n, b, kid, per-record key ids); None if too wide.
+
+    With ``coded``, the field sets' tables hold each field's dictionary codes
+    (``CODE + field``) and the key id instead of the key and field values, and
+    the dictionaries (column -> values, null last) come fourth in the tuple:
+    gathering key bytes to the 3.6M (partition, key, user_id) units of a 10M
+    sample took ~0.7 s, and only the hot keys' units ever need them.  Fifth,
+    the per-record codes (int32, -1 null) of the fields in ``keep_codes``:
+    salting a composite key finds its records' sub-keys from them.
 
     Why: Polars grouping 10M records on (partition, key, field), even on column
     hashes, was most of ``recommend``'s time.  Here each column is dictionary
@@ -63,6 +76,8 @@ def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
     for r in order:
         members[row_of[r], : len(sets[r])] = [fields.index(f) for f in sets[r]]
     cells = make_cells(part, S, codes, np.array([widths[f] for f in fields] or [1], np.int64), members)
+    # views, no copy: ``codes`` then stays alive (4 bytes a record per field) only while one is kept
+    record_codes = {f: codes[fields.index(f)] for f in dict.fromkeys(keep_codes) if f in fields}
     del codes, enc  # the fields' codes are in the cells now
     wide = sum(1 for d in dense if not d)
     if wide:  # one counting sort by key for every wide set
@@ -77,18 +92,24 @@ def group_by_codes(df, field_sets: list[tuple[str, ...]], partitions: int):
         grouped = list(zip(sets, pool.map(one, range(len(sets)))))
     tables = []
     for fs, (gk, gc, gn, gb) in grouped:
-        cols_out = {"partition": (gc % S).astype(np.int32), "key": dicts["key"].gather(gk)}
+        as_codes = coded and bool(fs)
+        cols_out = {"partition": (gc % S).astype(np.int32)}
+        if not as_codes:
+            cols_out["key"] = dicts["key"].gather(gk)
         rest = gc // S
         for f in reversed(fs):
             rest, code = np.divmod(rest, widths[f])
-            cols_out[f] = dicts[f].gather(code)
-        frame = pl.DataFrame(cols_out).select("partition", "key", *fs)
+            cols_out[CODE + f if as_codes else f] = code.astype(np.int32) if as_codes else dicts[f].gather(code)
+        names = [CODE + f for f in fs] if as_codes else ["key", *fs]
+        frame = pl.DataFrame(cols_out).select("partition", *names)
         kid_col = pl.Series("kid", gk, dtype=pl.Int64)
         frame = frame.with_columns(
             pl.Series("n", gn), pl.Series("b", gb), pl.when(kid_col < K).then(kid_col).cast(pl.UInt32).alias("kid")
         )
         tables.append(frame)
     key_index = pl.DataFrame({"key": dicts["key"].head(K)}).with_row_index("kid")
+    if coded:
+        return key_index, tables, kid, dicts, record_codes
     return key_index, tables, kid
 
 
@@ -132,40 +153,85 @@ def group_by_hashes(df, field_sets: list[tuple[str, ...]]):
 
 def compose_keys(key, fields: Sequence, sep: str):
     """``key + sep + f1 + sep + f2``, skipping null fields; a null key stays null."""
-    import polars as pl
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if not fields:
         return key.alias("ckey")
-    # The key is never null going in: pyarrow 26 drops rows whose inputs are all
-    # null under null_handling="skip" (the output gets shorter).  Null keys are
-    # masked back afterwards.
-    arrays = [_large_binary(key.fill_null(b""))] + [_large_binary(f.cast(pl.Binary)) for f in fields]
-    joined = pc.binary_join_element_wise(*arrays, pa.scalar(sep.encode(), pa.large_binary()), null_handling="skip")
-    out = pl.Series("ckey", joined, dtype=pl.Binary)
-    if len(out) != len(key):  # pragma: no cover - guards the workaround above
-        raise RuntimeError("composite key column lost rows")
-    if key.null_count():
-        out = pl.select(pl.when(key.is_not_null()).then(out)).to_series().alias("ckey")
-    return out
+    return compose_codes(key, _row_codes(key), [(f, _row_codes(f)) for f in fields], sep)
+
+
+def compose_codes(key_dict, kid: np.ndarray, fields: Sequence, sep: str):
+    """Composite keys from dictionaries: row i is ``key_dict[kid[i]] (+ sep + dict[code[i]])`` per field.
+
+    ``fields``: (dictionary, codes) pairs; a code < 0 is a null field (no
+    separator either), a ``kid`` < 0 a null key (a null composite key).  Why:
+    the composite key of a unit is built from the few distinct keys and field
+    values, not from key bytes gathered to every unit row first.
+    """
+    from .kernels import concat_parts
+
+    kid = np.asarray(kid, np.int64)
+    keyed = kid >= 0
+    n = len(kid)
+    sep_part = _parts(_binary(sep.encode()))
+    parts = [(*_parts(key_dict), kid)]
+    for d, code in fields:
+        code = np.where(keyed, np.asarray(code, np.int64), -1)
+        parts += [(*sep_part, np.where(code >= 0, 0, -1)), (*_parts(d), code)]
+    off, data = concat_parts(parts, n)
+    return _series("ckey", off, data, None if keyed.all() else keyed)
 
 
 def concat_binary(columns: Sequence):
     """Element-wise concatenation of Binary Series (null if any part is null)."""
+    from .kernels import concat_parts
+
+    n = len(columns[0])
+    codes = [_row_codes(c) for c in columns]
+    valid = np.logical_and.reduce([c >= 0 for c in codes])
+    parts = [(*_parts(c), np.where(valid, code, -1)) for c, code in zip(columns, codes)]
+    off, data = concat_parts(parts, n)
+    return _series("key", off, data, None if valid.all() else valid)
+
+
+def _binary(value: bytes):
+    import polars as pl
+
+    return pl.Series([value], dtype=pl.Binary)
+
+
+def _row_codes(series) -> np.ndarray:
+    """Each row as its own dictionary entry: 0..n-1, -1 where null."""
+    codes = np.arange(len(series), dtype=np.int64)
+    if series.null_count():
+        codes[series.is_null().to_numpy()] = -1
+    return codes
+
+
+def _parts(series) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets int64, bytes uint8) of a Binary/String Series in the LargeBinary layout (no pyarrow.compute)."""
+    import polars as pl
+
+    s = series.cast(pl.Binary) if series.dtype != pl.Binary else series
+    arr = s.rechunk().to_arrow(compat_level=pl.CompatLevel.oldest())
+    bufs = arr.buffers()
+    off = np.frombuffer(bufs[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None and bufs[2].size else np.zeros(0, np.uint8)
+    return off, data
+
+
+def _series(name: str, off: np.ndarray, data: np.ndarray, valid):
+    """A Polars Binary Series over LargeBinary buffers, via the Arrow C stream (``pl.Series(pa_array)`` imports
+    pyarrow.compute, which imports pandas)."""
     import polars as pl
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    arrays = [_large_binary(c) for c in columns]
-    joined = pc.binary_join_element_wise(*arrays, pa.scalar(b"", pa.large_binary()))
-    return pl.Series("key", joined, dtype=pl.Binary)
+    from ..model.keys import _ArrowStream
 
-
-def _large_binary(series):
-    import pyarrow as pa
-
-    arr = series.to_arrow()
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    return arr.cast(pa.large_binary())
+    n = len(off) - 1
+    bits, nulls = None, 0
+    if valid is not None:
+        bits = pa.py_buffer(np.packbits(np.asarray(valid, np.bool_), bitorder="little"))
+        nulls = int(n - np.count_nonzero(valid))
+    arr = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [bits, pa.py_buffer(off), pa.py_buffer(data)], null_count=nulls
+    )
+    return pl.Series(name, _ArrowStream(arr)).alias(name)
