@@ -109,12 +109,12 @@ def cores() -> int:
 
 def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, int]]]:
     """(partition count, {partition: (start, stop)}) from the watermarks and --from/--to."""
-    from ..kafka import client as kafka_io
+    from ..kafka import lean
 
-    consumer = kafka_io.open_consumer(conn, timeout_s=30.0)
+    client = lean.Client(conn, timeout_s=30.0)
     try:
-        parts = kafka_io.topic_partitions(consumer, req.topic)
-        marks = kafka_io.watermarks(consumer, req.topic, parts, timeout_s=30.0)
+        parts = lean.topic_partitions(client, req.topic)
+        marks = lean.watermarks(client, req.topic, parts)
 
         def resolve(b: Bound, end: bool) -> dict[int, int]:
             if b.kind == "earliest":
@@ -124,7 +124,7 @@ def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, in
             value = int(b.value or 0)
             if b.kind == "offset":
                 return {p: min(max(value, w.low), _end(w, req.isolation)) for p, w in marks.items()}
-            found = kafka_io.offsets_for_time(consumer, req.topic, parts, value, timeout_s=30.0)
+            found = lean.offsets_for_time(client, req.topic, parts, value)
             out = {}
             for p, w in marks.items():
                 o = found.get(p)
@@ -133,10 +133,7 @@ def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, in
 
         a, z = resolve(req.start, False), resolve(req.stop, True)
     finally:
-        try:
-            consumer.close()
-        except Exception:
-            pass
+        client.close()
     return len(parts), {p: (a[p], max(a[p], z[p])) for p in parts}
 
 
@@ -269,16 +266,19 @@ def _run_here(conn, spec, t, kept, state, progress=None) -> None:
 
 
 def _pool_context():
-    """``fork`` when this process runs no other thread (the worker inherits the imports and compiled
-    kernels: nothing to start), else ``forkserver`` (fork copies no threads, and a lock held by one, such
-    as kafka-python's IO thread's, would stay held in the child).
+    """``fork`` when this process runs no other Python thread and has not loaded Polars (the worker inherits
+    the imports and compiled kernels: nothing to start), else ``forkserver`` (fork copies no threads, and a
+    lock held by one would stay held in the child).
 
     Why: with a fork server, each scan paid a second interpreter's start and imports (~0.6 s CPU) on top
     of this process's own, which left --workers 2 slower than --workers 1 on 2 cores."""
     import multiprocessing as mp
+    import sys
     import threading
 
-    if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
+    # Polars' thread pool is not fork-safe (a forked worker using it hung, seen in the tests' process);
+    # pyarrow's and jemalloc's handle fork.  The scan imports Polars only in its tasks (--key-by, --field).
+    if threading.active_count() == 1 and "polars" not in sys.modules and "fork" in mp.get_all_start_methods():
         return mp.get_context("fork")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["keyscope.scan._preload"])
@@ -319,8 +319,8 @@ def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False, pr
                 except BrokenProcessPool:
                     broken = True
                     _again(t, attempts, todo, state)
-                except KafkaError:
-                    _again(t, attempts, todo, state)
+                except KafkaError as e:
+                    _again(t, attempts, todo, state, str(e))
             if broken:  # a worker died: every task still running in that pool is lost with it
                 for f, t in running.items():
                     _again(t, attempts, todo, state)
@@ -339,10 +339,15 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
     (or failure) goes back on this process's own pipe, so a process that dies breaks no other's pipe.
     With ``progress``, a task's records so far go back too, at most every PROGRESS_S / 2 per task."""
     import queue
+    import signal
     import threading
 
     from .task import close_consumers
 
+    # Ctrl-C reaches the whole process group: the scanning process decides (it keeps the completed tasks and
+    # kills the workers); a worker forked from it must not raise KeyboardInterrupt nor inherit its SIGTERM handler.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     todo: queue.Queue = queue.Queue()
     send_lock = threading.Lock()
 
@@ -438,7 +443,7 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
                 done.add(tid)
                 kept(by_id[tid], payload)
         elif kind == "fail":
-            _again(by_id[tid], attempts, todo, state)
+            _again(by_id[tid], attempts, todo, state, payload)
         else:
             raise KafkaError(f"task {tid} failed: {payload}")
 
@@ -484,12 +489,12 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
             w[0].kill()
 
 
-def _again(t: Task, attempts: dict, todo: list, state: dict) -> None:
+def _again(t: Task, attempts: dict, todo: list, state: dict, why: str = "") -> None:
     attempts[t.id] += 1
     state["retried"] += 1
     if attempts[t.id] >= MAX_ATTEMPTS:
         raise KafkaError(f"task {t.id} (partition {t.partition}, offsets {t.start}..{t.stop - 1}) failed "
-                         f"{MAX_ATTEMPTS} times")
+                         f"{MAX_ATTEMPTS} times" + (f": {why}" if why else ""))
     todo.append(t)
 
 

@@ -86,14 +86,15 @@ _CONSUMERS_LOCK = threading.Lock()
 
 
 def _consumer(conn):
-    from ..kafka import client as kafka_io
+    """This process's scan client of ``conn`` (keyscope.kafka.lean: no kafka-python, no thread)."""
+    from ..kafka import lean
 
     key = (conn.bootstrap_servers, repr(sorted(conn.kwargs.items())), repr(sorted(conn.tls.items())),
            repr(sorted(conn.sasl.items())), os.getpid())
     with _CONSUMERS_LOCK:  # tasks in threads share one consumer (its IO thread serves every fetcher)
         c = _CONSUMERS.get(key)
         if c is None:
-            c = _CONSUMERS[key] = kafka_io.open_consumer(conn, timeout_s=30.0)
+            c = _CONSUMERS[key] = lean.Client(conn, timeout_s=30.0)
     return c
 
 
@@ -155,16 +156,24 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None)
     """Read ``task``'s range and summarise it.  Raises KafkaError when the range cannot be read.
 
     ``progress(task id, offsets done, records, bytes)`` after each fetch, for tasks run in this
-    process (a pool or Dask ships no callable)."""
-    from ..kafka import client as kafka_io
-    from ..sampling import _FieldPlan, _decode, _skip_aborted
-
+    process, or relayed by a worker process)."""
     acc = _Accumulator(spec, task)
     if task.span == 0:
         return acc.result()
     arrow_without_pandas()
-    consumer = _consumer(conn)
-    fetcher = kafka_io.RawFetcher(consumer, spec.topic)
+    from ..kafka import lean
+
+    fetcher = lean.Fetcher(_consumer(conn), spec.topic)
+    try:
+        return _read(fetcher, spec, task, attempt, progress, acc)
+    finally:
+        fetcher.close()
+
+
+def _read(fetcher, spec: ScanSpec, task: Task, attempt: int, progress, acc) -> Profile:
+    from ..kafka import client as kafka_io
+    from ..sampling import _FieldPlan, _decode, _skip_aborted
+
     plan = _FieldPlan(list(spec.fields))
     committed = spec.isolation == "read_committed"
     state = SimpleNamespace(next=task.start, txn_open=set(), notes=[])  # what _skip_aborted keeps per partition
@@ -211,6 +220,9 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None)
                 continue
             acc.notes.append(f"partition {task.partition}: offset {state.next} out of range")
             break
+        if fp.error_code in (29, 31):  # not authorized (topic, cluster): no retry makes it readable
+            raise KafkaError(f"fetch from {spec.topic!r} partition {task.partition}: "
+                             f"{kafka_io.error_name(fp.error_code)}")
         if fp.error_code != 0:
             error_since = error_since or time.monotonic()
             if time.monotonic() - error_since > RETRY_S:
