@@ -302,3 +302,64 @@ def test_tracked_distributions_stay_within_their_caps():
         assert len(vals) <= VALUES_MAX and sum(vals.values()) + other == t.records <= truth[k]
     hot = tracked[b"hot"]
     assert hot.records == truth[b"hot"] and hot.fields["tenant"][1] > 0  # complete, but past the value cap
+
+
+@pytest.mark.parametrize("workers", ["2", "1"])
+def test_ctrl_c_leaves_a_partial_profile_or_nothing(topic, tmp_path, workers):
+    """SIGINT to the process group, as a terminal's Ctrl-C sends it (the forked workers get it too): exit 6 with
+    a complete partial profile, or 130 with nothing; never a half-written file, never a worker's traceback."""
+    import os
+
+    bs, name = topic
+    out = tmp_path / "p.json"
+    proc = subprocess.Popen([sys.executable, "-m", "keyscope", "scan", "-b", bs, "-t", name, "-o", str(out),
+                             "--workers", workers, "--tasks", "60", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    line = proc.stderr.readline().decode()
+    while line and "tasks 0/" in line:
+        line = proc.stderr.readline().decode()
+    assert line.startswith(f"scanning {name}: "), line
+    os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait(60)
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["p.json"])  # no temporary file left behind
+    if rc == 0:  # every task had completed before the signal landed
+        assert read_profile(out).complete
+        return
+    if rc == 130:
+        assert not out.exists()
+        return
+    assert rc == 6, (rc, err)
+    p = read_profile(out)
+    assert not p.complete and 1 <= len(p.tasks_done) < p.tasks_planned
+    assert p.records == sum(s.records for s in p.partitions.values()) < RECORDS
+
+
+def test_progress_counts_records_within_a_task_in_worker_processes(topic, monkeypatch):
+    """--workers 2: records of tasks under way in the worker processes reach the progress callback."""
+    from keyscope.kafka.connection import resolve
+    from keyscope.scan import ScanRequest, engine, run_scan
+
+    monkeypatch.setattr(engine, "PROGRESS_S", 0.0)  # the forked workers inherit it
+    seen = []
+    r = run_scan(resolve(topic[0]), ScanRequest(topic[1], workers=2, tasks=3), progress=seen.append)
+    assert r.profile.records == RECORDS and r.engine == "processes:2"
+    within = [p for p in seen if 0 < p.records and p.tasks_done == 0]
+    assert within and all(p.records <= RECORDS and 0 < p.offsets_done <= p.offsets_total for p in within)
+    assert min(p.records for p in within) < RECORDS  # seen part-way, not only once everything was read
+    assert all(p.records <= RECORDS for p in seen)
+    last = max(seen, key=lambda p: p.tasks_done)
+    assert last.tasks_done == last.tasks_total and last.records == RECORDS and last.bytes == r.profile.bytes
+
+
+def test_spark_with_tls_or_sasl_is_one_line_exit_2_before_any_broker(tmp_path):
+    cfg = tmp_path / "client.properties"
+    cfg.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.jaas.config=org.apache.kafka."
+                   'common.security.plain.PlainLoginModule required username="u" password="p";\n')
+    r = subprocess.run([sys.executable, "-m", "keyscope", "scan", "-b", "127.0.0.1:1", "--command-config", str(cfg),
+                        "-t", "x", "-o", str(tmp_path / "p.json"), "--spark", "local[1]", "-q"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.strip().count("\n") == 0 and "TLS/SASL" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "p.json").exists()

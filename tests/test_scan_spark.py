@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import sys
 import uuid
 from pathlib import Path
@@ -235,3 +236,41 @@ def test_cli_spark_without_the_connector_is_one_line_exit_4(spark, topic, tmp_pa
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("keyscope:") and "spark-sql-kafka-0-10" in last and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert not out.exists()
+
+
+def test_ctrl_c_keeps_the_spark_tasks_that_completed(spark, topic):
+    """Ctrl-C (KeyboardInterrupt in the driver's main thread) once a Spark task has completed: the job is
+    cancelled and the completed tasks' profile comes back marked partial, each counted once; the session lives."""
+    import _thread
+
+    from keyscope.scan import engine
+    from keyscope.scan import spark as spark_engine
+    from keyscope.scan.spark import run_spark
+
+    fired = threading.Event()
+
+    def progress(p):
+        if p.tasks_done >= 1 and not fired.is_set():
+            fired.set()
+            _thread.interrupt_main()
+
+    old = engine.PROGRESS_S, spark_engine.PROGRESS_S
+    spark_engine.PROGRESS_S = 0.05
+    try:
+        r = run_spark(topic["conn"], ScanRequest(topic["name"], tasks=40), spark, progress=progress)
+    except KeyboardInterrupt:  # no task had completed when the interrupt landed: nothing kept
+        assert fired.is_set()
+        return
+    finally:
+        spark_engine.PROGRESS_S = old[1]
+    assert fired.is_set()
+    p = r.profile
+    if not r.partial:  # every task had completed before the interrupt landed
+        assert p.complete and p.records == RECORDS + 1
+        return
+    assert not p.complete and 1 <= len(p.tasks_done) < p.tasks_planned
+    assert 0 < p.records == sum(s.records for s in p.partitions.values()) < RECORDS + 1
+    assert p.expressions["key"].records == p.records
+    assert not spark.sparkContext._jsc.sc().isStopped()
+    # the session still runs jobs after the cancelled one
+    assert spark.range(3).count() == 3

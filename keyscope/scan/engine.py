@@ -109,12 +109,12 @@ def cores() -> int:
 
 def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, int]]]:
     """(partition count, {partition: (start, stop)}) from the watermarks and --from/--to."""
-    from ..kafka import client as kafka_io
+    from ..kafka import lean
 
-    consumer = kafka_io.open_consumer(conn, timeout_s=30.0)
+    client = lean.Client(conn, timeout_s=30.0)
     try:
-        parts = kafka_io.topic_partitions(consumer, req.topic)
-        marks = kafka_io.watermarks(consumer, req.topic, parts, timeout_s=30.0)
+        parts = lean.topic_partitions(client, req.topic)
+        marks = lean.watermarks(client, req.topic, parts)
 
         def resolve(b: Bound, end: bool) -> dict[int, int]:
             if b.kind == "earliest":
@@ -124,7 +124,7 @@ def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, in
             value = int(b.value or 0)
             if b.kind == "offset":
                 return {p: min(max(value, w.low), _end(w, req.isolation)) for p, w in marks.items()}
-            found = kafka_io.offsets_for_time(consumer, req.topic, parts, value, timeout_s=30.0)
+            found = lean.offsets_for_time(client, req.topic, parts, value)
             out = {}
             for p, w in marks.items():
                 o = found.get(p)
@@ -133,10 +133,7 @@ def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, in
 
         a, z = resolve(req.start, False), resolve(req.stop, True)
     finally:
-        try:
-            consumer.close()
-        except Exception:
-            pass
+        client.close()
     return len(parts), {p: (a[p], max(a[p], z[p])) for p in parts}
 
 
@@ -156,13 +153,14 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
 
     check_count(req.partitions_max, "--partitions-max")
     workers = req.workers or cores()
+    preload = None
     if req.dask is None:
         import threading
 
-        # Imports and kernel loads (~0.65 s: polars 0.3, the two compiled kernels 0.3) while the
-        # watermarks are read (~0.28 s on the network): in a pool's fork server, or here for --workers 1.
-        threading.Thread(target=_start_forkserver if workers > 1 else _preload, name="keyscope-preload",
-                         daemon=True).start()
+        # Imports and kernel loads (~0.4 s CPU) while the watermarks are read (network round trips): here,
+        # where --workers 1 runs its tasks and from where --workers N forks its worker processes.
+        preload = threading.Thread(target=_preload, name="keyscope-preload", daemon=True)
+        preload.start()
     n_parts, ranges = resolve_ranges(conn, req)
     tasks = plan_tasks(ranges, workers=workers, tasks=req.tasks)
     spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
@@ -226,7 +224,9 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
             finally:
                 close_consumers()
         else:
-            _run_procs(min(workers, len(tasks)), conn, spec, tasks, kept, state)
+            if preload is not None:
+                preload.join()
+            _run_procs(min(workers, len(tasks)), conn, spec, tasks, kept, state, progress=here)
     except KeyboardInterrupt:
         if not results:
             raise
@@ -266,9 +266,20 @@ def _run_here(conn, spec, t, kept, state, progress=None) -> None:
 
 
 def _pool_context():
-    import multiprocessing as mp
+    """``fork`` when this process runs no other Python thread and has not loaded Polars (the worker inherits
+    the imports and compiled kernels: nothing to start), else ``forkserver`` (fork copies no threads, and a
+    lock held by one would stay held in the child).
 
-    # forkserver, not fork: this process runs kafka-python's IO thread, and fork copies no threads
+    Why: with a fork server, each scan paid a second interpreter's start and imports (~0.6 s CPU) on top
+    of this process's own, which left --workers 2 slower than --workers 1 on 2 cores."""
+    import multiprocessing as mp
+    import sys
+    import threading
+
+    # Polars' thread pool is not fork-safe (a forked worker using it hung, seen in the tests' process);
+    # pyarrow's and jemalloc's handle fork.  The scan imports Polars only in its tasks (--key-by, --field).
+    if threading.active_count() == 1 and "polars" not in sys.modules and "fork" in mp.get_all_start_methods():
+        return mp.get_context("fork")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["keyscope.scan._preload"])
     return ctx
@@ -278,17 +289,6 @@ def _preload() -> None:
     try:
         from . import _preload  # noqa: F401
     except Exception:  # the task imports the same modules and reports a real failure there
-        pass
-
-
-def _start_forkserver() -> None:
-    """Start the fork server (imports, kernel compiles) while the watermarks are read."""
-    try:
-        from multiprocessing import forkserver
-
-        _pool_context()
-        forkserver.ensure_running()
-    except Exception:  # the pool starts it again, and reports a real failure there
         pass
 
 
@@ -319,8 +319,8 @@ def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False, pr
                 except BrokenProcessPool:
                     broken = True
                     _again(t, attempts, todo, state)
-                except KafkaError:
-                    _again(t, attempts, todo, state)
+                except KafkaError as e:
+                    _again(t, attempts, todo, state, str(e))
             if broken:  # a worker died: every task still running in that pool is lost with it
                 for f, t in running.items():
                     _again(t, attempts, todo, state)
@@ -334,14 +334,20 @@ def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False, pr
         pool.shutdown(wait=True)
 
 
-def _worker_main(conn, spec, tasks_in, results_out, threads: int) -> None:
+def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool = False) -> None:
     """A worker process: tasks arrive on ``tasks_in`` (None: stop), ``threads`` run at once, each result
-    (or failure) goes back on this process's own pipe, so a process that dies breaks no other's pipe."""
+    (or failure) goes back on this process's own pipe, so a process that dies breaks no other's pipe.
+    With ``progress``, a task's records so far go back too, at most every PROGRESS_S / 2 per task."""
     import queue
+    import signal
     import threading
 
     from .task import close_consumers
 
+    # Ctrl-C reaches the whole process group: the scanning process decides (it keeps the completed tasks and
+    # kills the workers); a worker forked from it must not raise KeyboardInterrupt nor inherit its SIGTERM handler.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     todo: queue.Queue = queue.Queue()
     send_lock = threading.Lock()
 
@@ -355,8 +361,16 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int) -> None:
             if item is None:
                 return
             t, attempt = item
+            last = [0.0]
+
+            def under_way(tid, offsets, records, nbytes, last=last) -> None:
+                now = time.monotonic()
+                if now - last[0] >= PROGRESS_S / 2:
+                    last[0] = now
+                    send(("progress", tid, (offsets, records, nbytes)))
+
             try:
-                send(("done", t.id, scan_task(conn, spec, t, attempt)))
+                send(("done", t.id, scan_task(conn, spec, t, attempt, under_way if progress else None)))
             except KafkaError as e:
                 send(("fail", t.id, str(e)))
             except Exception as e:  # not a Kafka failure: the scan stops with it, as in-process
@@ -380,7 +394,7 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int) -> None:
     close_consumers()
 
 
-def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_THREADS) -> None:
+def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_THREADS, progress=None) -> None:
     """Local worker processes, each running ``threads`` tasks at once (see WORKER_THREADS).
 
     The scanning process hands each worker at most ``threads`` tasks at a time and knows which it
@@ -398,7 +412,8 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
     def start() -> None:
         t_r, t_w = ctx.Pipe(duplex=False)
         r_r, r_w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads), daemon=True)
+        proc = ctx.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads, progress is not None),
+                           daemon=True)
         proc.start()
         t_r.close()
         r_w.close()
@@ -418,13 +433,17 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
 
     def handle(w, msg) -> None:
         kind, tid, payload = msg
+        if kind == "progress":  # records of a task under way in that worker
+            if progress is not None and tid not in done:
+                progress(tid, *payload)
+            return
         w[3].discard(tid)
         if kind == "done":
             if tid not in done:
                 done.add(tid)
                 kept(by_id[tid], payload)
         elif kind == "fail":
-            _again(by_id[tid], attempts, todo, state)
+            _again(by_id[tid], attempts, todo, state, payload)
         else:
             raise KafkaError(f"task {tid} failed: {payload}")
 
@@ -470,12 +489,12 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
             w[0].kill()
 
 
-def _again(t: Task, attempts: dict, todo: list, state: dict) -> None:
+def _again(t: Task, attempts: dict, todo: list, state: dict, why: str = "") -> None:
     attempts[t.id] += 1
     state["retried"] += 1
     if attempts[t.id] >= MAX_ATTEMPTS:
         raise KafkaError(f"task {t.id} (partition {t.partition}, offsets {t.start}..{t.stop - 1}) failed "
-                         f"{MAX_ATTEMPTS} times")
+                         f"{MAX_ATTEMPTS} times" + (f": {why}" if why else ""))
     todo.append(t)
 
 

@@ -131,7 +131,11 @@ def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], 
         wanted = len(plan_tasks(ranges, workers=workers, tasks=req.tasks))
         spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
                         tuple(req.counter_rules), req.isolation, 0)
-        results, planned = _run(session, options, spec, ranges, wanted, progress, t0)
+        partial = False
+        try:
+            results, planned = _run(session, options, spec, ranges, wanted, progress, t0)
+        except _Interrupted as stopped:  # Ctrl-C after some Spark tasks completed: their profile, marked partial
+            results, planned, partial = stopped.results, stopped.planned, True
     except Exception as e:
         if not type(e).__module__.startswith(("pyspark", "py4j")):
             raise
@@ -149,7 +153,7 @@ def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], 
     profile.partitions = dict(sorted(profile.partitions.items()))
     profile.range = {str(p): list(r) for p, r in sorted(ranges.items())} | {
         "from": req.start.text or req.start.kind, "to": req.stop.text or req.stop.kind}
-    return ScanResult(profile, False, time.monotonic() - t0, 0, "spark")
+    return ScanResult(profile, partial, time.monotonic() - t0, 0, "spark")
 
 
 def _empty(spec: ScanSpec) -> Profile:
@@ -192,6 +196,10 @@ def _run(session, options: dict, spec: ScanSpec, ranges: dict, wanted: int, prog
     spec = dataclasses.replace(spec, tasks_planned=planned)
     sc = session.sparkContext
     done = {k: sc.accumulator(0) for k in ("tasks", "records", "bytes", "offsets")}
+    # Each completed Spark task's profile also reaches the driver as an accumulator update, so Ctrl-C
+    # (which cancels the job before collect() returns anything) still keeps the tasks that completed.
+    kept = sc.accumulator({}, _kept_param())
+    done["kept"] = kept
     schema = StructType([StructField("task", IntegerType()), StructField("profile", BinaryType())])
     old = session.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", None)
     session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH))
@@ -208,7 +216,10 @@ def _run(session, options: dict, spec: ScanSpec, ranges: dict, wanted: int, prog
         rows = df.mapInArrow(_Counter(spec, done), schema).collect()
     except KeyboardInterrupt:
         sc.cancelAllJobs()
-        raise
+        partial = [pickle.loads(b) for _, b in sorted(kept.value.items())]
+        if not partial:
+            raise
+        raise _Interrupted(partial, planned) from None
     finally:
         stop.set()
         if old is None:
@@ -220,6 +231,30 @@ def _run(session, options: dict, spec: ScanSpec, ranges: dict, wanted: int, prog
         progress(ScanProgress(total, total, sum(p.records for p in results), sum(p.bytes for p in results),
                               len(results), planned, time.monotonic() - t0))
     return results, planned
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during the Spark job after some tasks completed: their one-task profiles."""
+
+    def __init__(self, results: list, planned: int):
+        super().__init__("interrupted")
+        self.results, self.planned = results, planned
+
+
+def _kept_param():
+    from pyspark.accumulators import AccumulatorParam
+
+    class KeptProfiles(AccumulatorParam):
+        """{Spark partition id: pickled one-task profile}; a retried task's second copy replaces the first."""
+
+        def zero(self, value):
+            return {}
+
+        def addInPlace(self, a, b):
+            a.update(b)
+            return a
+
+    return KeptProfiles()
 
 
 class _Counter:
@@ -251,11 +286,14 @@ class _Counter:
 
             prof = count_tables(self.spec, Task(tid, part, 0, 0), one_partition())
         s = next(iter(prof.partitions.values()), PartitionStats())
+        blob = pickle.dumps(prof)
+        if "kept" in self.done:
+            self.done["kept"].add({tid: blob})
         self.done["tasks"].add(1)
         self.done["records"].add(s.records)
         self.done["bytes"].add(s.bytes)
         self.done["offsets"].add(0 if s.first_offset is None else s.last_offset - s.first_offset + 1)
-        yield pa.RecordBatch.from_pydict({"task": [tid], "profile": [pickle.dumps(prof)]},
+        yield pa.RecordBatch.from_pydict({"task": [tid], "profile": [blob]},
                                          schema=pa.schema([("task", pa.int32()), ("profile", pa.binary())]))
 
 

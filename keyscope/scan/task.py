@@ -86,14 +86,15 @@ _CONSUMERS_LOCK = threading.Lock()
 
 
 def _consumer(conn):
-    from ..kafka import client as kafka_io
+    """This process's scan client of ``conn`` (keyscope.kafka.lean: no kafka-python, no thread)."""
+    from ..kafka import lean
 
     key = (conn.bootstrap_servers, repr(sorted(conn.kwargs.items())), repr(sorted(conn.tls.items())),
            repr(sorted(conn.sasl.items())), os.getpid())
     with _CONSUMERS_LOCK:  # tasks in threads share one consumer (its IO thread serves every fetcher)
         c = _CONSUMERS.get(key)
         if c is None:
-            c = _CONSUMERS[key] = kafka_io.open_consumer(conn, timeout_s=30.0)
+            c = _CONSUMERS[key] = lean.Client(conn, timeout_s=30.0)
     return c
 
 
@@ -107,19 +108,72 @@ def close_consumers() -> None:
             pass
 
 
+_ARROW_READY: list = []
+_ZERO: dict = {}  # Arrow zero scalars by type, made once: a Python 0 in a compute call is converted each time
+
+
+def _zero(arrow_type):
+    """A zero scalar of ``arrow_type``.  Each conversion of a Python number asks pyarrow's C++ side to import
+    pandas again (it remembers success only), so the scalars are made once, in :func:`arrow_without_pandas`."""
+    z = _ZERO.get(str(arrow_type))
+    if z is None:
+        import pyarrow as pa
+
+        z = _ZERO[str(arrow_type)] = pa.scalar(0, arrow_type)
+    return z
+
+
+def arrow_without_pandas() -> None:
+    """Make pyarrow decide once, before decoding, that pandas is not there (when it is not imported yet).
+
+    pyarrow imports pandas (0.23 s of a 1,000-record scan's 0.86 s CPU, -X importtime) the first time
+    ``pa.array`` meets a numpy array, only to ask whether it is a pandas object; a scan never hands it
+    one.  pandas stays importable: only pyarrow's shim keeps the answer."""
+    import sys
+
+    if _ARROW_READY or "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    class _NoPandas:
+        def find_spec(self, name, path=None, target=None):
+            if name == "pandas":
+                raise ModuleNotFoundError("pandas is not needed by a scan")
+            return None
+
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array(np.zeros(1, np.int32))
+        for t in (pa.int32(), pa.int64()):
+            _zero(t)
+    finally:
+        sys.meta_path.remove(finder)
+    _ARROW_READY.append(True)
+
+
 def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None) -> Profile:
     """Read ``task``'s range and summarise it.  Raises KafkaError when the range cannot be read.
 
     ``progress(task id, offsets done, records, bytes)`` after each fetch, for tasks run in this
-    process (a pool or Dask ships no callable)."""
-    from ..kafka import client as kafka_io
-    from ..sampling import _FieldPlan, _decode, _skip_aborted
-
+    process, or relayed by a worker process)."""
     acc = _Accumulator(spec, task)
     if task.span == 0:
         return acc.result()
-    consumer = _consumer(conn)
-    fetcher = kafka_io.RawFetcher(consumer, spec.topic)
+    arrow_without_pandas()
+    from ..kafka import lean
+
+    fetcher = lean.Fetcher(_consumer(conn), spec.topic)
+    try:
+        return _read(fetcher, spec, task, attempt, progress, acc)
+    finally:
+        fetcher.close()
+
+
+def _read(fetcher, spec: ScanSpec, task: Task, attempt: int, progress, acc) -> Profile:
+    from ..kafka import client as kafka_io
+    from ..sampling import _FieldPlan, _decode, _skip_aborted
+
     plan = _FieldPlan(list(spec.fields))
     committed = spec.isolation == "read_committed"
     state = SimpleNamespace(next=task.start, txn_open=set(), notes=[])  # what _skip_aborted keeps per partition
@@ -166,6 +220,9 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None)
                 continue
             acc.notes.append(f"partition {task.partition}: offset {state.next} out of range")
             break
+        if fp.error_code in (29, 31):  # not authorized (topic, cluster): no retry makes it readable
+            raise KafkaError(f"fetch from {spec.topic!r} partition {task.partition}: "
+                             f"{kafka_io.error_name(fp.error_code)}")
         if fp.error_code != 0:
             error_since = error_since or time.monotonic()
             if time.monotonic() - error_since > RETRY_S:
@@ -201,7 +258,7 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None)
             import pyarrow.compute as pc
 
             seen_n += c.n
-            seen_b += int(pc.sum(pc.fill_null(c.table["key_size"], 0)).as_py() or 0)
+            seen_b += int(pc.sum(c.table["key_size"]).as_py() or 0)
             seen_b += int(pc.sum(c.table["value_size"]).as_py() or 0)
             progress(task.id, state.next - task.start, seen_n, seen_b)
         if c.table is not None:
@@ -218,6 +275,24 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None)
         acc.add(pending)
     acc.notes += [f"partition {task.partition}: {n}" for n in state.notes]
     return acc.result()
+
+
+def _np(col) -> np.ndarray:
+    """A numpy view of an Arrow column without nulls: ChunkedArray.to_numpy goes through pyarrow's pandas shim."""
+    import pyarrow as pa
+
+    if hasattr(col, "combine_chunks"):
+        col = col.combine_chunks()
+    if col.type == pa.bool_():  # bit-packed: unpacked here (to_numpy's copy goes through the shim too)
+        bits = np.frombuffer(col.buffers()[1], np.uint8)
+        out = np.unpackbits(bits, bitorder="little")[col.offset: col.offset + len(col)].astype(bool)
+        if col.null_count:
+            out &= _np(col.is_valid())
+        return out
+    dtype = {pa.int64(): np.int64, pa.int32(): np.int32, pa.uint64(): np.uint64, pa.uint32(): np.uint32}.get(col.type)
+    if col.null_count or dtype is None:
+        return col.to_numpy(zero_copy_only=False)
+    return np.frombuffer(col.buffers()[1], dtype)[col.offset: col.offset + len(col)]
 
 
 def _operands(keys, family: str) -> np.ndarray:
@@ -277,7 +352,8 @@ class _Accumulator:
         import pyarrow.compute as pc
 
         t = pa.concat_tables(tables, promote_options="default")
-        ks = pc.fill_null(t["key_size"], 0).cast(pa.int64())
+        ks = t["key_size"].cast(pa.int64())
+        ks = pc.fill_null(ks, _zero(pa.int64()))
         vs = t["value_size"].cast(pa.int64())
         size = pc.add(ks, vs)
         st = self.stats
@@ -287,7 +363,7 @@ class _Accumulator:
         st.bytes += int(pc.sum(size).as_py() or 0)
         key = t["key"]
         st.null_keys += key.null_count
-        st.empty_keys += int(pc.sum(pc.equal(pc.binary_length(key), 0)).as_py() or 0)
+        st.empty_keys += int(pc.sum(pc.equal(pc.binary_length(key), _zero(pa.int32()))).as_py() or 0)
         ts = pc.min_max(t["timestamp"].cast(pa.int64()))
         if ts["min"].is_valid:
             lo, hi = int(ts["min"].as_py()), int(ts["max"].as_py())
@@ -297,7 +373,7 @@ class _Accumulator:
         o_lo, o_hi = int(off["min"].as_py()), int(off["max"].as_py())
         st.first_offset = o_lo if st.first_offset is None else min(st.first_offset, o_lo)
         st.last_offset = o_hi if st.last_offset is None else max(st.last_offset, o_hi)
-        self.kll.update(np.ascontiguousarray(size.to_numpy(), dtype=np.int32))
+        self.kll.update(np.ascontiguousarray(_np(size), dtype=np.int32))
         df = None  # the chunk as a Polars frame, for composite keys and tracking only
         for name, (e, freq, hll) in self.exprs.items():
             if e.fields:
@@ -314,9 +390,14 @@ class _Accumulator:
                 keys, n, b = pg["key"].to_arrow(), pg["n"].to_numpy(), pg["b"].to_numpy()
                 src_key = ckey
             else:
-                g = pa.table({"key": key, "_size": size}).group_by("key", use_threads=False).aggregate(
-                    [("_size", "sum"), ("_size", "count")])  # one thread: first-seen order, same sketch bytes
-                keys, n, b = g["key"], g["_size_count"].to_numpy(), g["_size_sum"].to_numpy()
+                # Distinct keys in first-seen order (the order Table.group_by on one thread gave, so the same
+                # sketch bytes), their records and bytes by bincount.  Not group_by: it imports pyarrow.acero
+                # and pyarrow.dataset, which import pandas (0.2 s of a small scan's CPU, -X importtime).
+                enc = pc.dictionary_encode(key.combine_chunks() if hasattr(key, "combine_chunks") else key,
+                                           null_encoding="encode")
+                keys, idx = enc.dictionary, _np(enc.indices)
+                n = np.bincount(idx, minlength=len(keys))
+                b = np.bincount(idx, weights=_np(size).astype(np.float64), minlength=len(keys)).astype(np.int64)
                 src_key = None
             self._count(name, e, freq, hll, keys, np.asarray(n, np.int64), np.asarray(b, np.int64),
                         agreement=not e.fields)
@@ -374,16 +455,16 @@ class _Accumulator:
             keys = keys.combine_chunks()
         e.records += int(n_all.sum())
         e.bytes += int(b_all.sum())
-        is_null = keys.is_null().to_numpy(zero_copy_only=False)
+        is_null = _np(keys.is_null())
         null_n, null_b = int(n_all[is_null].sum()), int(b_all[is_null].sum())
         e.null_keys += null_n
         if null_n:
             keep = ~is_null
-            keys = keys.filter(pa.array(keep))
+            keys = keys.filter(pa.array(keep, pa.bool_()))
             n, b = n_all[keep], b_all[keep]
         else:
             n, b = n_all, b_all
-        empty = pc.equal(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False).astype(bool)
+        empty = _np(pc.equal(pc.binary_length(keys), _zero(pa.int32())))
         empty_n, empty_b = int(n[empty].sum()), int(b[empty].sum())
         # sketches: one update per distinct key of the chunk, weighted
         for k, c in zip(keys.to_pylist(), n.tolist()):
