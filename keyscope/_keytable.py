@@ -565,11 +565,12 @@ def _dict_sum_ir() -> str:
 ; Rows [0, %n) of a dictionary-encoded key chunk: %idx (i32 dictionary index,
 ; validity bit %vbit + i of %valid, null: no mask), %parts (i32), %vsize (i32;
 ; null: all 0), %klen (i64 per dictionary entry).  Keyed row i adds to dense
-; bin idx * %np + part: %rec += 1, %byt += klen + vsize, %bsq += its square;
-; a null key adds to its partition's %nrec / %nbytes / %nbsq (value bytes only).
+; bin b = idx * %np + part of %bins, three words a bin (one cache line, not three
+; arrays): records += 1, bytes += klen + vsize, and (a double) its square; a null
+; key adds to its partition's %nrec / %nbytes / %nbsq (value bytes only).
 define void @kt_dict_sum(ptr noalias %idx, ptr noalias %valid, i64 %vbit, i64 %n, ptr noalias %parts,
-                         ptr noalias %vsize, ptr noalias %klen, i64 %np, ptr noalias %rec, ptr noalias %byt,
-                         ptr noalias %bsq, ptr noalias %nrec, ptr noalias %nbytes, ptr noalias %nbsq) nounwind {{
+                         ptr noalias %vsize, ptr noalias %klen, i64 %np, ptr noalias %bins,
+                         ptr noalias %nrec, ptr noalias %nbytes, ptr noalias %nbsq) nounwind {{
 entry:
   %hasmask = icmp ne ptr %valid, null
   %hasvs = icmp ne ptr %vsize, null
@@ -607,15 +608,16 @@ key:
   %tsq = fmul double %totf, %totf
   %dn = mul i64 %d, %np
   %bin = add i64 %dn, %part
-  %rp = getelementptr i64, ptr %rec, i64 %bin
+  %bin3 = mul i64 %bin, 3
+  %rp = getelementptr i64, ptr %bins, i64 %bin3
   %r0 = load i64, ptr %rp, align 8
   %r1 = add i64 %r0, 1
   store i64 %r1, ptr %rp, align 8
-  %bp = getelementptr i64, ptr %byt, i64 %bin
+  %bp = getelementptr i64, ptr %rp, i64 1
   %b0 = load i64, ptr %bp, align 8
   %b1 = add i64 %b0, %tot
   store i64 %b1, ptr %bp, align 8
-  %qp = getelementptr double, ptr %bsq, i64 %bin
+  %qp = getelementptr i64, ptr %rp, i64 2
   %q0 = load double, ptr %qp, align 8
   %q1 = fadd double %q0, %tsq
   store double %q1, ptr %qp, align 8
@@ -652,25 +654,35 @@ _FNS = (
     )),  # fmt: skip
     _native.Fn("kt_dict_sum", None, (
         ("idx", _P), ("validity", _P), ("validity_offset", _I64), ("rows", _I64), ("partition", _P),
-        ("value_size", _P), ("klen", _P), ("partitions", _I64), ("rec", _P), ("byt", _P), ("bsq", _P),
-        ("nrec", _P), ("nbytes", _P), ("nbsq", _P),
+        ("value_size", _P), ("klen", _P), ("partitions", _I64), ("bins", _P), ("nrec", _P), ("nbytes", _P), ("nbsq", _P),
     )),  # fmt: skip
 )
 _LIB = _native.Lazy("keytable", module_ir, _FNS)
 
 
-def dict_sum(idx, valid, vbit: int, parts, vsize, klen, P: int, rec, byt, bsq, nrec, nbytes, nbsq) -> None:
+def dict_sum(idx, valid, vbit: int, parts, vsize, klen, P: int, bins, nrec, nbytes, nbsq) -> None:
     """``@kt_dict_sum`` on numpy arrays (``idx``: int32 dictionary indices, ``valid``: the validity bitmap
-    or an empty array, ``vsize``: int32 or empty); adds into the dense bins and the per-partition null sums."""
+    or an empty array, ``vsize``: int32 or empty, ``bins``: int64 (bins, 3), the last column float64 bits:
+    see :func:`dict_bins`); adds into the dense bins and the per-partition null sums."""
     n = idx.shape[0]
     assert idx.dtype == np.int32 and parts.dtype == np.int32 and parts.shape[0] == n
     assert vsize.size == 0 or (vsize.dtype == np.int32 and vsize.shape[0] == n)
-    assert klen.dtype == np.int64 and rec.dtype == np.int64 and byt.dtype == np.int64 and bsq.dtype == np.float64
-    assert rec.shape[0] == byt.shape[0] == bsq.shape[0] >= klen.shape[0] * P
+    assert klen.dtype == np.int64 and bins.dtype == np.int64 and bins.flags.c_contiguous
+    assert bins.ndim == 2 and bins.shape[1] == 3 and bins.shape[0] >= klen.shape[0] * P
+    assert nrec.dtype == nbytes.dtype == np.int64 and nbsq.dtype == np.float64 and min(nrec.size, nbytes.size, nbsq.size) >= P
     _LIB.get()["kt_dict_sum"](
         idx.ctypes.data, _addr(valid), vbit, n, parts.ctypes.data, _addr(vsize), klen.ctypes.data, P,
-        rec.ctypes.data, byt.ctypes.data, bsq.ctypes.data, nrec.ctypes.data, nbytes.ctypes.data, nbsq.ctypes.data,
+        bins.ctypes.data, nrec.ctypes.data, nbytes.ctypes.data, nbsq.ctypes.data,
     )  # fmt: skip
+
+
+def dict_bins(bins):
+    """(bin ids, records, bytes, bytes_sq) of the used bins of :func:`dict_sum`'s array, which is cleared for reuse."""
+    g = np.flatnonzero(bins[:, 0])
+    rec, byt = bins[g, 0], bins[g, 1]
+    bsq = bins.view(np.float64)[g, 2]
+    bins[g] = 0
+    return g, rec, byt, bsq
 
 
 def _addr(a: np.ndarray) -> int | None:

@@ -134,18 +134,20 @@ def test_dict_sum_kernel_equals_its_python_twin():
     bufs = arr.buffers()
     ix = np.frombuffer(bufs[1], np.int32, count=len(arr), offset=4 * arr.offset)
     valid = np.frombuffer(bufs[0], np.uint8)
-    rec, byt, bsq = np.zeros(D * P, np.int64), np.zeros(D * P, np.int64), np.zeros(D * P)
+    arrs = np.zeros((D * P, 3), np.int64)
     nrec, nbytes, nbsq = np.zeros(P, np.int64), np.zeros(P, np.int64), np.zeros(P)
-    kt.dict_sum(ix, valid, arr.offset, parts[3:], sizes[3:], klen, P, rec, byt, bsq, nrec, nbytes, nbsq)
+    kt.dict_sum(ix, valid, arr.offset, parts[3:], sizes[3:], klen, P, arrs, nrec, nbytes, nbsq)
     bins, nulls = kt.reference_dict_sum([None if z else int(d) for d, z in zip(idx[3:], null[3:])], parts[3:],
                                         sizes[3:], klen, P)  # fmt: skip
-    assert {int(b): [int(rec[b]), int(byt[b]), float(bsq[b])] for b in np.flatnonzero(rec)} == bins
+    g, rec, byt, bsq = kt.dict_bins(arrs)
+    assert {int(b): [int(r), int(y), float(q)] for b, r, y, q in zip(g, rec, byt, bsq)} == bins
     assert {int(p): [int(nrec[p]), int(nbytes[p]), float(nbsq[p])] for p in np.flatnonzero(nrec)} == nulls
+    assert not arrs.any()  # cleared for the next chunk
     # no value sizes, no nulls: key bytes only
-    rec[:], byt[:], bsq[:] = 0, 0, 0
-    kt.dict_sum(idx, np.zeros(0, np.uint8), 0, parts, np.zeros(0, np.int32), klen, P, rec, byt, bsq, nrec, nbytes, nbsq)
+    kt.dict_sum(idx, np.zeros(0, np.uint8), 0, parts, np.zeros(0, np.int32), klen, P, arrs, nrec, nbytes, nbsq)
     bins, _ = kt.reference_dict_sum(idx.tolist(), parts, np.zeros(n, np.int64), klen, P)
-    assert {int(b): [int(rec[b]), int(byt[b]), float(bsq[b])] for b in np.flatnonzero(rec)} == bins
+    g, rec, byt, bsq = kt.dict_bins(arrs)
+    assert {int(b): [int(r), int(y), float(q)] for b, r, y, q in zip(g, rec, byt, bsq)} == bins
 
 
 def test_views_built_in_numpy_equal_pyarrows_cast_and_encoder_spans_chunks():

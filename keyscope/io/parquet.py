@@ -34,6 +34,34 @@ DENSE_BINS_PER_ROW = 4
 DENSE_BINS_MIN = 1 << 16
 
 
+def _row_groups(f, cols, path):
+    """The file's row groups in order, the next one read on a second thread while this one is summed.
+
+    (pyarrow releases the GIL while it decodes, and so does the kernel: on two cores the read,
+    ~40% of this pass's CPU, overlaps the rest.  One thread per read: more were no faster for
+    two columns and held more memory.)
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(i):
+        try:
+            return f.read_row_group(i, columns=cols, use_threads=False)
+        except Exception as e:
+            raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+
+    n = f.metadata.num_row_groups
+    if n <= 1:
+        yield from (read(i) for i in range(n))
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        nxt = pool.submit(read, 0)
+        for i in range(n):
+            t = nxt.result()
+            nxt = pool.submit(read, i + 1) if i + 1 < n else None
+            yield t
+            del t
+
+
 def _exact(x: np.ndarray) -> np.ndarray:
     """Float64 sums of integers back to int64 (exact: every sum here is far below 2**53)."""
     return np.rint(x).astype(np.int64)
@@ -52,7 +80,7 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .._keytable import Encoder, dict_sum
+    from .._keytable import Encoder, dict_bins, dict_sum
 
     P = max(int(partitions), 1)
     try:
@@ -75,18 +103,17 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], pa
     ident_check()
     cols = (["partition"] if parts is None else []) + ["key"] + (["value_size"] if "value_size" in file_names else [])
     row = 0  # rows of the file before this chunk
-    enc = Encoder(1 << 14)
-    seen: dict = {}  # a dictionary's buffers' addresses -> its entries' global codes
+    enc: Encoder | None = None  # made at the first dictionary, with room for twice its keys (grown as needed)
     dicts: list = []  # every dictionary, in the encoder's row order
     acc = _Sums(P)
-    for i in range(md.num_row_groups):
-        try:
-            t = f.read_row_group(i, columns=cols, use_threads=False)  # (threads: no faster for two columns, more RSS)
-        except Exception as e:
-            raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    bins = np.zeros((0, 3), np.int64)
+    for t in _row_groups(f, cols, path):
         part_c = t.column("partition") if parts is None else None
         vs_c = t.column("value_size") if "value_size" in cols else None
         r0 = 0
+        # a dictionary's buffers' addresses -> its entries' global codes, within this row group only
+        # (while ``t`` lives no other array can have those addresses; after it, a new one may)
+        seen: dict = {}
         for kchunk in t.column("key").chunks:
             n = len(kchunk)
             if n == 0:
@@ -110,7 +137,8 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], pa
             offs = np.frombuffer(d.buffers()[1], np.int32)[d.offset:d.offset + len(d) + 1]
             if tag not in seen:  # (a row group's chunks share one dictionary)
                 data = d.buffers()[2]
-                seen = {tag: enc.add(_views(offs, data))}
+                enc = Encoder(2 * len(d)) if enc is None else enc
+                seen[tag] = enc.add(_views(offs, data))
                 dicts.append((offs, data))
             codes = seen[tag]
             klen = np.diff(offs).astype(np.int64)
@@ -122,22 +150,20 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], pa
             valid = np.frombuffer(bufs[0], np.uint8) if bufs[0] is not None and ind.null_count else np.zeros(0, np.uint8)
             nb = len(d) * P
             if nb <= max(DENSE_BINS_PER_ROW * n, DENSE_BINS_MIN):  # one compiled pass into dense bins
-                rec = np.zeros(nb, np.int64)
-                byt = np.zeros(nb, np.int64)
-                bsq = np.zeros(nb, np.float64)
-                dict_sum(ix, valid, ind.offset, part, vs, klen, P, rec, byt, bsq, acc.nrec, acc.nbytes, acc.nbsq)
-                g = np.flatnonzero(rec)
-                rec, byt, bsq = rec[g], byt[g], bsq[g]
+                if bins.shape[0] < nb:  # reused from chunk to chunk (dict_bins clears what was used)
+                    bins = np.zeros((nb, 3), np.int64)
+                dict_sum(ix, valid, ind.offset, part, vs, klen, P, bins, acc.nrec, acc.nbytes, acc.nbsq)
+                g, rec, byt, bsq = dict_bins(bins)
             else:  # sparse: the pairs made dense by np.unique first (a sort; exact)
                 g, rec, byt, bsq = _sparse(ix, valid, ind.offset, part, vs, klen, P, acc.nrec, acc.nbytes, acc.nbsq)
-            acc.add(codes[g // P].astype(np.int64) * P + g % P, rec, byt, bsq, enc.ng)
+            acc.add(codes[g // P].astype(np.int64) * P + g % P, rec, byt, bsq, enc.ng if enc is not None else 0)
         row += t.num_rows
         del t
     if parts is not None and row != len(parts):
         raise InputError(f"{path}: columns of different lengths")
     ident_check()
     g, rec, byt, bsq = acc.result()
-    keys = _gather(dicts, enc.firsts[g // P])
+    keys = _gather(dicts, enc.firsts[g // P] if enc is not None else np.zeros(0, np.int64))
     kp = pl.DataFrame(
         {"key": keys, "partition": (g % P).astype(np.int32), "records": rec, "bytes": byt, "bytes_sq": bsq}
     )
@@ -256,9 +282,9 @@ def _views(offs: np.ndarray, data):
     start = offs[:-1].astype(np.int64)
     views = np.zeros((n, 16), np.uint8)
     views[:, 0:4] = lens.view(np.uint8).reshape(n, 4)
-    j = np.arange(12)
-    inline = np.take(pad, start[:, None] + j)
-    inline[j >= lens[:, None]] = 0  # bytes beyond the key are zero
+    windows = np.lib.stride_tricks.as_strided(pad, shape=(max(pad.size - 11, 1), 12), strides=(1, 1))
+    inline = windows[start]  # each key's first 12 bytes (and what follows), one row index per key
+    inline[np.arange(12) >= lens[:, None]] = 0  # bytes beyond the key are zero
     views[:, 4:16] = inline
     long = lens > 12
     if long.any():
