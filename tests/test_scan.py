@@ -229,8 +229,13 @@ def test_hot_keys_within_the_sketch_bound(data):
     assert d.low <= len(truth) <= d.high and not d.exact
 
 
-def test_same_profile_from_one_two_workers_and_dask(data):
+def test_same_profile_from_one_two_workers_and_dask(data, monkeypatch):
     from distributed import Client, LocalCluster
+
+    from keyscope.scan import engine
+
+    monkeypatch.setattr(engine, "PROGRESS_S", 0.0)  # here: every progress event the workers send is shown
+    seen = []
 
     base = _exact(data["base"].profile)
     req = dict(tasks=TASKS, partitions_max=NMAX, key_by=((), ("tenant",)), fields=(parse_field("tenant=$.tenant"),))
@@ -238,10 +243,13 @@ def test_same_profile_from_one_two_workers_and_dask(data):
     assert two.engine == "processes:2"
     assert _exact(two.profile) == base
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, Client(lc) as c:
-        viadask = run_scan(data["conn"], ScanRequest(data["t3"], dask=c, **req))
+        viadask = run_scan(data["conn"], ScanRequest(data["t3"], dask=c, **req), progress=seen.append)
         # a task that fails half-way is run again and counted once
         faulty = run_scan(data["conn"], ScanRequest(data["t3"], dask=c, fault={2: "raise"}, **req))
     assert viadask.engine == "dask"
+    # records of tasks under way on the Dask workers (Dask events), besides one report per completed task
+    assert len(seen) > viadask.profile.tasks_planned and any(p.records > 0 and p.tasks_done == 0 for p in seen)
+    assert all(p.records <= viadask.profile.records for p in seen)
     assert _exact(viadask.profile) == base
     assert faulty.retried == 1 and _exact(faulty.profile) == base
     # the sketches merged in task order: byte for byte the same frequent-items and HLL

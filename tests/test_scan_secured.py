@@ -39,7 +39,7 @@ def test_scan_with_a_wrong_password_is_one_line_exit_4(secure, tmp_path):  # noq
 
 def test_scan_of_a_topic_not_readable_is_one_line_exit_4(secure, tmp_path):  # noqa: F811
     """ro-t: alice may DESCRIBE it but not READ it; secret-t: neither (not authorized, or does not exist)."""
-    for topic, says in (("ro-t", "TOPIC_AUTHORIZATION_FAILED"), ("secret-t", "not authorized")):
+    for topic, says in (("ro-t", "needs READ"), ("secret-t", "not authorized")):
         bootstrap, config = render_case(secure, "sasl-plain")
         out = tmp_path / f"{topic}.json"
         r = ks("scan", "-b", bootstrap, "--command-config", config, "-t", topic, "-o", out, "-q", "--workers", 1)

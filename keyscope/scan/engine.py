@@ -211,7 +211,7 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
     engine = "dask" if req.dask is not None else ("local" if workers == 1 else f"processes:{workers}")
     try:
         if req.dask is not None:
-            _run_dask(req.dask, conn, spec, tasks, kept, state)
+            _run_dask(req.dask, conn, spec, tasks, kept, state, progress=here)
         elif workers == 1 or len(tasks) <= 1:
             from .task import close_consumers
 
@@ -498,7 +498,28 @@ def _again(t: Task, attempts: dict, todo: list, state: dict, why: str = "") -> N
     todo.append(t)
 
 
-def _run_dask(address, conn, spec, tasks, kept, state) -> None:
+class _DaskProgress:
+    """Records of a task under way on a Dask worker, sent to the scanning process as a Dask event
+    (``log_event`` on the worker, ``subscribe_topic`` here), at most every PROGRESS_S / 2 per task."""
+
+    def __init__(self, topic: str):
+        self.topic = topic
+        self.last = 0.0
+
+    def __call__(self, tid: int, offsets: int, records: int, nbytes: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_S / 2:
+            return
+        self.last = now
+        try:
+            from distributed import get_worker
+
+            get_worker().log_event(self.topic, (tid, offsets, records, nbytes))
+        except Exception:  # progress only: a task never fails for it
+            pass
+
+
+def _run_dask(address, conn, spec, tasks, kept, state, progress=None) -> None:
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -515,8 +536,14 @@ def _run_dask(address, conn, spec, tasks, kept, state) -> None:
         attempts = {t.id: 0 for t in tasks}
         by_key = {}
         futures = []
+        under_way = None
+        if progress is not None:
+            topic = f"keyscope-scan-{token}"
+            under_way = _DaskProgress(topic)
+            client.subscribe_topic(topic, lambda event: progress(*event[1]))
         for t in tasks:
-            f = client.submit(scan_task, conn, spec, t, 0, pure=False, key=f"keyscope-scan-{token}-{t.id}-0")
+            f = client.submit(scan_task, conn, spec, t, 0, under_way, pure=False,
+                              key=f"keyscope-scan-{token}-{t.id}-0")
             by_key[f.key] = t
             futures.append(f)
         ac = as_completed(futures)
@@ -527,7 +554,7 @@ def _run_dask(address, conn, spec, tasks, kept, state) -> None:
                 continue
             todo: list = []
             _again(t, attempts, todo, state)
-            g = client.submit(scan_task, conn, spec, t, attempts[t.id], pure=False,
+            g = client.submit(scan_task, conn, spec, t, attempts[t.id], under_way, pure=False,
                               key=f"keyscope-scan-{token}-{t.id}-{attempts[t.id]}")
             by_key[g.key] = t
             ac.add(g)
