@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import KafkaError
 from .connection import Connection
+from .probe import _Reader as _Buf, _string as _str
 
 API_FETCH, API_LIST_OFFSETS, API_METADATA = 1, 2, 3
 EARLIEST, LATEST = -2, -1  # ListOffsets timestamps
@@ -33,56 +34,6 @@ _HEADER = struct.Struct(">hhih")
 
 class LinkError(Exception):
     """The connection to a broker failed (closed, timed out): the link is dropped, the caller retries."""
-
-
-class _Buf:
-    """Big-endian reads from one response."""
-
-    __slots__ = ("d", "i")
-
-    def __init__(self, data):
-        self.d, self.i = data, 0
-
-    def i8(self) -> int:
-        v = self.d[self.i]
-        self.i += 1
-        return v
-
-    def i16(self) -> int:
-        (v,) = struct.unpack_from(">h", self.d, self.i)
-        self.i += 2
-        return v
-
-    def i32(self) -> int:
-        (v,) = struct.unpack_from(">i", self.d, self.i)
-        self.i += 4
-        return v
-
-    def i64(self) -> int:
-        (v,) = struct.unpack_from(">q", self.d, self.i)
-        self.i += 8
-        return v
-
-    def string(self) -> str | None:
-        n = self.i16()
-        if n < 0:
-            return None
-        v = bytes(self.d[self.i:self.i + n]).decode("utf-8", "replace")
-        self.i += n
-        return v
-
-    def raw(self) -> bytes:
-        n = self.i32()
-        if n < 0:
-            return b""
-        v = bytes(self.d[self.i:self.i + n])
-        self.i += n
-        return v
-
-
-def _str(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack(">h", len(b)) + b
 
 
 class Link:
@@ -273,29 +224,29 @@ class Client:
                 r = _Buf(link.call(API_METADATA, v, body, self.timeout_s))
             except LinkError as e:
                 raise KafkaError(f"metadata request failed: {e}") from None
-            r.i32()  # throttle
+            r.int32()  # throttle
             brokers = {}
-            for _ in range(r.i32()):
-                node, host, port = r.i32(), r.string(), r.i32()
+            for _ in range(r.int32()):
+                node, host, port = r.int32(), r.string(), r.int32()
                 r.string()  # rack
                 brokers[node] = (host or "", port)
             r.string()  # cluster id
-            r.i32()  # controller
+            r.int32()  # controller
             out = {}
-            for _ in range(r.i32()):
-                err, name = r.i16(), r.string() or ""
-                r.i8()  # internal
+            for _ in range(r.int32()):
+                err, name = r.int16(), r.string() or ""
+                r.int8()  # internal
                 meta = TopicMeta(err)
-                for _ in range(max(0, r.i32())):
-                    _perr, p, leader = r.i16(), r.i32(), r.i32()
+                for _ in range(max(0, r.int32())):
+                    _perr, p, leader = r.int16(), r.int32(), r.int32()
                     if v >= 7:
-                        r.i32()  # leader epoch
+                        r.int32()  # leader epoch
                     for _ in range(2 + (v >= 5)):  # replicas, isr, offline replicas
-                        k = max(0, r.i32())
+                        k = max(0, r.int32())
                         r.i += 4 * k
                     meta.partitions[p] = leader
                 if v >= 8:
-                    r.i32()
+                    r.int32()
                 out[name] = meta
             self.brokers.update(brokers)
             self.topics.update(out)
@@ -371,13 +322,13 @@ class Client:
                 raise KafkaError(f"cannot read offsets of {topic!r}: {e}") from None
             self.give(node, link)
             if v >= 2:
-                r.i32()
-            for _ in range(r.i32()):
+                r.int32()
+            for _ in range(r.int32()):
                 r.string()
-                for _ in range(r.i32()):
-                    p, err, ts, off = r.i32(), r.i16(), r.i64(), r.i64()
+                for _ in range(r.int32()):
+                    p, err, ts, off = r.int32(), r.int16(), r.int64(), r.int64()
                     if v >= 4:
-                        r.i32()
+                        r.int32()
                     if err:
                         raise KafkaError(f"cannot read offsets of {topic!r} partition {p}: {_error(err)}")
                     out[p] = (off, ts)
@@ -417,26 +368,26 @@ def parse_fetch(version: int, data) -> list:
     from .client import FetchedPartition
 
     r = _Buf(data)
-    r.i32()  # throttle
+    r.int32()  # throttle
     if version >= 7:
-        err = r.i16()
-        r.i32()
+        err = r.int16()
+        r.int32()
         if err:
             raise KafkaError(f"fetch refused: {_error(err)}")
     out = []
-    for _ in range(r.i32()):
+    for _ in range(r.int32()):
         r.string()
-        for _ in range(r.i32()):
-            p, err, hw = r.i32(), r.i16(), r.i64()
-            lso = r.i64()
-            lso_start = r.i64() if version >= 5 else -1
+        for _ in range(r.int32()):
+            p, err, hw = r.int32(), r.int16(), r.int64()
+            lso = r.int64()
+            lso_start = r.int64() if version >= 5 else -1
             aborted = []
-            for _ in range(max(0, r.i32())):
-                aborted.append((r.i64(), r.i64()))
+            for _ in range(max(0, r.int32())):
+                aborted.append((r.int64(), r.int64()))
             if version >= 11:
-                r.i32()  # preferred read replica
+                r.int32()  # preferred read replica
             out.append(FetchedPartition(partition=p, error_code=err, high_watermark=hw, log_start_offset=lso_start,
-                                        records=r.raw(), last_stable_offset=lso, aborted=tuple(aborted)))
+                                        records=r.bytes_() or b"", last_stable_offset=lso, aborted=tuple(aborted)))
     return out
 
 

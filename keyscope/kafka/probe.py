@@ -138,8 +138,17 @@ class _Wire:
 
 
 class _Reader:
-    def __init__(self, data: bytes):
+    """Big-endian reads from one response (the probe's answers and the scan's lean client's)."""
+
+    __slots__ = ("d", "i")
+
+    def __init__(self, data):
         self.d, self.i = data, 0
+
+    def int8(self) -> int:
+        v = self.d[self.i]
+        self.i += 1
+        return v
 
     def int16(self) -> int:
         (v,) = struct.unpack_from(">h", self.d, self.i)
@@ -151,11 +160,16 @@ class _Reader:
         self.i += 4
         return v
 
+    def int64(self) -> int:
+        (v,) = struct.unpack_from(">q", self.d, self.i)
+        self.i += 8
+        return v
+
     def string(self) -> str | None:
         n = self.int16()
         if n < 0:
             return None
-        v = self.d[self.i:self.i + n].decode("utf-8", "replace")
+        v = bytes(self.d[self.i:self.i + n]).decode("utf-8", "replace")
         self.i += n
         return v
 
@@ -163,7 +177,7 @@ class _Reader:
         n = self.int32()
         if n < 0:
             return None
-        v = self.d[self.i:self.i + n]
+        v = bytes(self.d[self.i:self.i + n])
         self.i += n
         return v
 
