@@ -992,18 +992,7 @@ def scan(df, partitions: int, threads: int | None = None, extremes: bool = True)
             "bytes_sq": gd.view(np.float64)[:, _BSQ].copy(),
         }
     )
-    has_null = np.flatnonzero(main.nrec)
-    if has_null.size:
-        nulls = pl.DataFrame(
-            {
-                "key": pl.Series([None] * has_null.size, dtype=pl.Binary),
-                "partition": has_null.astype(np.int32),
-                "records": main.nrec[has_null],
-                "bytes": main.nbytes[has_null],
-                "bytes_sq": main.nbsq[has_null],
-            }
-        )
-        kp = pl.concat([kp, nulls])
+    kp = with_null_rows(kp, main.nrec, main.nbytes, main.nbsq)
     del keep
     return kp, {"omin": main.omin, "omax": main.omax, "tmin": main.tmin, "tmax": main.tmax}
 
@@ -1091,3 +1080,22 @@ class Encoder:
                 self.firsts = np.concatenate([self.firsts, np.empty(more, np.int64)])
         self.rows += n
         return out
+
+
+def with_null_rows(kp, nrec: np.ndarray, nbytes: np.ndarray, nbsq: np.ndarray):
+    """``kp`` with one null-key row per partition that has null keys (their per-partition sums)."""
+    import polars as pl
+
+    has_null = np.flatnonzero(nrec)
+    if not has_null.size:
+        return kp
+    nulls = pl.DataFrame(
+        {
+            "key": pl.Series([None] * has_null.size, dtype=pl.Binary),
+            "partition": has_null.astype(np.int32),
+            "records": nrec[has_null],
+            "bytes": nbytes[has_null],
+            "bytes_sq": nbsq[has_null],
+        }
+    )
+    return pl.concat([kp, nulls])

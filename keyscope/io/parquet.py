@@ -80,7 +80,7 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .._keytable import Encoder, dict_bins, dict_sum
+    from .._keytable import Encoder, dict_bins, dict_sum, with_null_rows
 
     P = max(int(partitions), 1)
     try:
@@ -167,18 +167,7 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], pa
     kp = pl.DataFrame(
         {"key": keys, "partition": (g % P).astype(np.int32), "records": rec, "bytes": byt, "bytes_sq": bsq}
     )
-    has_null = np.flatnonzero(acc.nrec)
-    if has_null.size:
-        nulls = pl.DataFrame(
-            {
-                "key": pl.Series([None] * has_null.size, dtype=pl.Binary),
-                "partition": has_null.astype(np.int32),
-                "records": acc.nrec[has_null],
-                "bytes": acc.nbytes[has_null],
-                "bytes_sq": acc.nbsq[has_null],
-            }
-        )
-        kp = pl.concat([kp, nulls])
+    kp = with_null_rows(kp, acc.nrec, acc.nbytes, acc.nbsq)
     return kp
 
 
