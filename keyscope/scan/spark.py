@@ -212,10 +212,28 @@ def _run(session, options: dict, spec: ScanSpec, ranges: dict, wanted: int, prog
                                       done["bytes"].value, done["tasks"].value, planned, time.monotonic() - t0))
 
         threading.Thread(target=watch, name="keyscope-spark-progress", daemon=True).start()
+    # collect() runs on a thread of its own: a KeyboardInterrupt landing inside py4j's socket read in the
+    # main thread broke the gateway ("reentrant call inside BufferedReader"), so the session was lost and
+    # cancelAllJobs could not be sent.  Here Ctrl-C lands in the main thread's wait, never inside py4j.
+    job: dict = {}
+
+    def collect() -> None:
+        try:
+            job["rows"] = df.mapInArrow(_Counter(spec, done), schema).collect()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            job["error"] = e
+
+    runner = threading.Thread(target=collect, name="keyscope-spark-job", daemon=True)
     try:
-        rows = df.mapInArrow(_Counter(spec, done), schema).collect()
+        runner.start()
+        while runner.is_alive():
+            runner.join(0.1)
+        if "error" in job:
+            raise job["error"]
+        rows = job["rows"]
     except KeyboardInterrupt:
         sc.cancelAllJobs()
+        runner.join()  # the cancelled job fails on its thread; the accumulators hold what completed
         partial = [pickle.loads(b) for _, b in sorted(kept.value.items())]
         if not partial:
             raise
