@@ -249,7 +249,13 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
         else:
             if preload is not None:
                 preload.join()
-            _run_procs(min(workers, len(tasks)), conn, spec, handed, kept, state, progress=here)
+            from .task import close_consumers
+
+            try:  # the scanning process runs one worker's share itself: workers - 1 processes are forked
+                _run_procs(min(workers, len(tasks)) - 1, conn, spec, handed, kept, state, progress=here,
+                           here=WORKER_THREADS)
+            finally:
+                close_consumers()
     except KeyboardInterrupt:
         if not results:
             raise
@@ -462,12 +468,15 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
 
 
 def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_THREADS, progress=None,
-               hold: int = WORKER_HOLD) -> None:
-    """Local worker processes, each running ``threads`` groups of tasks at once (see WORKER_THREADS).
+               hold: int = WORKER_HOLD, here: int = 0) -> None:
+    """Local worker processes, each running ``threads`` groups of tasks at once (see WORKER_THREADS), and
+    ``here`` groups in this process's own threads (the scanning process is a worker too: it only waits
+    otherwise, and one process fewer is one start, one client and its pages fewer: --workers 2 forks one).
 
     The scanning process hands each worker at most ``hold`` tasks at a time, on partitions it does not
     hold already where it can, and knows which it holds: a worker that dies (killed, out of memory) has
     exactly those run again elsewhere; a result that arrives for a task already kept is dropped by ``kept``."""
+    import threading
     from multiprocessing.connection import wait
 
     ctx = _pool_context()
@@ -477,32 +486,47 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
     done: set[int] = set()
     procs: dict = {}  # sentinel -> [process, task pipe, result pipe, {task ids held}]
     # the partitions shared out between every group of every worker
-    width = _width(tasks, workers * threads)
+    width = _width(tasks, workers * threads + here)
     hold = max(1, min(hold, width * threads))
+    mu = threading.Condition()  # todo, done, attempts: shared with the groups run here
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    wake_r, wake_w = ctx.Pipe(duplex=False)  # a group here finished a task: the loop below looks again
+    wake_lock = threading.Lock()
+
+    def wake(b: bytes) -> None:
+        with wake_lock:
+            wake_w.send_bytes(b)
 
     def start() -> None:
-        t_r, t_w = ctx.Pipe(duplex=False)
-        r_r, r_w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads, progress is not None, width),
-                           daemon=True)
+        # A replacement started while groups run here comes from a fork server: a fork copies no thread,
+        # and a lock one of them held would stay held in the child.
+        c = ctx if not here else _pool_context()
+        t_r, t_w = c.Pipe(duplex=False)
+        r_r, r_w = c.Pipe(duplex=False)
+        proc = c.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads, progress is not None, width),
+                         daemon=True)
         proc.start()
         t_r.close()
         r_w.close()
         procs[proc.sentinel] = [proc, t_w, r_r, set()]
 
     def feed() -> None:
-        for w in procs.values():
-            while todo and len(w[3]) < hold:
-                held = {by_id[i].partition for i in w[3]}
-                i = next((i for i, t in enumerate(todo) if t.partition not in held), 0)
-                t = todo.pop(i)
-                w[3].add(t.id)
-                w[1].send((t, attempts[t.id]))
+        with mu:
+            for w in procs.values():
+                while todo and len(w[3]) < hold:
+                    held = {by_id[i].partition for i in w[3]}
+                    i = next((i for i, t in enumerate(todo) if t.partition not in held), 0)
+                    t = todo.pop(i)
+                    w[3].add(t.id)
+                    w[1].send((t, attempts[t.id]))
 
     def lost(w) -> None:  # a dead worker: the tasks it held run again
-        for tid in sorted(w[3] - done):
-            _again(by_id[tid], attempts, todo, state)
-        w[3].clear()
+        with mu:
+            for tid in sorted(w[3] - done):
+                _again(by_id[tid], attempts, todo, state)
+            w[3].clear()
+            mu.notify_all()
 
     def handle(w, msg) -> None:
         kind, tid, payload = msg
@@ -512,23 +536,76 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
             return
         w[3].discard(tid)
         if kind == "done":
-            if tid not in done:
+            with mu:
+                new = tid not in done
                 done.add(tid)
+            if new:
                 kept(by_id[tid], payload)
         elif kind == "fail":
-            _again(by_id[tid], attempts, todo, state, payload)
+            with mu:
+                _again(by_id[tid], attempts, todo, state, payload)
+                mu.notify_all()
         else:
             raise KafkaError(f"task {tid} failed: {payload}" if tid >= 0 else f"a scan worker failed: {payload}")
 
+    # ---- the groups run in this process
+    def take(busy, wait_):
+        with mu:
+            while True:
+                if stop.is_set():
+                    return None
+                for i, t in enumerate(todo):
+                    # a task set to kill its process (tests) is left to the worker processes
+                    if t.partition not in busy and not (attempts[t.id] == 0 and spec.fault.get(t.id) == "exit"):
+                        del todo[i]
+                        return t, attempts[t.id]
+                if not wait_ or len(done) == len(tasks):
+                    return None
+                mu.wait(0.25)
+
+    def on_result(t, res) -> None:
+        with mu:
+            if isinstance(res, BaseException):
+                try:
+                    _again(t, attempts, todo, state, str(res))
+                except KafkaError as e:
+                    errors.append(e)
+                    stop.set()
+                mu.notify_all()
+                res = None
+            elif t.id in done:
+                res = None
+            else:
+                done.add(t.id)
+        if res is not None:
+            kept(t, res)
+        wake(b".")
+
+    def run_here() -> None:
+        try:
+            scan_group(conn, spec, take, on_result, progress, width, stop.is_set)
+        except BaseException as e:  # not a Kafka failure of one task: the scan stops with it
+            errors.append(e)
+            stop.set()
+            wake(b"!")
+
     for _ in range(workers):
         start()
+    mine = [threading.Thread(target=run_here, daemon=True, name=f"keyscope-scan-{i}") for i in range(here)]
+    for th in mine:  # after the fork: the workers copy no thread
+        th.start()
     try:
         while len(done) < len(tasks):
+            if errors:
+                raise errors[0]
             feed()
             readers = {w[2]: w for w in procs.values()}
-            ready = wait(list(readers) + list(procs), timeout=1.0)
+            ready = wait(list(readers) + list(procs) + [wake_r], timeout=1.0)
             for r in ready:
-                if r in readers:
+                if r is wake_r:
+                    while wake_r.poll():
+                        wake_r.recv_bytes()
+                elif r in readers:
                     w = readers[r]
                     try:
                         handle(w, w[2].recv())
@@ -547,10 +624,18 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
                 w[2].close()
                 if len(done) < len(tasks):
                     start()
+        if errors:
+            raise errors[0]
     except BaseException:
+        stop.set()
         for w in procs.values():
             w[0].kill()
         raise
+    finally:
+        with mu:
+            mu.notify_all()
+    for th in mine:
+        th.join(10)
     for w in procs.values():
         try:
             w[1].send(None)
