@@ -210,9 +210,11 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
                              len(results), len(tasks), time.monotonic() - t0)
         progress(p)
 
+    closed = [False]  # after Ctrl-C: a group still finishing a task adds nothing to what is merged
+
     def kept(task: Task, prof: Profile) -> None:
         with lock:
-            if task.id in results:  # a second result for a task (a retry that raced): counted once
+            if task.id in results or closed[0]:  # a second result for a task (a retry that raced): counted once
                 return
             results[task.id] = prof
             inflight.pop(task.id, None)
@@ -257,6 +259,8 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
             finally:
                 close_consumers()
     except KeyboardInterrupt:
+        with lock:
+            closed[0] = True
         if not results:
             raise
         partial = True
@@ -320,6 +324,7 @@ def _run_groups(threads, conn, spec, tasks, kept, state, progress=None) -> None:
     errors: list[BaseException] = []
     stop = threading.Event()
     width = _width(tasks, threads)
+    pool: list = []
 
     def take(busy, wait):
         with lock:
@@ -355,8 +360,17 @@ def _run_groups(threads, conn, spec, tasks, kept, state, progress=None) -> None:
             if errors:
                 raise errors[0]
     except KeyboardInterrupt:
-        stop.set()  # the groups return at their next answer; daemon threads do not hold the exit
+        stop.set()  # the groups return after their answer under way
+        _join(pool)
         raise
+
+
+def _join(threads, timeout_s: float = 3.0) -> None:
+    """Wait a little for stopped groups (an answer under way, up to its max wait): a thread alive at exit
+    holding sketches makes their binding print leak reports.  Daemon threads: a stuck one does not hold the exit."""
+    deadline = time.monotonic() + timeout_s
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
 
 
 def _pool_context():
@@ -496,7 +510,10 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
 
     def wake(b: bytes) -> None:
         with wake_lock:
-            wake_w.send_bytes(b)
+            try:
+                wake_w.send_bytes(b)
+            except OSError:  # the loop is gone (Ctrl-C): nothing to wake
+                pass
 
     def start() -> None:
         # A replacement started while groups run here comes from a fork server: a fork copies no thread,
@@ -630,6 +647,7 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
         stop.set()
         for w in procs.values():
             w[0].kill()
+        _join(mine)
         raise
     finally:
         with mu:

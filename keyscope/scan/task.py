@@ -254,9 +254,9 @@ def scan_group(conn, spec: ScanSpec, take, on_result, progress=None, width: int 
         if order:  # rotated each request: a full answer (max bytes) starves no partition for long
             order = order[tag % len(order):] + order[: tag % len(order)]
         for p in order:
-            if p in flying:
-                continue
             r = active[p]
+            if p in flying or r.over:  # over: counted and reported next, nothing more to ask for
+                continue
             node = fetcher.leader(p)
             if node is None:
                 fetcher.refresh_metadata()
