@@ -23,7 +23,7 @@ MAX_ATTEMPTS = 3
 # Groups run at once in this process with --workers 1, each in a thread reading its tasks' partitions with
 # one Fetch per leader (task.scan_group): one group counts while another waits on its answer, and the
 # decoder, pyarrow and numpy release the GIL.
-THREADS_HERE = 2
+THREADS_HERE = 3  # more requests in flight: Tansu answers a many-partition Fetch with one partition's records
 # Groups run at once in each worker process of --workers N > 1 (the same reason).
 WORKER_THREADS = 2
 # Tasks a worker process holds at once (for its groups); a worker that dies has exactly these run again.
@@ -184,7 +184,10 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
         preload = threading.Thread(target=_preload, name="keyscope-preload", daemon=True)
         preload.start()
     n_parts, ranges, leaders = _resolve(conn, req)
-    tasks = plan_tasks(ranges, workers=workers, tasks=req.tasks)
+    from .plan import DEFAULT_TASKS_PER_WORKER, LOCAL_TASKS_PER_WORKER
+
+    tasks = plan_tasks(ranges, workers=workers, tasks=req.tasks,
+                       per_worker=DEFAULT_TASKS_PER_WORKER if req.dask is not None else LOCAL_TASKS_PER_WORKER)
     handed = by_leader(tasks, leaders)
     spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
                     tuple(req.counter_rules), req.isolation, len(tasks), dict(req.fault))
