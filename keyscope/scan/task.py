@@ -1,14 +1,15 @@
-"""One task: read one offset range of one partition, read-only, into a one-task :class:`Profile`.
+"""Tasks: offset ranges of partitions, read read-only into one-task :class:`Profile` s.
 
-Reads with keyscope's own Fetch client (:class:`keyscope.kafka_io.RawFetcher`)
-and RecordBatch decoder (:mod:`keyscope.sampling`), as ``keyscope sample``
-and the exporter do.  Decoded chunks are grouped by key with Polars (one row
-per distinct key of a chunk), then the distinct keys are hashed with the
-compiled column kernels and counted per ``operand % n`` with numpy: no
-Python work per record, Python work per distinct key of a chunk only for
-the sketches.
+Read with keyscope's own Fetch client (:mod:`keyscope.kafka.lean`) and
+RecordBatch decoder (:mod:`keyscope.sampling`), as ``keyscope sample`` does,
+in groups (:func:`scan_group`): one Fetch request per leader for all the
+partitions of a group's tasks.  Each task's records are counted in chunks of
+exactly CHUNK_RECORDS: grouped by key with pyarrow (Polars for composite keys
+and per-field distributions only), the distinct keys hashed with the compiled
+column kernels and counted per ``operand % n`` with numpy: no Python work per
+record, Python work per distinct key of a chunk only for the sketches.
 
-The function is plain and picklable (dataclasses in, dataclasses out), so a
+The functions are plain and picklable (dataclasses in, dataclasses out), so a
 process pool and Dask run the same code.
 """
 
