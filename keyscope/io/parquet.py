@@ -339,7 +339,7 @@ def _gather_arrow(dicts: list, rows: np.ndarray):
     which = np.searchsorted(base, rows, side="right") - 1
     starts = np.zeros(rows.size, np.int64)
     lens = np.zeros(rows.size, np.int64)
-    for w in np.unique(which).tolist():
+    for w in np.flatnonzero(np.bincount(which, minlength=len(dicts))).tolist():  # (np.unique imports numpy.ma: 0.05 s)
         m = which == w
         i = rows[m] - base[w]
         o = dicts[w][0]
