@@ -192,8 +192,8 @@ def test_prefetched_sums_equal_the_main_threads_and_are_refused_for_another_file
     assert plain(analyze(read_sample(path, columns=()), compiled=True).to_dict()) == want
 
 
-def test_prefetch_threshold_is_the_compiled_scans():
-    assert prefetch.MIN_ROWS == analysis.COMPILED_MIN_ROWS
+def test_prefetch_only_where_the_key_table_is_read_from_the_pages():
+    assert prefetch.MIN_ROWS >= analysis.COMPILED_MIN_ROWS
 
 
 def test_analyze_cli_with_the_prefetch_thread_prints_what_the_polars_reader_gives(tmp_path):
@@ -202,7 +202,7 @@ def test_analyze_cli_with_the_prefetch_thread_prints_what_the_polars_reader_give
     path = tmp_path / "s.parquet"
     write(df, path, row_group_size=150_000)
     code = ("import sys, json\nfrom keyscope.cli import main\nfrom keyscope.io import prefetch\n"
-            "took = []\norig = prefetch.take\n"
+            "prefetch.MIN_ROWS = 0\ntook = []\norig = prefetch.take\n"
             "prefetch.take = lambda p, P: took.append(orig(p, P)) or took[-1]\n"
             "try:\n    main(['analyze', sys.argv[1], '--format', 'json'])\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
