@@ -39,9 +39,15 @@ def _row_groups(f, cols, path, stop=None):
 
     (pyarrow releases the GIL while it decodes, and so does the kernel: on two cores the read,
     ~40% of this pass's CPU, overlaps the rest.  One thread per read: more were no faster for
-    two columns and held more memory.)
+    two columns and held more memory.)  After each row group pyarrow's pool hands its freed
+    pages back: mimalloc kept them, and peak RSS of a cold 10M-record ``analyze`` went from
+    332 to 285-291 MB with no more CPU (five runs each).
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    arrow_pool = pa.default_memory_pool()
 
     def read(i):
         if stop is not None and stop.is_set():
@@ -62,6 +68,7 @@ def _row_groups(f, cols, path, stop=None):
             nxt = pool.submit(read, i + 1) if i + 1 < n else None
             yield t
             del t
+            arrow_pool.release_unused()
 
 
 class Stopped(Exception):
