@@ -124,26 +124,7 @@ def take(path, P: int):
         return None
     if p != P or before != now or after != now:
         return None
-    _release()
     return sums
-
-
-def _release() -> None:
-    """Hand the thread's freed memory back to the system before the main thread allocates its own.
-
-    The thread's numpy arrays came from its own glibc arena and pyarrow's reads from mimalloc;
-    freed, both stay in the process, and the main thread's later arrays (key tables, the
-    perfect-hashing simulation) grew the peak RSS past them (+75 MB at 10M records).
-    """
-    try:
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 @atexit.register
