@@ -89,6 +89,7 @@ def test_spark_reader_refused_by_the_broker_fails_in_one_masked_line(spark, secu
         spark_engine.run_spark(good_conn, ScanRequest(topic), spark)
     msg = str(e.value)
     assert e.value.exit_code == 4 and "\n" not in msg and msg.startswith("the Spark job failed")
+    assert "SaslAuthenticationException" in msg and "Invalid username or password" in msg, msg  # the Kafka cause
     assert "wrong-pass-456" not in msg and "alice-secret" not in msg, msg
 
 
@@ -133,3 +134,18 @@ def test_spark_options_carry_the_connection_and_no_file_path(secure):  # noqa: F
     assert "kafka.ssl.keystore.key" not in o
     assert o["kafka.sasl.jaas.config"] == ('org.apache.kafka.common.security.scram.ScramLoginModule required '
                                            'username="alice" password="pa\\"ss\\\\word";')
+
+
+def test_spark_with_the_endpoint_check_turned_off(spark, secure, topic, tmp_path):  # noqa: F811
+    """``ssl.endpoint.identification.algorithm=`` (empty: no host name check) reaches Java's client as the
+    empty value it takes for off (Java's own default is https, as keyscope's), and the scan reads."""
+    from keyscope.kafka.connection import resolve
+    from keyscope.scan.spark import _kafka_options
+
+    config = secure.props("security.protocol=SSL\n" + secure.ssl_lines().replace("algorithm=https", "algorithm="))
+    assert _kafka_options(resolve(secure.ssl, config), "read_committed")[
+        "kafka.ssl.endpoint.identification.algorithm"] == ""
+    out = tmp_path / "p.json"
+    r = ks("scan", "-b", secure.ssl, "--command-config", config, "-t", topic, "-o", out, "-q", "--spark", "local[2]")
+    assert r.exit_code == 0, r.stderr[-3000:]
+    assert read_profile(out).records == RECORDS

@@ -199,7 +199,8 @@ def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], 
         hint = ""
         if "data source" in str(e).lower() and "kafka" in str(e).lower():
             hint = f" (Spark's Kafka connector is missing: {CONNECTOR} in spark.jars.packages, or KEYSCOPE_SPARK_JARS)"
-        raise SparkError(f"the Spark job failed: {_masked(_first_line(e), conn, options)}{hint}") from None
+        why = _kafka_cause(e) or _first_line(e)
+        raise SparkError(f"the Spark job failed: {_masked(why, conn, options)}{hint}") from None
     finally:
         if own:
             session.stop()
@@ -211,6 +212,24 @@ def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], 
     profile.range = {str(p): list(r) for p, r in sorted(ranges.items())} | {
         "from": req.start.text or req.start.kind, "to": req.stop.text or req.stop.kind}
     return ScanResult(profile, partial, time.monotonic() - t0, 0, "spark")
+
+
+def _kafka_cause(e: BaseException) -> str | None:
+    """The innermost Kafka client exception under a Spark/Py4J error ("SaslAuthenticationException: ..."):
+    Py4J's own first line only names the JVM call that failed."""
+    t = getattr(e, "java_exception", None) or getattr(e, "_origin", None)
+    found = None
+    try:
+        for _ in range(30):  # a cause chain, not a cycle
+            if t is None:
+                break
+            name = str(t.getClass().getName())
+            if name.startswith("org.apache.kafka.common"):
+                found = f"{name.rsplit('.', 1)[-1]}: {t.getMessage()}"
+            t = t.getCause()
+    except Exception:  # noqa: BLE001 - the gateway gone: Py4J's line is what is left
+        return found
+    return _first_line(RuntimeError(found)) if found else None
 
 
 def _masked(text: str, conn, options: dict) -> str:
