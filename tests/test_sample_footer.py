@@ -216,3 +216,39 @@ def test_analyze_cli_with_the_prefetch_thread_prints_what_the_polars_reader_give
         d["sample"].pop("sampled_at", None)
         d.pop("keyscope_version", None)
     assert {k: got[k] for k in want} == want
+
+
+def test_a_stopped_prefetch_ends_between_row_groups_and_is_not_used(tmp_path, monkeypatch):
+    """The atexit hook's path: a command ending early sets the event; the thread stops at the next read."""
+    monkeypatch.setattr(prefetch, "MIN_ROWS", 0)
+    path = tmp_path / "s.parquet"
+    write(tricky_frame(20_000, seed=14), path, row_group_size=1_000)
+    job = prefetch._Job(str(path))
+    job.stop.set()
+    job.thread.start()
+    job.thread.join(timeout=60)
+    assert not job.thread.is_alive() and job.result is None
+    prefetch._jobs[str(path)] = job
+    assert prefetch.take(path, 5) is None  # then the main thread sums the file itself
+    want = plain(analyze(read_sample(path, columns=("partition",)), compiled=True).to_dict())
+    assert plain(analyze(read_sample(path, columns=()), compiled=True).to_dict()) == want
+
+
+def test_a_column_whose_cast_may_fail_is_read_with_the_partitions_as_before(tmp_path):
+    """A foreign-typed base column (offset as text) is checked when the sample is opened, on either path."""
+    s = Sample.from_frame(tricky_frame(5_000, seed=15), partition_count=5)
+    t = s.df.to_arrow()
+    t = t.set_column(t.schema.get_field_index("offset"), "offset", pa.array([str(i) for i in range(t.num_rows)]))
+    t = t.replace_schema_metadata({META_KEY.encode(): s.meta.to_json().encode()})
+    path = tmp_path / "r.parquet"
+    pq.write_table(t, path, row_group_size=1_000)
+    new, old = read_sample(path, columns=()), read_sample(path, columns=("partition",))
+    assert new.loaded("partition") and new.frame("offset").equals(old.frame("offset"))
+    t = t.set_column(t.schema.get_field_index("offset"), "offset", pa.array(["x"] * t.num_rows))
+    pq.write_table(t, path, row_group_size=1_000)
+    messages = []
+    for cols in ((), ("partition",)):
+        with pytest.raises(InputError) as e:
+            read_sample(path, columns=cols)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1]
