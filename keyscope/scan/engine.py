@@ -504,7 +504,9 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
     procs: dict = {}  # sentinel -> [process, task pipe, result pipe, {task ids held}]
     # the partitions shared out between every group of every worker
     width = _width(tasks, workers * threads + here)
-    hold = max(1, min(hold, width * threads))
+    # a worker's share: at most what its groups read at once, and no more than its part of the tasks (the
+    # groups here take theirs as they have room, so the workers are fed first)
+    hold = max(1, min(hold, width * threads, -(-len(tasks) // max(1, workers + (1 if here else 0)))))
     mu = threading.Condition()  # todo, done, attempts: shared with the groups run here
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -611,6 +613,7 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
 
     for _ in range(workers):
         start()
+    feed()
     mine = [threading.Thread(target=run_here, daemon=True, name=f"keyscope-scan-{i}") for i in range(here)]
     for th in mine:  # after the fork: the workers copy no thread
         th.start()
