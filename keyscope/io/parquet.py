@@ -345,3 +345,131 @@ def _sparse(ix, valid, vbit, part, vs, klen, P, nrec, nbytes, nbsq):
 
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+# ---- per-record dictionary codes (what-if's unit tables) ------------------------------------
+
+
+def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: int):
+    """Per-record dictionary codes of binary/text ``columns`` straight from the file's dictionary pages, or None.
+
+    Returns ``(codes, dicts, size)``: ``codes[c]`` int32 per record, dense ids
+    in the order of each value's first record (-1: null), exactly what
+    :func:`keyscope._keytable.encode` gives for the column; ``dicts[c]`` the
+    distinct values in id order (a Polars Binary Series; the caller casts
+    text); ``size`` int32 per record, ``key_size`` + ``value_size`` (nulls 0;
+    a missing ``key_size`` is the key's length, a missing ``value_size`` 0),
+    as ``Sample.frame`` would fill them.
+
+    Why: what-if's unit tables encoded every record's key and fields (read
+    by Polars as ~160 MB of binary views each at 10M records, then hashed
+    row by row).  The file already holds each row group's distinct values
+    once and one index per row; only the dictionaries are hashed here and the
+    indices mapped through them, so no per-row bytes are materialised.  The
+    ids equal the row-order ones only when each dictionary lists its values
+    in the order of their first rows and every entry is used (pyarrow's
+    writer does both); that is checked per chunk (a running maximum), and
+    anything else gives None, so the caller encodes the column instead.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .._keytable import Encoder
+
+    columns = list(dict.fromkeys(columns))
+    try:
+        f = pq.ParquetFile(path, read_dictionary=columns)
+        md = f.metadata
+        names = f.schema.names
+        for c in columns:
+            i = f.schema_arrow.get_field_index(c)
+            if i < 0 or c not in names:
+                return None
+            t = f.schema_arrow.field(i).type
+            t = t.value_type if pa.types.is_dictionary(t) else t
+            if not (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t)
+                    or pa.types.is_large_string(t)):  # fmt: skip
+                return None
+            col = names.index(c)
+            if any(not md.row_group(r).column(col).has_dictionary_page for r in range(md.num_row_groups)):
+                return None
+        if md.num_rows != n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    ident_check()
+    sizes = [c for c in ("key_size", "value_size") if c in file_names]
+    codes = {c: np.empty(n_rows, np.int32) for c in columns}
+    size = np.zeros(n_rows, np.int32)
+    encs: dict = {c: None for c in columns}
+    dicts: dict = {c: [] for c in columns}
+    row = 0
+    for t in _row_groups(f, columns + sizes, path):
+        n_rg = t.num_rows
+        if row + n_rg > n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+        tot = np.zeros(n_rg, np.int64)
+        for s in sizes:
+            tot += _ints(t.column(s))
+        for c in columns:
+            out = codes[c][row:row + n_rg]
+            seen: dict = {}  # a dictionary's buffers -> (its entries' ids, the highest entry used so far)
+            r0 = 0
+            for chunk in t.column(c).chunks:
+                n = len(chunk)
+                if n == 0:
+                    continue
+                if not pa.types.is_dictionary(chunk.type):
+                    return None
+                d = chunk.dictionary
+                if not pa.types.is_binary(d.type):  # text: its UTF-8 bytes, the same buffers
+                    if pa.types.is_large_string(d.type) or pa.types.is_large_binary(d.type):
+                        return None  # (pyarrow reads dictionaries as 32-bit offsets; anything else: encode)
+                    d = pa.Array.from_buffers(pa.binary(), len(d), d.buffers(), offset=d.offset)
+                tag = (len(d), d.offset, *(b.address if b is not None else 0 for b in d.buffers()))
+                offs = np.frombuffer(d.buffers()[1], np.int32)[d.offset:d.offset + len(d) + 1]
+                if tag not in seen:
+                    enc = encs[c] = Encoder(2 * len(d)) if encs[c] is None else encs[c]
+                    seen[tag] = [enc.add(_views(offs, d.buffers()[2])), -1, len(d)]
+                    dicts[c].append((offs, d.buffers()[2]))
+                entry = seen[tag]
+                ind = chunk.indices
+                if ind.type != pa.int32():
+                    return None
+                bufs = ind.buffers()
+                ix = np.frombuffer(bufs[1], np.int32, count=n, offset=4 * ind.offset)
+                if ind.null_count:
+                    ok = np.unpackbits(np.frombuffer(bufs[0], np.uint8), bitorder="little")[ind.offset:ind.offset + n]
+                    ix = np.where(ok.astype(bool), ix, -1)
+                # first-record order: each new highest index is the previous highest + 1
+                run = np.maximum.accumulate(np.concatenate([np.array([entry[1]], np.int32), ix]))
+                if run.size > 1 and (int(np.diff(run).max()) > 1):
+                    return None
+                entry[1] = int(run[-1])
+                ids = entry[0]
+                got = out[r0:r0 + n]
+                np.take(ids, np.maximum(ix, 0), out=got)
+                if ind.null_count:
+                    got[ix < 0] = -1
+                if c == "key" and "key_size" not in file_names:
+                    klen = np.diff(offs).astype(np.int64)
+                    tot[r0:r0 + n] += np.where(ix >= 0, klen[np.maximum(ix, 0)], 0)
+                r0 += n
+            if r0 != n_rg:
+                raise InputError(f"{path}: columns of different lengths")
+            if any(e[1] != e[2] - 1 for e in seen.values()):
+                return None  # an entry no record uses: the row-order ids would not have it
+        size[row:row + n_rg] = tot
+        row += n_rg
+        del t
+    if row != n_rows:
+        raise InputError(f"{path}: columns of different lengths")
+    ident_check()
+    values = {}
+    for c in columns:
+        enc = encs[c]
+        firsts = enc.firsts[:enc.ng].copy() if enc is not None else np.zeros(0, np.int64)
+        values[c] = _gather(dicts[c], firsts).alias(c)
+    return codes, values, size

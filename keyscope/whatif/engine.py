@@ -103,10 +103,13 @@ class WhatIf:
         if firsts and len(sample) >= COMPILED_MIN_ROWS:
             # large samples: every table (plain included) from integer codes, compiled; the field
             # tables keep their codes (their values are gathered only where needed: _values)
+            names = [f for fs in firsts for f in fs]
+            encoded = self._file_codes(["key", *dict.fromkeys(names)])
             coded = group_by_codes(
-                self._records(*(f for fs in firsts for f in fs)), firsts, self.today_partitions, coded=True,
-                keep_codes=record_fields,
+                None if encoded is not None else self._records(*names), firsts, self.today_partitions, coded=True,
+                keep_codes=record_fields, encoded=encoded,
             )
+            del encoded
         if coded is not None:
             key_index, tables, self._cache["record-kid"], self._dicts, self._cache["record-codes"] = coded
             for fs, table in zip([(), *firsts], tables):
@@ -225,6 +228,31 @@ class WhatIf:
         self._cache[key] = g
         return g
 
+    def _file_codes(self, cols: list[str]):
+        """The records' codes of ``cols`` (key first), sizes and partitions read from the sample file's dictionary
+        pages (:func:`keyscope.io.parquet.dictionary_codes`), or None: the keys are not only in the file (a
+        frame, or read already) or not dictionary pages; the caller then encodes the columns.
+
+        Why: reading key and fields as columns (binary views) and encoding every row was most of a
+        cold 10M-record whatif/recommend and most of its memory (docs/benchmarks.md, whatif5).
+        """
+        import polars as pl
+
+        kf = self.sample.key_file()
+        if kf is None:
+            return None
+        from ..io.parquet import dictionary_codes
+
+        path, check, names = kf
+        got = dictionary_codes(path, check, cols, names, len(self.sample))
+        if got is None:
+            return None
+        codes, values, size = got
+        for c in cols[1:]:  # fields are text in a Sample (from_frame casts them)
+            values[c] = values[c].cast(pl.String)
+        part = self.sample.frame("partition")["partition"].to_numpy()
+        return codes, values, size, part
+
     def _translate_kid(self, key_index, record_kid: np.ndarray) -> np.ndarray:
         """Per-record key ids of another key index (``kid, key``) as ids of this WhatIf's (null keys stay -1)."""
         import polars as pl
@@ -309,7 +337,10 @@ class WhatIf:
 
         u = self.units(())
         kp = u.filter(pl.col("key").is_not_null()).group_by("key", "partition").agg(pl.col("n").sum().alias("records"))
-        det = detect_on_sample(kp, self.today_partitions, self.sample)
+        # the null keys from the table, not the records: the key column stays in the file
+        nulls = u.filter(pl.col("key").is_null()).group_by("partition").agg(pl.col("n").sum())
+        null_keys = {int(p): int(v) for p, v in nulls.iter_rows() if v}
+        det = detect_on_sample(kp, self.today_partitions, self.sample, null_keys=null_keys)
         now = current_partitioner(det)
         if now is not None:
             old = (det.get("mixed") or {}).get("switched_from")
