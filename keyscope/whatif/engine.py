@@ -105,6 +105,8 @@ class WhatIf:
             # tables keep their codes (their values are gathered only where needed: _values)
             names = [f for fs in firsts for f in fs]
             encoded = self._file_codes(["key", *dict.fromkeys(names)])
+            if encoded is not None:  # each record's key + value bytes, for the hot keys' records (_hot_frame)
+                self._cache["record-size"] = encoded[2]
             coded = group_by_codes(
                 None if encoded is not None else self._records(*names), firsts, self.today_partitions, coded=True,
                 keep_codes=record_fields, encoded=encoded,
@@ -528,12 +530,41 @@ class WhatIf:
         import polars as pl
 
         rows, hid, hot_kid = self._rows_of_keys(hot_keys)
-        df = self.sample.frame("partition", "offset", "key_size", "value_size")
-        size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-        recs = df.select("partition", "offset", "key_size", "value_size")[rows].select(
-            "partition", "offset", size.alias("size"), pl.Series("hid", hid, dtype=pl.UInt32)
-        )
+        recs = self._hot_frame(rows, hid)
+        if recs is None:
+            df = self.sample.frame("partition", "offset", "key_size", "value_size")
+            size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+            recs = df.select("partition", "offset", "key_size", "value_size")[rows].select(
+                "partition", "offset", size.alias("size"), pl.Series("hid", hid, dtype=pl.UInt32)
+            )
         return recs, hot_kid
+
+    def _hot_frame(self, rows: np.ndarray, hid: np.ndarray):
+        """``partition, offset, size, hid`` of the records at ``rows`` (ascending), or None (read the columns).
+
+        From the sizes kept by the dictionary-page read and the offsets at those rows only
+        (:func:`keyscope.io.parquet.int64_at_rows`): the whole offset, key_size and value_size
+        columns were ~200 MB at the peak of a cold 10M-record recommend.
+        """
+        import polars as pl
+
+        size = self._cache.get("record-size")
+        kf = self.sample.key_file()
+        if size is None or kf is None or "offset" not in kf[2]:
+            return None
+        from ..io.parquet import int64_at_rows
+
+        path, check, _ = kf
+        off = int64_at_rows(path, check, "offset", rows, len(self.sample))
+        if off is None:
+            return None
+        part = self.sample.frame("partition")["partition"]
+        return pl.DataFrame({
+            "partition": part.gather(rows),
+            "offset": pl.Series(off, dtype=pl.Int64),
+            "size": pl.Series(size[rows].astype(np.int64), dtype=pl.Int64),
+            "hid": pl.Series(np.asarray(hid), dtype=pl.UInt32),
+        })
 
     def _hot_records_by_codes(self, key_fields: tuple[str, ...], sep: str, hot_keys):
         """``_hot_records`` for composite keys from the per-record key ids and field codes.
@@ -568,9 +599,13 @@ class WhatIf:
         at = np.minimum(np.searchsorted(sorted_code, rec_code), max(len(sorted_code) - 1, 0))
         match = sorted_code[at] == rec_code if len(sorted_code) else np.zeros(len(rows), np.bool_)
         rows, rec_hid = rows[match], hid[order[at[match]]]
-        df = self.sample.frame("partition", "offset", "key_size", "value_size")
-        size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-        recs = df[rows].select("partition", "offset", size.alias("size"), pl.Series("hid", rec_hid, dtype=pl.UInt32))
+        recs = self._hot_frame(rows, rec_hid)
+        if recs is None:
+            df = self.sample.frame("partition", "offset", "key_size", "value_size")
+            size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+            recs = df[rows].select(
+                "partition", "offset", size.alias("size"), pl.Series("hid", rec_hid, dtype=pl.UInt32)
+            )
         return recs, hot_kid
 
     def _rows_of_keys(self, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -530,7 +530,9 @@ def group_cells(start, cell, W, size):
     K1 = start.shape[0] - 1
     scr_n, scr_b = np.zeros(W, np.int64), np.zeros(W, np.int64)
     touched = np.empty(W, np.int64)
-    cap = max(1024, cell.shape[0] // 8)
+    # a key has at most min(its records, W) cells: that bound sizes the outputs once (growing from n / 8
+    # by doubling held old and new arrays and then a trimmed copy: ~300 MB at a 10M-record recommend's peak)
+    cap = max(1024, int(np.minimum(np.diff(start), W).sum()) + 1)
     out = [np.empty(cap, np.int64) for _ in range(4)]
     stop = np.zeros(2, np.int64)
     fn = _LIB.get()["group_cells"]
@@ -547,6 +549,8 @@ def group_cells(start, cell, W, size):
         for g, o in zip(grown, out):
             g[:ng] = o[:ng]
         out = grown
+    if ng * 8 >= cap * 7:  # nearly full: the arrays as they are (views), not a copy
+        return tuple(o[:ng] for o in out)
     return tuple(o[:ng].copy() for o in out)
 
 

@@ -111,8 +111,12 @@ def group_by_codes(
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         grouped = list(zip(sets, pool.map(one, range(len(sets)))))
+    # (and the sorted copies): 4 bytes a record per set, no longer needed
+    cells = s_cells = np.zeros((0, 0), np.int32)
+    s_size = np.zeros(0, np.int32)
     tables = []
-    for fs, (gk, gc, gn, gb) in grouped:
+    while grouped:  # each set's arrays freed once its frame is made
+        fs, (gk, gc, gn, gb) = grouped.pop(0)
         as_codes = coded and bool(fs)
         cols_out = {"partition": (gc % S).astype(np.int32)}
         if not as_codes:
