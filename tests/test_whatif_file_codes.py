@@ -172,3 +172,27 @@ def test_whatif_cli_json_equal_either_way(monkeypatch, tmp_path):
     assert len(run.results) == len(before.results) >= 1
     for a, b in zip(run.results, before.results):
         _equal(a, b)
+
+
+def test_map_codes_equals_its_reference():
+    from keyscope.whatif import kernels
+
+    rng = np.random.default_rng(2)
+    seen_bad = seen_ok = 0
+    for t in range(400):
+        n, size = int(rng.integers(0, 60)), int(rng.integers(1, 7))
+        ix = rng.integers(-1, size, n).astype(np.int32)
+        if t % 2:  # first-row order (with nulls, -1, anywhere)
+            top = -1
+            for i in range(n):
+                ix[i] = min(ix[i], top + 1)
+                top = max(top, int(ix[i]))
+        ids = rng.integers(0, 1_000, size).astype(np.int32)
+        m0 = int(rng.integers(-1, 3))
+        got, ref = np.empty(n, np.int32), np.empty(n, np.int32)
+        r = kernels.map_codes(ix, ids, m0, got)
+        assert r == kernels.REFERENCES["map_codes"](ix, ids, m0, ref)
+        assert np.array_equal(got, ref)
+        seen_bad += r == -2
+        seen_ok += r != -2
+    assert seen_bad and seen_ok

@@ -375,6 +375,7 @@ def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: i
     import pyarrow.parquet as pq
 
     from .._keytable import Encoder
+    from ..whatif.kernels import map_codes
 
     columns = list(dict.fromkeys(columns))
     try:
@@ -443,20 +444,17 @@ def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: i
                 if ind.null_count:
                     ok = np.unpackbits(np.frombuffer(bufs[0], np.uint8), bitorder="little")[ind.offset:ind.offset + n]
                     ix = np.where(ok.astype(bool), ix, -1)
-                # first-record order: each new highest index is the previous highest + 1
-                run = np.maximum.accumulate(np.concatenate([np.array([entry[1]], np.int32), ix]))
-                if run.size > 1 and (int(np.diff(run).max()) > 1):
-                    return None
-                entry[1] = int(run[-1])
                 ids = entry[0]
                 got = out[r0:r0 + n]
                 if len(ids) == 0:  # an empty dictionary: every row null
                     got[:] = -1
                     r0 += n
                     continue
-                np.take(ids, np.maximum(ix, 0), out=got)
-                if ind.null_count:
-                    got[ix < 0] = -1
+                # the global ids, checking first-record order: each new highest index is the previous highest + 1
+                top = map_codes(ix, ids, entry[1], got)
+                if top == -2:
+                    return None
+                entry[1] = top
                 if c == "key" and "key_size" not in file_names:
                     klen = np.diff(offs).astype(np.int64)
                     tot[r0:r0 + n] += np.where(ix >= 0, klen[np.maximum(ix, 0)], 0)
