@@ -58,6 +58,9 @@ def test_a_field_null_everywhere_and_a_row_group_of_null_keys(tmp_path):
     s = make_sample(seed=4, n=6_000, keys=200)
     df = s.df.with_columns(pl.lit(None, dtype=pl.String).alias("region"))
     df = df.with_columns(pl.when(pl.int_range(pl.len()) < 1_500).then(None).otherwise(pl.col("key")).alias("key"))
+    df = df.with_columns(  # null and real value sizes
+        pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.int_range(pl.len()) % 500).alias("value_size")
+    )
     path = tmp_path / "s.parquet"
     write(Sample.from_frame(df, partition_count=3), path)
     assert_codes_equal_encode(path)
