@@ -91,9 +91,11 @@ def group_by_codes(
     fields = cols[1:]
     dense = [(K + 1) * w <= DENSE_CELLS for w in cells_w]
     # the wide sets' cells first, so the sort by key reads them as one view (cells[wide] copied n x sets int32)
-    order = sorted(range(len(sets)), key=lambda r: dense[r])
+    # a dense set of no fields (the plain table) has its partition as its cell: no row of cells for it
+    # (40 MB and a pass at 10M records)
+    order = sorted((r for r in range(len(sets)) if sets[r] or not dense[r]), key=lambda r: dense[r])
     row_of = {r: i for i, r in enumerate(order)}
-    members = np.full((len(sets), max(1, max(len(fs) for fs in sets))), -1, np.int64)
+    members = np.full((len(order), max(1, max(len(fs) for fs in sets))), -1, np.int64)
     for r in order:
         members[row_of[r], : len(sets[r])] = [fields.index(f) for f in sets[r]]
     cells = make_cells(part, S, codes, np.array([widths[f] for f in fields] or [1], np.int64), members)
@@ -106,7 +108,7 @@ def group_by_codes(
 
     def one(r):
         if dense[r]:
-            return dense_cells(kid, K, cells[row_of[r]], cells_w[r], size)
+            return dense_cells(kid, K, cells[row_of[r]] if r in row_of else part, cells_w[r], size)
         return group_cells(start, s_cells[row_of[r]], cells_w[r], s_size)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
