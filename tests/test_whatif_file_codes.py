@@ -199,3 +199,23 @@ def test_map_codes_equals_its_reference():
         seen_bad += r == -2
         seen_ok += r != -2
     assert seen_bad and seen_ok
+
+
+def test_too_wide_for_codes_falls_back_with_the_same_results(monkeypatch, tmp_path):
+    """More cells than the coded tables hold: read from the file, then grouped as columns; same predictions."""
+    import keyscope.whatif.tables as wt
+
+    monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
+    s = make_sample(seed=15, n=4_000, keys=300)
+    path = tmp_path / "s.parquet"
+    write(s, path)
+    fields = ("user_id", "region")
+    ref = WhatIf(read_sample(path), group_fields=fields, record_fields=fields)
+    monkeypatch.setattr(wt, "MAX_CELLS", 4)
+    wide = WhatIf(read_sample(path, columns=("partition",)), group_fields=fields, record_fields=fields)
+    assert "record-size" not in wide._cache and "record-kid" not in wide._cache
+    for sc in SCENARIOS:
+        a, b = ref.evaluate(sc), wide.evaluate(sc)
+        np.testing.assert_allclose(a.records, b.records, rtol=0, atol=1e-9)
+        assert (a.keys_total, a.keys_moved, a.keys_split, a.salted_keys) == (b.keys_total, b.keys_moved,
+                                                                             b.keys_split, b.salted_keys)  # fmt: skip

@@ -112,6 +112,8 @@ class WhatIf:
                 keep_codes=record_fields, encoded=encoded,
             )
             del encoded
+            if coded is None:  # too wide for the coded tables: the records are read as columns below
+                self._cache.pop("record-size", None)
         if coded is not None:
             key_index, tables, self._cache["record-kid"], self._dicts, self._cache["record-codes"] = coded
             for fs, table in zip([(), *firsts], tables):
