@@ -15,6 +15,7 @@ from keyscope.advice import Constraints, recommend
 from keyscope.io import parquet as kpq
 from keyscope.sample import META_KEY, Sample, read_sample
 from keyscope.whatif.engine import WhatIf
+from keyscope.whatif.kernels import map_codes
 from tests.test_scenarios import SCENARIOS, make_sample
 
 
@@ -29,7 +30,7 @@ def write(s: Sample, path, row_group_size: int = 1_500, drop=(), **kw) -> None:
 def codes_of(path, cols):
     s = read_sample(path, columns=("partition",))
     p, check, names = s.key_file()
-    return kpq.dictionary_codes(p, check, cols, names, len(s))
+    return kpq.dictionary_codes(p, check, cols, names, len(s), map_codes)
 
 
 def assert_codes_equal_encode(path, cols=("key", "user_id", "region")):

@@ -415,7 +415,7 @@ def _first_line(e: Exception) -> str:
 # ---- per-record dictionary codes (what-if's unit tables) ------------------------------------
 
 
-def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: int):
+def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: int, map_codes):
     """Per-record dictionary codes of binary/text ``columns`` straight from the file's dictionary pages, or None.
 
     Returns ``(codes, dicts, size)``: ``codes[c]`` int32 per record, dense ids
@@ -435,12 +435,14 @@ def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: i
     in the order of their first rows and every entry is used (pyarrow's
     writer does both); that is checked per chunk (a running maximum), and
     anything else gives None, so the caller encodes the column instead.
+    ``map_codes(ix, ids, m0, out)`` is the caller's compiled index-to-id pass
+    (:func:`keyscope.whatif.kernels.map_codes`): passed in so that ``io`` does
+    not import the what-if package, which sits above it.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from .._keytable import Encoder
-    from ..whatif.kernels import map_codes
 
     columns = list(dict.fromkeys(columns))
     try:

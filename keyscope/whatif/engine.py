@@ -246,9 +246,10 @@ class WhatIf:
         if kf is None:
             return None
         from ..io.parquet import dictionary_codes
+        from .kernels import map_codes
 
         path, check, names = kf
-        got = dictionary_codes(path, check, cols, names, len(self.sample))
+        got = dictionary_codes(path, check, cols, names, len(self.sample), map_codes)
         if got is None:
             return None
         codes, values, size = got
