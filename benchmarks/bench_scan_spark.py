@@ -60,6 +60,20 @@ def engine_scan(bs: str, topic: str, tmp: Path, engine: list[str], extra: list[s
             "rss_mb": rss, "scan_seconds": doc["elapsed_s"], "profile": str(out)}
 
 
+def same_exact(a, b) -> bool:
+    """The exact counters two profiles must share whatever engine or protocol read them."""
+    return a.partitions == b.partitions and a.agreement == b.agreement and a.loads(
+        "key", "murmur2", 64) == b.loads("key", "murmur2", 64)
+
+
+def summarise(runs: dict, n: int) -> list[dict]:
+    """One row per peer: median seconds and records/s, the worst peak RSS."""
+    return [{"peer": peer, "seconds": (secs := statistics.median(r["seconds"] for r in rs)), "records_per_s": n / secs,
+             "rss_mb": max(r["rss_mb"] for r in rs),
+             "scan_seconds": statistics.median(r["scan_seconds"] for r in rs), "runs": len(rs)}
+            for peer, rs in runs.items()]
+
+
 def secured(n: int, repeat: int, env: dict, json_path) -> int:
     """PLAINTEXT against SASL_SSL, for --workers 1 and --spark local[2], on the node of tests/secured."""
     from keyscope.scan import read_profile
@@ -90,15 +104,9 @@ def secured(n: int, repeat: int, env: dict, json_path) -> int:
                         runs.setdefault(r["peer"], []).append(r)
             profiles = [read_profile(rs[-1]["profile"]) for rs in runs.values()]
             for b in profiles[1:]:
-                a = profiles[0]
-                if a.partitions != b.partitions or a.agreement != b.agreement or a.loads(
-                        "key", "murmur2", 64) != b.loads("key", "murmur2", 64):
+                if not same_exact(profiles[0], b):
                     raise SystemExit("the profiles' exact counters differ between engines or protocols")
-    rows = []
-    for peer, rs in runs.items():
-        secs = statistics.median(r["seconds"] for r in rs)
-        rows.append({"peer": peer, "seconds": secs, "records_per_s": n / secs, "rss_mb": max(r["rss_mb"] for r in rs),
-                     "scan_seconds": statistics.median(r["scan_seconds"] for r in rs), "runs": len(rs)})
+    rows = summarise(runs, n)
     for r in rows:
         same = next(x for x in rows if x["peer"] == r["peer"].replace(" SASL_SSL", " PLAINTEXT"))
         r["vs_plaintext"] = same["seconds"] / r["seconds"]
@@ -143,14 +151,9 @@ def main(argv=None) -> int:
                 runs.setdefault(r["peer"], []).append(r)
         a = read_profile(tmp / "bench-spark.1.json")
         b = read_profile(sp["profile"])
-        if a.partitions != b.partitions or a.agreement != b.agreement or a.loads("key", "murmur2", 64) != b.loads(
-                "key", "murmur2", 64):
+        if not same_exact(a, b):
             raise SystemExit("the Spark profile's exact counters differ from --workers 1's")
-    rows = []
-    for peer, rs in runs.items():
-        secs = statistics.median(r["seconds"] for r in rs)
-        rows.append({"peer": peer, "seconds": secs, "records_per_s": n / secs, "rss_mb": max(r["rss_mb"] for r in rs),
-                     "scan_seconds": statistics.median(r["scan_seconds"] for r in rs), "runs": len(rs)})
+    rows = summarise(runs, n)
     base = rows[0]["seconds"]
     for r in rows:
         r["vs_workers_1"] = base / r["seconds"]
