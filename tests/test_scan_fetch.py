@@ -118,11 +118,11 @@ def test_one_fetch_per_leader_covers_its_partitions_and_counts_exactly(spread, r
     todo = [(t, 0) for t in tasks]
     got: dict = {}
 
-    def take(busy, wait):
-        for i, (t, a) in enumerate(todo):
-            if t.partition not in busy:
-                return todo.pop(i)
-        return None
+    def take(busy, wait, room):
+        got = [x for x in todo if x[0].partition not in busy][:room]
+        for x in got:
+            todo.remove(x)
+        return got
 
     scan_group(conn, spec, take, lambda t, res: got.setdefault(t.id, res), width=PARTITIONS)
     assert set(got) == {t.id for t in tasks}

@@ -248,7 +248,7 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
                     for t in tasks:
                         _run_here(conn, spec, t, kept, state, here)
                 else:
-                    _run_groups(THREADS_HERE, conn, spec, handed, kept, state, progress=here)
+                    _run_groups(THREADS_HERE, conn, spec, handed, kept, state, progress=here, leaders=leaders)
             finally:
                 close_consumers()
         else:
@@ -258,7 +258,7 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
 
             try:  # the scanning process runs one worker's share itself: workers - 1 processes are forked
                 _run_procs(min(workers, len(tasks)) - 1, conn, spec, handed, kept, state, progress=here,
-                           here=WORKER_THREADS)
+                           here=WORKER_THREADS, leaders=leaders)
             finally:
                 close_consumers()
     except KeyboardInterrupt:
@@ -306,16 +306,34 @@ def _width(tasks, groups: int) -> int:
     return max(1, -(-len({t.partition for t in tasks}) // max(1, groups)))
 
 
-def _take_from(todo: list, attempts: dict, busy: set):
-    """The first task of ``todo`` on a partition not in ``busy`` (removed from ``todo``), or None."""
-    for i, t in enumerate(todo):
-        if t.partition not in busy:
-            del todo[i]
-            return t, attempts[t.id]
-    return None
+def _take_from(todo: list, attempts: dict, busy: set, room: int, leaders: dict, ok=None) -> list:
+    """Up to ``room`` tasks of ``todo`` (removed from it) as ``(task, attempt)``, on distinct partitions not
+    in ``busy``, those led by a leader the group already reads from first (one Fetch covers them), in
+    ``todo``'s order otherwise.  Taken at once, under the caller's lock: groups starting together would
+    otherwise interleave and each get one partition of every leader."""
+    out: list = []
+    busy = set(busy)
+    near = {leaders.get(p) for p in busy}
+    while len(out) < room:
+        pick = None
+        for i, t in enumerate(todo):
+            if t.partition in busy or (ok is not None and not ok(t)):
+                continue
+            if not near or leaders.get(t.partition) in near:
+                pick = i
+                break
+            if pick is None:
+                pick = i
+        if pick is None:
+            break
+        t = todo.pop(pick)
+        out.append((t, attempts[t.id]))
+        busy.add(t.partition)
+        near.add(leaders.get(t.partition))
+    return out
 
 
-def _run_groups(threads, conn, spec, tasks, kept, state, progress=None) -> None:
+def _run_groups(threads, conn, spec, tasks, kept, state, progress=None, leaders=None) -> None:
     """Tasks in ``threads`` groups in this process (task.scan_group), each group taking tasks as it has room.
 
     A task that fails is put back (with one more attempt) for any group to take; a result is kept per task."""
@@ -329,9 +347,9 @@ def _run_groups(threads, conn, spec, tasks, kept, state, progress=None) -> None:
     width = _width(tasks, threads)
     pool: list = []
 
-    def take(busy, wait):
+    def take(busy, wait, room):
         with lock:
-            return None if stop.is_set() else _take_from(todo, attempts, busy)
+            return [] if stop.is_set() else _take_from(todo, attempts, busy, room, leaders or {})
 
     def on_result(t, res) -> None:
         if isinstance(res, BaseException):
@@ -404,7 +422,7 @@ def _preload() -> None:
 
 
 def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool = False,
-                 width: int = 1) -> None:
+                 width: int = 1, leaders: dict | None = None) -> None:
     """A worker process: tasks arrive on ``tasks_in`` (None: stop), ``threads`` groups of up to ``width``
     tasks run at once (task.scan_group: one Fetch per leader for a group's partitions), each task's result
     (or failure) goes back on this process's own pipe, so a process that dies breaks no other's pipe.
@@ -418,7 +436,8 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
     # kills the workers); a worker forked from it must not raise KeyboardInterrupt nor inherit its SIGTERM handler.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    todo: list = []  # (task, attempt) received, not taken by a group yet
+    todo: list = []  # tasks received, not taken by a group yet
+    attempts: dict[int, int] = {}
     closed = [False]
     cond = threading.Condition()
     send_lock = threading.Lock()
@@ -427,15 +446,12 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
         with send_lock:
             results_out.send(msg)
 
-    def take(busy, wait):
+    def take(busy, wait, room):
         with cond:
             while True:
-                for i, (t, attempt) in enumerate(todo):
-                    if t.partition not in busy:
-                        del todo[i]
-                        return t, attempt
-                if not wait or closed[0]:
-                    return None
+                got = _take_from(todo, attempts, busy, room, leaders or {})
+                if got or not wait or closed[0]:
+                    return got
                 cond.wait()
 
     last: dict[int, float] = {}
@@ -472,7 +488,8 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
             if item is None:
                 break
             with cond:
-                todo.append(item)
+                todo.append(item[0])
+                attempts[item[0].id] = item[1]
                 cond.notify_all()
     except EOFError:  # the scanning process is gone
         pass
@@ -485,7 +502,7 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
 
 
 def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_THREADS, progress=None,
-               hold: int = WORKER_HOLD, here: int = 0) -> None:
+               hold: int = WORKER_HOLD, here: int = 0, leaders: dict | None = None) -> None:
     """Local worker processes, each running ``threads`` groups of tasks at once (see WORKER_THREADS), and
     ``here`` groups in this process's own threads (the scanning process is a worker too: it only waits
     otherwise, and one process fewer is one start, one client and its pages fewer: --workers 2 forks one).
@@ -526,8 +543,8 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
         c = ctx if not here else _pool_context()
         t_r, t_w = c.Pipe(duplex=False)
         r_r, r_w = c.Pipe(duplex=False)
-        proc = c.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads, progress is not None, width),
-                         daemon=True)
+        proc = c.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads, progress is not None, width,
+                                                    leaders), daemon=True)
         proc.start()
         t_r.close()
         r_w.close()
@@ -571,18 +588,17 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
             raise KafkaError(f"task {tid} failed: {payload}" if tid >= 0 else f"a scan worker failed: {payload}")
 
     # ---- the groups run in this process
-    def take(busy, wait_):
+    def here_ok(t) -> bool:  # a task set to kill its process (tests) is left to the worker processes
+        return not (attempts[t.id] == 0 and spec.fault.get(t.id) == "exit")
+
+    def take(busy, wait_, room):
         with mu:
             while True:
                 if stop.is_set():
-                    return None
-                for i, t in enumerate(todo):
-                    # a task set to kill its process (tests) is left to the worker processes
-                    if t.partition not in busy and not (attempts[t.id] == 0 and spec.fault.get(t.id) == "exit"):
-                        del todo[i]
-                        return t, attempts[t.id]
-                if not wait_ or len(done) == len(tasks):
-                    return None
+                    return []
+                got = _take_from(todo, attempts, busy, room, leaders or {}, here_ok)
+                if got or not wait_ or len(done) == len(tasks):
+                    return got
                 mu.wait(0.25)
 
     def on_result(t, res) -> None:

@@ -162,7 +162,7 @@ def scan_task(conn, spec: ScanSpec, task: Task, attempt: int = 0, progress=None)
         return _Accumulator(spec, task).result()
     todo = [(task, attempt)]
     out: list = []
-    scan_group(conn, spec, lambda busy, wait: todo.pop() if todo else None,
+    scan_group(conn, spec, lambda busy, wait, room: [todo.pop()] if todo else [],
                lambda t, res: out.append(res), progress)
     if isinstance(out[0], BaseException):
         raise out[0]
@@ -217,9 +217,9 @@ def scan_group(conn, spec: ScanSpec, take, on_result, progress=None, width: int 
     Why: one request per task and partition left the broker answering one small fetch at a time per
     thread; a request covering every partition of a leader brings them all in one round trip.
 
-    Tasks stay the unit of work: ``take(busy partitions, wait)`` gives the next ``(task, attempt)`` on a
-    partition not busy here (None: none now; with ``wait``, none left), at most ``width`` at once, at most
-    one task per partition at a time; ``on_result(task, Profile | KafkaError)`` as each task ends, so a
+    Tasks stay the unit of work: ``take(busy partitions, wait, room)`` gives up to ``room`` more
+    ``(task, attempt)`` on partitions not busy here (empty: none now; with ``wait``, none left), so at
+    most ``width`` at once, at most one task per partition at a time; ``on_result(task, Profile | KafkaError)`` as each task ends, so a
     failed task is retried alone and a completed one is kept alone.  ``stopped()``: true when the caller
     gives up (Ctrl-C): the group returns, its tasks unfinished and unreported."""
     from ..kafka import client as kafka_io
@@ -278,15 +278,17 @@ def scan_group(conn, spec: ScanSpec, take, on_result, progress=None, width: int 
         while True:
             if stopped is not None and stopped():
                 return
-            while len(active) < width:
-                got = take(set(active) | set(flying), not active and not flying)
-                if got is None:
+            room = width - len(active)
+            while room > 0:
+                got = take(set(active) | set(flying), not active and not flying, room)
+                if not got:
                     break
-                t, attempt = got
-                if t.span == 0:
-                    on_result(t, _Accumulator(spec, t).result())
-                    continue
-                active[t.partition] = _Run(spec, t, attempt)
+                for t, attempt in got:
+                    if t.span == 0:
+                        on_result(t, _Accumulator(spec, t).result())
+                        continue
+                    active[t.partition] = _Run(spec, t, attempt)
+                room = width - len(active)
             if not active and not flying:
                 return
             if fetcher is None:
