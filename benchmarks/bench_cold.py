@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import parser, print_table, write_json  # noqa: E402
+from benchmarks.common import measured_child, parser, print_table, write_json  # noqa: E402
 
 TOPIC = "bench-cold"
 PARTITIONS = 6
@@ -67,15 +67,10 @@ def keyscope_cmd() -> list[str]:
 
 def run_child(cmd: list[str], stdout=subprocess.DEVNULL, env=None) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of one fresh child; exits if it fails."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
-    err = proc.stderr.read()  # the child cannot block on a full stderr pipe
-    _, status, usage = os.wait4(proc.pid, 0)
-    secs = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{err.decode(errors='replace')[-800:]}")
-    return secs, usage.ru_maxrss / 1024
+    m = measured_child(cmd, stdout=stdout, env=env)
+    if m.returncode != 0:
+        raise SystemExit(f"failed ({m.returncode}): {shlex.join(cmd)}\n{m.stderr[-800:]}")
+    return m.seconds, m.rss_mb
 
 
 def measure(cands: dict, repeat: int) -> dict:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import best_of, parser, peak_rss_mb, print_table, write_json  # noqa: E402
+from benchmarks.common import best_of, measured_child, parser, peak_rss_mb, print_table, write_json  # noqa: E402
 from keyscope.kafka.broker import EmbeddedBroker  # noqa: E402
 
 TOPIC = "bench-sample"
@@ -62,16 +61,11 @@ def produce(bootstrap: str, n: int) -> None:
 
 
 def run_child(cmd: list[str], stdout, env=None) -> tuple[float, float, int]:
-    """(seconds, peak RSS MB, exit code) of one child process, measured with wait4."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err[-500:]}")
-    return elapsed, usage.ru_maxrss / 1024, proc.returncode
+    """(seconds, peak RSS MB, exit code) of one child process, measured by common.measured_child."""
+    m = measured_child(cmd, stdout=stdout, env=env)
+    if m.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({m.returncode}): {m.stderr[-500:]}")
+    return m.seconds, m.rss_mb, m.returncode
 
 
 def kcat_env(tmp: Path) -> dict | None:

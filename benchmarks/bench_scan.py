@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_sample import kcat_env  # noqa: E402
-from benchmarks.common import parser, print_table, write_json  # noqa: E402
+from benchmarks.common import measured_child, parser, print_table, write_json  # noqa: E402
 from keyscope.kafka.broker import EmbeddedBroker  # noqa: E402
 
 PARTITIONS = 6
@@ -75,14 +75,10 @@ def produce_in_child(bootstrap: str, topic: str, n: int, distinct: int) -> None:
 
 def _child(cmd: list[str], stdout, env=None, cwd=None) -> tuple[float, float, float]:
     """(wall seconds, user+sys CPU seconds, peak RSS MB) of one child process and what it waited for."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    secs = time.perf_counter() - t
-    err = proc.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[:4]} failed: {err[-500:]}")
-    return secs, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    m = measured_child(cmd, stdout, env=env, cwd=cwd)
+    if m.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed: {m.stderr[-500:]}")
+    return m.seconds, m.cpu_s, m.rss_mb
 
 
 def compiled(root: Path) -> None:

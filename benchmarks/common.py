@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +40,58 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# A child's ru_maxrss is at least the peak RSS of the process it was forked from: Linux carries the
+# old address space's high-water mark over at exec, and Python's subprocess forks with vfork, which
+# borrows the parent's.  A benchmark grown to 654 MB by producing records measured every child,
+# kcat included, at 654 MB (sample5, 2026-12-02).  So each measured command is started by a small
+# launcher (`python -S`, ~9 MB) that forks it from its own fresh address space, waits for it and
+# writes the grandchild's own wall time, CPU and peak RSS to a pipe.
+_LAUNCH = """import os, sys, time
+fd = int(sys.argv[1])
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as e:
+        os.write(2, f"cannot run {sys.argv[2]}: {e}".encode())
+        os._exit(127)
+_, st, ru = os.wait4(pid, 0)
+os.write(fd, f"{time.perf_counter() - t} {ru.ru_utime + ru.ru_stime} {ru.ru_maxrss}".encode())
+code = os.waitstatus_to_exitcode(st)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One fresh child process: its own wall seconds, user+sys CPU seconds and peak RSS (MB)."""
+
+    seconds: float
+    cpu_s: float
+    rss_mb: float
+    returncode: int
+    stderr: str
+
+
+def measured_child(cmd: list[str], stdout=subprocess.DEVNULL, env=None, cwd=None) -> Measured:
+    """Run ``cmd`` as a user would, measured by the launcher above (stderr is captured)."""
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCH, str(w), *cmd], stdout=stdout,
+                                stderr=subprocess.PIPE, env=env, cwd=cwd, pass_fds=(w,))
+    finally:
+        os.close(w)
+    err = proc.stderr.read().decode(errors="replace")  # the child cannot block on a full stderr pipe
+    proc.wait()
+    with os.fdopen(r, "rb") as f:
+        got = f.read().split()
+    if len(got) != 3:
+        raise SystemExit(f"the measuring launcher failed ({proc.returncode}) for {cmd[:4]}: {err[-500:]}")
+    return Measured(float(got[0]), float(got[1]), int(got[2]) / 1024, proc.returncode, err)
 
 
 def print_table(title: str, headers: list[str], rows: list[list[Any]]) -> None:
