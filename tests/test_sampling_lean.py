@@ -71,6 +71,9 @@ def test_the_client_is_chosen_by_the_security_protocol():
     sasl = resolve("127.0.0.1:9092", overrides=["security.protocol=SASL_PLAINTEXT", "sasl.mechanism=PLAIN",
                                                 "sasl.username=u", "sasl.password=p"])
     assert _kafka_io(sasl) is client
+    # the lean client sends client id "keyscope": a configured one goes through kafka-python, which sends it
+    assert _kafka_io(resolve("127.0.0.1:9092", overrides=["client.id=oncall"])) is client
+    assert _kafka_io(resolve("127.0.0.1:9092", overrides=["client.id=keyscope"])) is leanio
 
 
 def test_both_clients_read_the_same_file(broker, topic_name, tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ Why: with kafka-python, a cold 5M-record ``keyscope sample`` spent ~0.4 s before
 import, the probe then the consumer's own bootstrap, a metadata round trip per question) and its IO
 thread took every answer through kafka-python's protocol classes.  The lean client connects once (the
 probe's own steps: TCP, TLS, ApiVersions) and imports nothing of kafka-python; SASL stays on
-kafka-python (its mechanisms authenticate, and its errors are the ones the SASL tests name).
+kafka-python (its mechanisms authenticate, and its errors are the ones the SASL tests name), and so does
+a configured ``client.id`` (the lean client sends its own).
 
 The interface is what :mod:`.fetch` uses of :mod:`keyscope.kafka.client` (``open_consumer``,
 ``topic_partitions``, ``watermarks``, ``offsets_for_time``, ``RawFetcher``, ``throttled``), so the
@@ -28,8 +29,12 @@ REFRESH_TIMEOUT_S = 2.0  # a metadata refresh after an error: the fetch loop ret
 
 
 def use_lean(conn) -> bool:
-    """The lean client, unless SASL is configured (kafka-python's mechanisms authenticate)."""
-    return not conn.protocol.upper().startswith("SASL_")
+    """The lean client, unless SASL is configured (kafka-python's mechanisms authenticate) or a
+    ``client.id`` other than keyscope's (the lean client always sends ``keyscope``; quotas and broker
+    logs go by the client id, so a configured one must reach the broker)."""
+    if conn.protocol.upper().startswith("SASL_"):
+        return False
+    return conn.kwargs.get("client_id", "keyscope") == "keyscope"
 
 
 class _Client(lean.Client):
