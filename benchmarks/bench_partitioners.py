@@ -340,7 +340,7 @@ def run(argv=None) -> dict:
                     "-" if rate_c is None else f"{rate_mt / rate_c:.2f}x",
                     f"{rate1 / rate_peer:,.0f}x",
                 ])
-            del keys, large
+            keys = large = None  # free this shape's columns before the next one (not `del`: the timed lambdas close over them)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -445,7 +445,8 @@ def _count(sample, compiled: bool | None) -> _Counts:
     if src is not None:  # keys still only in the file: group its dictionary pages (keyscope.io.parquet)
         from .io.parquet import dictionary_keys
 
-        part = sample.frame("partition")["partition"]  # (in memory: checked in range by read_sample)
+        # the partitions in memory (checked in range by read_sample), else read with the keys' pages
+        part = sample.frame("partition")["partition"] if sample.loaded("partition") else None
         kp = dictionary_keys(src[0], src[1], max(n_parts, 1), src[2], parts=part)
         extremes = None  # partition_rates reads offsets and times only if the metadata lacks them
     if kp is None:

@@ -163,10 +163,13 @@ def _check_partition_id(p: int) -> None:
 class Sample:
     """Records plus metadata.  Build with :meth:`from_frame`, load with :func:`read_sample`."""
 
-    def __init__(self, df, meta: SampleMeta, pending: "_Pending | None" = None):
+    def __init__(self, df, meta: SampleMeta, pending: "_Pending | None" = None, footer: tuple | None = None):
         self._df = df
         self.meta = meta
         self._pending = pending  # columns still in the file (read_sample reads only partition and key)
+        # (records, largest partition + 1) from the file's footer while even the partition column is
+        # still in the file (read_sample(..., columns=())); None once it is read
+        self._footer = footer
 
     @property
     def df(self):
@@ -177,7 +180,11 @@ class Sample:
 
     @df.setter
     def df(self, df) -> None:
-        self._df, self._pending = df, None
+        self._df, self._pending, self._footer = df, None, None
+
+    def loaded(self, name: str) -> bool:
+        """Is column ``name`` in memory (not only in the file)?"""
+        return name in self._df.columns
 
     @property
     def columns(self) -> list[str]:
@@ -207,11 +214,18 @@ class Sample:
         return p.path, p.check_same, set(p.file_names)
 
     def _load(self, names) -> None:
+        if self._footer is not None:  # the partition column first: every other column is hstacked to it
+            names = ["partition", *(n for n in names if n != "partition")]
+        path = self._pending.path
         df, self._pending = self._pending.load(self._df, names)
+        if self._footer is not None:
+            if df.height != self._footer[0]:
+                raise InputError(f"{path}: columns of different lengths")
+            self._footer = None
         self._df = df
 
     def __len__(self) -> int:
-        return self._df.height
+        return self._df.height if self._footer is None else self._footer[0]
 
     def __repr__(self) -> str:
         return f"<Sample topic={self.meta.topic!r} records={len(self)} partitions={self.partition_count}>"
@@ -219,6 +233,8 @@ class Sample:
     @property
     def partition_count(self) -> int:
         """Partitions of the topic (not only those sampled)."""
+        if self._footer is not None:
+            return max(self.meta.partition_count or 0, self._footer[1])
         seen = int(self._df["partition"].max()) + 1 if self._df.height else 0
         return max(self.meta.partition_count or 0, seen)
 
@@ -443,6 +459,11 @@ def read_sample(path: str | Path, columns=("partition", "key")) -> Sample:
     (:meth:`Sample.frame`), each checked and cast as :meth:`Sample.from_frame`
     would.  ``columns=("partition",)``: ``analyze`` reads the keys from the
     file's dictionary pages instead (:meth:`Sample.key_file`), never as a column.
+    ``columns=()``: not the partition column either, when the footer says
+    enough (a keyscope file whose every row group has the partitions'
+    min/max statistics and no null partition): the record count and the
+    largest partition come from it, and ``analyze`` reads the partitions with
+    the keys' pages (:mod:`keyscope.io.parquet`); otherwise as ``("partition",)``.
     """
     import polars as pl
 
@@ -480,6 +501,22 @@ def read_sample(path: str | Path, columns=("partition", "key")) -> Sample:
         _normalise(pl.DataFrame(schema=schema), extra)
     except Exception as e:  # a column of a type we cannot use
         raise InputError(f"{path}: unusable columns ({_first_line(e)})") from None
+    footer = None
+    if not with_key and "partition" not in columns and raw and schema["partition"] == pl.Int32 \
+            and not _risky_columns(schema):  # (a risky column is read below, with the partitions)
+        footer = _footer_partitions(path)
+    if footer is not None:
+        n, pmin, pmax = footer
+        try:
+            _check_partition_range(pmin, pmax)
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+        sample = Sample(pl.DataFrame(), meta, _Pending(path, ident, names, extra, False, False), footer=(n, pmax + 1))
+        sample.meta.partition_count = max(meta.partition_count or 0, pmax + 1)
+        if sample.meta.partition_count > MAX_PARTITIONS:
+            raise InputError(f"{path}: partition count {sample.meta.partition_count:,} is beyond keyscope's "
+                             f"limit of {MAX_PARTITIONS:,}")  # fmt: skip
+        return sample
     try:
         df = pl.read_parquet(path, columns=["partition", "key"] if with_key else ["partition"])
     except Exception as e:
@@ -552,23 +589,62 @@ def _normalise(df, extra):
 
 
 def _check_partitions(df) -> None:
-    if df.height and df["partition"].min() < 0:
+    if df.height:
+        _check_partition_range(df["partition"].min(), df["partition"].max())
+
+
+def _check_partition_range(pmin, pmax) -> None:
+    if pmin is not None and pmin < 0:
         raise InputError("sample has negative partition numbers")
-    if df.height and df["partition"].max() >= MAX_PARTITIONS:
+    if pmax is not None and pmax >= MAX_PARTITIONS:
         raise InputError(
-            f"a record on partition {df['partition'].max()} is beyond keyscope's limit of "
-            f"{MAX_PARTITIONS:,} partitions per topic"
+            f"a record on partition {pmax} is beyond keyscope's limit of {MAX_PARTITIONS:,} partitions per topic"
         )
+
+
+def _footer_partitions(path: Path) -> tuple[int, int, int] | None:
+    """(records, smallest, largest partition) from the Parquet footer's row-group statistics, or None.
+
+    None (read the column) unless every row group has min/max statistics for an INT32 partition
+    column and counts no null partition, and there is at least one record.  keyscope's writers
+    keep those statistics (keyscope.io.sample_format).
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.ParquetFile(path).metadata
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    schema = md.schema
+    names = [schema.column(i).path for i in range(len(schema))]
+    if "partition" not in names or md.num_rows <= 0:
+        return None
+    ci = names.index("partition")
+    lo, hi, rows = None, None, 0
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        rows += rg.num_rows
+        if rg.num_rows == 0:
+            continue
+        st = rg.column(ci).statistics
+        if st is None or not st.has_min_max or st.null_count is None or st.null_count or st.physical_type != "INT32":
+            return None
+        lo = int(st.min) if lo is None else min(lo, int(st.min))
+        hi = int(st.max) if hi is None else max(hi, int(st.max))
+    if lo is None or hi is None or rows != md.num_rows:
+        return None
+    return md.num_rows, lo, hi
 
 
 class _Pending:
     """Columns of a sample file not yet read; read on demand, from the same file only."""
 
-    def __init__(self, path: Path, ident: tuple, file_names: list[str], extra: list[str], key_read: bool = True):
+    def __init__(self, path: Path, ident: tuple, file_names: list[str], extra: list[str], key_read: bool = True,
+                 partition_read: bool = True):  # fmt: skip
         self.path, self.ident = path, ident
         self.file_names = set(file_names)
         self.order = [*BASE_COLUMNS, *extra]  # from_frame's column order
-        read = ("partition", "key") if key_read else ("partition",)
+        read = (("partition",) if partition_read else ()) + (("key",) if key_read else ())
         self.names = [c for c in self.order if c not in read]
 
     def check_same(self) -> None:
@@ -594,13 +670,18 @@ class _Pending:
                 cols = pl.read_parquet(path, columns=from_file)
             except Exception as e:
                 raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-            if cols.height != df.height:
+            if df.width and cols.height != df.height:
                 raise InputError(f"{path}: columns of different lengths")
             try:
                 cols = _normalise(cols, [c for c in from_file if c not in BASE_COLUMNS])
             except Exception as e:
                 raise InputError(f"{path}: unusable columns ({_first_line(e)})") from None
-            df = df.hstack(cols)
+            if "partition" in from_file:  # (read_sample(..., columns=()): the range the footer gave, checked)
+                try:
+                    _check_partitions(cols)
+                except InputError as e:
+                    raise InputError(f"{path}: {e}") from None
+            df = df.hstack(cols) if df.width else cols
         fill = {
             "offset": pl.int_range(pl.len()).over("partition").cast(pl.Int64),
             "timestamp": pl.lit(None, dtype=pl.Datetime("ms", "UTC")),

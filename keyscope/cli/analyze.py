@@ -81,6 +81,10 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
       7  the sample's partitions were not read in proportion and cannot be
          re-weighted (a partition with records but none read; no watermarks)
     """
+    if sample_path and not topic and _parquet(sample_path):
+        from ..io import prefetch
+
+        prefetch.start(sample_path)  # the key table read on a thread while the rest is imported
     from ..report import analyze as report
     from ..report.documents import AnalyzeDocument
     from ..analysis import analyze as run_analysis
@@ -101,7 +105,7 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
                 from .scan import analyze_profile_cmd
 
                 return analyze_profile_cmd(sample_path, top, fmt, fail_on_skew)
-        sample = read_sample(sample_path, columns=("partition",))  # keys from the dictionary pages
+        sample = read_sample(sample_path, columns=())  # keys and partitions from the pages, with the key table
     else:
         sample = _sample_now(topic, bootstrap_server, command_config, overrides, max_records, per_partition,
                              from_time, timeout)  # fmt: skip

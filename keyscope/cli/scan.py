@@ -40,7 +40,8 @@ class PartialScan(KeyscopeError):
 @click.option("--dask", "dask", metavar="ADDRESS", default=None,
               help="Run the tasks on this Dask scheduler (tcp://host:8786) instead of local processes.")
 @click.option("--spark", "spark", metavar="MASTER", default=None,
-              help="Run the scan as a PySpark job over Spark's Kafka source (local[2], spark://host:7077).")
+              help="Run the scan as a PySpark job over Spark's Kafka source (local[2], spark://host:7077); "
+              "TLS/SASL settings reach it as Kafka client properties (not AWS_MSK_IAM, GSSAPI, an OAuth token URL).")
 @click.option("--tasks", type=click.IntRange(min=1), default=None, metavar="N",
               help="Split the range into about N offset-range tasks [default: 4 per worker].")
 @click.option("--isolation", type=click.Choice(["read_committed", "read_uncommitted"]), default="read_committed",

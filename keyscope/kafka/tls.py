@@ -160,3 +160,60 @@ def _load_pem_pair(ctx: ssl.SSLContext, key: str, pem: bytes, password: str | No
         if fd >= 0:
             os.close(fd)
         os.unlink(tmp)
+
+
+def pem_material(tls: dict[str, str]) -> tuple[str | None, str | None, str | None]:
+    """(trusted certificates, client certificate chain, client private key) as PEM text, from the same
+    ``ssl.*`` properties :func:`build_context` reads, for a client that takes PEM inline (Spark's
+    executors, which do not see the driver's files).  The key comes out unencrypted PKCS#8, the one form
+    Java's PEM keystore reads without a password; None where the properties give nothing (Java's defaults)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization as ser
+
+    trust: str | None = None
+    inline = tls.get("ssl.truststore.certificates")
+    tkey = "ssl.truststore.location" if tls.get("ssl.truststore.location") else "ssl.ca.location"
+    if inline:
+        trust = inline.replace("\\n", "\n")
+    elif tls.get(tkey):
+        path = tls[tkey]
+        data = _read(tkey, path)
+        if store_type(tkey, path, data, tls.get("ssl.truststore.type")) == "PEM":
+            try:
+                trust = _pem_certs(x509.load_pem_x509_certificates(data))
+            except ValueError:
+                raise UsageError(f"{tkey} {path} holds no usable PEM certificate") from None
+        else:
+            store = _pkcs12(tkey, path, data, tls.get("ssl.truststore.password"))
+            certs = ([store.cert.certificate] if store.cert is not None else []) + [
+                c.certificate for c in store.additional_certs]
+            if not certs:
+                raise UsageError(f"{tkey} {path}: the PKCS12 store holds no certificate")
+            trust = _pem_certs(certs)
+    password = tls.get("ssl.key.password") or tls.get("ssl.keystore.password") or None
+    chain, key = tls.get("ssl.keystore.certificate.chain"), tls.get("ssl.keystore.key")
+    ikey = "ssl.keystore.key"
+    if chain and key:
+        cert_pem, key_pem = chain.replace("\\n", "\n").encode(), key.replace("\\n", "\n").encode()
+    else:
+        ikey = "ssl.keystore.location" if tls.get("ssl.keystore.location") else "ssl.certificate.location"
+        path = tls.get(ikey)
+        if not path:
+            return trust, None, None
+        data = _read(ikey, path)
+        if store_type(ikey, path, data, tls.get("ssl.keystore.type")) == "PKCS12":
+            store = _pkcs12(ikey, path, data, tls.get("ssl.keystore.password"))
+            if store.key is None or store.cert is None:
+                raise UsageError(f"{ikey} {path}: the PKCS12 keystore holds no private key with its certificate")
+            pkcs8 = store.key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()).decode()
+            return trust, _pem_certs([store.cert.certificate] + [c.certificate for c in store.additional_certs]), pkcs8
+        cert_pem = data
+        key_pem = _read("ssl.key.location", tls["ssl.key.location"]) if tls.get("ssl.key.location") else data
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem)
+        pk = ser.load_pem_private_key(key_pem, password.encode() if password else None)
+    except (ValueError, TypeError):
+        raise UsageError(f"{ikey}: cannot load the client certificate and key (PEM, with ssl.key.password if "
+                         "the key is encrypted)") from None
+    pkcs8 = pk.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()).decode()
+    return trust, _pem_certs(certs), pkcs8

@@ -92,17 +92,74 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+# Java login modules for the mechanisms whose settings travel as a JAAS line (the jaas config holds the password:
+# Spark's options are never logged or shown, and spark.sql.redaction.options.regex masks them in plans).
+LOGIN_MODULES = {"PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+                 "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+                 "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+                 "OAUTHBEARER": "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"}
+REDACT = r"(?i)url|jaas|password|secret|token|ssl\.keystore\.key|ssl\.truststore\.certificates"
+# Settings Spark's executors cannot be handed as Kafka properties alone (each needs a jar or a file on
+# every executor, or a JVM system property): refused, naming the setting.
+_UNMAPPED = {"AWS_MSK_IAM": "sasl.mechanism=AWS_MSK_IAM (the aws-msk-iam-auth jar on every executor)",
+             "GSSAPI": "sasl.mechanism=GSSAPI (a keytab or ticket cache on every executor)"}
+
+
+def _jaas_value(v: str) -> str:
+    """A JAAS option value, quoted as Kafka's JaasConfig parser (a StreamTokenizer) reads it."""
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _kafka_options(conn, isolation: str) -> dict[str, str]:
-    if conn.protocol != "PLAINTEXT" or conn.tls or conn.sasl:
-        # TLS/SASL settings would have to travel as Java properties (kafka.ssl.*, sasl.jaas.config): not yet
-        raise UsageError("--spark reads PLAINTEXT listeners only so far; use --workers or --dask for TLS/SASL")
-    return {"kafka.bootstrap.servers": conn.bootstrap_servers, "kafka.isolation.level": isolation,
+    """The Kafka source's options for ``conn``: the keyscope connection as Java client properties.
+
+    TLS material travels inline as PEM (``kafka.ssl.truststore.certificates``, ``kafka.ssl.keystore.key``),
+    read from the same files keyscope reads, so executors need none of the driver's files.  What cannot be
+    mapped is a UsageError (exit 2) naming the setting, before any broker is asked.
+    """
+    opts = {"kafka.bootstrap.servers": conn.bootstrap_servers, "kafka.isolation.level": isolation,
             # gaps (transaction markers, compaction, retention) are normal in a range read by offset
             "failOnDataLoss": "false",
             "kafka.allow.auto.create.topics": "false",  # read-only: a metadata request never creates the topic
             # the fetch size keyscope's own tasks use (the client's default is 1 MiB): Spark's reader alone,
             # 500k records on a warm local[2], 12.6 s -> 6.3 s (one run each, load ~5)
             "kafka.max.partition.fetch.bytes": str(PARTITION_FETCH_BYTES)}
+    for kw, prop in (("client_id", "client.id"), ("request_timeout_ms", "request.timeout.ms")):
+        if kw in conn.kwargs:
+            opts[f"kafka.{prop}"] = str(conn.kwargs[kw])
+    protocol = conn.protocol
+    if protocol == "PLAINTEXT":
+        return opts
+    opts["kafka.security.protocol"] = protocol
+    if protocol.endswith("SSL"):
+        from ..kafka.tls import pem_material
+
+        trust, chain, key = pem_material(conn.tls)
+        if trust is not None:
+            opts["kafka.ssl.truststore.type"] = "PEM"
+            opts["kafka.ssl.truststore.certificates"] = trust
+        if chain is not None and key is not None:
+            opts["kafka.ssl.keystore.type"] = "PEM"
+            opts["kafka.ssl.keystore.certificate.chain"] = chain
+            opts["kafka.ssl.keystore.key"] = key
+        # Java's default is https, as keyscope's: the broker's certificate must name the host; empty: off
+        opts["kafka.ssl.endpoint.identification.algorithm"] = conn.tls.get(
+            "ssl.endpoint.identification.algorithm", "https").strip()
+    if protocol.startswith("SASL_"):
+        mech = conn.mechanism or ""
+        if mech in _UNMAPPED:
+            raise UsageError(f"--spark cannot hand {_UNMAPPED[mech]} to Spark's executors; use --workers or --dask")
+        if conn.sasl.get("sasl.oauthbearer.token.endpoint.url"):
+            raise UsageError("--spark cannot use sasl.oauthbearer.token.endpoint.url (Java's client needs it allowed "
+                             "by a system property on every executor); use --workers or --dask")
+        if mech == "OAUTHBEARER":  # the unsecured login (test clusters): Java's default callback makes the token
+            jaas = conn.sasl
+        else:
+            jaas = {"username": conn.kwargs["sasl_plain_username"], "password": conn.kwargs["sasl_plain_password"]}
+        opts["kafka.sasl.mechanism"] = mech
+        opts["kafka.sasl.jaas.config"] = (f"{LOGIN_MODULES[mech]} required "
+                                          + " ".join(f"{k}={_jaas_value(v)}" for k, v in jaas.items()) + ";")
+    return opts
 
 
 def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], None] | None = None) -> ScanResult:
@@ -142,7 +199,8 @@ def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], 
         hint = ""
         if "data source" in str(e).lower() and "kafka" in str(e).lower():
             hint = f" (Spark's Kafka connector is missing: {CONNECTOR} in spark.jars.packages, or KEYSCOPE_SPARK_JARS)"
-        raise SparkError(f"the Spark job failed: {_first_line(e)}{hint}") from None
+        why = _kafka_cause(e) or _first_line(e)
+        raise SparkError(f"the Spark job failed: {_masked(why, conn, options)}{hint}") from None
     finally:
         if own:
             session.stop()
@@ -154,6 +212,35 @@ def run_spark(conn, req: ScanRequest, spark, progress: Callable[[ScanProgress], 
     profile.range = {str(p): list(r) for p, r in sorted(ranges.items())} | {
         "from": req.start.text or req.start.kind, "to": req.stop.text or req.stop.kind}
     return ScanResult(profile, partial, time.monotonic() - t0, 0, "spark")
+
+
+def _kafka_cause(e: BaseException) -> str | None:
+    """The innermost Kafka client exception under a Spark/Py4J error ("SaslAuthenticationException: ..."):
+    Py4J's own first line only names the JVM call that failed."""
+    t = getattr(e, "java_exception", None) or getattr(e, "_origin", None)
+    found = None
+    try:
+        for _ in range(30):  # a cause chain, not a cycle
+            if t is None:
+                break
+            name = str(t.getClass().getName())
+            if name.startswith("org.apache.kafka.common"):
+                found = f"{name.rsplit('.', 1)[-1]}: {t.getMessage()}"
+            t = t.getCause()
+    except Exception:  # noqa: BLE001 - the gateway gone: Py4J's line is what is left
+        return found
+    return _first_line(RuntimeError(found)) if found else None
+
+
+def _masked(text: str, conn, options: dict) -> str:
+    """``text`` with every secret the connection or the Spark options hold as ``***`` (a Java exception may
+    quote a configuration value)."""
+    import re
+
+    secrets = set(conn.secrets()) | {v for k, v in options.items() if re.search(REDACT, k)}
+    for s in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
 
 
 def _empty(spec: ScanSpec) -> Profile:
@@ -201,8 +288,11 @@ def _run(session, options: dict, spec: ScanSpec, ranges: dict, wanted: int, prog
     kept = sc.accumulator({}, _kept_param())
     done["kept"] = kept
     schema = StructType([StructField("task", IntegerType()), StructField("profile", BinaryType())])
-    old = session.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", None)
-    session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH))
+    confs = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH),
+             "spark.sql.redaction.options.regex": REDACT}  # the jaas config and the key out of any plan shown
+    old = {k: session.conf.get(k, None) for k in confs}
+    for k, v in confs.items():
+        session.conf.set(k, v)
     stop = threading.Event()
     total = sum(b - a for a, b in live.values())
     if progress is not None:
@@ -240,10 +330,11 @@ def _run(session, options: dict, spec: ScanSpec, ranges: dict, wanted: int, prog
         raise _Interrupted(partial, planned) from None
     finally:
         stop.set()
-        if old is None:
-            session.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
-        else:
-            session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old)
+        for k, v in old.items():
+            if v is None:
+                session.conf.unset(k)
+            else:
+                session.conf.set(k, v)
     results = [pickle.loads(r["profile"]) for r in rows]
     if progress is not None:
         progress(ScanProgress(total, total, sum(p.records for p in results), sum(p.bytes for p in results),

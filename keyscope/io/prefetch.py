@@ -1,0 +1,136 @@
+"""Start reading a sample's key table on a thread before the rest of ``keyscope analyze`` is imported.
+
+Why: a cold ``keyscope analyze`` of 10M records spent ~0.5 s importing Polars,
+numpy and the report code, and ~1 s of CPU reading the key, partition and
+value-size pages and summing them (pyarrow and the compiled kernel, both
+without the GIL).  On two cores the two overlap: :func:`start` is called by the
+CLI before it imports anything heavy; the thread runs
+:func:`keyscope.io.parquet.dictionary_sums` (no Polars) for the partition count
+the file's footer gives, and :func:`keyscope.io.parquet.dictionary_keys` takes
+its result (:func:`take`) when it was made for the same file (same identity:
+device, inode, size, mtime before and after the read) and the same partition
+count; anything else (an error, another count, a small file) and it is
+recomputed on the main thread, so the result never depends on the thread.
+
+This module imports only the standard library: the thread imports the rest.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from pathlib import Path
+
+# Smaller samples are summed on the main thread.  Measured cold (load ~3, median of 5, the
+# same code with the thread on/off): 3M records 0.47 s with it vs 0.43 s without (the thread's
+# GIL hand-offs cost ~0.04 s of CPU and there is little to overlap), 10M 0.62 vs 0.72 s, 30M
+# 0.90 vs 1.23 s.  At least analysis.COMPILED_MIN_ROWS: below that Polars' group_by counts
+# (tests/test_sample_footer.py).
+MIN_ROWS = 5_000_000
+
+_jobs: dict[str, "_Job"] = {}
+
+
+class _Job:
+    def __init__(self, path: str):
+        self.path = path
+        self.stop = threading.Event()
+        self.result: tuple | None = None  # (identity before, identity after, P, sums)
+        self.thread = threading.Thread(target=self._run, name="keyscope-prefetch", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.result = _read(self.path, self.stop)
+        except BaseException:  # noqa: BLE001 - any failure: the main thread reads the file itself, with its errors
+            self.result = None
+
+
+def _identity(path: str) -> tuple:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _partition_count(md) -> int | None:
+    """max(the keyscope metadata's partition_count, largest partition in the row groups' statistics + 1), as
+    read_sample computes it; None without statistics on every row group (then no prefetch)."""
+    import json
+
+    schema = md.schema
+    names = [schema.column(i).path for i in range(len(schema))]
+    if "partition" not in names:
+        return None
+    ci = names.index("partition")
+    top = -1
+    for i in range(md.num_row_groups):
+        st = md.row_group(i).column(ci).statistics
+        if st is None or not st.has_min_max or st.null_count is None or st.null_count or st.physical_type != "INT32":
+            return None
+        if int(st.min) < 0:
+            return None
+        top = max(top, int(st.max))
+    raw = (md.metadata or {}).get(b"keyscope")
+    if raw is None:
+        return None
+    count = json.loads(raw).get("partition_count", 0)
+    if not isinstance(count, int) or isinstance(count, bool):
+        return None
+    return max(count, top + 1, 1)
+
+
+def _read(path: str, stop: threading.Event):
+    import pyarrow.parquet as pq
+
+    from ..model.limits import MAX_PARTITIONS
+    from .parquet import dictionary_sums
+
+    before = _identity(path)
+    md = pq.ParquetFile(path).metadata
+    if md.num_rows < MIN_ROWS:
+        return None
+    P = _partition_count(md)
+    if P is None or P > MAX_PARTITIONS:
+        return None
+    names = set(md.schema.to_arrow_schema().names)
+    sums = dictionary_sums(path, lambda: None, P, names, None, stop=stop)
+    return before, _identity(path), P, sums
+
+
+def start(path) -> None:
+    """Begin summing the key table of the Parquet sample at ``path`` on a thread (at most once per path)."""
+    key = str(Path(path))
+    if key in _jobs:
+        return
+    job = _jobs[key] = _Job(key)
+    job.thread.start()
+
+
+def take(path, P: int):
+    """The prefetched sums of ``path`` for ``P`` partitions (waiting for them), or None (then compute them).
+
+    The caller has checked the file is still the one it opened; the sums count only if the file had that
+    identity before and after the thread read it.
+    """
+    job = _jobs.pop(str(Path(path)), None)
+    if job is None:
+        return None
+    job.thread.join()
+    if job.result is None:
+        return None
+    before, after, p, sums = job.result
+    try:
+        now = _identity(job.path)
+    except OSError:
+        return None
+    if p != P or before != now or after != now:
+        return None
+    return sums
+
+
+@atexit.register
+def _stop_all() -> None:
+    """A command that ends early (an error) stops its prefetch between row groups rather than mid-exit."""
+    for job in list(_jobs.values()):
+        job.stop.set()
+    for job in list(_jobs.values()):
+        job.thread.join(timeout=5)
