@@ -183,6 +183,7 @@ def main(argv=None) -> int:
             rss_rows.append({"distinct_keys": dk, "seconds": r["seconds"], "cpu_s": r["cpu_s"], "rss_mb": r["rss_mb"],
                              "distinct_estimate": r["distinct_estimate"]})
     ref = runs.get("kcat -C -e -f '%k\\n'")
+    uniq = runs.get("kcat | sort | uniq -c")
     rows = []
     for peer, rs in runs.items():
         secs = _median([r["seconds"] for r in rs])
@@ -194,13 +195,17 @@ def main(argv=None) -> int:
         if ref:
             # per round against that round's kcat, then the median: the load changes between rounds
             row["vs_kcat"] = _median([k["seconds"] / r["seconds"] for k, r in zip(ref, rs)])
+        if uniq:
+            row["vs_uniq"] = _median([u["seconds"] / r["seconds"] for u, r in zip(uniq, rs)])
         rows.append(row)
     w1 = next(r for r in rows if r["peer"] == "keyscope scan --workers 1")
     w2 = next(r for r in rows if r["peer"] == "keyscope scan --workers 2")
     print_table(f"Scanning {n:,} keyed records ({distinct_main:,} distinct) from the embedded broker, cold processes, "
                 f"median of {max(1, args.repeat)} interleaved rounds",
-                ["peer", "seconds", "CPU s", "records/s", "vs kcat", "peak RSS MB", "of which scanning s"],
-                [[r["peer"], r["seconds"], r["cpu_s"], r["records_per_s"], r.get("vs_kcat", "-"), r["rss_mb"],
+                ["peer", "seconds", "CPU s", "records/s", "vs kcat", "vs kcat|sort|uniq", "peak RSS MB",
+                 "of which scanning s"],
+                [[r["peer"], r["seconds"], r["cpu_s"], r["records_per_s"], r.get("vs_kcat", "-"), r.get("vs_uniq", "-"),
+                  r["rss_mb"],
                   r.get("scan_seconds", "-")] for r in rows])
     print(f"workers 1 -> 2: {w1['seconds'] / w2['seconds']:.2f}x faster; load average {os.getloadavg()[0]:.1f}",
           flush=True)

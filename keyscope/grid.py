@@ -116,7 +116,7 @@ def run_whatif(sample_path, grid: Grid, today_partitioner: str | None = None,
     from .sample import read_sample
     from .whatif.engine import WhatIf
 
-    sample = read_sample(sample_path)
+    sample = read_sample(sample_path, columns=("partition",))  # the keys stay in the file until needed (WhatIf)
     # the fields the scenarios key or salt by: their unit tables are built with the plain one in
     # one pass over the records (large samples: one dictionary encoding per column, no separate scan)
     fields = [f for ks in grid.keysets for f in ks] + [s.by for s in grid.salts if s.by != "offset"]

@@ -246,7 +246,7 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
         from .scan import recommend_profile_cmd
 
         return recommend_profile_cmd(sample_path, keep, max_partitions, target_skew, today_partitioner, top, fmt)
-    sample = read_sample(sample_path)
+    sample = read_sample(sample_path, columns=("partition",))  # the keys stay in the file until needed (WhatIf)
     c = Constraints(keep_order_by=keep, max_partitions=max_partitions, max_keys_moved=max_keys_moved,
                     target_skew=target_skew)
     advice = run(sample, c, consumers=consumers, partitioner=today_partitioner, separator=separator)

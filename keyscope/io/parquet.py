@@ -410,3 +410,189 @@ def _sparse(ix, valid, vbit, part, vs, klen, P, nrec, nbytes, nbsq):
 
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+# ---- per-record dictionary codes (what-if's unit tables) ------------------------------------
+
+
+def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: int, map_codes):
+    """Per-record dictionary codes of binary/text ``columns`` straight from the file's dictionary pages, or None.
+
+    Returns ``(codes, dicts, size)``: ``codes[c]`` int32 per record, dense ids
+    in the order of each value's first record (-1: null), exactly what
+    :func:`keyscope._keytable.encode` gives for the column; ``dicts[c]`` the
+    distinct values in id order (a Polars Binary Series; the caller casts
+    text); ``size`` int32 per record, ``key_size`` + ``value_size`` (nulls 0;
+    a missing ``key_size`` is the key's length, a missing ``value_size`` 0),
+    as ``Sample.frame`` would fill them.
+
+    Why: what-if's unit tables encoded every record's key and fields (read
+    by Polars as ~160 MB of binary views each at 10M records, then hashed
+    row by row).  The file already holds each row group's distinct values
+    once and one index per row; only the dictionaries are hashed here and the
+    indices mapped through them, so no per-row bytes are materialised.  The
+    ids equal the row-order ones only when each dictionary lists its values
+    in the order of their first rows and every entry is used (pyarrow's
+    writer does both); that is checked per chunk (a running maximum), and
+    anything else gives None, so the caller encodes the column instead.
+    ``map_codes(ix, ids, m0, out)`` is the caller's compiled index-to-id pass
+    (:func:`keyscope.whatif.kernels.map_codes`): passed in so that ``io`` does
+    not import the what-if package, which sits above it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .._keytable import Encoder
+
+    columns = list(dict.fromkeys(columns))
+    try:
+        f = pq.ParquetFile(path, read_dictionary=columns)
+        md = f.metadata
+        names = f.schema.names
+        for c in columns:
+            i = f.schema_arrow.get_field_index(c)
+            if i < 0 or c not in names:
+                return None
+            t = f.schema_arrow.field(i).type
+            t = t.value_type if pa.types.is_dictionary(t) else t
+            if not (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t)
+                    or pa.types.is_large_string(t)):  # fmt: skip
+                return None
+            col = names.index(c)
+            if any(not md.row_group(r).column(col).has_dictionary_page for r in range(md.num_row_groups)):
+                return None
+        if md.num_rows != n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    ident_check()
+    sizes = [c for c in ("key_size", "value_size") if c in file_names]
+    codes = {c: np.empty(n_rows, np.int32) for c in columns}
+    size = np.zeros(n_rows, np.int32)
+    encs: dict = {c: None for c in columns}
+    dicts: dict = {c: [] for c in columns}
+    row = 0
+    for t in _row_groups(f, columns + sizes, path):
+        n_rg = t.num_rows
+        if row + n_rg > n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+        tot = np.zeros(n_rg, np.int64)
+        for s in sizes:
+            tot += _ints(t.column(s))
+        for c in columns:
+            out = codes[c][row:row + n_rg]
+            seen: dict = {}  # a dictionary's buffers -> (its entries' ids, the highest entry used so far)
+            r0 = 0
+            for chunk in t.column(c).chunks:
+                n = len(chunk)
+                if n == 0:
+                    continue
+                if not pa.types.is_dictionary(chunk.type):
+                    return None
+                d = chunk.dictionary
+                if not pa.types.is_binary(d.type):  # text: its UTF-8 bytes, the same buffers
+                    if pa.types.is_large_string(d.type) or pa.types.is_large_binary(d.type):
+                        return None  # (pyarrow reads dictionaries as 32-bit offsets; anything else: encode)
+                    d = pa.Array.from_buffers(pa.binary(), len(d), d.buffers(), offset=d.offset)
+                tag = (len(d), d.offset, *(b.address if b is not None else 0 for b in d.buffers()))
+                offs = np.frombuffer(d.buffers()[1], np.int32)[d.offset:d.offset + len(d) + 1]
+                if tag not in seen:
+                    enc = encs[c] = Encoder(2 * len(d)) if encs[c] is None else encs[c]
+                    seen[tag] = [enc.add(_views(offs, d.buffers()[2])), -1, len(d)]
+                    dicts[c].append((offs, d.buffers()[2]))
+                entry = seen[tag]
+                ind = chunk.indices
+                if ind.type != pa.int32():
+                    return None
+                bufs = ind.buffers()
+                ix = np.frombuffer(bufs[1], np.int32, count=n, offset=4 * ind.offset)
+                if ind.null_count:
+                    ok = np.unpackbits(np.frombuffer(bufs[0], np.uint8), bitorder="little")[ind.offset:ind.offset + n]
+                    ix = np.where(ok.astype(bool), ix, -1)
+                ids = entry[0]
+                got = out[r0:r0 + n]
+                if len(ids) == 0:  # an empty dictionary: every row null
+                    got[:] = -1
+                    r0 += n
+                    continue
+                # the global ids, checking first-record order: each new highest index is the previous highest + 1
+                top = map_codes(ix, ids, entry[1], got)
+                if top == -2:
+                    return None
+                entry[1] = top
+                if c == "key" and "key_size" not in file_names:
+                    klen = np.diff(offs).astype(np.int64)
+                    tot[r0:r0 + n] += np.where(ix >= 0, klen[np.maximum(ix, 0)], 0)
+                r0 += n
+            if r0 != n_rg:
+                raise InputError(f"{path}: columns of different lengths")
+            if any(e[1] != e[2] - 1 for e in seen.values()):
+                return None  # an entry no record uses: the row-order ids would not have it
+        size[row:row + n_rg] = tot
+        row += n_rg
+        del t
+    if row != n_rows:
+        raise InputError(f"{path}: columns of different lengths")
+    ident_check()
+    pa.default_memory_pool().release_unused()  # the row groups' read buffers: ~70 MB mimalloc would keep
+    values = {}
+    for c in columns:
+        enc = encs[c]
+        firsts = enc.firsts[:enc.ng].copy() if enc is not None else np.zeros(0, np.int64)
+        values[c] = _gather(dicts[c], firsts).alias(c)
+    return codes, values, size
+
+
+def int64_at_rows(path, ident_check, column: str, rows: np.ndarray, n_rows: int):
+    """An int64 column's values at ``rows`` (ascending record numbers) read one row group at a time, or None.
+
+    Why: salting by offset needs the hot keys' records' offsets only (about a
+    tenth of a Zipf sample's records); reading the whole column held 80 MB per
+    10M records, and its sizes' columns 80 MB more, at the peak of a cold
+    ``recommend``.  None when the column is not plain int64 without nulls (the
+    caller reads it as a column, as before).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = np.asarray(rows, np.int64)
+    if rows.size > 1 and bool((rows[1:] < rows[:-1]).any()):
+        return None
+    try:
+        f = pq.ParquetFile(path)
+        i = f.schema_arrow.get_field_index(column)
+        if i < 0 or f.schema_arrow.field(i).type != pa.int64():
+            return None
+        if f.metadata.num_rows != n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    ident_check()
+    out = np.empty(rows.size, np.int64)
+    md = f.metadata
+    row, at = 0, 0
+    for r in range(md.num_row_groups):
+        n = md.row_group(r).num_rows
+        stop = int(np.searchsorted(rows, row + n, side="left"))
+        if stop > at:
+            try:
+                col = f.read_row_group(r, columns=[column], use_threads=False).column(0)
+            except Exception as e:
+                raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+            if col.null_count or len(col) != n:
+                return None
+            vals = np.concatenate([np.frombuffer(c.buffers()[1], np.int64, count=len(c), offset=8 * c.offset)
+                                   for c in col.chunks]) if col.num_chunks != 1 else \
+                np.frombuffer(col.chunks[0].buffers()[1], np.int64, count=n, offset=8 * col.chunks[0].offset)  # fmt: skip
+            out[at:stop] = vals[rows[at:stop] - row]
+            at = stop
+            del col, vals
+        row += n
+    if at != rows.size:
+        return None
+    ident_check()
+    return out

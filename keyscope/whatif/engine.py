@@ -103,10 +103,17 @@ class WhatIf:
         if firsts and len(sample) >= COMPILED_MIN_ROWS:
             # large samples: every table (plain included) from integer codes, compiled; the field
             # tables keep their codes (their values are gathered only where needed: _values)
+            names = [f for fs in firsts for f in fs]
+            encoded = self._file_codes(["key", *dict.fromkeys(names)])
+            if encoded is not None:  # each record's key + value bytes, for the hot keys' records (_hot_frame)
+                self._cache["record-size"] = encoded[2]
             coded = group_by_codes(
-                self._records(*(f for fs in firsts for f in fs)), firsts, self.today_partitions, coded=True,
-                keep_codes=record_fields,
+                None if encoded is not None else self._records(*names), firsts, self.today_partitions, coded=True,
+                keep_codes=record_fields, encoded=encoded,
             )
+            del encoded
+            if coded is None:  # too wide for the coded tables: the records are read as columns below
+                self._cache.pop("record-size", None)
         if coded is not None:
             key_index, tables, self._cache["record-kid"], self._dicts, self._cache["record-codes"] = coded
             for fs, table in zip([(), *firsts], tables):
@@ -225,6 +232,32 @@ class WhatIf:
         self._cache[key] = g
         return g
 
+    def _file_codes(self, cols: list[str]):
+        """The records' codes of ``cols`` (key first), sizes and partitions read from the sample file's dictionary
+        pages (:func:`keyscope.io.parquet.dictionary_codes`), or None: the keys are not only in the file (a
+        frame, or read already) or not dictionary pages; the caller then encodes the columns.
+
+        Why: reading key and fields as columns (binary views) and encoding every row was most of a
+        cold 10M-record whatif/recommend and most of its memory (docs/benchmarks.md, whatif5).
+        """
+        import polars as pl
+
+        kf = self.sample.key_file()
+        if kf is None:
+            return None
+        from ..io.parquet import dictionary_codes
+        from .kernels import map_codes
+
+        path, check, names = kf
+        got = dictionary_codes(path, check, cols, names, len(self.sample), map_codes)
+        if got is None:
+            return None
+        codes, values, size = got
+        for c in cols[1:]:  # fields are text in a Sample (from_frame casts them)
+            values[c] = values[c].cast(pl.String)
+        part = self.sample.frame("partition")["partition"].to_numpy()
+        return codes, values, size, part
+
     def _translate_kid(self, key_index, record_kid: np.ndarray) -> np.ndarray:
         """Per-record key ids of another key index (``kid, key``) as ids of this WhatIf's (null keys stay -1)."""
         import polars as pl
@@ -309,7 +342,10 @@ class WhatIf:
 
         u = self.units(())
         kp = u.filter(pl.col("key").is_not_null()).group_by("key", "partition").agg(pl.col("n").sum().alias("records"))
-        det = detect_on_sample(kp, self.today_partitions, self.sample)
+        # the null keys from the table, not the records: the key column stays in the file
+        nulls = u.filter(pl.col("key").is_null()).group_by("partition").agg(pl.col("n").sum())
+        null_keys = {int(p): int(v) for p, v in nulls.iter_rows() if v}
+        det = detect_on_sample(kp, self.today_partitions, self.sample, null_keys=null_keys)
         now = current_partitioner(det)
         if now is not None:
             old = (det.get("mixed") or {}).get("switched_from")
@@ -368,7 +404,26 @@ class WhatIf:
         for ks in sorted({s.key_fields for s in scenarios}, key=len, reverse=True):
             if ks:
                 self._table(ks)
-        return [self.evaluate(s) for s in scenarios]
+        last = {(s.key_fields, s.separator): i for i, s in enumerate(scenarios) if s.key_fields}
+        out = []
+        for i, s in enumerate(scenarios):
+            out.append(self.evaluate(s))
+            if last.get((s.key_fields, s.separator)) == i:
+                self._forget_keys(s.key_fields, s.separator)
+        return out
+
+    def _forget_keys(self, key_fields: tuple[str, ...], sep: str) -> None:
+        """Drop a composite key set's producer keys, rows and hashes once no scenario left needs them.
+
+        Why: recommend's key+user_id set held ~200 MB of them (3.6M units at 10M records) through
+        every salting candidate after it, at the peak of the run.  Anything asking again rebuilds
+        them, with the same values (the unit tables stay).
+        """
+        rows_tag = _rows_tag(key_fields, sep, None)
+        for k in [k for k in self._cache if isinstance(k, tuple) and (
+                k in (("composite", key_fields, sep), ("plain-rows", key_fields, sep))
+                or (k[0] == "hash" and k[1] == rows_tag))]:  # fmt: skip
+            del self._cache[k]
 
     def hot_keys(self, key_fields: tuple[str, ...], sep: str, salt: Salt):
         """The (composite) keys to salt, hottest first: a Polars frame ``ckey, share``."""
@@ -497,12 +552,41 @@ class WhatIf:
         import polars as pl
 
         rows, hid, hot_kid = self._rows_of_keys(hot_keys)
-        df = self.sample.frame("partition", "offset", "key_size", "value_size")
-        size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-        recs = df.select("partition", "offset", "key_size", "value_size")[rows].select(
-            "partition", "offset", size.alias("size"), pl.Series("hid", hid, dtype=pl.UInt32)
-        )
+        recs = self._hot_frame(rows, hid)
+        if recs is None:
+            df = self.sample.frame("partition", "offset", "key_size", "value_size")
+            size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+            recs = df.select("partition", "offset", "key_size", "value_size")[rows].select(
+                "partition", "offset", size.alias("size"), pl.Series("hid", hid, dtype=pl.UInt32)
+            )
         return recs, hot_kid
+
+    def _hot_frame(self, rows: np.ndarray, hid: np.ndarray):
+        """``partition, offset, size, hid`` of the records at ``rows`` (ascending), or None (read the columns).
+
+        From the sizes kept by the dictionary-page read and the offsets at those rows only
+        (:func:`keyscope.io.parquet.int64_at_rows`): the whole offset, key_size and value_size
+        columns were ~200 MB at the peak of a cold 10M-record recommend.
+        """
+        import polars as pl
+
+        size = self._cache.get("record-size")
+        kf = self.sample.key_file()
+        if size is None or kf is None or "offset" not in kf[2]:
+            return None
+        from ..io.parquet import int64_at_rows
+
+        path, check, _ = kf
+        off = int64_at_rows(path, check, "offset", rows, len(self.sample))
+        if off is None:
+            return None
+        part = self.sample.frame("partition")["partition"]
+        return pl.DataFrame({
+            "partition": part.gather(rows),
+            "offset": pl.Series(off, dtype=pl.Int64),
+            "size": pl.Series(size[rows].astype(np.int64), dtype=pl.Int64),
+            "hid": pl.Series(np.asarray(hid), dtype=pl.UInt32),
+        })
 
     def _hot_records_by_codes(self, key_fields: tuple[str, ...], sep: str, hot_keys):
         """``_hot_records`` for composite keys from the per-record key ids and field codes.
@@ -537,9 +621,13 @@ class WhatIf:
         at = np.minimum(np.searchsorted(sorted_code, rec_code), max(len(sorted_code) - 1, 0))
         match = sorted_code[at] == rec_code if len(sorted_code) else np.zeros(len(rows), np.bool_)
         rows, rec_hid = rows[match], hid[order[at[match]]]
-        df = self.sample.frame("partition", "offset", "key_size", "value_size")
-        size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
-        recs = df[rows].select("partition", "offset", size.alias("size"), pl.Series("hid", rec_hid, dtype=pl.UInt32))
+        recs = self._hot_frame(rows, rec_hid)
+        if recs is None:
+            df = self.sample.frame("partition", "offset", "key_size", "value_size")
+            size = pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0).cast(pl.Int64)
+            recs = df[rows].select(
+                "partition", "offset", size.alias("size"), pl.Series("hid", rec_hid, dtype=pl.UInt32)
+            )
         return recs, hot_kid
 
     def _rows_of_keys(self, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,7 +14,8 @@ CODE = "_code:"  # a coded unit table's column of a field's dictionary codes (th
 
 
 def group_by_codes(
-    df, field_sets: list[tuple[str, ...]], partitions: int, coded: bool = False, keep_codes: Sequence[str] = ()
+    df, field_sets: list[tuple[str, ...]], partitions: int, coded: bool = False, keep_codes: Sequence[str] = (),
+    encoded=None,
 ):
     """(key index, per field set (partition, key, fields) -> n, b, kid, per-record key ids); None if too wide.
 
@@ -33,6 +34,10 @@ def group_by_codes(
     compiled pass over small integer cells.  The per-record key ids are kept
     for the salting candidates (their hot keys' records).  The plain
     (partition, key) table is the first of the returned tables.
+
+    ``encoded``: the columns already encoded, ``(codes, values, size, part)`` as
+    :func:`keyscope.io.parquet.dictionary_codes` reads them from a sample file's
+    dictionary pages (plus the partition column); ``df`` is then not read.
     """
     import polars as pl
     from concurrent.futures import ThreadPoolExecutor
@@ -42,13 +47,25 @@ def group_by_codes(
 
     S = max(int(partitions), 1)
     cols = list(dict.fromkeys(["key", *(f for fs in field_sets for f in fs)]))
-    codes = np.empty((len(cols) - 1, df.height), np.int32)  # the fields' codes, one row each
-
-    outs = [None, *codes]  # the key's codes are returned, each field's written into its row of ``codes``
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        enc = dict(zip(cols, pool.map(lambda c, out: encode(df[c], out=out), cols, outs)))
-    del outs
-    widths = {c: len(enc[c][1]) + 1 for c in cols}  # + the null code
+    if encoded is not None:
+        e_codes, e_values, size, part = encoded
+        part = np.asarray(part, np.int32)
+        n_rows = part.shape[0]
+        codes = np.empty((len(cols) - 1, n_rows), np.int32)
+        for i, c in enumerate(cols[1:]):
+            codes[i] = e_codes[c]
+            e_codes[c] = None  # (the caller's copy freed as it is copied, when it holds no other reference)
+        kid = e_codes["key"]
+        dicts = {c: pl.concat([e_values[c], pl.Series([None], dtype=e_values[c].dtype)]) for c in cols}
+        widths = {c: len(e_values[c]) + 1 for c in cols}
+        K = len(e_values["key"])
+    else:
+        codes = np.empty((len(cols) - 1, df.height), np.int32)  # the fields' codes, one row each
+        outs = [None, *codes]  # the key's codes are returned, each field's written into its row of ``codes``
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            enc = dict(zip(cols, pool.map(lambda c, out: encode(df[c], out=out), cols, outs)))
+        del outs
+        widths = {c: len(enc[c][1]) + 1 for c in cols}  # + the null code
     sets = [(), *field_sets]
     cells_w = []
     for fs in sets:
@@ -58,40 +75,50 @@ def group_by_codes(
         if w > MAX_CELLS:
             return None
         cells_w.append(w)
-    kid, key_firsts = enc["key"]
-    K = len(key_firsts)
-    part = np.asarray(df["partition"].to_numpy(), np.int32)  # no copy: partitions are Int32 already
-    size = (  # int32: a record's key + value fit a Kafka batch, whose length is an int32 (sums are int64)
-        df.select((pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0)).cast(pl.Int32))
-        .to_series()
-        .to_numpy()
-    )
-    dicts = {c: pl.concat([df[c].gather(enc[c][1]), pl.Series([None], dtype=df[c].dtype)]) for c in cols}
+    if encoded is None:
+        kid, key_firsts = enc["key"]
+        K = len(key_firsts)
+        part = np.asarray(df["partition"].to_numpy(), np.int32)  # no copy: partitions are Int32 already
+        size = (  # int32: a record's key + value fit a Kafka batch, whose length is an int32 (sums are int64)
+            df.select(
+                (pl.col("key_size").fill_null(0).cast(pl.Int64) + pl.col("value_size").fill_null(0)).cast(pl.Int32)
+            )
+            .to_series()
+            .to_numpy()
+        )
+        dicts = {c: pl.concat([df[c].gather(enc[c][1]), pl.Series([None], dtype=df[c].dtype)]) for c in cols}
+        del enc
     fields = cols[1:]
     dense = [(K + 1) * w <= DENSE_CELLS for w in cells_w]
     # the wide sets' cells first, so the sort by key reads them as one view (cells[wide] copied n x sets int32)
-    order = sorted(range(len(sets)), key=lambda r: dense[r])
+    # a dense set of no fields (the plain table) has its partition as its cell: no row of cells for it
+    # (40 MB and a pass at 10M records)
+    order = sorted((r for r in range(len(sets)) if sets[r] or not dense[r]), key=lambda r: dense[r])
     row_of = {r: i for i, r in enumerate(order)}
-    members = np.full((len(sets), max(1, max(len(fs) for fs in sets))), -1, np.int64)
+    members = np.full((len(order), max(1, max(len(fs) for fs in sets))), -1, np.int64)
     for r in order:
         members[row_of[r], : len(sets[r])] = [fields.index(f) for f in sets[r]]
     cells = make_cells(part, S, codes, np.array([widths[f] for f in fields] or [1], np.int64), members)
     # views, no copy: ``codes`` then stays alive (4 bytes a record per field) only while one is kept
     record_codes = {f: codes[fields.index(f)] for f in dict.fromkeys(keep_codes) if f in fields}
-    del codes, enc  # the fields' codes are in the cells now
+    del codes  # the fields' codes are in the cells now
     wide = sum(1 for d in dense if not d)
     if wide:  # one counting sort by key for every wide set
         start, s_cells, s_size = sort_by_key(kid, K, cells[:wide], size)
 
     def one(r):
         if dense[r]:
-            return dense_cells(kid, K, cells[row_of[r]], cells_w[r], size)
+            return dense_cells(kid, K, cells[row_of[r]] if r in row_of else part, cells_w[r], size)
         return group_cells(start, s_cells[row_of[r]], cells_w[r], s_size)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         grouped = list(zip(sets, pool.map(one, range(len(sets)))))
+    # (and the sorted copies): 4 bytes a record per set, no longer needed
+    cells = s_cells = np.zeros((0, 0), np.int32)
+    s_size = np.zeros(0, np.int32)
     tables = []
-    for fs, (gk, gc, gn, gb) in grouped:
+    while grouped:  # each set's arrays freed once its frame is made
+        fs, (gk, gc, gn, gb) = grouped.pop(0)
         as_codes = coded and bool(fs)
         cols_out = {"partition": (gc % S).astype(np.int32)}
         if not as_codes:
