@@ -222,8 +222,10 @@ class StopOnce:
     def __exit__(self, *exc) -> None:
         import signal
 
+        # After a signal the command is on its way to exit 6: a later one (``timeout``'s second SIGTERM)
+        # arriving while the partial sample is reported is ignored, not the default death by signal.
         for sig, old in self.old.items():
-            signal.signal(sig, old)
+            signal.signal(sig, signal.SIG_IGN if self.signals else old)
 
     def _handle(self, signum, frame) -> None:
         self.signals.append(signum)

@@ -16,7 +16,9 @@ def _span(tables) -> dict | None:
     sort_by + group_by over every record was ~0.1 s per million records."""
     import numpy as np
 
-    offs = np.concatenate([t.column("offset").to_numpy() for t in tables])
+    from .sink import int64_values
+
+    offs = np.concatenate([int64_values(t.column("offset")) for t in tables]) if tables else np.empty(0, np.int64)
     if not offs.size:
         return None
     i, j = int(offs.argmin()), int(offs.argmax())

@@ -72,9 +72,8 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     kept records go to it as they are kept and a :class:`.sink.StreamedSample`
     (metadata and counts, no rows) is returned.
     """
-    from ..kafka import client as kafka_io
-
     spec.validate()
+    kafka_io = _kafka_io(conn)
     t0 = time.monotonic()
     # Compile the decoder while we connect (LLVM releases the GIL): it is ready by the first answer.
     threading.Thread(target=_warm_kernels, name="keyscope-decoder-compile", daemon=True).start()
@@ -106,7 +105,7 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
             for p, w in marks.items()
         }
         remaining = max(1.0, deadline - time.monotonic())  # the watermarks took some of it
-        starts = {p: min(o, stops[p]) for p, o in _start_offsets(consumer, spec, marks, remaining).items()}
+        starts = {p: min(o, stops[p]) for p, o in _start_offsets(kafka_io, consumer, spec, marks, remaining).items()}
         avail = {p: max(0, stops[p] - starts[p]) for p in wanted}
         budgets = plan_budgets(avail, max_records, spec.per_partition)
         parts: dict[int, _Part] = {}
@@ -138,9 +137,18 @@ def sample_topic(conn, spec: SampleSpec, progress: Callable[[Progress], None] | 
     return _build_sample(spec, conn, all_parts, parts, plan, state, sampled_at, t0, max_records, max_bytes, timeout_s)
 
 
-def _start_offsets(consumer, spec: SampleSpec, marks, timeout_s: float) -> dict[int, int]:
-    from ..kafka import client as kafka_io
+def _kafka_io(conn):
+    """The client module the sampler reads with: keyscope's own (.leanio) unless SASL is configured."""
+    from . import leanio
 
+    if leanio.use_lean(conn):
+        return leanio
+    from ..kafka import client
+
+    return client
+
+
+def _start_offsets(kafka_io, consumer, spec: SampleSpec, marks, timeout_s: float) -> dict[int, int]:
     if spec.start == "earliest" or spec.start == "latest":
         return {p: w.low for p, w in marks.items()}
     found = kafka_io.offsets_for_time(consumer, spec.topic, list(marks), spec.from_time_ms, timeout_s=timeout_s)
