@@ -1,11 +1,13 @@
 """Whole-topic scan: `keyscope scan` records/s against kcat reading the same topic, in one run.
 
-One embedded Tansu broker; a 6-partition topic of N keyed records (keys
+Real Apache Kafka (tests/kafka, one KRaft node; ``--broker tansu`` or ``--quick``: the embedded
+Tansu, which answers a Fetch for several partitions with one partition's records, so it cannot
+show what one Fetch per leader saves); a 6-partition topic of N keyed records (keys
 ``user-<n>`` over D distinct, ~40-byte JSON values, batched by librdkafka), then,
 each a fresh process as a user runs it:
 
-* kcat: ``kcat -C -e -q -f '%k\\n'`` to a file (librdkafka 2.16 from the
-  confluent-kafka wheel, see shared/BROKER.md): only reads the keys;
+* kcat: ``kcat -C -e -q -f '%k\\n'`` to a file (on Kafka Debian's kcat and librdkafka; on
+  Tansu librdkafka 2.16 from the confluent-kafka wheel, see shared/BROKER.md): only reads the keys;
 * kcat | sort | uniq -c: the shell answer to "how many of each key"
   (``LC_ALL=C``): what a user runs without keyscope;
 * keyscope scan --workers 1 and --workers 2: every record into a profile
@@ -54,6 +56,13 @@ def produce(bootstrap: str, topic: str, n: int, distinct: int) -> None:
             except BufferError:
                 p.poll(0.05)
     assert p.flush(120) == 0
+
+
+def system_kcat_env() -> dict | None:
+    """Debian's kcat on Debian's librdkafka (it reads real Kafka; only Tansu needs the wheel's)."""
+    import shutil
+
+    return dict(os.environ) if shutil.which("kcat") else None
 
 
 def produce_in_child(bootstrap: str, topic: str, n: int, distinct: int) -> None:
@@ -137,6 +146,8 @@ def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=None, help="records per topic (default 2,000,000; --quick 100,000)")
     ap.add_argument("--before", metavar="DIR", help="also run the keyscope checkout in DIR (e.g. git archive main)")
+    ap.add_argument("--broker", choices=("kafka", "tansu"), default=None,
+                    help="real Apache Kafka 4.4 (default) or the embedded Tansu (default with --quick)")
     ap.add_argument("--grow", default=None, help="distinct keys of the peak-RSS rows, comma-separated ('' for none)")
     args = ap.parse_args(argv)
     n = args.records or (100_000 if args.quick else 2_000_000)
@@ -152,13 +163,21 @@ def main(argv=None) -> int:
         compiled(before)
     runs: dict[str, list[dict]] = {}
     rss_rows = []
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as d:
+    kind = args.broker or ("tansu" if args.quick else "kafka")
+    if kind == "kafka":
+        from tests.kafka.cluster import KafkaCluster
+
+        broker, broker_name = KafkaCluster(1, heap="1g"), "Apache Kafka 4.4.0 (one KRaft node)"
+    else:
+        broker, broker_name = EmbeddedBroker(), "the embedded Tansu"
+    with broker, tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         bs = broker.bootstrap_server
         t = time.perf_counter()
         produce_in_child(bs, "bench-scan", n, distinct_main)
-        print(f"produced {n:,} records ({distinct_main:,} distinct keys) in {time.perf_counter() - t:.1f}s", flush=True)
-        env = kcat_env(tmp)
+        print(f"produced {n:,} records ({distinct_main:,} distinct keys) to {broker_name} in "
+              f"{time.perf_counter() - t:.1f}s", flush=True)
+        env = kcat_env(tmp) if kind == "tansu" else system_kcat_env()
         if env is None:
             print("note: kcat is not installed (apt-get install kcat); no kcat rows", flush=True)
         peers = []
@@ -183,6 +202,7 @@ def main(argv=None) -> int:
             rss_rows.append({"distinct_keys": dk, "seconds": r["seconds"], "cpu_s": r["cpu_s"], "rss_mb": r["rss_mb"],
                              "distinct_estimate": r["distinct_estimate"]})
     ref = runs.get("kcat -C -e -f '%k\\n'")
+    uniq = runs.get("kcat | sort | uniq -c")
     rows = []
     for peer, rs in runs.items():
         secs = _median([r["seconds"] for r in rs])
@@ -194,13 +214,17 @@ def main(argv=None) -> int:
         if ref:
             # per round against that round's kcat, then the median: the load changes between rounds
             row["vs_kcat"] = _median([k["seconds"] / r["seconds"] for k, r in zip(ref, rs)])
+        if uniq:
+            row["vs_uniq"] = _median([u["seconds"] / r["seconds"] for u, r in zip(uniq, rs)])
         rows.append(row)
     w1 = next(r for r in rows if r["peer"] == "keyscope scan --workers 1")
     w2 = next(r for r in rows if r["peer"] == "keyscope scan --workers 2")
-    print_table(f"Scanning {n:,} keyed records ({distinct_main:,} distinct) from the embedded broker, cold processes, "
+    print_table(f"Scanning {n:,} keyed records ({distinct_main:,} distinct) from {broker_name}, cold processes, "
                 f"median of {max(1, args.repeat)} interleaved rounds",
-                ["peer", "seconds", "CPU s", "records/s", "vs kcat", "peak RSS MB", "of which scanning s"],
-                [[r["peer"], r["seconds"], r["cpu_s"], r["records_per_s"], r.get("vs_kcat", "-"), r["rss_mb"],
+                ["peer", "seconds", "CPU s", "records/s", "vs kcat", "vs kcat|sort|uniq", "peak RSS MB",
+                 "of which scanning s"],
+                [[r["peer"], r["seconds"], r["cpu_s"], r["records_per_s"], r.get("vs_kcat", "-"), r.get("vs_uniq", "-"),
+                  r["rss_mb"],
                   r.get("scan_seconds", "-")] for r in rows])
     print(f"workers 1 -> 2: {w1['seconds'] / w2['seconds']:.2f}x faster; load average {os.getloadavg()[0]:.1f}",
           flush=True)
@@ -211,7 +235,7 @@ def main(argv=None) -> int:
                      for r in rss_rows])
     write_json(args.json, "scan", {"peers": rows, "rss_by_distinct_keys": rss_rows,
                                    "workers_speedup": w1["seconds"] / w2["seconds"], "load": os.getloadavg()[0]},
-               records=n, partitions=PARTITIONS, distinct_keys=distinct_main)
+               records=n, partitions=PARTITIONS, distinct_keys=distinct_main, broker=broker_name)
     return 0
 
 

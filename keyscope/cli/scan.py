@@ -43,7 +43,7 @@ class PartialScan(KeyscopeError):
               help="Run the scan as a PySpark job over Spark's Kafka source (local[2], spark://host:7077); "
               "TLS/SASL settings reach it as Kafka client properties (not AWS_MSK_IAM, GSSAPI, an OAuth token URL).")
 @click.option("--tasks", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Split the range into about N offset-range tasks [default: 4 per worker].")
+              help="Split the range into about N offset-range tasks [default: 2 per local worker, 4 per Dask worker].")
 @click.option("--isolation", type=click.Choice(["read_committed", "read_uncommitted"]), default="read_committed",
               show_default=True, help="As keyscope sample: aborted transactions left out, up to the last stable offset.")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Hot keys to list.")

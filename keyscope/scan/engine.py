@@ -17,15 +17,17 @@ from typing import Callable
 from ..errors import KafkaError, UsageError
 from .plan import Task, plan_tasks
 from .profile import Profile, merge
-from .task import DEFAULT_COUNTER_RULES, ScanSpec, scan_task
+from .task import DEFAULT_COUNTER_RULES, ScanSpec, scan_group, scan_task
 
 MAX_ATTEMPTS = 3
-# Tasks run at once in this process with --workers 1: one task waits on one partition's fetches
-# (Tansu, 1M records: a sixth of the time), while the decoder, Polars and numpy release the GIL.
-THREADS_HERE = 3
-# Tasks run at once in each worker process of --workers N > 1: one waits on its fetch while the
-# other counts, as in --workers 1 (one task at a time per process left --workers 2 slower than 1).
+# Groups run at once in this process with --workers 1, each in a thread reading its tasks' partitions with
+# one Fetch per leader (task.scan_group): one group counts while another waits on its answer, and the
+# decoder, pyarrow and numpy release the GIL.
+THREADS_HERE = 3  # more requests in flight: Tansu answers a many-partition Fetch with one partition's records
+# Groups run at once in each worker process of --workers N > 1 (the same reason).
 WORKER_THREADS = 2
+# Tasks a worker process holds at once (for its groups); a worker that dies has exactly these run again.
+WORKER_HOLD = 8
 PROGRESS_S = 1.0  # records within tasks reported at most this often (a line each when stderr is not a terminal)
 
 __all__ = ["ScanRequest", "ScanProgress", "ScanResult", "run_scan", "resolve_ranges", "parse_bound"]
@@ -109,6 +111,25 @@ def cores() -> int:
 
 def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, int]]]:
     """(partition count, {partition: (start, stop)}) from the watermarks and --from/--to."""
+    n, ranges, _ = _resolve(conn, req)
+    return n, ranges
+
+
+def by_leader(tasks: list[Task], leaders: dict[int, int | None]) -> list[Task]:
+    """The order tasks are handed out in: a leader's partitions together (a group fetches them in one
+    request), each partition's first task before any partition's second (a group reads one task per
+    partition at a time).  Task ids, hence the merge order, are the plan's."""
+    rank: dict[int, int] = {}
+    seq = []
+    for t in tasks:
+        rank[t.partition] = rank.get(t.partition, -1) + 1
+        seq.append((leaders.get(t.partition) if leaders.get(t.partition) is not None else -1, rank[t.partition],
+                    t.partition, t.start, t))
+    return [x[-1] for x in sorted(seq, key=lambda x: x[:4])]
+
+
+def _resolve(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, int]], dict[int, int | None]]:
+    """resolve_ranges, and each partition's leader then (for :func:`by_leader`)."""
     from ..kafka import lean
 
     client = lean.Client(conn, timeout_s=30.0)
@@ -132,9 +153,10 @@ def resolve_ranges(conn, req: ScanRequest) -> tuple[int, dict[int, tuple[int, in
             return out
 
         a, z = resolve(req.start, False), resolve(req.stop, True)
+        leaders = {p: client.leader(req.topic, p) for p in parts}
     finally:
         client.close()
-    return len(parts), {p: (a[p], max(a[p], z[p])) for p in parts}
+    return len(parts), {p: (a[p], max(a[p], z[p])) for p in parts}, leaders
 
 
 def _end(w, isolation: str) -> int:
@@ -161,8 +183,12 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
         # where --workers 1 runs its tasks and from where --workers N forks its worker processes.
         preload = threading.Thread(target=_preload, name="keyscope-preload", daemon=True)
         preload.start()
-    n_parts, ranges = resolve_ranges(conn, req)
-    tasks = plan_tasks(ranges, workers=workers, tasks=req.tasks)
+    n_parts, ranges, leaders = _resolve(conn, req)
+    from .plan import DEFAULT_TASKS_PER_WORKER, LOCAL_TASKS_PER_WORKER
+
+    tasks = plan_tasks(ranges, workers=workers, tasks=req.tasks,
+                       per_worker=DEFAULT_TASKS_PER_WORKER if req.dask is not None else LOCAL_TASKS_PER_WORKER)
+    handed = by_leader(tasks, leaders)
     spec = ScanSpec(req.topic, n_parts, req.partitions_max, tuple(req.key_by), tuple(req.fields), req.separator,
                     tuple(req.counter_rules), req.isolation, len(tasks), dict(req.fault))
     conn = dataclasses.replace(conn, debug=None)  # shipped to workers: no callables
@@ -187,9 +213,11 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
                              len(results), len(tasks), time.monotonic() - t0)
         progress(p)
 
+    closed = [False]  # after Ctrl-C: a group still finishing a task adds nothing to what is merged
+
     def kept(task: Task, prof: Profile) -> None:
         with lock:
-            if task.id in results:  # a second result for a task (a retry that raced): counted once
+            if task.id in results or closed[0]:  # a second result for a task (a retry that raced): counted once
                 return
             results[task.id] = prof
             inflight.pop(task.id, None)
@@ -220,14 +248,22 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
                     for t in tasks:
                         _run_here(conn, spec, t, kept, state, here)
                 else:
-                    _run_pool(THREADS_HERE, conn, spec, tasks, kept, state, threads=True, progress=here)
+                    _run_groups(THREADS_HERE, conn, spec, handed, kept, state, progress=here, leaders=leaders)
             finally:
                 close_consumers()
         else:
             if preload is not None:
                 preload.join()
-            _run_procs(min(workers, len(tasks)), conn, spec, tasks, kept, state, progress=here)
+            from .task import close_consumers
+
+            try:  # the scanning process runs one worker's share itself: workers - 1 processes are forked
+                _run_procs(min(workers, len(tasks)) - 1, conn, spec, handed, kept, state, progress=here,
+                           here=WORKER_THREADS, leaders=leaders)
+            finally:
+                close_consumers()
     except KeyboardInterrupt:
+        with lock:
+            closed[0] = True
         if not results:
             raise
         partial = True
@@ -265,6 +301,99 @@ def _run_here(conn, spec, t, kept, state, progress=None) -> None:
                 raise
 
 
+def _width(tasks, groups: int) -> int:
+    """Partitions per group: the tasks' partitions shared out between ``groups`` groups run at once."""
+    return max(1, -(-len({t.partition for t in tasks}) // max(1, groups)))
+
+
+def _take_from(todo: list, attempts: dict, busy: set, room: int, leaders: dict, ok=None) -> list:
+    """Up to ``room`` tasks of ``todo`` (removed from it) as ``(task, attempt)``, on distinct partitions not
+    in ``busy``, those led by a leader the group already reads from first (one Fetch covers them), in
+    ``todo``'s order otherwise.  Taken at once, under the caller's lock: groups starting together would
+    otherwise interleave and each get one partition of every leader."""
+    out: list = []
+    busy = set(busy)
+    near = {leaders.get(p) for p in busy}
+    while len(out) < room:
+        pick = None
+        for i, t in enumerate(todo):
+            if t.partition in busy or (ok is not None and not ok(t)):
+                continue
+            if not near or leaders.get(t.partition) in near:
+                pick = i
+                break
+            if pick is None:
+                pick = i
+        if pick is None:
+            break
+        t = todo.pop(pick)
+        out.append((t, attempts[t.id]))
+        busy.add(t.partition)
+        near.add(leaders.get(t.partition))
+    return out
+
+
+def _run_groups(threads, conn, spec, tasks, kept, state, progress=None, leaders=None) -> None:
+    """Tasks in ``threads`` groups in this process (task.scan_group), each group taking tasks as it has room.
+
+    A task that fails is put back (with one more attempt) for any group to take; a result is kept per task."""
+    import threading
+
+    lock = threading.Lock()
+    attempts = {t.id: 0 for t in tasks}
+    todo = list(tasks)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    width = _width(tasks, threads)
+    pool: list = []
+
+    def take(busy, wait, room):
+        with lock:
+            return [] if stop.is_set() else _take_from(todo, attempts, busy, room, leaders or {})
+
+    def on_result(t, res) -> None:
+        if isinstance(res, BaseException):
+            with lock:
+                try:
+                    _again(t, attempts, todo, state, str(res))
+                except KafkaError as e:
+                    errors.append(e)
+                    stop.set()
+        else:
+            kept(t, res)
+
+    def run() -> None:
+        try:
+            scan_group(conn, spec, take, on_result, progress, width, stop.is_set)
+        except BaseException as e:  # not a Kafka failure of one task: the scan stops with it
+            errors.append(e)
+            stop.set()
+
+    try:
+        while todo and not stop.is_set():  # a second round for tasks failed after the other groups ended
+            pool = [threading.Thread(target=run, daemon=True, name=f"keyscope-scan-{i}")
+                    for i in range(min(threads, len(todo)))]
+            for th in pool:
+                th.start()
+            for th in pool:
+                while th.is_alive():
+                    th.join(0.25)  # with a timeout: Ctrl-C lands here, not in a lock's wait
+            if errors:
+                raise errors[0]
+    except KeyboardInterrupt:
+        stop.set()  # the groups return after their answer under way
+        _join(pool)
+        raise
+
+
+def _join(threads, timeout_s: float = 3.0) -> None:
+    """Wait a little for stopped groups (an answer under way, up to its max wait): a thread alive at exit
+    holding sketches makes their binding print leak reports.  Daemon threads: a stuck one does not hold the exit."""
+    deadline = time.monotonic() + timeout_s
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+
+
 def _pool_context():
     """``fork`` when this process runs no other Python thread and has not loaded Polars (the worker inherits
     the imports and compiled kernels: nothing to start), else ``forkserver`` (fork copies no threads, and a
@@ -292,53 +421,12 @@ def _preload() -> None:
         pass
 
 
-def _run_pool(workers, conn, spec, tasks, kept, state, threads: bool = False, progress=None) -> None:
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    def new_pool():
-        if threads:
-            return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyscope-scan")
-        return ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
-
-    attempts = {t.id: 0 for t in tasks}
-    todo = list(tasks)
-    pool = new_pool()
-    try:
-        running: dict = {}
-        while todo or running:
-            while todo:
-                t = todo.pop(0)
-                running[pool.submit(scan_task, conn, spec, t, attempts[t.id], progress if threads else None)] = t
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            broken = False
-            for f in done:
-                t = running.pop(f)
-                try:
-                    kept(t, f.result())
-                except BrokenProcessPool:
-                    broken = True
-                    _again(t, attempts, todo, state)
-                except KafkaError as e:
-                    _again(t, attempts, todo, state, str(e))
-            if broken:  # a worker died: every task still running in that pool is lost with it
-                for f, t in running.items():
-                    _again(t, attempts, todo, state)
-                running.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = new_pool()
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown(wait=True)
-
-
-def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool = False) -> None:
-    """A worker process: tasks arrive on ``tasks_in`` (None: stop), ``threads`` run at once, each result
+def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool = False,
+                 width: int = 1, leaders: dict | None = None) -> None:
+    """A worker process: tasks arrive on ``tasks_in`` (None: stop), ``threads`` groups of up to ``width``
+    tasks run at once (task.scan_group: one Fetch per leader for a group's partitions), each task's result
     (or failure) goes back on this process's own pipe, so a process that dies breaks no other's pipe.
     With ``progress``, a task's records so far go back too, at most every PROGRESS_S / 2 per task."""
-    import queue
     import signal
     import threading
 
@@ -348,33 +436,48 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
     # kills the workers); a worker forked from it must not raise KeyboardInterrupt nor inherit its SIGTERM handler.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    todo: queue.Queue = queue.Queue()
+    todo: list = []  # tasks received, not taken by a group yet
+    attempts: dict[int, int] = {}
+    closed = [False]
+    cond = threading.Condition()
     send_lock = threading.Lock()
 
     def send(msg) -> None:
         with send_lock:
             results_out.send(msg)
 
+    def take(busy, wait, room):
+        with cond:
+            while True:
+                got = _take_from(todo, attempts, busy, room, leaders or {})
+                if got or not wait or closed[0]:
+                    return got
+                cond.wait()
+
+    last: dict[int, float] = {}
+
+    def under_way(tid, offsets, records, nbytes) -> None:
+        now = time.monotonic()
+        if now - last.get(tid, 0.0) >= PROGRESS_S / 2:
+            last[tid] = now
+            send(("progress", tid, (offsets, records, nbytes)))
+
+    def on_result(t, res) -> None:
+        if isinstance(res, KafkaError):
+            send(("fail", t.id, str(res)))
+        elif isinstance(res, BaseException):
+            send(("error", t.id, f"{type(res).__name__}: {res}"))
+        else:
+            send(("done", t.id, res))
+
     def run() -> None:
         while True:
-            item = todo.get()
-            if item is None:
-                return
-            t, attempt = item
-            last = [0.0]
-
-            def under_way(tid, offsets, records, nbytes, last=last) -> None:
-                now = time.monotonic()
-                if now - last[0] >= PROGRESS_S / 2:
-                    last[0] = now
-                    send(("progress", tid, (offsets, records, nbytes)))
-
             try:
-                send(("done", t.id, scan_task(conn, spec, t, attempt, under_way if progress else None)))
-            except KafkaError as e:
-                send(("fail", t.id, str(e)))
+                scan_group(conn, spec, take, on_result, under_way if progress else None, width)
+                return
             except Exception as e:  # not a Kafka failure: the scan stops with it, as in-process
-                send(("error", t.id, f"{type(e).__name__}: {e}"))
+                send(("error", -1, f"{type(e).__name__}: {e}"))
+                return
 
     pool = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
     for th in pool:
@@ -384,22 +487,30 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
             item = tasks_in.recv()
             if item is None:
                 break
-            todo.put(item)
+            with cond:
+                todo.append(item[0])
+                attempts[item[0].id] = item[1]
+                cond.notify_all()
     except EOFError:  # the scanning process is gone
         pass
-    for _ in pool:
-        todo.put(None)
+    with cond:
+        closed[0] = True
+        cond.notify_all()
     for th in pool:
         th.join()
     close_consumers()
 
 
-def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_THREADS, progress=None) -> None:
-    """Local worker processes, each running ``threads`` tasks at once (see WORKER_THREADS).
+def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_THREADS, progress=None,
+               hold: int = WORKER_HOLD, here: int = 0, leaders: dict | None = None) -> None:
+    """Local worker processes, each running ``threads`` groups of tasks at once (see WORKER_THREADS), and
+    ``here`` groups in this process's own threads (the scanning process is a worker too: it only waits
+    otherwise, and one process fewer is one start, one client and its pages fewer: --workers 2 forks one).
 
-    The scanning process hands each worker at most ``threads`` tasks at a time and knows which it
-    holds: a worker that dies (killed, out of memory) has exactly those run again elsewhere; a result
-    that arrives for a task already kept is dropped by ``kept``."""
+    The scanning process hands each worker at most ``hold`` tasks at a time, on partitions it does not
+    hold already where it can, and knows which it holds: a worker that dies (killed, out of memory) has
+    exactly those run again elsewhere; a result that arrives for a task already kept is dropped by ``kept``."""
+    import threading
     from multiprocessing.connection import wait
 
     ctx = _pool_context()
@@ -408,28 +519,53 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
     todo = list(tasks)
     done: set[int] = set()
     procs: dict = {}  # sentinel -> [process, task pipe, result pipe, {task ids held}]
+    # the partitions shared out between every group of every worker
+    width = _width(tasks, workers * threads + here)
+    # a worker's share: at most what its groups read at once, and no more than its part of the tasks (the
+    # groups here take theirs as they have room, so the workers are fed first)
+    hold = max(1, min(hold, width * threads, -(-len(tasks) // max(1, workers + (1 if here else 0)))))
+    mu = threading.Condition()  # todo, done, attempts: shared with the groups run here
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    wake_r, wake_w = ctx.Pipe(duplex=False)  # a group here finished a task: the loop below looks again
+    wake_lock = threading.Lock()
+
+    def wake(b: bytes) -> None:
+        with wake_lock:
+            try:
+                wake_w.send_bytes(b)
+            except OSError:  # the loop is gone (Ctrl-C): nothing to wake
+                pass
 
     def start() -> None:
-        t_r, t_w = ctx.Pipe(duplex=False)
-        r_r, r_w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads, progress is not None),
-                           daemon=True)
+        # A replacement started while groups run here comes from a fork server: a fork copies no thread,
+        # and a lock one of them held would stay held in the child.
+        c = ctx if not here else _pool_context()
+        t_r, t_w = c.Pipe(duplex=False)
+        r_r, r_w = c.Pipe(duplex=False)
+        proc = c.Process(target=_worker_main, args=(conn, spec, t_r, r_w, threads, progress is not None, width,
+                                                    leaders), daemon=True)
         proc.start()
         t_r.close()
         r_w.close()
         procs[proc.sentinel] = [proc, t_w, r_r, set()]
 
     def feed() -> None:
-        for w in procs.values():
-            while todo and len(w[3]) < threads:
-                t = todo.pop(0)
-                w[3].add(t.id)
-                w[1].send((t, attempts[t.id]))
+        with mu:
+            for w in procs.values():
+                while todo and len(w[3]) < hold:
+                    held = {by_id[i].partition for i in w[3]}
+                    i = next((i for i, t in enumerate(todo) if t.partition not in held), 0)
+                    t = todo.pop(i)
+                    w[3].add(t.id)
+                    w[1].send((t, attempts[t.id]))
 
     def lost(w) -> None:  # a dead worker: the tasks it held run again
-        for tid in sorted(w[3] - done):
-            _again(by_id[tid], attempts, todo, state)
-        w[3].clear()
+        with mu:
+            for tid in sorted(w[3] - done):
+                _again(by_id[tid], attempts, todo, state)
+            w[3].clear()
+            mu.notify_all()
 
     def handle(w, msg) -> None:
         kind, tid, payload = msg
@@ -439,23 +575,76 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
             return
         w[3].discard(tid)
         if kind == "done":
-            if tid not in done:
+            with mu:
+                new = tid not in done
                 done.add(tid)
+            if new:
                 kept(by_id[tid], payload)
         elif kind == "fail":
-            _again(by_id[tid], attempts, todo, state, payload)
+            with mu:
+                _again(by_id[tid], attempts, todo, state, payload)
+                mu.notify_all()
         else:
-            raise KafkaError(f"task {tid} failed: {payload}")
+            raise KafkaError(f"task {tid} failed: {payload}" if tid >= 0 else f"a scan worker failed: {payload}")
+
+    # ---- the groups run in this process
+    def here_ok(t) -> bool:  # a task set to kill its process (tests) is left to the worker processes
+        return not (attempts[t.id] == 0 and spec.fault.get(t.id) == "exit")
+
+    def take(busy, wait_, room):
+        with mu:
+            while True:
+                if stop.is_set():
+                    return []
+                got = _take_from(todo, attempts, busy, room, leaders or {}, here_ok)
+                if got or not wait_ or len(done) == len(tasks):
+                    return got
+                mu.wait(0.25)
+
+    def on_result(t, res) -> None:
+        with mu:
+            if isinstance(res, BaseException):
+                try:
+                    _again(t, attempts, todo, state, str(res))
+                except KafkaError as e:
+                    errors.append(e)
+                    stop.set()
+                mu.notify_all()
+                res = None
+            elif t.id in done:
+                res = None
+            else:
+                done.add(t.id)
+        if res is not None:
+            kept(t, res)
+        wake(b".")
+
+    def run_here() -> None:
+        try:
+            scan_group(conn, spec, take, on_result, progress, width, stop.is_set)
+        except BaseException as e:  # not a Kafka failure of one task: the scan stops with it
+            errors.append(e)
+            stop.set()
+            wake(b"!")
 
     for _ in range(workers):
         start()
+    feed()
+    mine = [threading.Thread(target=run_here, daemon=True, name=f"keyscope-scan-{i}") for i in range(here)]
+    for th in mine:  # after the fork: the workers copy no thread
+        th.start()
     try:
         while len(done) < len(tasks):
+            if errors:
+                raise errors[0]
             feed()
             readers = {w[2]: w for w in procs.values()}
-            ready = wait(list(readers) + list(procs), timeout=1.0)
+            ready = wait(list(readers) + list(procs) + [wake_r], timeout=1.0)
             for r in ready:
-                if r in readers:
+                if r is wake_r:
+                    while wake_r.poll():
+                        wake_r.recv_bytes()
+                elif r in readers:
                     w = readers[r]
                     try:
                         handle(w, w[2].recv())
@@ -474,10 +663,19 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
                 w[2].close()
                 if len(done) < len(tasks):
                     start()
+        if errors:
+            raise errors[0]
     except BaseException:
+        stop.set()
         for w in procs.values():
             w[0].kill()
+        _join(mine)
         raise
+    finally:
+        with mu:
+            mu.notify_all()
+    for th in mine:
+        th.join(10)
     for w in procs.values():
         try:
             w[1].send(None)
