@@ -15,7 +15,7 @@ from ..stats import clamp_min, max_share_interval, normal_interval, ratio_share_
 from .murmur import murmur3_binary, murmur3_int64
 from .result import CONFIDENCE, Result, expected_keys_moved
 from .spec import MAX_GROUP_FIELDS, Salt, Scenario
-from .tables import CODE, compose_codes, compose_keys, concat_binary, group_by_codes, group_by_hashes
+from .tables import CODE, CodedKeys, compose_keys, concat_binary, group_by_codes, group_by_hashes
 from . import kernels
 
 POOL_KEYS = 16  # hottest keys whose records are kept at hand for salting
@@ -34,7 +34,7 @@ class _Rows:
 
     src: np.ndarray  # int64, today's partition
     kid: np.ndarray  # int64, original key id (-1: null key)
-    keys: object  # polars Binary Series: the producer key (null: not hashed); None when ``parts`` holds them
+    keys: object  # polars Binary Series or CodedKeys: the producer key (null: not hashed); None when ``parts`` holds them
     n: np.ndarray  # float64 sampled records
     b: np.ndarray  # float64 sampled bytes
     splittable: bool  # may one original key land on several partitions?
@@ -296,23 +296,30 @@ class WhatIf:
             if "key" in u.columns:
                 ckey = compose_keys(u["key"], [u[f] for f in fields], sep)
             else:  # from the dictionaries: each unit's key + sep + field bytes, no value gathered first
-                d = self._dicts
-                codes = []
-                for f in fields:
-                    c = u[CODE + f].to_numpy().astype(np.int64)
-                    codes.append((d[f], np.where(c == len(d[f]) - 1, -1, c)))  # the last code is null
-                ckey = compose_codes(d["key"], self._kid(u), codes, sep)
+                ckey = self._coded_keys(u, fields, sep, self._kid(u)).compose()
             u = u.with_columns(ckey.alias("ckey"))
             self._cache[key] = u
         return self._cache[key]
 
+    def _coded_keys(self, u, fields: tuple[str, ...], sep: str, kid: np.ndarray) -> CodedKeys:
+        """The producer keys of a coded unit table ``u`` over ``fields``, as codes (:class:`CodedKeys`)."""
+        d = self._dicts
+        codes = []
+        for f in fields:
+            c = u[CODE + f].to_numpy()
+            codes.append((d[f], np.where(c == len(d[f]) - 1, -1, c)))  # the last code is null
+        return CodedKeys(d["key"], kid, codes, sep)
+
     def _hash(self, tag, keys, partitioner: str) -> tuple[np.ndarray, np.ndarray]:
-        """(operand, valid) per row, cached by ``tag``."""
+        """(operand, valid) per row, cached by ``tag``; ``keys`` a Binary Series or :class:`CodedKeys`."""
         key = ("hash", tag, partitioner)
         if key not in self._cache:
-            h = hash_column(keys, partitioner)
-            valid = h.is_not_null().to_numpy()
-            self._cache[key] = (h.fill_null(0).to_numpy().astype(np.int64), valid)
+            if isinstance(keys, CodedKeys):  # composed and hashed a chunk at a time
+                self._cache[key] = keys.hash(partitioner)
+            else:
+                h = hash_column(keys, partitioner)
+                valid = h.is_not_null().to_numpy()
+                self._cache[key] = (h.fill_null(0).to_numpy().astype(np.int64), valid)
         return self._cache[key]
 
     # ---- today -------------------------------------------------------------
@@ -482,11 +489,18 @@ class WhatIf:
         if sc.salt is None:
             key = ("plain-rows", sc.key_fields, sc.separator if sc.key_fields else "")
             if key not in self._cache:
-                u = self._composite(sc.key_fields, sc.separator)
+                comp = ("composite", sc.key_fields, sc.separator if sc.key_fields else "")
+                u = self._table(sc.key_fields) if sc.key_fields and comp not in self._cache else None
+                if u is not None and "key" not in u.columns:  # coded: the producer keys never built whole
+                    kid = self._kid(u)
+                    keys = self._coded_keys(u, sc.key_fields, sc.separator, kid)
+                else:
+                    u = self._composite(sc.key_fields, sc.separator)
+                    kid, keys = self._kid(u), u["ckey"]
                 self._cache[key] = _Rows(
                     src=u["partition"].to_numpy().astype(np.int64),
-                    kid=self._kid(u),
-                    keys=u["ckey"],
+                    kid=kid,
+                    keys=keys,
                     n=u["n"].to_numpy().astype(np.float64),
                     b=u["b"].to_numpy().astype(np.float64),
                     splittable=bool(sc.key_fields),

@@ -593,9 +593,9 @@ def group_cells(start, cell, W, size):
         for g, o in zip(grown, out):
             g[:ng] = o[:ng]
         out = grown
-    if ng * 8 >= cap * 7:  # nearly full: the arrays as they are (views), not a copy
-        return tuple(o[:ng] for o in out)
-    return tuple(o[:ng].copy() for o in out)
+    # views, not trimmed copies: the pages past ``ng`` were never written, so they hold no memory (a copy
+    # held ~115 MB more at a 10M-record recommend's peak, key+user_id: 3.6M groups, bound ~5M)
+    return tuple(o[:ng] for o in out)
 
 
 def concat_parts(parts, n: int) -> tuple[np.ndarray, np.ndarray]:

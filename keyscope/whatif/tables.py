@@ -207,6 +207,48 @@ def compose_codes(key_dict, kid: np.ndarray, fields: Sequence, sep: str):
     return _series("ckey", off, data, None if keyed.all() else keyed)
 
 
+HASH_CHUNK = 1 << 19  # units composed at a time by CodedKeys.hash: a few MB of key bytes, not the column
+
+
+class CodedKeys:
+    """Producer keys ``key (+ sep + field)...`` named by dictionary codes, composed only a chunk at a time.
+
+    Row i is what :func:`compose_codes` would build from the same arguments.
+    Why: recommend's key+user_id set is 3.6M units at 10M records; composing
+    them all as bytes and converting that for Polars was the run's peak
+    (~300 MB above the unit tables, docs/benchmarks.md whatif6), though the
+    keys are only hashed.  :meth:`hash` composes HASH_CHUNK units, hashes
+    them with :func:`keyscope.partitioners.hash_column` and drops them.
+    """
+
+    def __init__(self, key_dict, kid: np.ndarray, fields: Sequence, sep: str):
+        self.key_dict, self.kid, self.fields, self.sep = key_dict, kid, list(fields), sep
+
+    def __len__(self) -> int:
+        return len(self.kid)
+
+    def compose(self, lo: int = 0, hi: int | None = None):
+        """Rows ``lo:hi`` as a Binary Series (``compose_codes`` on the slice)."""
+        hi = len(self) if hi is None else hi
+        return compose_codes(self.key_dict, self.kid[lo:hi], [(d, c[lo:hi]) for d, c in self.fields], self.sep)
+
+    def hash(self, partitioner) -> tuple[np.ndarray, np.ndarray]:
+        """(operand int64, valid bool) per row: ``hash_column`` of the composed column, null as 0 and not valid."""
+        from ..partitioners import Partitioner, get_partitioner, hash_column
+
+        p = partitioner if isinstance(partitioner, Partitioner) else get_partitioner(partitioner)
+        n = len(self)
+        op, valid = np.zeros(n, np.int64), np.zeros(n, np.bool_)
+        if p.key_independent:  # every operand null, whatever the key
+            return op, valid
+        for lo in range(0, n, HASH_CHUNK):
+            hi = min(lo + HASH_CHUNK, n)
+            h = hash_column(self.compose(lo, hi), p)
+            valid[lo:hi] = h.is_not_null().to_numpy()
+            op[lo:hi] = h.fill_null(0).to_numpy()
+        return op, valid
+
+
 def concat_binary(columns: Sequence):
     """Element-wise concatenation of Binary Series (null if any part is null)."""
     from .kernels import concat_parts
