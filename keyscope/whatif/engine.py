@@ -32,11 +32,11 @@ _RESIDUES = 840  # lcm(2..8): offset-salt hashes are binned mod this once, for e
 class _Rows:
     """One row per distinct (today partition, producer key) unit."""
 
-    src: np.ndarray  # int64, today's partition
-    kid: np.ndarray  # int64, original key id (-1: null key)
+    src: np.ndarray  # today's partition: int64, or int32 when n, b are integers (a unit table's columns)
+    kid: np.ndarray  # original key id (-1: null key): int64, or int32 likewise
     keys: object  # polars Binary Series or CodedKeys: the producer key (null: not hashed); None when ``parts`` holds them
-    n: np.ndarray  # float64 sampled records
-    b: np.ndarray  # float64 sampled bytes
+    n: np.ndarray  # sampled records: float64 (salted cells) or int64 (a unit table's)
+    b: np.ndarray  # sampled bytes, likewise
     splittable: bool  # may one original key land on several partitions?
     salted: list[tuple[bytes, float]] = field(default_factory=list)
     parts: list[tuple] = field(default_factory=list)  # salted: (tag, cold keys), (tag, sub-keys, row -> sub-key)
@@ -282,9 +282,14 @@ class WhatIf:
                 f"unknown field {name!r}; fields in this sample: {have} (capture more with keyscope sample --field)"
             )
 
-    def _kid(self, units) -> np.ndarray:
+    def _kid(self, units, narrow: bool = False) -> np.ndarray:
+        """Each unit's key id, -1 for a null key: int64, or int32 with ``narrow`` (scenario_pass reads either)."""
+        import polars as pl
+
         if "kid" not in units.columns:
             units = units.join(self._key_index, on="key", how="left", maintain_order="left")
+        if narrow:
+            return units["kid"].cast(pl.Int32).fill_null(-1).to_numpy()
         return units["kid"].fill_null(-1).to_numpy().astype(np.int64)
 
     def _composite(self, fields: tuple[str, ...], sep: str):
@@ -492,17 +497,19 @@ class WhatIf:
                 comp = ("composite", sc.key_fields, sc.separator if sc.key_fields else "")
                 u = self._table(sc.key_fields) if sc.key_fields and comp not in self._cache else None
                 if u is not None and "key" not in u.columns:  # coded: the producer keys never built whole
-                    kid = self._kid(u)
+                    kid = self._kid(u, narrow=True)
                     keys = self._coded_keys(u, sc.key_fields, sc.separator, kid)
                 else:
                     u = self._composite(sc.key_fields, sc.separator)
-                    kid, keys = self._kid(u), u["ckey"]
+                    kid, keys = self._kid(u, narrow=True), u["ckey"]
+                # the table's own columns (int32 partitions, Int64 counts: views, no copies), as
+                # scenario_pass reads them: int64/float64 copies were ~115 MB at 3.6M units
                 self._cache[key] = _Rows(
-                    src=u["partition"].to_numpy().astype(np.int64),
+                    src=u["partition"].to_numpy(),
                     kid=kid,
                     keys=keys,
-                    n=u["n"].to_numpy().astype(np.float64),
-                    b=u["b"].to_numpy().astype(np.float64),
+                    n=u["n"].to_numpy(),
+                    b=u["b"].to_numpy(),
                     splittable=bool(sc.key_fields),
                 )
             return self._cache[key]

@@ -114,7 +114,14 @@ _SCENARIO_ARGS = (
 )
 
 
-def _scenario_ir() -> str:
+def _scenario_ir(name: str = "scenario_pass", narrow: bool = False) -> str:
+    """``narrow``: ``src`` and ``kid`` are int32, ``n`` and ``b`` int64 (a unit table's columns as they are)."""
+
+    def ld(v: str, base: str, idx: str) -> str:  # load src / kid (i64 either way) or n / b (double either way)
+        if base in ("src", "kid"):
+            return _at(v + ".w", "i32", base, idx) + _sext(v, f"%{v}.w") if narrow else _at(v, "i64", base, idx)
+        return _at(v + ".w", "i64", base, idx) + f"  %{v} = sitofp i64 %{v}.w to double\n" if narrow else _at(v, "double", base, idx)
+
     keyed = (
         _at("o", "i64", "op", "%i")
         + "  %r = srem i64 %o, %N\n  %rneg = icmp slt i64 %r, 0\n  %rN = add i64 %r, %N\n"
@@ -125,7 +132,7 @@ def _scenario_ir() -> str:
         + _at("ws", "double", "w", "%s")
         + "  %wn = fmul double %ni, %ws\n"
         + "  %kw = load double, ptr %keyed.a\n  %kw2 = fadd double %kw, %wn\n  store double %kw2, ptr %keyed.a\n"
-        + _at("k", "i64", "kid", "%i")
+        + ld("k", "kid", "%i")
         + _put("i8", "1", "present", "%k", "pr")
         + "  %mv = icmp ne i64 %p, %s\n  br i1 %mv, label %is_moved, label %after_moved\n"
         + "is_moved:\n"
@@ -141,7 +148,7 @@ def _scenario_ir() -> str:
         + "mark_split:\n" + _put("i8", "1", "split", "%k", "sk") + "  br label %i.next\n"
     )
     first = (
-        _at("s", "i64", "src", "%i") + _at("ni", "double", "n", "%i") + _at("bi", "double", "b", "%i")
+        ld("s", "src", "%i") + ld("ni", "n", "%i") + ld("bi", "b", "%i")
         + _at("v", "i8", "valid", "%i")
         + "  %isv = icmp ne i8 %v, 0\n  br i1 %isv, label %keyed, label %unkeyed\n"
         + "unkeyed:\n" + _add_to("double", "unk_n", "%s", "%ni", "un") + _add_to("double", "unk_b", "%s", "%bi", "ub")
@@ -150,15 +157,15 @@ def _scenario_ir() -> str:
     )
     lost = (  # the records of split keys: a second pass, once every key's partitions are known
         _at("v2", "i8", "valid", "%j") + "  %isv2 = icmp ne i8 %v2, 0\n  br i1 %isv2, label %lost_key, label %j.next\n"
-        + "lost_key:\n" + _at("k2", "i64", "kid", "%j") + _at("sp", "i8", "split", "%k2")
+        + "lost_key:\n" + ld("k2", "kid", "%j") + _at("sp", "i8", "split", "%k2")
         + "  %issp = icmp ne i8 %sp, 0\n  br i1 %issp, label %lost_add, label %j.next\n"
-        + "lost_add:\n" + _at("n2", "double", "n", "%j") + _at("s2", "i64", "src", "%j") + _at("w2", "double", "w", "%s2")
+        + "lost_add:\n" + ld("n2", "n", "%j") + ld("s2", "src", "%j") + _at("w2", "double", "w", "%s2")
         + "  %nw2 = fmul double %n2, %w2\n"
         + "  %lw = load double, ptr %lost.a\n  %lw2 = fadd double %lw, %nw2\n  store double %lw2, ptr %lost.a\n"
     )
     args = ", ".join(f"{'i64' if t is ctypes.c_int64 else 'ptr'} %{n}" for n, t in _SCENARIO_ARGS)
     return (
-        f"define void @scenario_pass({args}) nounwind {{\nentry:\n"
+        f"define void @{name}({args}) nounwind {{\nentry:\n"
         + _slots("i", "j") + _slots("keyed", "moved_w", "lost", ty="double")
         + "  store double 0.0, ptr %keyed.a\n  store double 0.0, ptr %moved_w.a\n  store double 0.0, ptr %lost.a\n"
         + "  %track = icmp ne i64 %track_split, 0\n"
@@ -426,13 +433,14 @@ def _map_codes_ir() -> str:
 def module_ir() -> str:
     """The whole what-if kernel module as LLVM IR text."""
     return (
-        _scenario_ir() + _pick_ir() + _make_cells_ir() + _sort_ir() + _dense_ir() + _group_ir() + _concat_ir()
+        _scenario_ir() + _scenario_ir("scenario_pass_narrow", narrow=True) + _pick_ir() + _make_cells_ir() + _sort_ir() + _dense_ir() + _group_ir() + _concat_ir()
         + _map_codes_ir() + "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)\n"
     )
 
 
 _FNS = (
     _native.Fn("scenario_pass", None, _SCENARIO_ARGS),
+    _native.Fn("scenario_pass_narrow", None, _SCENARIO_ARGS),
     _native.Fn("pick_rows", ctypes.c_int64, _PICK_ARGS),
     _native.Fn("make_cells", None, _MAKE_CELLS_ARGS),
     _native.Fn("count_keys", None, _COUNT_KEYS_ARGS),
@@ -461,9 +469,17 @@ def scenario_pass(src, op, valid, n, b, kid, w, S, N, K, track_split) -> PassFig
     """Every figure a scenario reports, in one compiled pass over its unit rows.
 
     ``kid`` is >= 0 for every hashed row (``valid``); ``op`` the modulo operands.
+    Integer ``n`` and ``b`` (a unit table's Int64 columns) are read as they are,
+    with int32 ``src`` and ``kid``: no float64 / int64 copies of the units
+    (~100 MB at recommend's 3.6M key+user_id units); each count is converted
+    to a double as it is read, so the sums are the same bits.
     """
-    src, op, kid = _c(src, np.int64), _c(op, np.int64), _c(kid, np.int64)
-    valid, n, b, w = _c(valid, np.bool_), _c(n, np.float64), _c(b, np.float64), _c(w, np.float64)
+    narrow = n.dtype.kind in "iu" and b.dtype.kind in "iu"
+    if narrow:
+        src, kid, n, b = _c(src, np.int32), _c(kid, np.int32), _c(n, np.int64), _c(b, np.int64)
+    else:
+        src, kid, n, b = _c(src, np.int64), _c(kid, np.int64), _c(n, np.float64), _c(b, np.float64)
+    op, valid, w = _c(op, np.int64), _c(valid, np.bool_), _c(w, np.float64)
     rows = src.shape[0]
     cells_n, cells_b = np.zeros(S * N), np.zeros(S * N)
     unk_n, unk_b = np.zeros(S), np.zeros(S)
@@ -472,7 +488,7 @@ def scenario_pass(src, op, valid, n, b, kid, w, S, N, K, track_split) -> PassFig
     first_p, split = np.full(kt, -1, np.int64), np.zeros(kt, np.bool_)
     sums = np.zeros(3)
     if rows:
-        _LIB.get()["scenario_pass"](
+        _LIB.get()["scenario_pass_narrow" if narrow else "scenario_pass"](
             _ptr(src), _ptr(op), _ptr(valid), _ptr(n), _ptr(b), _ptr(kid), _ptr(w), rows, int(N),
             int(bool(track_split)), _ptr(cells_n), _ptr(cells_b), _ptr(unk_n), _ptr(unk_b), _ptr(present),
             _ptr(moved), _ptr(first_p), _ptr(split), _ptr(sums),
