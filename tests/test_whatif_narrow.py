@@ -1,0 +1,76 @@
+"""The unit rows as the tables hold them: scenario_pass on int32 partitions / key ids and Int64 counts.
+
+Its narrow variant must give the same bits as the float64 path and the
+pure-Python reference (counts converted to doubles as they are read); and
+``WhatIf`` must hand the tables' own columns to it, not int64/float64 copies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyscope.whatif import WhatIf, kernels as K
+from keyscope.whatif import engine
+from keyscope.whatif.spec import Scenario
+from tests.test_scenarios import make_sample
+
+REF = K.REFERENCES
+FIELDS = ("cells_n", "cells_b", "unkeyed_n", "unkeyed_b")
+SCALARS = ("keys_present", "keys_moved", "keys_split", "keyed_weighted", "moved_weighted", "lost_weighted")
+
+
+def _equal(a, b):
+    for f in FIELDS:
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    for f in SCALARS:
+        assert getattr(a, f) == getattr(b, f), f
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 400), keys=st.integers(1, 50), S=st.integers(1, 7), N=st.integers(1, 13),
+       seed=st.integers(0, 2**32 - 1), track=st.booleans(), null_share=st.sampled_from([0.0, 0.3, 1.0]),
+       big=st.booleans())
+def test_narrow_equals_wide_and_reference(n, keys, S, N, seed, track, null_share, big):
+    r = np.random.default_rng(seed)
+    valid = r.random(n) >= null_share
+    src = r.integers(0, S, n)
+    kid = np.where(valid, r.integers(0, keys, n), -1)
+    hi = 2**40 if big else 1000  # byte sums past 2^32: still exact as doubles
+    cnt, byt = r.integers(1, 1000, n), r.integers(0, hi, n)
+    op, w = r.integers(-2**40, 2**40, n), r.random(S) + 0.5
+    narrow = (src.astype(np.int32), op, valid, cnt.astype(np.int64), byt.astype(np.int64), kid.astype(np.int32),
+              w, S, N, keys, track)
+    wide = (src, op, valid, cnt.astype(np.float64), byt.astype(np.float64), kid, w, S, N, keys, track)
+    got = K.scenario_pass(*narrow)
+    _equal(got, K.scenario_pass(*wide))
+    _equal(got, REF["scenario_pass"](*wide))
+
+
+def test_narrow_ir_reads_narrow_types():
+    ir = K._scenario_ir("x", narrow=True)
+    assert "load i32, ptr %s.w.p" in ir and "load i32, ptr %k.w.p" in ir
+    assert "sitofp i64 %ni.w to double" in ir and "sitofp i64 %bi.w to double" in ir
+    assert "load double, ptr %ni.p" not in K._scenario_ir("x", narrow=True)
+    assert "load double, ptr %ni.p" in K._scenario_ir("y")
+
+
+@pytest.mark.parametrize("rows", [5_000, 250_000])  # Polars tables, and the coded ones (COMPILED_MIN_ROWS)
+def test_whatif_rows_are_the_tables_columns(rows):
+    sample = make_sample(seed=3, n=rows)
+    w = WhatIf(sample, partitioner="murmur2", group_fields=["region", "user_id"])
+    sc = Scenario(partitions=6, key_fields=("user_id",), partitioner="murmur2")
+    res = w.evaluate(sc)
+    rows_ = w._rows(sc)
+    assert rows_.src.dtype == np.int32 and rows_.kid.dtype == np.int32
+    assert rows_.n.dtype == np.int64 and rows_.b.dtype == np.int64
+    assert np.shares_memory(rows_.n, w._table(("user_id",))["n"].to_numpy())
+    # the same figures from float64 / int64 copies, the rows as they were before
+    wide = engine._Rows(src=rows_.src.astype(np.int64), kid=rows_.kid.astype(np.int64), keys=rows_.keys,
+                        n=rows_.n.astype(np.float64), b=rows_.b.astype(np.float64), splittable=True)
+    again = w._result(sc, wide)
+    assert again.records.tolist() == res.records.tolist() and again.bytes.tolist() == res.bytes.tolist()
+    assert (again.keys_moved, again.keys_split, again.traffic_moved_share) == (
+        res.keys_moved, res.keys_split, res.traffic_moved_share)
