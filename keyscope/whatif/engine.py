@@ -445,7 +445,9 @@ class WhatIf:
         if key in self._cache:
             return self._cache[key]
         u = self._composite(key_fields, sep)
-        wn = u["n"].to_numpy().astype(np.float64) * self.weights[u["partition"].to_numpy().astype(np.int64)]
+        # int64 counts times float64 weights: the same doubles as converting the counts first, without
+        # two unit-long copies (the partition gathers its weights as the int32 it is)
+        wn = u["n"].to_numpy() * self.weights[u["partition"].to_numpy()]
         ids = self._composite_ids(key_fields, sep, u)
         if ids is None:
             weighted = pl.DataFrame({"ckey": u["ckey"], "w": wn})
@@ -582,6 +584,28 @@ class WhatIf:
             )
         return recs, hot_kid
 
+    def _match_units(self, rows: np.ndarray, unit_code: np.ndarray, hid: np.ndarray, key_fields: tuple[str, ...]):
+        """(the ``rows`` whose (key id, field codes) is a hot unit's ``unit_code``, each one's ``hid``).
+
+        A function of its own so that its per-record temporaries (five int64 arrays of the hot keys'
+        records) are freed before the records' frame is built: they were the peak of a 10M-record
+        ``whatif --key-by key,region --salt-hot 1:8``.
+        """
+        d, have = self._dicts, self._cache["record-codes"]
+        rec_code = self._cache["record-kid"][rows].astype(np.int64)
+        for f in key_fields:  # in place, the codes gathered as the int32 they are (exact integer arithmetic)
+            c = have[f][rows]
+            rec_code *= len(d[f])
+            rec_code += np.where(c < 0, len(d[f]) - 1, c)
+            del c
+        order = np.argsort(unit_code, kind="stable")
+        sorted_code = unit_code[order]
+        at = np.searchsorted(sorted_code, rec_code)
+        np.minimum(at, max(len(sorted_code) - 1, 0), out=at)
+        match = sorted_code[at] == rec_code if len(sorted_code) else np.zeros(len(rows), np.bool_)
+        del rec_code
+        return rows[match], hid[order[at[match]]]
+
     def _hot_frame(self, rows: np.ndarray, hid: np.ndarray):
         """``partition, offset, size, hid`` of the records at ``rows`` (ascending), or None (read the columns).
 
@@ -620,7 +644,7 @@ class WhatIf:
         """
         import polars as pl
 
-        d, have = self._dicts, self._cache["record-codes"]
+        d = self._dicts
         u = self._composite(key_fields, sep)
         hot = u.filter(pl.col("ckey").is_in(hot_keys.implode())).join(
             pl.DataFrame({"ckey": hot_keys}).with_row_index("hid"), on="ckey", how="inner"
@@ -633,15 +657,7 @@ class WhatIf:
         hot_kid = np.full(len(hot_keys), -1, np.int64)
         hot_kid[hid[::-1]] = kid[::-1]  # the first unit's key, as the bytes path's unique("ckey") keeps
         rows = self._rows_of_kids(np.unique(kid[kid >= 0]))[0]
-        rec_code = self._cache["record-kid"][rows].astype(np.int64)
-        for f in key_fields:
-            c = have[f][rows].astype(np.int64)
-            rec_code = rec_code * len(d[f]) + np.where(c < 0, len(d[f]) - 1, c)
-        order = np.argsort(unit_code, kind="stable")
-        sorted_code = unit_code[order]
-        at = np.minimum(np.searchsorted(sorted_code, rec_code), max(len(sorted_code) - 1, 0))
-        match = sorted_code[at] == rec_code if len(sorted_code) else np.zeros(len(rows), np.bool_)
-        rows, rec_hid = rows[match], hid[order[at[match]]]
+        rows, rec_hid = self._match_units(rows, unit_code, hid, key_fields)
         recs = self._hot_frame(rows, rec_hid)
         if recs is None:
             df = self.sample.frame("partition", "offset", "key_size", "value_size")
