@@ -112,7 +112,10 @@ class WhatIf:
                 keep_codes=record_fields, encoded=encoded,
             )
             del encoded
-            if coded is None:  # too wide for the coded tables: the records are read as columns below
+            kf = sample.key_file()
+            if coded is None or (kf is not None and "key_size" in kf[2]):
+                # too wide for the coded tables (the records are read as columns below), or the hot keys'
+                # records' sizes can be read at their rows (_hot_frame): not 4 bytes a record kept to then
                 self._cache.pop("record-size", None)
         if coded is not None:
             key_index, tables, self._cache["record-kid"], self._dicts, self._cache["record-codes"] = coded
@@ -617,19 +620,26 @@ class WhatIf:
 
         size = self._cache.get("record-size")
         kf = self.sample.key_file()
-        if size is None or kf is None or "offset" not in kf[2]:
+        if kf is None or "offset" not in kf[2] or (size is None and "key_size" not in kf[2]):
             return None
-        from ..io.parquet import int64_at_rows
+        from ..io.parquet import int64_at_rows, sizes_at_rows
 
         path, check, _ = kf
         off = int64_at_rows(path, check, "offset", rows, len(self.sample))
         if off is None:
             return None
+        if size is None:  # read at the rows (int32, as the kept sizes were)
+            at = sizes_at_rows(path, check, rows, len(self.sample))
+            if at is None:
+                return None
+            size, rows_of = at, np.arange(len(rows))
+        else:
+            rows_of = rows
         part = self.sample.frame("partition")["partition"]
         return pl.DataFrame({
             "partition": part.gather(rows),
             "offset": pl.Series(off, dtype=pl.Int64),
-            "size": pl.Series(size[rows].astype(np.int64), dtype=pl.Int64),
+            "size": pl.Series(size[rows_of].astype(np.int64), dtype=pl.Int64),
             "hid": pl.Series(np.asarray(hid), dtype=pl.UInt32),
         })
 
