@@ -74,3 +74,53 @@ def test_whatif_rows_are_the_tables_columns(rows):
     assert again.records.tolist() == res.records.tolist() and again.bytes.tolist() == res.bytes.tolist()
     assert (again.keys_moved, again.keys_split, again.traffic_moved_share) == (
         res.keys_moved, res.keys_split, res.traffic_moved_share)
+
+
+def _sample_file(tmp_path, drop=()):
+    import polars as pl
+
+    from tests.test_whatif_file_codes import write
+
+    s = make_sample(seed=11, n=9_000, keys=200)
+    r = np.random.default_rng(2)
+    vals = [None if x < 0.2 else int(v) for x, v in zip(r.random(9_000), r.integers(0, 5_000, 9_000))]
+    s.df = s.df.with_columns(pl.Series("value_size", vals, dtype=pl.Int32))
+    path = tmp_path / "s.parquet"
+    write(s, path, row_group_size=700, drop=drop)
+    return path
+
+
+def test_sizes_at_rows_equal_the_kept_sizes(tmp_path):
+    from keyscope.io import parquet as kpq
+    from keyscope.sample import read_sample
+    from tests.test_whatif_file_codes import codes_of
+
+    path = _sample_file(tmp_path)
+    _, _, size = codes_of(path, ["key"])
+    p, check, _ = read_sample(path, columns=("partition",)).key_file()
+    rows = np.sort(np.random.default_rng(1).choice(9_000, 2_500, replace=False))
+    got = kpq.sizes_at_rows(p, check, rows, 9_000)
+    assert got.dtype == np.int64 and np.array_equal(got, size[rows].astype(np.int64))
+    assert kpq.sizes_at_rows(p, check, rows[::-1], 9_000) is None  # not ascending: the caller reads the columns
+    assert kpq.sizes_at_rows(p, check, np.zeros(0, np.int64), 9_000).size == 0
+    (tmp_path / "b").mkdir()
+    no_ks = _sample_file(tmp_path / "b", drop=("key_size",))
+    p2, check2, _ = read_sample(no_ks, columns=("partition",)).key_file()
+    assert kpq.sizes_at_rows(p2, check2, rows, 9_000) is None  # a key's size is its length: kept sizes instead
+
+
+@pytest.mark.parametrize("drop", [(), ("key_size",)])
+def test_salting_from_the_file_keeps_no_per_record_sizes(monkeypatch, tmp_path, drop):
+    from keyscope.sample import read_sample
+    from keyscope.whatif.spec import Salt
+
+    monkeypatch.setattr(engine, "COMPILED_MIN_ROWS", 1_000)
+    path = _sample_file(tmp_path, drop=drop)
+    sc = Scenario(partitions=6, key_fields=("region",), salt=Salt(buckets=4, top=2))
+    w_file = WhatIf(read_sample(path, columns=("partition",)), partitioner="murmur2", group_fields=["region"],
+                    record_fields=["region"])
+    assert ("record-size" in w_file._cache) == bool(drop)
+    w_cols = WhatIf(read_sample(path), partitioner="murmur2", group_fields=["region"], record_fields=["region"])
+    a, b = w_file.evaluate(sc), w_cols.evaluate(sc)
+    assert a.records.tolist() == b.records.tolist() and a.bytes.tolist() == b.bytes.tolist()
+    assert a.salted_keys == b.salted_keys and a.keys_split == b.keys_split
