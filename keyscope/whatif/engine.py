@@ -65,6 +65,29 @@ class ColdRows:
     b: np.ndarray
 
 
+class RecordSizes:
+    """Each record's key + value bytes, for the hot keys' records: read at their rows from the sample file, or kept.
+
+    Why: the sizes are summed into every unit table by the group pass, and then only the hot keys'
+    records' are needed (salting); keeping all of them was 4 bytes a record (40 MB at 10M) under every
+    later peak.  Kept (``kept``) only when the file has no ``key_size`` column (a key's size is then its
+    length, which only the dictionary read knows).
+    """
+
+    def __init__(self, size: np.ndarray, key_file, n_rows: int):
+        self.file, self.n_rows = key_file, n_rows
+        self.kept = size if key_file is None or "key_size" not in key_file[2] else None
+
+    def at(self, rows: np.ndarray) -> np.ndarray | None:
+        """int64 sizes at ``rows`` (ascending), or None (the caller reads the columns)."""
+        if self.kept is not None:
+            return self.kept[rows].astype(np.int64)
+        from ..io.parquet import sizes_at_rows
+
+        path, check, _ = self.file
+        return sizes_at_rows(path, check, rows, self.n_rows)
+
+
 class WhatIf:
     """Evaluates scenarios on one sample; caches unit tables and hashes between them."""
 
@@ -105,18 +128,16 @@ class WhatIf:
             # tables keep their codes (their values are gathered only where needed: _values)
             names = [f for fs in firsts for f in fs]
             encoded = self._file_codes(["key", *dict.fromkeys(names)])
-            if encoded is not None:  # each record's key + value bytes, for the hot keys' records (_hot_frame)
-                self._cache["record-size"] = encoded[2]
+            sizes = encoded[2] if encoded is not None else None
             coded = group_by_codes(
                 None if encoded is not None else self._records(*names), firsts, self.today_partitions, coded=True,
                 keep_codes=record_fields, encoded=encoded,
             )
             del encoded
-            kf = sample.key_file()
-            if coded is None or (kf is not None and "key_size" in kf[2]):
-                # too wide for the coded tables (the records are read as columns below), or the hot keys'
-                # records' sizes can be read at their rows (_hot_frame): not 4 bytes a record kept to then
-                self._cache.pop("record-size", None)
+            if coded is not None and sizes is not None:  # too wide for the coded tables: read as columns below
+                # each record's key + value bytes, for the hot keys' records (_hot_frame)
+                self._cache["record-size"] = RecordSizes(sizes, sample.key_file(), len(sample))
+            del sizes
         if coded is not None:
             key_index, tables, self._cache["record-kid"], self._dicts, self._cache["record-codes"] = coded
             for fs, table in zip([(), *firsts], tables):
@@ -618,28 +639,24 @@ class WhatIf:
         """
         import polars as pl
 
-        size = self._cache.get("record-size")
+        sizes = self._cache.get("record-size")
         kf = self.sample.key_file()
-        if kf is None or "offset" not in kf[2] or (size is None and "key_size" not in kf[2]):
+        if sizes is None or kf is None or "offset" not in kf[2]:
             return None
-        from ..io.parquet import int64_at_rows, sizes_at_rows
+        from ..io.parquet import int64_at_rows
 
         path, check, _ = kf
         off = int64_at_rows(path, check, "offset", rows, len(self.sample))
         if off is None:
             return None
-        if size is None:  # read at the rows (int32, as the kept sizes were)
-            at = sizes_at_rows(path, check, rows, len(self.sample))
-            if at is None:
-                return None
-            size, rows_of = at, np.arange(len(rows))
-        else:
-            rows_of = rows
+        size = sizes.at(rows)
+        if size is None:
+            return None
         part = self.sample.frame("partition")["partition"]
         return pl.DataFrame({
             "partition": part.gather(rows),
             "offset": pl.Series(off, dtype=pl.Int64),
-            "size": pl.Series(size[rows_of].astype(np.int64), dtype=pl.Int64),
+            "size": pl.Series(size, dtype=pl.Int64),
             "hid": pl.Series(np.asarray(hid), dtype=pl.UInt32),
         })
 
