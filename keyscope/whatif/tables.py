@@ -116,28 +116,35 @@ def group_by_codes(
             return dense_cells(kid, K, cells[row_of[r] - wide] if r in row_of else part, cells_w[r], size)
         return group_cells(start, s_cells[row_of[r]], cells_w[r], s_size)
 
-    # the wide sets first, then the sorted copies (4 bytes a record per wide set, and the sizes) are
-    # dropped before the dense sets' tables are counted: the group pass's peak held both (~60 MB at 10M)
+    # the dense sets first, then their cells (4 bytes a record per dense set) are dropped before the wide
+    # sets' tables (the largest outputs: 3.6M key+user_id units, ~115 MB) are grown: the group pass's
+    # peak held both
     wide_rs = [r for r in range(len(sets)) if not dense[r]]
     dense_rs = [r for r in range(len(sets)) if dense[r]]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = dict(zip(wide_rs, pool.map(one, wide_rs)))
-        s_cells = np.zeros((0, 0), np.int32)
-        s_size = np.zeros(0, np.int32)
-        done.update(zip(dense_rs, pool.map(one, dense_rs)))
+        done = dict(zip(dense_rs, pool.map(one, dense_rs)))
+        cells = np.zeros((0, 0), np.int32)
+        done.update(zip(wide_rs, pool.map(one, wide_rs)))
     grouped = [(sets[r], done.pop(r)) for r in range(len(sets))]
-    cells = np.zeros((0, 0), np.int32)
+    s_cells = np.zeros((0, 0), np.int32)
+    s_size = np.zeros(0, np.int32)
     tables = []
     while grouped:  # each set's arrays freed once its frame is made
         fs, (gk, gc, gn, gb) = grouped.pop(0)
         as_codes = coded and bool(fs)
-        cols_out = {"partition": (gc % S).astype(np.int32)}
+        # in place on the (non-negative) cells, each digit written straight to int32: no unit-long int64
+        # temporaries beside the outputs (the frames' step was the group pass's other peak)
+        p32 = np.empty(len(gc), np.int32)
+        np.remainder(gc, S, out=p32, casting="unsafe")
+        cols_out = {"partition": p32}
         if not as_codes:
             cols_out["key"] = dicts["key"].gather(gk)
-        rest = gc // S
+        rest = np.floor_divide(gc, S, out=gc)
         for f in reversed(fs):
-            rest, code = np.divmod(rest, widths[f])
-            cols_out[CODE + f if as_codes else f] = code.astype(np.int32) if as_codes else dicts[f].gather(code)
+            code = np.empty(len(rest), np.int32)
+            np.remainder(rest, widths[f], out=code, casting="unsafe")
+            np.floor_divide(rest, widths[f], out=rest)
+            cols_out[CODE + f if as_codes else f] = code if as_codes else dicts[f].gather(code.astype(np.int64))
         names = [CODE + f for f in fs] if as_codes else ["key", *fs]
         frame = pl.DataFrame(cols_out).select("partition", *names)
         kid_col = pl.Series("kid", gk, dtype=pl.Int64)
