@@ -210,8 +210,14 @@ class _Run:
             self.pending_n = rest.num_rows
 
 
+# Held while a group counts a chunk, by the local engine's groups of one process (scan_group's ``counting``):
+# a chunk's key table (Arrow's hash table of up to 200,000 distinct keys, ~15 MB, and its per-key arrays)
+# exists for one group at a time, not for every group at once; the other groups fetch and decode meanwhile.
+COUNTING = threading.Lock()
+
+
 def scan_group(conn, spec: ScanSpec, take, on_result, progress=None, width: int = GROUP_WIDTH,
-               stopped=None) -> None:
+               stopped=None, counting=None) -> None:
     """Read several tasks at once, one Fetch request per leader for all their partitions (Kafka's Fetch is
     per broker, with many partitions), each partition stopped at its task's end offset.
 
@@ -222,7 +228,8 @@ def scan_group(conn, spec: ScanSpec, take, on_result, progress=None, width: int 
     ``(task, attempt)`` on partitions not busy here (empty: none now; with ``wait``, none left), so at
     most ``width`` at once, at most one task per partition at a time; ``on_result(task, Profile | KafkaError)`` as each task ends, so a
     failed task is retried alone and a completed one is kept alone.  ``stopped()``: true when the caller
-    gives up (Ctrl-C): the group returns, its tasks unfinished and unreported."""
+    gives up (Ctrl-C): the group returns, its tasks unfinished and unreported.  ``counting``: a lock held
+    while a chunk is counted (:data:`COUNTING`), or None."""
     from ..kafka import client as kafka_io
     from ..kafka import lean
     from ..sampling import _decode, _FieldPlan, _skip_aborted
@@ -379,7 +386,11 @@ def scan_group(conn, spec: ScanSpec, take, on_result, progress=None, width: int 
                     r.seen_b += int(pc.sum(c.table["key_size"]).as_py() or 0)
                     r.seen_b += int(pc.sum(c.table["value_size"]).as_py() or 0)
                     progress(task.id, r.state.next - task.start, r.seen_n, r.seen_b)
-                r.feed(c.table if c is not None else None)
+                if counting is None:
+                    r.feed(c.table if c is not None else None)
+                else:
+                    with counting:
+                        r.feed(c.table if c is not None else None)
                 if r.fault and c is not None:  # after records were read and counted, before the result
                     if r.fault == "exit":
                         os._exit(17)  # a worker process dying mid-task
