@@ -195,8 +195,11 @@ def main(argv=None) -> int:
             r = scan(bs, topic, tmp, 1)
             if r["records"] != n:
                 raise SystemExit(f"scan of {topic} read {r['records']:,} records, expected {n:,}")
-            rss_rows.append({"distinct_keys": dk, "seconds": r["seconds"], "cpu_s": r["cpu_s"], "rss_mb": r["rss_mb"],
-                             "distinct_estimate": r["distinct_estimate"]})
+            row = {"distinct_keys": dk, "seconds": r["seconds"], "cpu_s": r["cpu_s"], "rss_mb": r["rss_mb"],
+                   "distinct_estimate": r["distinct_estimate"]}
+            if before is not None:  # the same topic, right after: the same neighbours' load
+                row["rss_mb_before"] = scan(bs, topic, tmp, 1, before, " (before)")["rss_mb"]
+            rss_rows.append(row)
     ref = runs.get("kcat -C -e -f '%k\\n'")
     uniq = runs.get("kcat | sort | uniq -c")
     rows = []
@@ -226,9 +229,9 @@ def main(argv=None) -> int:
           flush=True)
     if rss_rows:
         print_table(f"keyscope scan --workers 1 peak RSS as distinct keys grow ({n:,} records each)",
-                    ["distinct keys", "seconds", "CPU s", "peak RSS MB", "HLL estimate"],
-                    [[r["distinct_keys"], r["seconds"], r["cpu_s"], r["rss_mb"], r["distinct_estimate"]]
-                     for r in rss_rows])
+                    ["distinct keys", "seconds", "CPU s", "peak RSS MB", "HLL estimate", "before: peak RSS MB"],
+                    [[r["distinct_keys"], r["seconds"], r["cpu_s"], r["rss_mb"], r["distinct_estimate"],
+                      r.get("rss_mb_before", "-")] for r in rss_rows])
     write_json(args.json, "scan", {"peers": rows, "rss_by_distinct_keys": rss_rows,
                                    "workers_speedup": w1["seconds"] / w2["seconds"], "load": os.getloadavg()[0]},
                records=n, partitions=PARTITIONS, distinct_keys=distinct_main, broker=broker_name)

@@ -351,3 +351,86 @@ def test_progress_counts_records_within_a_task_in_worker_processes(topic, monkey
     assert all(p.records <= RECORDS for p in seen)
     last = max(seen, key=lambda p: p.tasks_done)
     assert last.tasks_done == last.tasks_total and last.records == RECORDS and last.bytes == r.profile.bytes
+
+
+def test_counting_memory_does_not_grow_with_distinct_keys():
+    """A chunk's Python-heap peak (tracemalloc: Python objects and numpy arrays) and a task's retained state
+    stay bounded as distinct keys grow: the distinct keys of a chunk are counted KEY_SLICE at a time (a
+    chunk's 200,000 distinct keys as Python objects and whole-chunk operand arrays cost ~70 bytes a key),
+    and after the first chunk more chunks of all-new keys keep no more state (sketches of fixed size)."""
+    import tracemalloc
+
+    import numpy as np
+    import pyarrow as pa
+
+    from keyscope.scan.plan import Task
+    from keyscope.scan.task import CHUNK_RECORDS, ScanSpec, _Accumulator
+
+    n = CHUNK_RECORDS
+
+    def chunk(c: int, distinct: int):
+        keys = pa.array([b"k%09d" % (c * n + i % distinct) for i in range(n)], pa.binary())
+        return pa.table({
+            "partition": pa.array(np.zeros(n, np.int32)), "offset": pa.array(np.arange(c * n, (c + 1) * n)),
+            "timestamp": pa.array(np.full(n, 1_700_000_000_000), pa.timestamp("ms", tz="UTC")),
+            "key": keys, "key_size": pa.array(np.full(n, 10, np.int32)),
+            "value_size": pa.array(np.full(n, 100, np.int32))})
+
+    def measure(distinct: int, chunks: int) -> tuple[int, list[int]]:
+        tables = [chunk(c, distinct) for c in range(chunks)]
+        acc = _Accumulator(ScanSpec("t", 3), Task(0, 0, 0, 10**9))
+        peak, retained = 0, []
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            for t in tables:
+                cur = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                acc.add([t])
+                now, top = tracemalloc.get_traced_memory()
+                peak = max(peak, top - cur)
+                retained.append(now - start)
+        finally:
+            tracemalloc.stop()
+        freq = len(acc.result().expressions["key"].frequent)
+        return peak, retained + [freq]
+
+    few_peak, _ = measure(1_000, 1)
+    many_peak, many = measure(n, 4)  # every record a new key, in every chunk
+    assert many_peak - few_peak < 40 * n, (few_peak, many_peak)  # < 40 bytes per distinct key of the chunk
+    *retained, freq = many
+    assert max(retained[1:]) - retained[0] < 256 << 10, retained  # no state grown by the later chunks' new keys
+    assert freq < 200 << 10  # the frequent-items sketch: at most 0.75 * 4096 items
+
+
+def test_the_groups_of_one_process_count_one_chunk_at_a_time(topic, monkeypatch):
+    """--workers 1 runs several groups in threads; a chunk's key table (Arrow's hash table and per-key
+    arrays of up to CHUNK_RECORDS distinct keys) exists for one of them at a time: a chunk is counted under
+    the process's COUNTING lock, so the peak does not add up one table per group."""
+    import threading
+
+    from keyscope.kafka.connection import resolve
+    from keyscope.scan import ScanRequest, engine, run_scan
+    from keyscope.scan import task as task_mod
+
+    assert engine.THREADS_HERE > 1
+    add = task_mod._Accumulator.add
+    mu = threading.Lock()
+    at_once = [0, 0]  # counting now, most at once
+    locked = []
+
+    def counted(self, tables):
+        with mu:
+            at_once[0] += 1
+            at_once[1] = max(at_once[1], at_once[0])
+        locked.append(task_mod.COUNTING.locked())
+        try:
+            add(self, tables)
+        finally:
+            with mu:
+                at_once[0] -= 1
+
+    monkeypatch.setattr(task_mod._Accumulator, "add", counted)
+    r = run_scan(resolve(topic[0]), ScanRequest(topic[1], workers=1))
+    assert r.profile.records == RECORDS
+    assert locked and all(locked) and at_once[1] == 1

@@ -17,7 +17,7 @@ from typing import Callable
 from ..errors import KafkaError, UsageError
 from .plan import Task, plan_tasks
 from .profile import Profile, merge
-from .task import DEFAULT_COUNTER_RULES, ScanSpec, scan_group, scan_task
+from .task import COUNTING, DEFAULT_COUNTER_RULES, ScanSpec, scan_group, scan_task
 
 MAX_ATTEMPTS = 3
 # Groups run at once in this process with --workers 1, each in a thread reading its tasks' partitions with
@@ -364,7 +364,7 @@ def _run_groups(threads, conn, spec, tasks, kept, state, progress=None, leaders=
 
     def run() -> None:
         try:
-            scan_group(conn, spec, take, on_result, progress, width, stop.is_set)
+            scan_group(conn, spec, take, on_result, progress, width, stop.is_set, counting=COUNTING)
         except BaseException as e:  # not a Kafka failure of one task: the scan stops with it
             errors.append(e)
             stop.set()
@@ -473,7 +473,7 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
     def run() -> None:
         while True:
             try:
-                scan_group(conn, spec, take, on_result, under_way if progress else None, width)
+                scan_group(conn, spec, take, on_result, under_way if progress else None, width, counting=COUNTING)
                 return
             except Exception as e:  # not a Kafka failure: the scan stops with it, as in-process
                 send(("error", -1, f"{type(e).__name__}: {e}"))
@@ -621,7 +621,7 @@ def _run_procs(workers, conn, spec, tasks, kept, state, threads: int = WORKER_TH
 
     def run_here() -> None:
         try:
-            scan_group(conn, spec, take, on_result, progress, width, stop.is_set)
+            scan_group(conn, spec, take, on_result, progress, width, stop.is_set, counting=COUNTING)
         except BaseException as e:  # not a Kafka failure of one task: the scan stops with it
             errors.append(e)
             stop.set()
