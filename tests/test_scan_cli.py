@@ -403,27 +403,43 @@ def test_counting_memory_does_not_grow_with_distinct_keys():
     assert freq < 200 << 10  # the frequent-items sketch: at most 0.75 * 4096 items
 
 
-def test_the_groups_of_one_process_count_one_chunk_at_a_time(topic, monkeypatch):
-    """--workers 1 runs several groups in threads; a chunk's key table (Arrow's hash table and per-key
-    arrays of up to CHUNK_RECORDS distinct keys) exists for one of them at a time: a chunk is counted under
-    the process's COUNTING lock, so the peak does not add up one table per group."""
+def test_the_groups_of_one_process_count_at_most_two_chunks_at_a_time(topic, monkeypatch):
+    """--workers 1 runs three groups in threads; a chunk's key table (Arrow's hash table and per-key
+    arrays of up to CHUNK_RECORDS distinct keys) exists for at most COUNTING_SLOTS of them at a time: a
+    chunk is counted holding the process's COUNTING semaphore, so the peak does not add up one table per
+    group."""
     import threading
 
     from keyscope.kafka.connection import resolve
     from keyscope.scan import ScanRequest, engine, run_scan
     from keyscope.scan import task as task_mod
 
-    assert engine.THREADS_HERE > 1
+    assert engine.THREADS_HERE > task_mod.COUNTING_SLOTS
     add = task_mod._Accumulator.add
     mu = threading.Lock()
     at_once = [0, 0]  # counting now, most at once
-    locked = []
+    held = [0]
+    under = []
+
+    class Tracked(threading.BoundedSemaphore):
+        def __enter__(self):
+            r = super().__enter__()
+            with mu:
+                held[0] += 1
+            return r
+
+        def __exit__(self, *exc):
+            with mu:
+                held[0] -= 1
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(engine, "COUNTING", Tracked(task_mod.COUNTING_SLOTS))
 
     def counted(self, tables):
         with mu:
             at_once[0] += 1
             at_once[1] = max(at_once[1], at_once[0])
-        locked.append(task_mod.COUNTING.locked())
+            under.append(held[0] >= at_once[0])
         try:
             add(self, tables)
         finally:
@@ -433,4 +449,4 @@ def test_the_groups_of_one_process_count_one_chunk_at_a_time(topic, monkeypatch)
     monkeypatch.setattr(task_mod._Accumulator, "add", counted)
     r = run_scan(resolve(topic[0]), ScanRequest(topic[1], workers=1))
     assert r.profile.records == RECORDS
-    assert locked and all(locked) and at_once[1] == 1
+    assert under and all(under) and 1 <= at_once[1] <= task_mod.COUNTING_SLOTS
