@@ -825,6 +825,9 @@ class HotKeyOptions:
     confidence: float
 
 
+SHARE_RANK_DIGITS = 12  # significant digits of a share that rank hot keys (see _hot_keys)
+
+
 def _hot_keys(keys, keyed, opts: HotKeyOptions, lb: LoadBasis, n_total: float, hottest: int | None, excess: float):
     """The top keys by topic share, each with its interval and whether it alone explains the hottest excess."""
     import polars as pl
@@ -835,10 +838,15 @@ def _hot_keys(keys, keyed, opts: HotKeyOptions, lb: LoadBasis, n_total: float, h
     y_p, s2_p, a_p, load_p = lb.y_p, lb.s2_p, lb.a_p, lb.load_p
     if top == 0 or keys.height == 0:
         return []
+    # Ranked by share to 12 significant digits, then records, then key: a share is a_p * pi, so two
+    # keys of one record each in partitions read alike differ in the last bit ((86/235)*(1/86) is not
+    # 1/235), and an exact sort put every key of one partition after every tie of the others (a CI
+    # failure: which partition the null keys land on decided which binary keys made the top 50).
+    rank = pl.col("share").round_sig_figs(SHARE_RANK_DIGITS)
     if keys.height > 4 * top:  # only candidates at or above the top-th share get sorted
-        shares = keys["share"].to_numpy()
-        keys = keys.filter(pl.col("share") >= np.partition(shares, shares.size - top)[shares.size - top])
-    best = keys.sort(["share", "records", "key"], descending=[True, True, False]).head(top)
+        shares = keys.select(rank).to_series().to_numpy()
+        keys = keys.filter(rank >= np.partition(shares, shares.size - top)[shares.size - top])
+    best = keys.sort([rank, pl.col("records"), pl.col("key")], descending=[True, True, False]).head(top)
     rows = keyed.join(best.select("key"), on="key", how="semi")
     z = z_value(opts.confidence)
     y_total, s2_total = float(y_p.sum()), float(s2_p.sum())

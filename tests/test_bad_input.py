@@ -94,3 +94,20 @@ def test_null_keys_only_sample_has_no_nan(tmp_path):
     for cmd in (["whatif", "-p", "6"], ["recommend"]):
         r = ks(cmd[0], str(path), *cmd[1:])
         assert r.returncode == 3 and "null key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_hot_keys_tied_across_partitions_rank_by_key_not_by_the_last_bit():
+    """A sample CI wrote (3 partitions read whole; 5 of the 7 null keys on partition 2, so its keys'
+    shares (86/235)*(1/86) differ from 1/235 in the last bit): keys of one record each rank by key,
+    whichever partition holds them, so the binary keys 00ff00..02 of partition 2 are in the top 50."""
+    import pathlib
+
+    path = pathlib.Path(__file__).parent / "data" / "ties_across_partitions.parquet"
+    a = ks("analyze", str(path), "--format", "json", "--top", "50")
+    assert a.returncode == 0, a.stderr
+    hot = json.loads(a.stdout)["hot_keys"]
+    assert hot[0]["key"] == "" and hot[0]["records"] == 5
+    ones = [k for k in hot[1:]]
+    assert all(k["records"] == 1 for k in ones)
+    assert [k["key"] for k in ones[:20]] == [bytes([0, 255, i, 10, 13]).hex() for i in range(20)]
+    assert {k["partition"] for k in ones[:20]} == {0, 1, 2}
