@@ -572,6 +572,23 @@ def int64_at_rows(path, ident_check, column: str, rows: np.ndarray, n_rows: int)
     except Exception as e:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
     ident_check()
+
+    def values(t, n: int):
+        col = t.column(0)
+        if col.null_count or len(col) != n:
+            return None
+        return np.concatenate([np.frombuffer(c.buffers()[1], np.int64, count=len(c), offset=8 * c.offset)
+                               for c in col.chunks]) if col.num_chunks != 1 else \
+            np.frombuffer(col.chunks[0].buffers()[1], np.int64, count=n, offset=8 * col.chunks[0].offset)  # fmt: skip
+
+    out = _at_rows(f, path, rows, [column], values)
+    ident_check()
+    return out
+
+
+def _at_rows(f, path, rows: np.ndarray, columns: list[str], values):
+    """``values(table, n)`` of each row group holding some of the ascending ``rows``, gathered at them
+    (int64), or None when ``values`` gives None or a row is past the file; other row groups are not read."""
     out = np.empty(rows.size, np.int64)
     md = f.metadata
     row, at = 0, 0
@@ -580,22 +597,17 @@ def int64_at_rows(path, ident_check, column: str, rows: np.ndarray, n_rows: int)
         stop = int(np.searchsorted(rows, row + n, side="left"))
         if stop > at:
             try:
-                col = f.read_row_group(r, columns=[column], use_threads=False).column(0)
+                t = f.read_row_group(r, columns=columns, use_threads=False)
             except Exception as e:
                 raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-            if col.null_count or len(col) != n:
+            vals = values(t, n)
+            if vals is None:
                 return None
-            vals = np.concatenate([np.frombuffer(c.buffers()[1], np.int64, count=len(c), offset=8 * c.offset)
-                                   for c in col.chunks]) if col.num_chunks != 1 else \
-                np.frombuffer(col.chunks[0].buffers()[1], np.int64, count=n, offset=8 * col.chunks[0].offset)  # fmt: skip
             out[at:stop] = vals[rows[at:stop] - row]
             at = stop
-            del col, vals
+            del t, vals
         row += n
-    if at != rows.size:
-        return None
-    ident_check()
-    return out
+    return out if at == rows.size else None
 
 
 def sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int):
@@ -625,27 +637,15 @@ def sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int):
         return None
     cols = [c for c in ("key_size", "value_size") if c in names]
     ident_check()
-    out = np.empty(rows.size, np.int64)
-    md = f.metadata
-    row, at = 0, 0
-    for r in range(md.num_row_groups):
-        n = md.row_group(r).num_rows
-        stop = int(np.searchsorted(rows, row + n, side="left"))
-        if stop > at:
-            try:
-                t = f.read_row_group(r, columns=cols, use_threads=False)
-            except Exception as e:
-                raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-            if t.num_rows != n:
-                raise InputError(f"{path}: columns of different lengths")
-            tot = np.zeros(n, np.int64)
-            for c in cols:
-                tot += _ints(t.column(c))
-            out[at:stop] = tot[rows[at:stop] - row].astype(np.int32)  # the int32 dictionary_codes stores
-            at = stop
-            del t, tot
-        row += n
-    if at != rows.size:
-        return None
+
+    def values(t, n: int):
+        if t.num_rows != n:
+            raise InputError(f"{path}: columns of different lengths")
+        tot = np.zeros(n, np.int64)
+        for c in cols:
+            tot += _ints(t.column(c))
+        return tot.astype(np.int32)  # the int32 dictionary_codes stores
+
+    out = _at_rows(f, path, rows, cols, values)
     ident_check()
     return out
