@@ -295,7 +295,23 @@ class Client:
     def list_offsets(self, topic: str, partitions: list[int], timestamp: int,
                      isolation_level: int = 0) -> dict[int, tuple[int, int]]:
         """{partition: (offset, timestamp)} from each partition's leader (ListOffsets with ``timestamp``,
-        or EARLIEST / LATEST).  A KafkaError names a partition error."""
+        or EARLIEST / LATEST).  A KafkaError names a partition error.
+
+        A leader not yet elected or just moved (a topic created a moment ago: CI saw NotLeaderForPartition
+        on a new topic's partition 2) is asked again after a metadata refresh, for up to the request
+        timeout (at most 10 s), as kafka-python's consumer does."""
+        deadline = time.monotonic() + min(10.0, self.timeout_s)
+        while True:
+            try:
+                return self._list_offsets(topic, partitions, timestamp, isolation_level)
+            except _LeaderNotReady:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+                self.metadata([topic])
+
+    def _list_offsets(self, topic: str, partitions: list[int], timestamp: int,
+                      isolation_level: int) -> dict[int, tuple[int, int]]:
         by_node: dict[int, list[int]] = {}
         for p in partitions:
             node = self.leader(topic, p)
@@ -303,7 +319,7 @@ class Client:
                 self.metadata([topic])
                 node = self.leader(topic, p)
             if node is None:
-                raise KafkaError(f"partition {p} of {topic!r} has no leader")
+                raise _LeaderNotReady(f"partition {p} of {topic!r} has no leader")
             by_node.setdefault(node, []).append(p)
         out: dict[int, tuple[int, int]] = {}
         for node, ps in by_node.items():
@@ -330,9 +346,19 @@ class Client:
                     if v >= 4:
                         r.int32()
                     if err:
-                        raise KafkaError(f"cannot read offsets of {topic!r} partition {p}: {_error(err)}")
+                        kind = _LeaderNotReady if err in _LEADER_NOT_READY else KafkaError
+                        raise kind(f"cannot read offsets of {topic!r} partition {p}: {_error(err)}")
                     out[p] = (off, ts)
         return out
+
+
+class _LeaderNotReady(KafkaError):
+    """A partition error that a metadata refresh and a second ask mend (Client.list_offsets retries it)."""
+
+
+# UNKNOWN_TOPIC_OR_PARTITION (metadata not yet everywhere), LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER,
+# FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH
+_LEADER_NOT_READY = {3, 5, 6, 74, 75}
 
 
 def _error(code: int) -> str:
