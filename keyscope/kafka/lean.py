@@ -389,11 +389,25 @@ def fetch_body(version: int, topic: str, offsets: dict[int, tuple[int, int]], ma
     return body
 
 
-def parse_fetch(version: int, data) -> list:
-    """[FetchedPartition] of a Fetch response (records as raw RecordBatch bytes)."""
+def parse_fetch(version: int, data, views: bool = False) -> list:
+    """[FetchedPartition] of a Fetch response (records as raw RecordBatch bytes).
+
+    ``views``: each partition's records as a memoryview into ``data`` instead of a copy (the sampler:
+    one copy less of every byte fetched, and half the memory of an answer while it is parsed)."""
     from .client import FetchedPartition
 
     r = _Buf(data)
+
+    def records():
+        if not views:
+            return r.bytes_() or b""
+        n = r.int32()
+        if n < 0:
+            return b""
+        v = memoryview(r.d)[r.i:r.i + n]
+        r.i += n
+        return v
+
     r.int32()  # throttle
     if version >= 7:
         err = r.int16()
@@ -413,7 +427,7 @@ def parse_fetch(version: int, data) -> list:
             if version >= 11:
                 r.int32()  # preferred read replica
             out.append(FetchedPartition(partition=p, error_code=err, high_watermark=hw, log_start_offset=lso_start,
-                                        records=r.bytes_() or b"", last_stable_offset=lso, aborted=tuple(aborted)))
+                                        records=records(), last_stable_offset=lso, aborted=tuple(aborted)))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,20 +23,23 @@ class _Columns:
     """Output buffers for one fetched chunk of one partition, grown as batches inflate."""
 
     def __init__(self, cap: int, nbytes: int, plan: "_FieldPlan"):
+        # The table keeps off, ts, klen and koff as they are; the rest is copied out of (_to_arrow), so
+        # it lives in this thread's scratch, reused chunk after chunk (see _scratch).
         self.off = np.empty(cap, np.int64)
         self.ts = np.empty(cap, np.int64)
         self.klen = np.empty(cap, np.int32)
-        self.vlen = np.empty(cap, np.int32)
         self.koff = np.zeros(cap + 1, np.int32)
-        self.kdata = np.empty(max(nbytes, 16), np.uint8)
+        self.vlen = _scratch("vlen", cap, np.int32)
+        self.kdata = _scratch("kdata", max(nbytes, 16), np.uint8)
         self.want_values = plan.want_values
         want = bool(plan.want_values)
-        self.voff = np.zeros(cap + 1 if want else 1, np.int64)
-        self.vdata = np.empty(max(nbytes, 16) if want else 1, np.uint8)
+        self.voff = _scratch("voff", cap + 1 if want else 1, np.int64, zero=True)
+        self.vdata = _scratch("vdata", max(nbytes, 16) if want else 1, np.uint8)
         rows = len(plan.headers) + len(plan.native)  # header fields, then the JSON fields ks_json fills
-        self.hoff = np.zeros((rows, cap + 1), np.int64)
-        self.hvalid = np.zeros((rows, cap), np.uint8)
-        self.hdata = np.empty((rows, max(nbytes, 16) if rows else 1), np.uint8)
+        self.hoff = _scratch("hoff", rows * (cap + 1), np.int64, zero=True).reshape(rows, cap + 1)
+        self.hvalid = _scratch("hvalid", rows * cap, np.uint8, zero=True).reshape(rows, cap)
+        width = max(nbytes, 16) if rows else 1
+        self.hdata = _scratch("hdata", rows * width, np.uint8).reshape(rows, width)
 
     def decode(self, buf: np.ndarray, st: np.ndarray, lo: int, hi: int, budget: int, plan: "_FieldPlan") -> int:
         """One kernel call over ``buf`` from ``st[_POS]``; returns its status."""
@@ -68,6 +72,25 @@ class _Columns:
                 bigger = np.empty((self.hdata.shape[0], max(need, 2 * self.hdata.shape[1])), np.uint8)
                 bigger[:, : self.hdata.shape[1]] = self.hdata
                 self.hdata = bigger
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, n: int, dtype, zero: bool = False):
+    """``n`` items of this thread's scratch buffer ``name``, grown as needed and reused by the next chunk.
+
+    Why: a fresh buffer per chunk (the key bytes alone are sized to the fetched chunk, ~4 MB, for
+    ~0.5 MB of keys) churned the allocator, whose free space fragmented and grew with the records
+    read (docs/benchmarks.md, samprss7).  Only for what ``_to_arrow`` copies out of."""
+    bufs = _SCRATCH.__dict__
+    a = bufs.get(name)
+    if a is None or a.size < n or a.dtype != dtype:
+        a = bufs[name] = np.empty(max(n, int(a.size * 1.25) if a is not None and a.dtype == dtype else 0), dtype)
+    v = a[:n]
+    if zero:
+        v.fill(0)
+    return v
 
 
 def _grow(a, need: int, used: int):
@@ -148,7 +171,7 @@ def _decode(partition: int, records: bytes, lo: int, hi: int, budget: int, plan:
             codec = records[p + wire.ATTRIBUTES_LOW] & wire.CODEC_MASK
             base = wire.read(records, p, "base_offset", signed=True)
             try:
-                inner = _inflate(codec, records[p + HEADER_BYTES : bend])
+                inner = _inflate(codec, bytes(records[p + HEADER_BYTES : bend]))  # records may be a memoryview
             except Exception as e:
                 what = _CODEC_NAMES.get(codec, f"codec {codec}")
                 raise KafkaError(

@@ -16,7 +16,7 @@ from . import wire
 from .chunk import _decode, _FieldPlan
 from .decoder import _warm_kernels
 from .options import (
-    DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_S, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP, FETCH_MAX_BYTES, FIRST_FETCH_BYTES,
+    DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_S, FETCH_AHEAD_RATIO, FETCH_AHEAD_RECORDS, FETCH_AHEAD_STEP, FETCH_MAX_BYTES, FIRST_FETCH_BYTES,
     GUESS_RECORD_BYTES, MAX_IN_FLIGHT, MIN_FETCH_BYTES, PACE_RATIO, PACE_STEP, PARTITION_FETCH_BYTES,
     PARTITIONS_PER_REQUEST, Phase, Progress, SampleSpec, _first_line,
 )
@@ -172,6 +172,13 @@ def _pace_target(part: _Part, frontier: float, ratio: float = PACE_RATIO, step: 
     return min(part.budget, math.ceil((frontier * ratio + step) * part.budget - 1e-9))
 
 
+def _ahead_target(part: _Part, frontier: float) -> int:
+    """Records ``part`` may have fetched (kept and held): FETCH_AHEAD_* past the furthest behind, and at most
+    FETCH_AHEAD_RECORDS past its pace, so what is held does not grow with the records read."""
+    return min(_pace_target(part, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP),
+               _pace_target(part, frontier) + FETCH_AHEAD_RECORDS)
+
+
 def _fetch_size(part: _Part, want: int, bpr: float | None, limit: int) -> int:
     """Bytes to ask of one partition for ``want`` more records, at least its largest batch."""
     if part.walked_records:
@@ -240,7 +247,7 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
         frontier = release()
         ready = [
             x for x in parts.values() if not (x.done or x.busy or x.exhausted)
-            and x.kept + x.held_n < _pace_target(x, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP)
+            and x.kept + x.held_n < _ahead_target(x, frontier)
         ]
         if not ready:
             return
@@ -258,7 +265,7 @@ def _run(kafka_io, consumer, spec, parts, plan, deadline, max_bytes, progress, t
             retry_later(lost, 0.2)
         sizes = {
             x.partition: _fetch_size(
-                x, _pace_target(x, frontier, FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP) - x.kept - x.held_n, bpr, partition_max)
+                x, _ahead_target(x, frontier) - x.kept - x.held_n, bpr, partition_max)
             for xs in by_node.values() for x in xs
         }
         left = max_bytes - state.bytes - sum(r for _, r in inflight.values())

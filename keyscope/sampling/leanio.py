@@ -177,7 +177,7 @@ class _NodeLink:
                     continue
                 tag, corr, v, on = sent.popleft()
                 try:
-                    answers.put((tag, lean.parse_fetch(v, on.receive(corr, timeout)), None))
+                    answers.put((tag, lean.parse_fetch(v, on.receive(corr, timeout), views=True), None))
                 except (lean.LinkError, KafkaError, struct.error, IndexError) as e:
                     on.close()
                     if link is on:

@@ -28,6 +28,12 @@ PACE_RATIO, PACE_STEP = 1.05, 0.002
 # 1.5 and 0.05 held up to 1M of 5M records decoded beyond the pace (bench_cold's topic, one
 # partition holding 37%); 1.2 and 0.02 hold ~0.4M, 31 MB less peak RSS, no slower (docs/benchmarks.md).
 FETCH_AHEAD_RATIO, FETCH_AHEAD_STEP = 1.2, 0.02
+# ... and at most this many records past a partition's pace: the ratio alone let what is held grow with
+# the records read (peak RSS 260 -> 310 MB from 5M to 20M records, 296 -> 373 MB with two --field
+# paths).  bench_cold's topic, 5M / 20M records, peak RSS: 16Ki 216 / 233 MB, 32Ki 221 / 244 MB, 64Ki
+# 225 / 265 MB, no CPU difference; 32Ki (~2 MB of ~56-byte records per partition and request) keeps
+# fetches large enough for a broker farther away than loopback (one request per partition in flight).
+FETCH_AHEAD_RECORDS = 1 << 15
 ISOLATIONS = ("read_committed", "read_uncommitted")
 MAX_IN_FLIGHT = 4  # fetch requests out at once
 PARTITIONS_PER_REQUEST = 32  # Tansu returns ~1 MB per partition whatever the limits; keeps answers < 100 MB frames
