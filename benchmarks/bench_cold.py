@@ -159,7 +159,27 @@ def parquet_rows(path: Path) -> int:
     return pq.read_metadata(path).num_rows
 
 
-def bench_sampling(args, n: int, repeat: int, tmp: Path) -> tuple[list[dict], dict]:
+def key_field_bytes(path: Path) -> int:
+    """The records' key and field bytes in a sample file (what issue 14's RSS goal is 2x of): the keys'
+    sizes plus the fields' string bytes, no offsets, no nulls."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    fields = [c for c in t.column_names if c not in ("partition", "offset", "timestamp", "key", "key_size", "value_size")]
+    return int((pc.sum(t.column("key_size")).as_py() or 0)
+               + sum(pc.sum(pc.binary_length(t.column(c))).as_py() or 0 for c in fields))
+
+
+def rss_vs_key_fields(m: dict, path: Path) -> dict:
+    """The row's key+field bytes (MB) and peak RSS / them: the goal is <= 2."""
+    kf = key_field_bytes(path) / 1e6
+    return {"key_field_mb": kf, "rss_vs_key_field": m["rss_mb"] / kf if kf else None}
+
+
+def bench_sampling(args, n: int, repeat: int, tmp: Path, smaller: tuple[int, ...] = ()) -> tuple[list[dict], dict]:
+    """The rows against kcat on a topic of ``n`` records; then, for each of ``smaller``, keyscope's rows
+    alone on the first records of that topic (``--max-records``): peak RSS as the records grow."""
     kcat = shutil.which("kcat")
     if kcat is None:
         print("note: kcat is not installed (apt-get install kcat): sampling rows skipped", flush=True)
@@ -211,13 +231,15 @@ def bench_sampling(args, n: int, repeat: int, tmp: Path) -> tuple[list[dict], di
                     repeat)
         got["sample"], got["kcat"] = parquet_rows(out), count_lines(tmp / "k.txt")
         rows.append(row("sampling", f"sample {n:,} records", m["ks"], "kcat -C -e -f '%p %k\\n'", m["kcat"],
-                        records=n, records_per_s=n / m["ks"]["seconds"], peer_records_per_s=n / m["kcat"]["seconds"]))
+                        records=n, records_per_s=n / m["ks"]["seconds"], peer_records_per_s=n / m["kcat"]["seconds"],
+                        **rss_vs_key_fields(m["ks"], out)))
         before("kcat -C -e -f '%p %k\\n'", f"sample {n:,} records", m)
         m = measure(with_before({"ks": (sample + fields, None, None), "kcat": (kc + ["-f", "%p %k\n"], tmp / "k.txt", env)}),
                     repeat)
         got["sample --field x2"] = parquet_rows(out)
         rows.append(row("sampling", f"sample {n:,} records, 2 --field", m["ks"], "kcat -C -e -f '%p %k\\n'", m["kcat"],
-                        records=n, records_per_s=n / m["ks"]["seconds"], peer_records_per_s=n / m["kcat"]["seconds"]))
+                        records=n, records_per_s=n / m["ks"]["seconds"], peer_records_per_s=n / m["kcat"]["seconds"],
+                        fields=2, **rss_vs_key_fields(m["ks"], out)))
         before("kcat -C -e -f '%p %k\\n'", f"sample {n:,} records, 2 --field", m)
         pipe_ks = shlex.join(sample) + " && " + shlex.join(ks + ["analyze", str(out)])
         pipe_kcat = shlex.join(kc + ["-f", "%k\n"]) + " | sort | uniq -c | sort -rn | head"
@@ -226,9 +248,20 @@ def bench_sampling(args, n: int, repeat: int, tmp: Path) -> tuple[list[dict], di
         rows.append(row("sampling", f"on-call: sample + analyze, {n:,} records", m["ks"],
                         "kcat -f '%k\\n' | sort | uniq -c | sort -rn | head (LC_ALL=C)", m["kcat"], records=n))
         before("kcat -f '%k\\n' | sort | uniq -c | sort -rn | head (LC_ALL=C)", f"on-call: sample + analyze, {n:,} records", m)
+        for k in smaller:  # peak RSS as the records grow: the first k records of the same topic
+            at = [x if x != str(n) else str(k) for x in sample]
+            for extra, what in (([], f"sample {k:,} of {n:,} records"), (fields, f"sample {k:,} of {n:,} records, 2 --field")):
+                m = measure(with_before({"ks": (at + extra, None, None)}), repeat)
+                got[what] = (parquet_rows(out), k)
+                rows.append(row("sampling-scale", what, m["ks"], records=k, fields=len(extra) // 2,
+                                **rss_vs_key_fields(m["ks"], out)))
+                if benv:
+                    rows.append(row("sampling-scale-before", f"{what} (before: {args.before})", m["ks before"], records=k,
+                                    fields=len(extra) // 2, **rss_vs_key_fields(m["ks before"], out)))
     for k, v in got.items():
-        if v != n:
-            raise SystemExit(f"{k} read {v:,} records, expected {n:,}")
+        v, want = v if isinstance(v, tuple) else (v, n)
+        if v != want:
+            raise SystemExit(f"{k} read {v:,} records, expected {want:,}")
     return rows, {"broker": kind, "kcat": kcat, "kcat_version": kv,
                   "kcat_librdkafka": "confluent-kafka wheel" if lib == "wheel" else "system (Debian)", "records": n}
 
@@ -393,7 +426,9 @@ def main(argv=None) -> int:
         make_sample_file(int(argv[1]), argv[2])
         return 0
     ap = parser(__doc__.splitlines()[0])
-    ap.add_argument("--records", type=size, help="records in the topic (default 5M; --quick 100k)")
+    ap.add_argument("--records", help="records in the topic (default 5M; --quick 100k); a list (5M,10M,20M): the "
+                                      "topic holds the largest, kcat's rows use it, keyscope also samples the first N "
+                                      "of it for each other N (peak RSS as the records grow)")
     ap.add_argument("--sizes", help="offline sample sizes, e.g. 1M,10M,30M (default; --quick 100k,300k)")
     ap.add_argument("--kcat-librdkafka", choices=("system", "wheel"),
                     help="kcat's librdkafka: Debian's (default with Kafka) or the confluent-kafka wheel's (with Tansu)")
@@ -405,7 +440,8 @@ def main(argv=None) -> int:
     ap.set_defaults(repeat=None)
     args = ap.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 3)
-    n = args.records or (100_000 if args.quick else 5_000_000)
+    counts = sorted({size(x) for x in args.records.split(",")}) if args.records else [100_000 if args.quick else 5_000_000]
+    n = counts[-1]
     sizes = [size(s) for s in args.sizes.split(",")] if args.sizes else (
         [100_000, 300_000] if args.quick else [1_000_000, 10_000_000, 30_000_000])
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
@@ -419,7 +455,7 @@ def main(argv=None) -> int:
         if "startup" in only:
             rows += bench_startup(max(repeat, 5))
         if "sampling" in only:
-            r, info = bench_sampling(args, n, repeat, tmp)
+            r, info = bench_sampling(args, n, repeat, tmp, tuple(counts[:-1]))
             rows += r
         if "offline" in only:
             commands = tuple(args.commands.split(",")) if args.commands else OFFLINE_COMMANDS
@@ -444,6 +480,12 @@ def main(argv=None) -> int:
     print_table(f"Cold from the shell ({'--quick, ' if args.quick else ''}median of {repeat}; start-up median of "
                 f"{max(repeat, 5)}; ratio = peer time / keyscope time, hashes: keyscope rate / C rate)",
                 ["what", "keyscope", "RSS", "peer", "peer", "peer RSS", "ratio"], table)
+    kf = [r for r in rows if r.get("key_field_mb")]
+    if kf:
+        print_table("Sampling: peak RSS over the records' key+field bytes (issue 14's goal: <= 2x)",
+                    ["what", "records", "key+field MB", "peak RSS MB", "RSS / key+field"],
+                    [[r["what"], r["records"], r["key_field_mb"], r["keyscope_rss_mb"], f"{r['rss_vs_key_field']:.2f}x"]
+                     for r in kf])
     off = [r for r in rows if r["group"] == "offline"]
     if off:
         print_table("Offline: cost per record and peak RSS over the decoded key column",
