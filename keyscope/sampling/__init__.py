@@ -28,7 +28,7 @@ partition), fetch (the paced fetch loop, sample_topic), transactions (aborted
 batches), wire (the RecordBatch v2 layout by name), decoder (the LLVM IR and its
 loader), jsonfields (the one-pass field rules and their pure-Python reference),
 codecs, chunk (one fetched chunk -> Arrow), assemble (tables -> Sample), sink (records -> the
-Parquet file in row groups while reading: ``keyscope sample``).
+Parquet file in row groups while reading: ``keyscope sample``), memory (that process's allocators).
 """
 
 from .chunk import _Chunk, _Columns, _decode, _decode_chunk, _FieldPlan
