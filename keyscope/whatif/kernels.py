@@ -306,7 +306,8 @@ def _group_ir() -> str:
     emit = (  # one touched cell out, its scratch reset
         _at("tcell", "i64", "touched", "%t") + "  %ng = load i64, ptr %ng.a\n"
         + _at("en", "i64", "scr_n", "%tcell") + _at("eb", "i64", "scr_b", "%tcell")
-        + _put("i64", "%k", "ok", "%ng", "wk") + _put("i64", "%tcell", "oc", "%ng", "wc")
+        + "  %k32o = trunc i64 %k to i32\n  %tcell32 = trunc i64 %tcell to i32\n"
+        + _put("i32", "%k32o", "ok", "%ng", "wk") + _put("i32", "%tcell32", "oc", "%ng", "wc")
         + _put("i64", "%en", "on", "%ng", "wn") + _put("i64", "%eb", "ob", "%ng", "wb")
         + "  store i64 0, ptr %en.p\n  store i64 0, ptr %eb.p\n"
         + "  %ng1 = add i64 %ng, 1\n  store i64 %ng1, ptr %ng.a\n"
@@ -593,19 +594,22 @@ def group_cells(start, cell, W, size):
     # a key has at most min(its records, W) cells: that bound sizes the outputs once (growing from n / 8
     # by doubling held old and new arrays and then a trimmed copy: ~300 MB at a 10M-record recommend's peak)
     cap = max(1024, int(np.minimum(np.diff(start), W).sum()) + 1)
-    out = [np.empty(cap, np.int64) for _ in range(4)]
+    # key ids and cells as int32 (both below 2**31: K + 1 keys, W <= tables.MAX_CELLS), counts and bytes
+    # int64: 8 bytes a group less at the group pass's peak (29 MB for recommend's 3.6M key+user_id units)
+    kinds = (np.int32, np.int32, np.int64, np.int64)
+    out = [np.empty(cap, t) for t in kinds]
     stop = np.zeros(2, np.int64)
     fn = _LIB.get()["group_cells"]
     k, ng = 0, 0
     while True:
-        at = [_ptr(o) + 8 * ng for o in out]
+        at = [_ptr(o) + o.itemsize * ng for o in out]
         ng += int(fn(_ptr(start), k, K1, _ptr(cell), _ptr(size), _ptr(scr_n), _ptr(scr_b), _ptr(touched),
                      *at, cap - ng, _ptr(stop)))
         k = int(stop[0])
         if k >= K1:
             break
         cap = max(2 * cap, ng + int(stop[1]))
-        grown = [np.empty(cap, np.int64) for _ in range(4)]
+        grown = [np.empty(cap, t) for t in kinds]
         for g, o in zip(grown, out):
             g[:ng] = o[:ng]
         out = grown
@@ -735,8 +739,9 @@ def _group_cells(start, cell, W, size):
     slots = np.repeat(np.arange(len(start) - 1), np.diff(start))
     groups = _group(slots, cell, size)  # per key, cells in order of first appearance (dicts keep it)
     keys = list(groups)
-    return tuple(np.array(v, np.int64) for v in (
-        [k for k, _ in keys], [c for _, c in keys], [groups[g][0] for g in keys], [groups[g][1] for g in keys]))
+    return tuple(np.array(v, t) for v, t in zip((
+        [k for k, _ in keys], [c for _, c in keys], [groups[g][0] for g in keys], [groups[g][1] for g in keys]),
+        (np.int32, np.int32, np.int64, np.int64)))
 
 
 def _concat_parts(parts, n):
