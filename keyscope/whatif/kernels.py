@@ -622,13 +622,16 @@ def concat_parts(parts, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64[n + 1], bytes uint8) of row i = the concatenation of ``offsets/data[codes[i]]`` over the parts.
 
     ``parts``: (offsets int64, data uint8, codes int64[n]) per part, each a
-    dictionary in the LargeBinary layout; a code < 0 adds nothing to the row.
+    dictionary in the LargeBinary layout, optionally a fourth: its entries'
+    lengths and a last 0 (``np.append(np.diff(offsets), 0)``, made once by a
+    caller of many slices); a code -1 adds nothing to the row (codes are -1 or
+    an entry).
     """
-    keep = [(_c(o, np.int64), _c(d, np.uint8) if len(d) else np.zeros(1, np.uint8), _c(c, np.int64)) for o, d, c in parts]
+    keep = [(_c(p[0], np.int64), _c(p[1], np.uint8) if len(p[1]) else np.zeros(1, np.uint8), _c(p[2], np.int64),
+             p[3] if len(p) > 3 else np.append(np.diff(p[0]), np.int64(0))) for p in parts]  # fmt: skip
     lengths = np.zeros(n, np.int64)
-    for o, _, c in keep:
-        sizes = np.append(np.diff(o), np.int64(0))  # the extra last entry: what a code < 0 adds
-        lengths += sizes[np.where(c < 0, len(sizes) - 1, c)]
+    for _, _, c, sizes in keep:
+        lengths += sizes[c]  # -1 (null) reads the extra last entry, 0: no np.where over the rows
     out_off = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=out_off[1:])
     out = np.empty(max(int(out_off[-1]), 1), np.uint8)
