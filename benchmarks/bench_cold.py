@@ -319,6 +319,22 @@ def before_env(before: str | None) -> dict | None:
 
 
 OFFLINE_COMMANDS = ("analyze", "whatif", "recommend")
+# the columns each offline command keys by, as run below: whatif's --key-by key,region, every field
+# recommend considers (WhatIf's group_fields: the sample's fields), analyze the key alone
+KEY_COLUMNS = {"analyze": ("key",), "whatif": ("key", "region"), "recommend": ("key", "user_id", "region")}
+
+
+def pq_names(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).schema_arrow.names
+
+
+def decoded_mb(path: Path, columns) -> float:
+    """MiB of ``columns`` of the Parquet file decoded (pyarrow's ``nbytes``, as key_column_bytes)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=list(columns)).nbytes / 2**20
 
 
 def bench_offline(sizes: list[int], repeat: int, tmp: Path, before: str | None = None,
@@ -349,15 +365,27 @@ def bench_offline(sizes: list[int], repeat: int, tmp: Path, before: str | None =
         m = measure(cands, repeat)
         kb = side["key_column_bytes"] / 2**20
         for cmd in (c for c in OFFLINE_COMMANDS if c in commands):
+            # beside the key-only ratio: RSS over the decoded columns this command keys by (KEY_COLUMNS)
+            kcols = [c for c in KEY_COLUMNS[cmd] if c in pq_names(path)]
+            kc = decoded_mb(path, kcols)
+            for tag, k in ((cmd, cmd), (f"{cmd} before", f"{cmd} before") if benv else (None, None)):
+                if tag is None:
+                    continue
+                print(f"  {tag} {n:,}: RSS {m[k]['rss_mb']:.0f} MB = {m[k]['rss_mb'] / kb:.2f}x the key column "
+                      f"({kb:.0f} MiB), {m[k]['rss_mb'] / kc:.2f}x its key columns {'+'.join(kcols)} ({kc:.0f} MiB)",
+                      flush=True)
+            extra = dict(key_columns=kcols, key_columns_mb=kc, peer_rss_vs_key_columns=m["polars"]["rss_mb"] / kc)
             rows.append(row("offline", f"{cmd} {n:,}", m[cmd], "Polars script", m["polars"], command=cmd, records=n,
                             ns_per_record=m[cmd]["seconds"] / n * 1e9, key_column_mb=kb,
-                            rss_vs_key_column=m[cmd]["rss_mb"] / kb, peer_rss_vs_key_column=m["polars"]["rss_mb"] / kb))
+                            rss_vs_key_column=m[cmd]["rss_mb"] / kb, peer_rss_vs_key_column=m["polars"]["rss_mb"] / kb,
+                            rss_vs_key_columns=m[cmd]["rss_mb"] / kc, **extra))
             if benv:
                 rows.append(row("offline-before", f"{cmd} {n:,} (before: {before})", m[f"{cmd} before"],
                                 "Polars script", m["polars"], command=cmd, records=n,
                                 ns_per_record=m[f"{cmd} before"]["seconds"] / n * 1e9, key_column_mb=kb,
                                 rss_vs_key_column=m[f"{cmd} before"]["rss_mb"] / kb,
                                 peer_rss_vs_key_column=m["polars"]["rss_mb"] / kb,
+                                rss_vs_key_columns=m[f"{cmd} before"]["rss_mb"] / kc, **extra,
                                 speedup_vs_before=m[f"{cmd} before"]["seconds"] / m[cmd]["seconds"]))
         path.unlink()
     return rows
@@ -489,9 +517,11 @@ def main(argv=None) -> int:
     off = [r for r in rows if r["group"] == "offline"]
     if off:
         print_table("Offline: cost per record and peak RSS over the decoded key column",
-                    ["command", "records", "ns/record", "RSS / key column", "Polars RSS / key column"],
+                    ["command", "records", "ns/record", "RSS / key column", "Polars RSS / key column",
+                     "RSS / key columns used"],
                     [[r["command"], r["records"], r["ns_per_record"], f"{r['rss_vs_key_column']:.2f}x",
-                      f"{r['peer_rss_vs_key_column']:.2f}x"] for r in off])
+                      f"{r['peer_rss_vs_key_column']:.2f}x",
+                      f"{r['rss_vs_key_columns']:.2f}x ({'+'.join(r['key_columns'])})"] for r in off])
     for x in lin:
         print(f"linearity: {x['command']} ns/record {x['from_records']:,} -> {x['to_records']:,}: "
               + " -> ".join(f"{v:.0f}" for v in x["ns_per_record"]) + f" ({x['growth']:.2f}x); marginal "

@@ -518,7 +518,10 @@ def read_sample(path: str | Path, columns=("partition", "key")) -> Sample:
                              f"limit of {MAX_PARTITIONS:,}")  # fmt: skip
         return sample
     try:
+        # one chunk: every later ``to_numpy()`` of the partitions is then a view, not a 40 MB copy per
+        # 10M records (a row group per chunk made what-if's weights and group pass copy it each)
         df = pl.read_parquet(path, columns=["partition", "key"] if with_key else ["partition"])
+        df = df.with_columns(df["partition"].rechunk())  # (the key column, when read, stays as it is: no copy)
     except Exception as e:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
     pending = _Pending(path, ident, names, extra, with_key)

@@ -440,33 +440,30 @@ def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: i
     not import the what-if package, which sits above it.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from .._keytable import Encoder
 
     columns = list(dict.fromkeys(columns))
-    try:
-        f = pq.ParquetFile(path, read_dictionary=columns)
-        md = f.metadata
-        names = f.schema.names
+
+    def suits(f) -> bool:  # every column binary/text, dictionary pages in every row group
+        md, names = f.metadata, f.schema.names
         for c in columns:
             i = f.schema_arrow.get_field_index(c)
             if i < 0 or c not in names:
-                return None
+                return False
             t = f.schema_arrow.field(i).type
             t = t.value_type if pa.types.is_dictionary(t) else t
             if not (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t)
                     or pa.types.is_large_string(t)):  # fmt: skip
-                return None
+                return False
             col = names.index(c)
             if any(not md.row_group(r).column(col).has_dictionary_page for r in range(md.num_row_groups)):
-                return None
-        if md.num_rows != n_rows:
-            raise InputError(f"{path}: columns of different lengths")
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+                return False
+        return True
+
+    f = _open_checked(path, n_rows, suits, read_dictionary=columns)
+    if f is None:
+        return None
     ident_check()
     sizes = [c for c in ("key_size", "value_size") if c in file_names]
     codes = {c: np.empty(n_rows, np.int32) for c in columns}
@@ -545,6 +542,28 @@ def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: i
     return codes, values, size
 
 
+def _open_checked(path, n_rows: int, suits=None, **options):
+    """The ``pyarrow.parquet.ParquetFile`` at ``path`` (``options`` passed on), or None when ``suits(f)`` is false.
+
+    InputError (one line naming the file) when it is not a readable Parquet file or does not hold
+    ``n_rows`` rows (the sample's other columns), checked after ``suits``.  The one open of
+    :func:`dictionary_codes`, :func:`int64_at_rows` and :func:`sizes_at_rows`.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(path, **options)
+        if suits is not None and not suits(f):
+            return None
+        if f.metadata.num_rows != n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    return f
+
+
 def int64_at_rows(path, ident_check, column: str, rows: np.ndarray, n_rows: int):
     """An int64 column's values at ``rows`` (ascending record numbers) read one row group at a time, or None.
 
@@ -555,22 +574,17 @@ def int64_at_rows(path, ident_check, column: str, rows: np.ndarray, n_rows: int)
     caller reads it as a column, as before).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     rows = np.asarray(rows, np.int64)
     if rows.size > 1 and bool((rows[1:] < rows[:-1]).any()):
         return None
-    try:
-        f = pq.ParquetFile(path)
+    def suits(f) -> bool:
         i = f.schema_arrow.get_field_index(column)
-        if i < 0 or f.schema_arrow.field(i).type != pa.int64():
-            return None
-        if f.metadata.num_rows != n_rows:
-            raise InputError(f"{path}: columns of different lengths")
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+        return i >= 0 and f.schema_arrow.field(i).type == pa.int64()
+
+    f = _open_checked(path, n_rows, suits)
+    if f is None:
+        return None
     ident_check()
 
     def values(t, n: int):
@@ -619,20 +633,14 @@ def sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int):
     Why: what-if kept every record's size (4 bytes a record, 40 MB at 10M)
     from the group pass to salting, which needs the hot keys' records' only.
     """
-    import pyarrow.parquet as pq
 
     rows = np.asarray(rows, np.int64)
     if rows.size > 1 and bool((rows[1:] < rows[:-1]).any()):
         return None
-    try:
-        f = pq.ParquetFile(path)
-        names = set(f.schema_arrow.names)
-        if f.metadata.num_rows != n_rows:
-            raise InputError(f"{path}: columns of different lengths")
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    f = _open_checked(path, n_rows)
+    if f is None:
+        return None
+    names = set(f.schema_arrow.names)
     if "key_size" not in names:
         return None
     cols = [c for c in ("key_size", "value_size") if c in names]

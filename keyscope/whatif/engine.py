@@ -336,7 +336,8 @@ class WhatIf:
         codes = []
         for f in fields:
             c = u[CODE + f].to_numpy()
-            codes.append((d[f], np.where(c == len(d[f]) - 1, -1, c)))  # the last code is null
+            # the last code is null; int32 as the table holds them (int64 was 29 MB more at recommend's peak)
+            codes.append((d[f], np.where(c == len(d[f]) - 1, np.int32(-1), c)))
         return CodedKeys(d["key"], kid, codes, sep)
 
     def _hash(self, tag, keys, partitioner: str) -> tuple[np.ndarray, np.ndarray]:
@@ -477,8 +478,7 @@ class WhatIf:
             weighted = pl.DataFrame({"ckey": u["ckey"], "w": wn})
             per = weighted.drop_nulls("ckey").group_by("ckey").agg(pl.col("w").sum())
         else:  # grouped on integer ids, the composite keys gathered for the candidates only (below)
-            weighted = u.select(*ids, pl.Series("w", wn)).with_row_index("row")
-            per = weighted.drop_nulls("kid").group_by(ids).agg(pl.col("w").sum(), pl.col("row").first())
+            per = self._weights_by_ids(u, ids, wn)
         total = float(per["w"].sum())
         per = per.with_columns((pl.col("w") / clamp_min(total)).alias("share"))
         # only the candidates are sorted (by weight, then key: a total order, so the same
@@ -496,6 +496,36 @@ class WhatIf:
         hot = hot.select("ckey", "share")
         self._cache[key] = hot
         return hot
+
+    def _weights_by_ids(self, u, ids: list[str], wn: np.ndarray):
+        """Per composite key named by ``ids`` (non-null key ids): ``w`` its summed weights, ``row`` its first unit.
+
+        In numpy, on one int64 id per unit (key id x the field's width + its code): a Polars
+        ``group_by`` of the 566k (key, region) units of a 10M-record sample held ~100 MB more
+        (its hash tables; the peak of ``whatif --key-by key,region --salt-hot``).  The sums are
+        in unit order; with whole-number weights (an unweighted sample) exactly Polars' sums.
+        """
+        import polars as pl
+
+        kid = self._kid(u)
+        gid, width = kid, 1
+        if len(ids) > 1:  # (kid, code): the null code is the dictionary's last, so codes are in [0, width)
+            f = ids[1][len(CODE):]
+            width = len(self._dicts[f])
+            gid = kid * width + u[ids[1]].to_numpy().astype(np.int64)
+        rows = np.flatnonzero(kid >= 0)
+        gid = gid[rows]
+        G = self._key_index.height * width
+        if G <= 4 * len(gid) + (1 << 16):  # dense: a slot per possible id
+            slot, n_slots = gid, G
+        else:
+            _, slot = np.unique(gid, return_inverse=True)
+            slot, n_slots = slot.reshape(-1), int(slot.max()) + 1 if slot.size else 0
+        w = np.bincount(slot, weights=wn[rows], minlength=n_slots)
+        first = np.full(n_slots, -1, np.int64)
+        first[slot[::-1]] = rows[::-1]  # the last write wins: each slot's first unit
+        have = np.flatnonzero(first >= 0)
+        return pl.DataFrame({"w": w[have], "row": first[have]})
 
     def _composite_ids(self, key_fields: tuple[str, ...], sep: str, u) -> list[str] | None:
         """Columns of ``u`` whose values name its composite key one-to-one, or None (group on the bytes).
@@ -750,22 +780,31 @@ class WhatIf:
         if tag not in self._cache:
             if salt.by == "offset":
                 recs, hot_kid = self._hot_records(sc.key_fields, sc.separator, hot_keys)
-                src = recs["partition"].to_numpy().astype(np.int64)
-                hid = recs["hid"].to_numpy().astype(np.int64)
                 mm = murmur3_int64(recs["offset"].to_numpy(), salt.seed)
-                size = recs["size"].to_numpy().astype(np.float64)
                 if binned:
                     # per record once: bin by the hash mod 840, which every D in 2..8 divides,
-                    # so each D is then arithmetic on these few bins
+                    # so each D is then arithmetic on these few bins.  The code built in place in
+                    # one int64 array (the same integers): the expression's int64 temporaries were
+                    # ~50 MB of the hot key's 1.35M records at a 10M-record recommend's peak
                     H = len(hot_keys)
-                    code = (src * H + hid) * _RESIDUES + (mm % np.uint32(_RESIDUES)).astype(np.int64)
+                    code = recs["partition"].to_numpy().astype(np.int64)
+                    code *= H
+                    code += recs["hid"].to_numpy()
+                    code *= _RESIDUES
+                    np.remainder(mm, np.uint32(_RESIDUES), out=mm)
+                    code += mm
+                    del mm
                     cnt = np.bincount(code, minlength=self.today_partitions * H * _RESIDUES)
                     nz = np.flatnonzero(cnt)
-                    byt = np.bincount(code, weights=size, minlength=len(cnt))[nz]
+                    byt = np.bincount(code, weights=recs["size"].to_numpy(), minlength=len(cnt))[nz]
+                    del code
                     c_src, rest = np.divmod(nz, H * _RESIDUES)
                     c_hid, res = np.divmod(rest, _RESIDUES)
                     out = SaltHashes(c_src, c_hid, res.astype(np.uint32), cnt[nz].astype(np.float64), byt, hot_kid)
                 else:
+                    src = recs["partition"].to_numpy().astype(np.int64)
+                    hid = recs["hid"].to_numpy().astype(np.int64)
+                    size = recs["size"].to_numpy().astype(np.float64)
                     out = SaltHashes(src, hid, mm, np.ones(len(src)), size, hot_kid)
                 self._cache[tag] = out
                 return out

@@ -306,7 +306,8 @@ def _group_ir() -> str:
     emit = (  # one touched cell out, its scratch reset
         _at("tcell", "i64", "touched", "%t") + "  %ng = load i64, ptr %ng.a\n"
         + _at("en", "i64", "scr_n", "%tcell") + _at("eb", "i64", "scr_b", "%tcell")
-        + _put("i64", "%k", "ok", "%ng", "wk") + _put("i64", "%tcell", "oc", "%ng", "wc")
+        + "  %k32o = trunc i64 %k to i32\n  %tcell32 = trunc i64 %tcell to i32\n"
+        + _put("i32", "%k32o", "ok", "%ng", "wk") + _put("i32", "%tcell32", "oc", "%ng", "wc")
         + _put("i64", "%en", "on", "%ng", "wn") + _put("i64", "%eb", "ob", "%ng", "wb")
         + "  store i64 0, ptr %en.p\n  store i64 0, ptr %eb.p\n"
         + "  %ng1 = add i64 %ng, 1\n  store i64 %ng1, ptr %ng.a\n"
@@ -593,19 +594,22 @@ def group_cells(start, cell, W, size):
     # a key has at most min(its records, W) cells: that bound sizes the outputs once (growing from n / 8
     # by doubling held old and new arrays and then a trimmed copy: ~300 MB at a 10M-record recommend's peak)
     cap = max(1024, int(np.minimum(np.diff(start), W).sum()) + 1)
-    out = [np.empty(cap, np.int64) for _ in range(4)]
+    # key ids and cells as int32 (both below 2**31: K + 1 keys, W <= tables.MAX_CELLS), counts and bytes
+    # int64: 8 bytes a group less at the group pass's peak (29 MB for recommend's 3.6M key+user_id units)
+    kinds = (np.int32, np.int32, np.int64, np.int64)
+    out = [np.empty(cap, t) for t in kinds]
     stop = np.zeros(2, np.int64)
     fn = _LIB.get()["group_cells"]
     k, ng = 0, 0
     while True:
-        at = [_ptr(o) + 8 * ng for o in out]
+        at = [_ptr(o) + o.itemsize * ng for o in out]
         ng += int(fn(_ptr(start), k, K1, _ptr(cell), _ptr(size), _ptr(scr_n), _ptr(scr_b), _ptr(touched),
                      *at, cap - ng, _ptr(stop)))
         k = int(stop[0])
         if k >= K1:
             break
         cap = max(2 * cap, ng + int(stop[1]))
-        grown = [np.empty(cap, np.int64) for _ in range(4)]
+        grown = [np.empty(cap, t) for t in kinds]
         for g, o in zip(grown, out):
             g[:ng] = o[:ng]
         out = grown
@@ -618,13 +622,16 @@ def concat_parts(parts, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64[n + 1], bytes uint8) of row i = the concatenation of ``offsets/data[codes[i]]`` over the parts.
 
     ``parts``: (offsets int64, data uint8, codes int64[n]) per part, each a
-    dictionary in the LargeBinary layout; a code < 0 adds nothing to the row.
+    dictionary in the LargeBinary layout, optionally a fourth: its entries'
+    lengths and a last 0 (``np.append(np.diff(offsets), 0)``, made once by a
+    caller of many slices); a code -1 adds nothing to the row (codes are -1 or
+    an entry).
     """
-    keep = [(_c(o, np.int64), _c(d, np.uint8) if len(d) else np.zeros(1, np.uint8), _c(c, np.int64)) for o, d, c in parts]
+    keep = [(_c(p[0], np.int64), _c(p[1], np.uint8) if len(p[1]) else np.zeros(1, np.uint8), _c(p[2], np.int64),
+             p[3] if len(p) > 3 else np.append(np.diff(p[0]), np.int64(0))) for p in parts]  # fmt: skip
     lengths = np.zeros(n, np.int64)
-    for o, _, c in keep:
-        sizes = np.append(np.diff(o), np.int64(0))  # the extra last entry: what a code < 0 adds
-        lengths += sizes[np.where(c < 0, len(sizes) - 1, c)]
+    for _, _, c, sizes in keep:
+        lengths += sizes[c]  # -1 (null) reads the extra last entry, 0: no np.where over the rows
     out_off = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=out_off[1:])
     out = np.empty(max(int(out_off[-1]), 1), np.uint8)
@@ -735,8 +742,9 @@ def _group_cells(start, cell, W, size):
     slots = np.repeat(np.arange(len(start) - 1), np.diff(start))
     groups = _group(slots, cell, size)  # per key, cells in order of first appearance (dicts keep it)
     keys = list(groups)
-    return tuple(np.array(v, np.int64) for v in (
-        [k for k, _ in keys], [c for _, c in keys], [groups[g][0] for g in keys], [groups[g][1] for g in keys]))
+    return tuple(np.array(v, t) for v, t in zip((
+        [k for k, _ in keys], [c for _, c in keys], [groups[g][0] for g in keys], [groups[g][1] for g in keys]),
+        (np.int32, np.int32, np.int64, np.int64)))
 
 
 def _concat_parts(parts, n):

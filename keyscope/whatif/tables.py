@@ -147,9 +147,10 @@ def group_by_codes(
             cols_out[CODE + f if as_codes else f] = code if as_codes else dicts[f].gather(code.astype(np.int64))
         names = [CODE + f for f in fs] if as_codes else ["key", *fs]
         frame = pl.DataFrame(cols_out).select("partition", *names)
-        kid_col = pl.Series("kid", gk, dtype=pl.Int64)
+        # the ids as the UInt32 the column is (non-negative: a view, no unit-long int64 copy); K is the null key
+        kid_col = pl.Series("kid", np.asarray(gk, np.int32).view(np.uint32))
         frame = frame.with_columns(
-            pl.Series("n", gn), pl.Series("b", gb), pl.when(kid_col < K).then(kid_col).cast(pl.UInt32).alias("kid")
+            pl.Series("n", gn), pl.Series("b", gb), pl.when(kid_col < K).then(kid_col).alias("kid")
         )
         tables.append(frame)
     key_index = pl.DataFrame({"key": dicts["key"].head(K)}).with_row_index("kid")
@@ -203,29 +204,52 @@ def compose_keys(key, fields: Sequence, sep: str):
     return compose_codes(key, _row_codes(key), [(f, _row_codes(f)) for f in fields], sep)
 
 
-def compose_codes(key_dict, kid: np.ndarray, fields: Sequence, sep: str):
+def compose_codes(key_dict, kid: np.ndarray, fields: Sequence, sep: str, prepared=None):
     """Composite keys from dictionaries: row i is ``key_dict[kid[i]] (+ sep + dict[code[i]])`` per field.
 
-    ``fields``: (dictionary, codes) pairs; a code < 0 is a null field (no
-    separator either), a ``kid`` < 0 a null key (a null composite key).  Why:
+    ``fields``: (dictionary, codes) pairs; a code -1 is a null field (no
+    separator either), a ``kid`` -1 a null key (a null composite key).  Why:
     the composite key of a unit is built from the few distinct keys and field
     values, not from key bytes gathered to every unit row first.
+    ``prepared``: :func:`_prepare` of the same dictionaries and separator, made
+    once by a caller composing many slices (:class:`CodedKeys`).
     """
     from .kernels import concat_parts
 
+    key_p, sep_p, field_ps = prepared or _prepare(key_dict, [d for d, _ in fields], sep)
     kid = np.asarray(kid, np.int64)
     keyed = kid >= 0
     n = len(kid)
-    sep_part = _parts(_binary(sep.encode()))
-    parts = [(*_parts(key_dict), kid)]
-    for d, code in fields:
+    parts = [(key_p[0], key_p[1], kid, key_p[2])]  # (offsets, bytes, codes, lengths): concat_parts' order
+    for (_, code), (d_off, d_data, d_len) in zip(fields, field_ps):
         code = np.where(keyed, np.asarray(code, np.int64), -1)
-        parts += [(*sep_part, np.where(code >= 0, 0, -1)), (*_parts(d), code)]
+        parts += [(sep_p[0], sep_p[1], np.where(code >= 0, 0, -1), sep_p[2]), (d_off, d_data, code, d_len)]
     off, data = concat_parts(parts, n)
     return _series("ckey", off, data, None if keyed.all() else keyed)
 
 
-HASH_CHUNK = 1 << 19  # units composed at a time by CodedKeys.hash: a few MB of key bytes, not the column
+# units composed at a time by CodedKeys.hash: a few MB of key bytes, not the column.  1 << 19 held
+# ~30 MB more of each chunk's temporaries (Polars keeps what it frees) at recommend's 10M-record peak
+# (the key+user_id hash: 568 -> 540 MB), same CPU within noise
+HASH_CHUNK = 1 << 17
+
+
+def _prepare(key_dict, field_dicts: Sequence, sep: str):
+    """(key, separator, [field...]) dictionaries as (offsets, bytes, entry lengths) for :func:`concat_parts`.
+
+    Why once: CodedKeys.hash composes 28 slices of recommend's 3.6M key+user_id units, and each
+    converted the 100k-key dictionary and took its lengths again (~0.15 s CPU at 10M records).
+    """
+    def one(d):
+        off, data = _parts(d)
+        return off, data, _lengths(off)
+
+    return one(key_dict), one(_binary(sep.encode())), [one(d) for d in field_dicts]
+
+
+def _lengths(off: np.ndarray) -> np.ndarray:
+    """Each entry's length, and a last 0: what a code -1 (indexing it) adds."""
+    return np.append(np.diff(off), np.int64(0))
 
 
 class CodedKeys:
@@ -241,6 +265,7 @@ class CodedKeys:
 
     def __init__(self, key_dict, kid: np.ndarray, fields: Sequence, sep: str):
         self.key_dict, self.kid, self.fields, self.sep = key_dict, kid, list(fields), sep
+        self._prepared = None
 
     def __len__(self) -> int:
         return len(self.kid)
@@ -248,7 +273,10 @@ class CodedKeys:
     def compose(self, lo: int = 0, hi: int | None = None):
         """Rows ``lo:hi`` as a Binary Series (``compose_codes`` on the slice)."""
         hi = len(self) if hi is None else hi
-        return compose_codes(self.key_dict, self.kid[lo:hi], [(d, c[lo:hi]) for d, c in self.fields], self.sep)
+        if self._prepared is None:
+            self._prepared = _prepare(self.key_dict, [d for d, _ in self.fields], self.sep)
+        return compose_codes(self.key_dict, self.kid[lo:hi], [(d, c[lo:hi]) for d, c in self.fields], self.sep,
+                             self._prepared)
 
     def hash(self, partitioner) -> tuple[np.ndarray, np.ndarray]:
         """(operand int64, valid bool) per row: ``hash_column`` of the composed column, null as 0 and not valid."""
