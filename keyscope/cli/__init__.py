@@ -25,6 +25,24 @@ FORMAT_OPTION = click.option(
 )
 
 
+def parquet_magic(path) -> bool:
+    """Does a regular file at ``path`` open with Parquet's magic bytes?  (Never opens a FIFO or device.)
+
+    A Parquet file is never a scan profile: the commands that take either ask this first, and import
+    keyscope.scan (its profile reader) only for the rest.
+    """
+    import os
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
 def connection_options(fn):
     """--bootstrap-server / --command-config / -X, as Kafka's CLI tools and kcat take them.
 
