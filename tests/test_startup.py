@@ -184,3 +184,12 @@ def test_console_script_keeps_openblas_to_one_thread():
     assert run("cli._one_blas_thread()", OPENBLAS_NUM_THREADS="2")[0] == "2"
     if (os.cpu_count() or 1) > 1:  # the check can fail: without it OpenBLAS starts a worker per further core
         assert int(run("pass")[1]) > 1
+
+
+def test_a_profiler_still_gets_its_results(tmp_path):
+    """Under cProfile (which writes its file after the program) the process ends the usual way."""
+    out = tmp_path / "p.prof"
+    r = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "keyscope", "info", SAMPLE],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert out.stat().st_size > 0

@@ -272,8 +272,9 @@ def _exit_now(e: SystemExit) -> None:
     """End the process with ``e``'s code now: atexit callbacks run, stdout and stderr flushed, no teardown.
 
     Returns (the caller re-raises ``e``: Python's own exit) when the code is not a number, a
-    non-daemon thread still runs (Python would wait for it), or stdout cannot be flushed (Python
-    reports that the usual way).
+    profiler or tracer runs (``python -m cProfile``, coverage: they write their results after the
+    program), a non-daemon thread still runs (Python would wait for it), or stdout cannot be
+    flushed (Python reports that the usual way).
     """
     import atexit
     import os
@@ -281,6 +282,8 @@ def _exit_now(e: SystemExit) -> None:
 
     code = 0 if e.code is None else e.code
     if not isinstance(code, int) or isinstance(code, bool):
+        return
+    if sys.getprofile() is not None or sys.gettrace() is not None:
         return
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
