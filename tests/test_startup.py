@@ -193,3 +193,20 @@ def test_a_profiler_still_gets_its_results(tmp_path):
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr[-500:]
     assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("whatif", SAMPLE, "--partitions", "6"), ("recommend", SAMPLE), ("analyze", SAMPLE)],
+    ids=["whatif", "recommend", "analyze"],
+)
+def test_a_parquet_sample_loads_nothing_of_the_scan(args):
+    """A Parquet sample is never a profile: the scan's modules (engine, task reader, profile) stay unloaded."""
+    assert {m for m in imported_modules(*args) if m.startswith("keyscope.scan")} == set()
+
+
+def test_a_profile_still_loads_the_scan_reader(tmp_path):
+    """The check can fail: a file that is not Parquet is asked whether it is a profile (keyscope.scan.profile)."""
+    path = tmp_path / "not-parquet.json"
+    path.write_text('{"kind": "something-else"}')
+    assert "keyscope.scan.profile" in imported_modules("whatif", str(path), "--partitions", "6")
