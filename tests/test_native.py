@@ -50,3 +50,47 @@ def test_lazy_compiles_once(tmp_path, monkeypatch):
     calls = []
     lazy = _native.Lazy("t", lambda: calls.append(1) or IR, (ADD3,))
     assert lazy.get() is lazy.get() and calls == [1]
+
+
+def test_a_cached_load_does_not_parse_the_ir(tmp_path, monkeypatch):
+    """From the cache the object code goes straight into the JIT: the IR is neither parsed nor walked."""
+    monkeypatch.setenv("KEYSCOPE_CACHE_DIR", str(tmp_path))
+    _native.load("t", IR, (ADD3,))
+    llvm = _native._llvm()
+    real = llvm.parse_assembly
+
+    def only_empty(text, *a, **k):
+        assert text == "", "the IR was parsed on a cached load"
+        return real(text, *a, **k)
+
+    monkeypatch.setattr(llvm, "parse_assembly", only_empty)
+    warm = _native.load("t", IR, (ADD3,))
+    x = ctypes.c_int64(1)
+    assert warm.from_cache and warm["add3"](ctypes.addressof(x), 2) == 6
+
+
+def test_a_signature_change_is_checked_even_with_the_ir_cached(tmp_path, monkeypatch):
+    """The declared signatures are part of the cache key: a cached object never skips their check."""
+    monkeypatch.setenv("KEYSCOPE_CACHE_DIR", str(tmp_path))
+    _native.load("t", IR, (ADD3,))
+    bad = _native.Fn("add3", ctypes.c_int64, (("p", ctypes.c_void_p),))
+    with pytest.raises(_native.SignatureError, match="add3"):
+        _native.load("t", IR, (bad,))
+
+
+def test_a_cached_object_without_a_declared_function_is_compiled_again(tmp_path, monkeypatch):
+    """An object under this key that lacks a declared function (it cannot be written so, but a file is a
+    file) is not used: the IR is compiled and the cache written again."""
+    monkeypatch.setenv("KEYSCOPE_CACHE_DIR", str(tmp_path))
+    other_ir = IR.replace("@add3", "@other")
+    other = _native.Fn("other", ctypes.c_int64, ADD3.args)
+    _native.load("o", other_ir, (other,))
+    [obj] = tmp_path.glob("o-*.o")
+    llvm = _native._llvm()
+    cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    path = _native.cache_file("t", IR, 3, llvm, cpu, features, (ADD3,))
+    path.write_bytes(obj.read_bytes())
+    lib = _native.load("t", IR, (ADD3,))
+    x = ctypes.c_int64(0)
+    assert not lib.from_cache and lib["add3"](ctypes.addressof(x), 0) == 3
+    assert path.read_bytes() != obj.read_bytes() and _native.load("t", IR, (ADD3,)).from_cache

@@ -116,3 +116,97 @@ def test_keyscope_never_imports_scipy_or_numba():
     pattern = re.compile(r"^\s*(import|from)\s+(scipy|numba)\b", re.M)
     found = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if pattern.search(p.read_text())]
     assert found == []
+
+
+# stdout block-buffered, as in a user's pipe (PYTHONUNBUFFERED would hide a missing flush)
+BUFFERED = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def console(*args: str) -> subprocess.CompletedProcess:
+    """``keyscope ARGS`` as the console script runs it: ``main()`` without argv (the fast exit, one BLAS thread)."""
+    code = "import sys\nfrom keyscope.cli import main\nsys.argv[0] = 'keyscope'\nmain()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=BUFFERED, timeout=120)
+
+
+def called(*args: str) -> subprocess.CompletedProcess:
+    """``main([ARGS])`` as a program calls it: Python's own exit, no process-wide setting."""
+    code = "import sys\nfrom keyscope.cli import main\nmain(sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=BUFFERED, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("analyze", SAMPLE, "--format", "json"),
+        ("analyze", SAMPLE, "--fail-on-skew", "1.01"),  # exit 5 after the report
+        ("analyze", SAMPLE + ".missing"),  # exit 3, one line on stderr
+        ("whatif", SAMPLE, "-p", "6,12", "--format", "json"),
+        ("recommend", SAMPLE, "--format", "markdown"),
+        ("info", SAMPLE, "--format", "json"),
+        ("partition", "order-42", "-p", "6", "--format", "json"),
+        ("whatif", SAMPLE, "-p", "0"),  # usage error: exit 2
+    ],
+    ids=["analyze", "analyze-skew", "analyze-missing", "whatif", "recommend", "info", "partition", "usage"],
+)
+def test_fast_exit_keeps_output_and_exit_code(args):
+    """The console script ends FAST_EXIT commands with os._exit: every byte and the exit code as before."""
+    fast, slow = console(*args), called(*args)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+    assert fast.stdout or fast.stderr
+
+
+def test_fast_exit_flushes_a_pipe_and_runs_atexit(tmp_path):
+    """Output larger than a pipe's buffer arrives whole; atexit callbacks (the prefetch's stop) still run."""
+    code = ("import atexit, sys\nfrom keyscope.cli import main\n"
+            "atexit.register(lambda: print('atexit ran', file=sys.stderr))\nsys.argv[0] = 'keyscope'\nmain()")
+    keys = [f"k{i}" for i in range(5_000)]  # ~5 MB of JSON: many times a pipe's buffer
+    r = subprocess.run([sys.executable, "-c", code, "partition", *keys, "-p", "6", "--format", "json"],
+                       capture_output=True, env=BUFFERED, timeout=120)
+    assert r.returncode == 0
+    assert r.stderr.decode().strip().endswith("atexit ran")
+    import json
+
+    assert {row["key"] for row in json.loads(r.stdout)} == set(keys)
+
+
+def test_console_script_keeps_openblas_to_one_thread():
+    """numpy loaded by a command of the console script starts no OpenBLAS worker thread (unless the user
+    sized the pool); a program calling main(argv) keeps its own setting."""
+    probe = ("import os, sys\nfrom keyscope import cli\n{call}\nimport numpy\n"
+             "print(os.environ.get('OPENBLAS_NUM_THREADS'), len(os.listdir('/proc/self/task')))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+
+    def run(call: str, **extra) -> list[str]:
+        return subprocess.run([sys.executable, "-c", probe.format(call=call)], capture_output=True, text=True,
+                              env=dict(env, **extra), timeout=120, check=True).stdout.split()
+
+    assert run("cli._one_blas_thread()") == ["1", "1"]
+    assert run("cli._one_blas_thread()", OPENBLAS_NUM_THREADS="2")[0] == "2"
+    if (os.cpu_count() or 1) > 1:  # the check can fail: without it OpenBLAS starts a worker per further core
+        assert int(run("pass")[1]) > 1
+
+
+def test_a_profiler_still_gets_its_results(tmp_path):
+    """Under cProfile (which writes its file after the program) the process ends the usual way."""
+    out = tmp_path / "p.prof"
+    r = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "keyscope", "info", SAMPLE],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("whatif", SAMPLE, "--partitions", "6"), ("recommend", SAMPLE), ("analyze", SAMPLE)],
+    ids=["whatif", "recommend", "analyze"],
+)
+def test_a_parquet_sample_loads_nothing_of_the_scan(args):
+    """A Parquet sample is never a profile: the scan's modules (engine, task reader, profile) stay unloaded."""
+    assert {m for m in imported_modules(*args) if m.startswith("keyscope.scan")} == set()
+
+
+def test_a_profile_still_loads_the_scan_reader(tmp_path):
+    """The check can fail: a file that is not Parquet is asked whether it is a profile (keyscope.scan.profile)."""
+    path = tmp_path / "not-parquet.json"
+    path.write_text('{"kind": "something-else"}')
+    assert "keyscope.scan.profile" in imported_modules("whatif", str(path), "--partitions", "6")

@@ -6,7 +6,7 @@ import click
 
 from ..errors import EXIT_SKEW
 from ..model.limits import finite_threshold
-from . import FORMAT_OPTION, cli
+from . import FORMAT_OPTION, cli, parquet_magic
 
 @cli.command()
 @click.argument("sample_path", metavar="[SAMPLE]", required=False, type=click.Path(readable=False))
@@ -81,7 +81,7 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
       7  the sample's partitions were not read in proportion and cannot be
          re-weighted (a partition with records but none read; no watermarks)
     """
-    if sample_path and not topic and _parquet(sample_path):
+    if sample_path and not topic and parquet_magic(sample_path):
         from ..io import prefetch
 
         prefetch.start(sample_path)  # the key table read on a thread while the rest is imported
@@ -98,7 +98,7 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
         from ..sample import read_sample
 
         # a Parquet file is never a profile: keyscope.scan (0.02-0.04 s to import) only for the rest
-        if not _parquet(sample_path):
+        if not parquet_magic(sample_path):
             from ..scan.profile import is_profile
 
             if is_profile(sample_path):  # a whole-topic scan (keyscope scan): exact loads, sketched hot keys
@@ -120,20 +120,6 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
     if sample.meta.partial and not sample_path:
         click.echo(f"keyscope: the sample is partial ({sample.meta.partial_reason}): analyzed what was read", err=True)
         click.get_current_context().exit(EXIT_PARTIAL)
-
-
-def _parquet(path) -> bool:
-    """Does a regular file at ``path`` open with Parquet's magic bytes?  (Never opens a FIFO or device.)"""
-    import os
-    import stat
-
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
-        with open(path, "rb") as f:
-            return f.read(4) == b"PAR1"
-    except OSError:
-        return False
 
 
 def _sample_now(topic, bootstrap_server, command_config, overrides, max_records, per_partition, from_time, timeout):

@@ -6,7 +6,7 @@ import click
 
 from ..errors import EXIT_SKEW
 from ..model.limits import check_count, finite_threshold
-from . import FORMAT_OPTION, cli
+from . import FORMAT_OPTION, cli, parquet_magic
 
 SAMPLE_ARG = click.argument("sample_path", metavar="SAMPLE", type=click.Path(readable=False))
 TODAY_OPTION = click.option(
@@ -131,9 +131,7 @@ def whatif(
     from ..report.documents import WhatIfDocument
 
     grid = Grid.parse(partitions, partitioners, key_by, separator, salt_hot, salt_by, salt_seed, consumers)
-    from ..scan.profile import is_profile
-
-    if is_profile(sample_path):  # a whole-topic scan (keyscope scan): exact loads
+    if not parquet_magic(sample_path) and _is_profile(sample_path):  # a whole-topic scan (keyscope scan): exact loads
         from .scan import whatif_profile_cmd
 
         return whatif_profile_cmd(sample_path, grid.counts, grid.partitioners, grid.keysets, separator, grid.salts,
@@ -240,9 +238,7 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
         check_count(max_partitions, "--max-partitions")
     if consumers is not None:
         check_count(consumers, "--consumers")
-    from ..scan.profile import is_profile
-
-    if is_profile(sample_path):  # a whole-topic scan: partition counts and partitioners, exact
+    if not parquet_magic(sample_path) and _is_profile(sample_path):  # a whole-topic scan: counts, partitioners, exact
         from .scan import recommend_profile_cmd
 
         return recommend_profile_cmd(sample_path, keep, max_partitions, target_skew, today_partitioner, top, fmt)
@@ -252,3 +248,8 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
     advice = run(sample, c, consumers=consumers, partitioner=today_partitioner, separator=separator)
     click.echo(report.render(RecommendDocument(advice, str(sample_path), sample.meta.topic, len(sample), top), fmt))
 
+
+def _is_profile(path) -> bool:
+    from ..scan.profile import is_profile
+
+    return is_profile(path)
