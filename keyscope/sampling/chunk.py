@@ -15,6 +15,9 @@ from .decoder import (
     _COMPRESSED, _CORRUPT, _KPOS, _LEGACY, _N, _NEXT, _POS, _ST_LEN, _STOP, _VPOS, JSON_MAX_FIELDS, DecodeArgs,
     _count_records, _kernels, _utf8_valid,
 )
+# (at the top, not in _FieldPlan: the scan builds plans on several threads at once, and a first import there
+# once failed a CI run with "No module named 'keyscope.sampling.jsonfields'"; it only needs re)
+from .jsonfields import simple_path
 from .options import MAX_TIMESTAMP_MS, FieldSpec, _first_line
 from .wire import BATCH, HEADER_BYTES
 
@@ -104,8 +107,6 @@ class _FieldPlan:
     (``native``: simple dotted paths, see jsonfields.py) apart from those left to Polars."""
 
     def __init__(self, fields: list[FieldSpec]):
-        from .jsonfields import simple_path
-
         self.fields = fields
         self.json = [f for f in fields if f.header is None]
         self.headers = [f for f in fields if f.header is not None]
