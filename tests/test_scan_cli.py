@@ -453,3 +453,36 @@ def test_the_groups_of_one_process_count_at_most_two_chunks_at_a_time(topic, mon
     r = run_scan(resolve(topic[0]), ScanRequest(topic[1], workers=1))
     assert r.profile.records == RECORDS
     assert under and all(under) and 1 <= at_once[1] <= task_mod.COUNTING_SLOTS
+
+
+# Run in a fresh interpreter: records every module whose first import happens on a task thread.
+_WATCH = r"""
+import sys, threading
+seen = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        t = threading.current_thread().name
+        if t != "MainThread" and name not in sys.modules:
+            seen.append((t, name))
+        return None
+sys.meta_path.insert(0, Watch())
+from keyscope.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    print("FIRST-IMPORTS-ON-TASK-THREADS", sorted({n for t, n in seen if t.startswith("keyscope-scan")}))
+"""
+
+
+def test_no_module_is_first_imported_on_a_task_thread(topic, tmp_path):
+    """Task threads import nothing for the first time: ``run_scan`` joins the preload and warms the tasks'
+    lazy imports first (a first import raced on the scan's threads failed a CI run).  With --key-by and
+    --field, the path that imports the most (Polars, composite keys, tracked fields), on 2 task threads."""
+    bs, name = topic
+    r = subprocess.run([sys.executable, "-c", _WATCH, "scan", "-b", bs, "-t", name, "-o", str(tmp_path / "p.json"),
+                        "--workers", "1", "--tasks", "6", "--partitions-max", "16", "--key-by", "key,tenant",
+                        "--field", "tenant=$.tenant", "--format", "json", "-q"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("FIRST-IMPORTS-ON-TASK-THREADS")]
+    assert line == ["FIRST-IMPORTS-ON-TASK-THREADS []"], line or r.stdout[-500:]

@@ -237,6 +237,14 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
 
     partial = False
     engine = "dask" if req.dask is not None else ("local" if workers == 1 else f"processes:{workers}")
+    if preload is not None:
+        # Before any task thread starts: a first import raced between the preload and a task's thread once
+        # failed (ModuleNotFoundError for keyscope.sampling.jsonfields, a module that exists; bench_scan
+        # --quick in CI, stop 21).  The watermarks' round trips have overlapped it by now.
+        preload.join()
+        from .task import warm_imports
+
+        warm_imports(spec)
     try:
         if req.dask is not None:
             _run_dask(req.dask, conn, spec, tasks, kept, state, progress=here)
@@ -252,8 +260,6 @@ def run_scan(conn, req: ScanRequest, progress: Callable[[ScanProgress], None] | 
             finally:
                 close_consumers()
         else:
-            if preload is not None:
-                preload.join()
             from .task import close_consumers
 
             try:  # the scanning process runs one worker's share itself: workers - 1 processes are forked
@@ -430,8 +436,9 @@ def _worker_main(conn, spec, tasks_in, results_out, threads: int, progress: bool
     import signal
     import threading
 
-    from .task import close_consumers
+    from .task import close_consumers, warm_imports
 
+    warm_imports(spec)  # a fork server's worker has the preload's imports only: the rest before its threads
     # Ctrl-C reaches the whole process group: the scanning process decides (it keeps the completed tasks and
     # kills the workers); a worker forked from it must not raise KeyboardInterrupt nor inherit its SIGTERM handler.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

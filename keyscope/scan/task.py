@@ -125,6 +125,22 @@ def _zero(arrow_type):
     return z
 
 
+def warm_imports(spec: ScanSpec) -> None:
+    """Import in the calling thread what a task imports inside its functions, before task threads start, so
+    no module's first import runs on several threads at once (one such race failed a scan in CI).  Polars and
+    the composite-key code only when an expression or a tracked field needs them (Polars is ~0.3 s)."""
+    import datasketches  # noqa: F401
+    import pyarrow.compute  # noqa: F401
+
+    from .. import _kernels, partitioners, sampling  # noqa: F401
+    from ..kafka import client, lean  # noqa: F401
+
+    if any(spec.key_by) or spec.fields:
+        import polars  # noqa: F401
+
+        from ..whatif import kernels, tables  # noqa: F401
+
+
 def arrow_without_pandas() -> None:
     """Make pyarrow decide once, before decoding, that pandas is not there (when it is not imported yet).
 
