@@ -124,3 +124,27 @@ def test_salting_from_the_file_keeps_no_per_record_sizes(monkeypatch, tmp_path, 
     a, b = w_file.evaluate(sc), w_cols.evaluate(sc)
     assert a.records.tolist() == b.records.tolist() and a.bytes.tolist() == b.bytes.tolist()
     assert a.salted_keys == b.salted_keys and a.keys_split == b.keys_split
+
+
+def test_offsets_and_sizes_in_one_pass_equal_each_read_alone(tmp_path, monkeypatch):
+    """The one-pass reader salting uses gives what the two single-column readers give, skipping row groups."""
+    from keyscope.io import parquet as kpq
+    from keyscope.sample import read_sample
+
+    path = _sample_file(tmp_path)
+    p, check, _ = read_sample(path, columns=("partition",)).key_file()
+    rng = np.random.default_rng(2)
+    # rows in the 1st, 4th and last row groups only (row groups of 700): the others are never read
+    rows = np.sort(np.concatenate([rng.choice(700, 50, replace=False), 2_100 + rng.choice(700, 80, replace=False),
+                                   np.array([8_999])]))  # fmt: skip
+    reads = []
+    real = kpq._row_groups
+    monkeypatch.setattr(kpq, "_row_groups", lambda *a, **k: (reads.append(list(k["groups"])), real(*a, **k))[1])
+    off, size = kpq.offsets_and_sizes_at_rows(p, check, rows, 9_000)
+    monkeypatch.undo()
+    assert reads == [[0, 3, 12]]
+    assert np.array_equal(off, kpq.int64_at_rows(p, check, "offset", rows, 9_000))
+    assert np.array_equal(size, kpq.sizes_at_rows(p, check, rows, 9_000))
+    assert kpq.offsets_and_sizes_at_rows(p, check, rows, 9_000, sizes=False)[1] is None
+    assert kpq.offsets_and_sizes_at_rows(p, check, np.array([9_000]), 9_000) == (None, None)  # past the file
+    assert kpq.offsets_and_sizes_at_rows(p, check, rows[::-1], 9_000) == (None, None)  # not ascending

@@ -34,14 +34,15 @@ DENSE_BINS_PER_ROW = 4
 DENSE_BINS_MIN = 1 << 16
 
 
-def _row_groups(f, cols, path, stop=None):
-    """The file's row groups in order, the next one read on a second thread while this one is summed.
+def _row_groups(f, cols, path, stop=None, ahead: int = 1, groups=None):
+    """The file's row groups (or those numbered in ``groups``) in order, the next ``ahead`` read on threads
+    while this one is used.
 
     (pyarrow releases the GIL while it decodes, and so does the kernel: on two cores the read,
-    ~40% of this pass's CPU, overlaps the rest.  One thread per read: more were no faster for
-    two columns and held more memory.)  After each row group pyarrow's pool hands its freed
-    pages back: mimalloc kept them, and peak RSS of a cold 10M-record ``analyze`` went from
-    332 to 285-291 MB with no more CPU (five runs each).
+    ~40% of this pass's CPU, overlaps the rest.  One thread per read by default: more were no
+    faster for two columns and held more memory.)  After each row group pyarrow's pool hands
+    its freed pages back: mimalloc kept them, and peak RSS of a cold 10M-record ``analyze``
+    went from 332 to 285-291 MB with no more CPU (five runs each).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -57,15 +58,17 @@ def _row_groups(f, cols, path, stop=None):
         except Exception as e:
             raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
 
-    n = f.metadata.num_row_groups
+    order = list(range(f.metadata.num_row_groups)) if groups is None else list(groups)
+    n = len(order)
     if n <= 1:
-        yield from (read(i) for i in range(n))
+        yield from (read(i) for i in order)
         return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(read, 0)
+    with ThreadPoolExecutor(max_workers=ahead) as pool:
+        pending = [pool.submit(read, order[i]) for i in range(min(ahead, n))]
         for i in range(n):
-            t = nxt.result()
-            nxt = pool.submit(read, i + 1) if i + 1 < n else None
+            t = pending.pop(0).result()
+            if i + ahead < n:
+                pending.append(pool.submit(read, order[i + ahead]))
             yield t
             del t
             arrow_pool.release_unused()
@@ -564,6 +567,48 @@ def _open_checked(path, n_rows: int, suits=None, **options):
     return f
 
 
+def _int64_reader(f, path, column: str):
+    """(columns, values) for :func:`_at_rows`: ``column``'s int64 values, or None when it is not plain int64."""
+    import pyarrow as pa
+
+    i = f.schema_arrow.get_field_index(column)
+    if i < 0 or f.schema_arrow.field(i).type != pa.int64():
+        return None
+
+    def values(t, n: int):
+        col = t.column(column)
+        if col.null_count or len(col) != n:
+            return None
+        return np.concatenate([np.frombuffer(c.buffers()[1], np.int64, count=len(c), offset=8 * c.offset)
+                               for c in col.chunks]) if col.num_chunks != 1 else \
+            np.frombuffer(col.chunks[0].buffers()[1], np.int64, count=n, offset=8 * col.chunks[0].offset)  # fmt: skip
+
+    return [column], values
+
+
+def _sizes_reader(f, path):
+    """(columns, values) for :func:`_at_rows`: ``key_size + value_size`` (nulls 0), or None without ``key_size``."""
+    names = set(f.schema_arrow.names)
+    if "key_size" not in names:
+        return None
+    cols = [c for c in ("key_size", "value_size") if c in names]
+
+    def values(t, n: int):
+        if t.num_rows != n:
+            raise InputError(f"{path}: columns of different lengths")
+        tot = np.zeros(n, np.int64)
+        for c in cols:
+            tot += _ints(t.column(c))
+        return tot.astype(np.int32)  # the int32 dictionary_codes stores
+
+    return cols, values
+
+
+def _ascending(rows) -> np.ndarray | None:
+    rows = np.asarray(rows, np.int64)
+    return None if rows.size > 1 and bool((rows[1:] < rows[:-1]).any()) else rows
+
+
 def int64_at_rows(path, ident_check, column: str, rows: np.ndarray, n_rows: int):
     """An int64 column's values at ``rows`` (ascending record numbers) read one row group at a time, or None.
 
@@ -573,55 +618,16 @@ def int64_at_rows(path, ident_check, column: str, rows: np.ndarray, n_rows: int)
     ``recommend``.  None when the column is not plain int64 without nulls (the
     caller reads it as a column, as before).
     """
-    import pyarrow as pa
-
-    rows = np.asarray(rows, np.int64)
-    if rows.size > 1 and bool((rows[1:] < rows[:-1]).any()):
+    rows = _ascending(rows)
+    if rows is None:
         return None
-    def suits(f) -> bool:
-        i = f.schema_arrow.get_field_index(column)
-        return i >= 0 and f.schema_arrow.field(i).type == pa.int64()
-
-    f = _open_checked(path, n_rows, suits)
+    f = _open_checked(path, n_rows, lambda f: _int64_reader(f, path, column) is not None)
     if f is None:
         return None
     ident_check()
-
-    def values(t, n: int):
-        col = t.column(0)
-        if col.null_count or len(col) != n:
-            return None
-        return np.concatenate([np.frombuffer(c.buffers()[1], np.int64, count=len(c), offset=8 * c.offset)
-                               for c in col.chunks]) if col.num_chunks != 1 else \
-            np.frombuffer(col.chunks[0].buffers()[1], np.int64, count=n, offset=8 * col.chunks[0].offset)  # fmt: skip
-
-    out = _at_rows(f, path, rows, [column], values)
+    out = _at_rows(f, path, rows, [_int64_reader(f, path, column)])[0]
     ident_check()
     return out
-
-
-def _at_rows(f, path, rows: np.ndarray, columns: list[str], values):
-    """``values(table, n)`` of each row group holding some of the ascending ``rows``, gathered at them
-    (int64), or None when ``values`` gives None or a row is past the file; other row groups are not read."""
-    out = np.empty(rows.size, np.int64)
-    md = f.metadata
-    row, at = 0, 0
-    for r in range(md.num_row_groups):
-        n = md.row_group(r).num_rows
-        stop = int(np.searchsorted(rows, row + n, side="left"))
-        if stop > at:
-            try:
-                t = f.read_row_group(r, columns=columns, use_threads=False)
-            except Exception as e:
-                raise InputError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-            vals = values(t, n)
-            if vals is None:
-                return None
-            out[at:stop] = vals[rows[at:stop] - row]
-            at = stop
-            del t, vals
-        row += n
-    return out if at == rows.size else None
 
 
 def sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int):
@@ -633,27 +639,61 @@ def sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int):
     Why: what-if kept every record's size (4 bytes a record, 40 MB at 10M)
     from the group pass to salting, which needs the hot keys' records' only.
     """
+    return offsets_and_sizes_at_rows(path, ident_check, rows, n_rows, offsets=False)[1]
 
-    rows = np.asarray(rows, np.int64)
-    if rows.size > 1 and bool((rows[1:] < rows[:-1]).any()):
-        return None
+
+def offsets_and_sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, offsets: bool = True,
+                              sizes: bool = True):  # fmt: skip
+    """(``offset`` as :func:`int64_at_rows`, sizes as :func:`sizes_at_rows`) at ``rows``, in one pass over the file.
+
+    Each is None when not asked for or when the file does not suit it (the caller reads the columns).
+    Why one pass: salting's hot records need both, and reading them in two passes cost a cold
+    10M-record ``recommend`` ~0.35 s of its ~3.3 s here (two file opens, every row group decoded
+    twice, one at a time); one pass with the reads on two threads took ~0.12 s.
+    """
+    rows = _ascending(rows)
+    if rows is None:
+        return None, None
     f = _open_checked(path, n_rows)
-    if f is None:
-        return None
-    names = set(f.schema_arrow.names)
-    if "key_size" not in names:
-        return None
-    cols = [c for c in ("key_size", "value_size") if c in names]
+    readers = [_int64_reader(f, path, "offset") if offsets else None, _sizes_reader(f, path) if sizes else None]
+    if not any(readers):
+        return None, None
     ident_check()
-
-    def values(t, n: int):
-        if t.num_rows != n:
-            raise InputError(f"{path}: columns of different lengths")
-        tot = np.zeros(n, np.int64)
-        for c in cols:
-            tot += _ints(t.column(c))
-        return tot.astype(np.int32)  # the int32 dictionary_codes stores
-
-    out = _at_rows(f, path, rows, cols, values)
+    got = _at_rows(f, path, rows, [r for r in readers if r is not None])
     ident_check()
-    return out
+    it = iter(got)
+    return tuple(next(it) if r is not None else None for r in readers)
+
+
+def _at_rows(f, path, rows: np.ndarray, readers):
+    """Per reader ``(columns, values)``: ``values(table, n)`` of each row group holding some of the ascending
+    ``rows``, gathered at them (int64), or None when ``values`` gives None or a row is past the file.
+
+    One read per row group of every reader's columns (:func:`_row_groups`, the next read on a thread);
+    row groups without any of the rows are not read.
+    """
+    cols = list(dict.fromkeys(c for r in readers for c in r[0]))
+    outs: list = [np.empty(rows.size, np.int64) for _ in readers]
+    md = f.metadata
+    wanted, row = [], 0  # (row group, its first row, its rows lo:hi in ``rows``, its length)
+    for r in range(md.num_row_groups):
+        n = md.row_group(r).num_rows
+        lo = int(np.searchsorted(rows, row, side="left"))
+        hi = int(np.searchsorted(rows, row + n, side="left"))
+        if hi > lo:
+            wanted.append((r, row, lo, hi, n))
+        row += n
+    if rows.size and (not wanted or wanted[-1][3] != rows.size):
+        return [None] * len(readers)  # a row past the file
+    for (_, first, lo, hi, n), t in zip(wanted, _row_groups(f, cols, path, groups=[w[0] for w in wanted])):
+        for j, (_, values) in enumerate(readers):
+            if outs[j] is None:
+                continue
+            vals = values(t, n)
+            if vals is None:
+                outs[j] = None
+                continue
+            outs[j][lo:hi] = vals[rows[lo:hi] - first]
+            del vals
+        del t
+    return outs
