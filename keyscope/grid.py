@@ -77,6 +77,11 @@ class Grid:
             raise UsageError("--salt-by only applies with --salt-hot")
         return g
 
+    @property
+    def fields(self) -> list[str]:
+        """The fields the scenarios key or salt by (their unit tables are built with the plain one, in one pass)."""
+        return list(dict.fromkeys([f for ks in self.keysets for f in ks] + [s.by for s in self.salts if s.by != "offset"]))
+
     def scenarios(self, today_partitions: int, today_partitioner: str) -> list:
         """Every combination, in option order, without repeats; none for --consumers alone."""
         from .whatif.spec import Scenario
@@ -119,7 +124,7 @@ def run_whatif(sample_path, grid: Grid, today_partitioner: str | None = None,
     sample = read_sample(sample_path, columns=("partition",))  # the keys stay in the file until needed (WhatIf)
     # the fields the scenarios key or salt by: their unit tables are built with the plain one in
     # one pass over the records (large samples: one dictionary encoding per column, no separate scan)
-    fields = [f for ks in grid.keysets for f in ks] + [s.by for s in grid.salts if s.by != "offset"]
+    fields = grid.fields
     salted_keys = [f for ks in grid.keysets for f in ks] if grid.salts else []  # composite keys to be salted
     w = WhatIf(sample, partitioner=today_partitioner, consumers=grid.consumers or None,
                group_fields=[f for f in dict.fromkeys(fields) if f in sample.field_names],

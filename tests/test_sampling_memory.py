@@ -67,7 +67,7 @@ def test_a_memoryview_of_the_answer_decodes_as_its_bytes():
 
 
 def _pool_in_child(env: dict) -> str:
-    code = ("from keyscope.sampling import memory; memory.tune(); import pyarrow as pa; "
+    code = ("from keyscope.cli import memory; memory.tune_for_sampling(); import pyarrow as pa; "
             "print(pa.default_memory_pool().backend_name)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return r.stdout.strip()
@@ -77,3 +77,25 @@ def test_tune_puts_arrow_on_the_system_allocator_unless_told_otherwise():
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     assert _pool_in_child(env) == "system"
     assert _pool_in_child(dict(env, ARROW_DEFAULT_MEMORY_POOL="jemalloc")) == "jemalloc"
+
+
+def _arenas_in_child(env: dict, tune: bool) -> int:
+    """glibc arenas after four threads each allocated, as ``malloc_stats`` lists them ("Arena N:")."""
+    code = ("import ctypes, threading\n"
+            + ("from keyscope.cli import memory; memory.one_arena()\n" if tune else "")
+            + "libc = ctypes.CDLL(None)\nlibc.malloc.restype = ctypes.c_void_p\nlibc.free.argtypes = [ctypes.c_void_p]\n"
+            "go = threading.Barrier(4)\n"
+            "def work():\n    go.wait()\n    ps = [libc.malloc(4096) for _ in range(2000)]\n    go.wait()\n"
+            "    for p in ps: libc.free(p)\n"
+            "ts = [threading.Thread(target=work) for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n"
+            "libc.malloc_stats()\n")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return sum(1 for line in r.stderr.splitlines() if line.startswith("Arena "))
+
+
+def test_one_arena_makes_the_threads_share_the_main_arena_unless_told_otherwise():
+    """What analyze, whatif, recommend and sample call before their threads start (keyscope/cli/memory.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    assert _arenas_in_child(env, tune=False) > 1  # glibc's default: threads that contend get arenas of their own
+    assert _arenas_in_child(env, tune=True) == 1
+    assert _arenas_in_child(dict(env, MALLOC_ARENA_MAX="4"), tune=True) > 1  # the user's setting stands

@@ -80,9 +80,9 @@ def sample(conn, topic, output, force, start, from_time, partitions, per_partiti
     6 also for SIGTERM (e.g. from `timeout`); a second Ctrl-C is ignored while writing;
     130 Ctrl-C before any record was read.
     """
-    from ..sampling import memory
+    from . import memory
 
-    memory.tune()  # before pyarrow is imported: see keyscope/sampling/memory.py
+    memory.tune_for_sampling()  # before pyarrow is imported: see keyscope/cli/memory.py
     from .. import sampling
     from ..report.sample import render_sample
 

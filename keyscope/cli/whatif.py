@@ -126,12 +126,20 @@ def whatif(
       7  the sample cannot be re-weighted to the topic (see keyscope analyze)
     """
     from ..grid import Grid, run_whatif
+    from . import memory
+
+    memory.one_arena()  # before any thread: see keyscope/cli/memory.py
+    grid = Grid.parse(partitions, partitioners, key_by, separator, salt_hot, salt_by, salt_seed, consumers)
+    magic = parquet_magic(sample_path)
+    if magic and grid.fields:
+        from ..io import prefetch
+
+        prefetch.start_codes(sample_path, grid.fields)  # the fields' codes read on a thread while the rest is imported
     from ..report import plot as plotting
     from ..report import whatif as report
     from ..report.documents import WhatIfDocument
 
-    grid = Grid.parse(partitions, partitioners, key_by, separator, salt_hot, salt_by, salt_seed, consumers)
-    if not parquet_magic(sample_path) and _is_profile(sample_path):  # a whole-topic scan (keyscope scan): exact loads
+    if not magic and _is_profile(sample_path):  # a whole-topic scan (keyscope scan): exact loads
         from .scan import whatif_profile_cmd
 
         return whatif_profile_cmd(sample_path, grid.counts, grid.partitioners, grid.keysets, separator, grid.salts,
@@ -227,18 +235,26 @@ def recommend(sample_path, keep_order_by, max_partitions, max_keys_moved, target
       3  SAMPLE unreadable
       7  the sample cannot be re-weighted to the topic (see keyscope analyze)
     """
+    keep = keep_order_by.strip()
+    if max_partitions is not None:
+        check_count(max_partitions, "--max-partitions")
+    if consumers is not None:
+        check_count(consumers, "--consumers")
+    from . import memory
+
+    memory.one_arena()  # before any thread: see keyscope/cli/memory.py
+    magic = parquet_magic(sample_path)
+    if magic:
+        from ..io import prefetch
+
+        prefetch.start_codes(sample_path)  # every field's codes read on a thread while the rest is imported
     from ..advice import Constraints
     from ..advice import recommend as run
     from ..report import recommend as report
     from ..report.documents import RecommendDocument
     from ..sample import read_sample
 
-    keep = keep_order_by.strip()
-    if max_partitions is not None:
-        check_count(max_partitions, "--max-partitions")
-    if consumers is not None:
-        check_count(consumers, "--consumers")
-    if not parquet_magic(sample_path) and _is_profile(sample_path):  # a whole-topic scan: counts, partitioners, exact
+    if not magic and _is_profile(sample_path):  # a whole-topic scan: counts, partitioners, exact
         from .scan import recommend_profile_cmd
 
         return recommend_profile_cmd(sample_path, keep, max_partitions, target_skew, today_partitioner, top, fmt)

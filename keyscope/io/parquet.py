@@ -418,7 +418,7 @@ def _first_line(e: Exception) -> str:
 # ---- per-record dictionary codes (what-if's unit tables) ------------------------------------
 
 
-def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: int, map_codes):
+def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: int, map_codes, stop=None):
     """Per-record dictionary codes of binary/text ``columns`` straight from the file's dictionary pages, or None.
 
     Returns ``(codes, dicts, size)``: ``codes[c]`` int32 per record, dense ids
@@ -440,7 +440,7 @@ def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: i
     anything else gives None, so the caller encodes the column instead.
     ``map_codes(ix, ids, m0, out)`` is the caller's compiled index-to-id pass
     (:func:`keyscope.whatif.kernels.map_codes`): passed in so that ``io`` does
-    not import the what-if package, which sits above it.
+    not import the what-if package, which sits above it.  ``stop``: as :func:`dictionary_sums`'.
     """
     import pyarrow as pa
 
@@ -474,7 +474,7 @@ def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: i
     encs: dict = {c: None for c in columns}
     dicts: dict = {c: [] for c in columns}
     row = 0
-    for t in _row_groups(f, columns + sizes, path):
+    for t in _row_groups(f, columns + sizes, path, stop):
         n_rg = t.num_rows
         if row + n_rg > n_rows:
             raise InputError(f"{path}: columns of different lengths")

@@ -272,8 +272,14 @@ class WhatIf:
         from ..io.parquet import dictionary_codes
         from .kernels import map_codes
 
+        from ..io import prefetch
+
         path, check, names = kf
-        got = dictionary_codes(path, check, cols, names, len(self.sample), map_codes)
+        got = prefetch.take_codes(path, cols, len(self.sample))  # read on a thread by the CLI, if it started one
+        if got is not None:
+            check()  # the file the sample opened (the thread's read was of the file as it is now)
+        else:
+            got = dictionary_codes(path, check, cols, names, len(self.sample), map_codes)
         if got is None:
             return None
         codes, values, size = got
