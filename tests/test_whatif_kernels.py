@@ -105,6 +105,23 @@ def test_sort_and_group_equal_reference(n, keys, S, seed):
         _same(K.group_cells(start, s_cells[row], W, s_size), REF["group_cells"](start, s_cells[row], W, s_size))
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=sizes, keys=st.integers(1, 40), seed=seeds)
+def test_sort_on_two_threads_equals_the_reference(n, keys, seed):
+    """The halves counted and scattered on their own threads: the same stable order as one pass."""
+    r = _rng(seed)
+    kid = np.where(r.random(n) < 0.2, -1, r.integers(0, keys, n)).astype(np.int32)
+    cells = r.integers(0, 1 << 20, (2, n)).astype(np.int32)
+    size = r.integers(0, 2**31 - 1, n).astype(np.int32)
+    old = K.SORT_THREADS_MIN_ROWS
+    K.SORT_THREADS_MIN_ROWS = 0
+    try:
+        got = K.sort_by_key(kid, keys, cells, size)
+    finally:
+        K.SORT_THREADS_MIN_ROWS = old
+    _same(got, REF["sort_by_key"](kid, keys, cells, size))
+
+
 def test_group_cells_grows_its_output():
     """More groups than the first capacity (1024): the kernel stops at a key and resumes after the caller grows."""
     keys, per = 300, 7
