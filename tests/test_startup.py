@@ -155,6 +155,35 @@ def test_fast_exit_keeps_output_and_exit_code(args):
     assert fast.stdout or fast.stderr
 
 
+@pytest.mark.parametrize(
+    "args,fast",
+    [
+        (("analyze", SAMPLE), True),
+        (("info", SAMPLE), True),
+        (("partition", "k", "-p", "3"), True),
+        (("recommend", SAMPLE), True),
+        (("whatif", SAMPLE, "-p", "6"), True),
+        (("rules", "--group", "g", "--topic", "t"), False),  # not a FAST_EXIT command: Python's own exit
+        (("--version",), False),  # no command ran
+    ],
+    ids=["analyze", "info", "partition", "recommend", "whatif", "rules", "version"],
+)
+def test_only_fast_exit_commands_end_without_teardown(tmp_path, args, fast):
+    """The rule itself: the console script ends exactly the FAST_EXIT commands with os._exit (recorded)."""
+    from keyscope.cli import FAST_EXIT
+
+    assert FAST_EXIT == {"analyze", "info", "partition", "recommend", "whatif"}  # read-and-print commands only
+    marker = tmp_path / "exit"
+    code = ("import os, sys\nfrom keyscope.cli import main\nreal = os._exit\n"
+            f"os._exit = lambda c: (open({str(marker)!r}, 'w').write(str(c)), real(c))\n"
+            "sys.argv[0] = 'keyscope'\nmain()")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=BUFFERED, timeout=120)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert marker.exists() == fast
+    if fast:
+        assert marker.read_text() == "0"
+
+
 def test_fast_exit_flushes_a_pipe_and_runs_atexit(tmp_path):
     """Output larger than a pipe's buffer arrives whole; atexit callbacks (the prefetch's stop) still run."""
     code = ("import atexit, sys\nfrom keyscope.cli import main\n"
