@@ -76,12 +76,12 @@ def test_whatif_rows_are_the_tables_columns(rows):
         res.keys_moved, res.keys_split, res.traffic_moved_share)
 
 
-def _sample_file(tmp_path, drop=()):
+def _sample_file(tmp_path, drop=(), seed=11):
     import polars as pl
 
     from tests.test_whatif_file_codes import write
 
-    s = make_sample(seed=11, n=9_000, keys=200)
+    s = make_sample(seed=seed, n=9_000, keys=200)
     r = np.random.default_rng(2)
     vals = [None if x < 0.2 else int(v) for x, v in zip(r.random(9_000), r.integers(0, 5_000, 9_000))]
     s.df = s.df.with_columns(pl.Series("value_size", vals, dtype=pl.Int32))
@@ -148,3 +148,52 @@ def test_offsets_and_sizes_in_one_pass_equal_each_read_alone(tmp_path, monkeypat
     assert kpq.offsets_and_sizes_at_rows(p, check, rows, 9_000, sizes=False)[1] is None
     assert kpq.offsets_and_sizes_at_rows(p, check, np.array([9_000]), 9_000) == (None, None)  # past the file
     assert kpq.offsets_and_sizes_at_rows(p, check, rows[::-1], 9_000) == (None, None)  # not ascending
+
+
+def _salted_after_plain():
+    """Unsalted scenarios, then plain keys salted by offset: the first salted one's hot records are read ahead."""
+    from keyscope.whatif.spec import Salt
+
+    return [Scenario(partitions=6), Scenario(partitions=6, key_fields=("region",)),
+            Scenario(partitions=3, salt=Salt(buckets=4, top=2)), Scenario(partitions=6, salt=Salt(buckets=8, top=2)),
+            Scenario(partitions=6, salt=Salt(buckets=2, top=1))]  # fmt: skip
+
+
+@pytest.mark.parametrize("drop", [(), ("key_size",)])
+def test_the_hot_records_read_ahead_give_the_results_of_a_read_in_turn(monkeypatch, tmp_path, drop):
+    from keyscope.sample import read_sample
+
+    monkeypatch.setattr(engine, "COMPILED_MIN_ROWS", 1_000)
+    path = _sample_file(tmp_path, drop=drop)
+    taken = []
+    real = WhatIf._take_hot_read
+    monkeypatch.setattr(WhatIf, "_take_hot_read", lambda self, rows: taken.append(real(self, rows)) or taken[-1])
+
+    def run(scenarios):
+        w = WhatIf(read_sample(path, columns=("partition",)), partitioner="murmur2", group_fields=["region"])
+        return w.evaluate_all(scenarios), w
+
+    ahead, w = run(_salted_after_plain())
+    # read on the thread, taken by the first salted scenario; the top-1 scenario's records are read in turn
+    assert taken[0] is not None and taken[1:] == [None]
+    assert "hot-read" not in w._cache
+    taken.clear()
+    in_turn = [run([sc])[0][0] for sc in _salted_after_plain()]  # one scenario each: nothing read ahead
+    assert taken == [None, None, None]
+    for a, b in zip(ahead, in_turn):
+        assert a.records.tolist() == b.records.tolist() and a.bytes.tolist() == b.bytes.tolist()
+        assert (a.skew, a.keys_moved, a.salted_keys) == (b.skew, b.keys_moved, b.salted_keys)
+
+
+def test_a_read_ahead_of_a_changed_file_fails_as_the_read_would(monkeypatch, tmp_path):
+    """The thread's error (the sample file changed under it) is raised where the records are taken."""
+    from keyscope.errors import InputError
+    from keyscope.sample import read_sample
+
+    monkeypatch.setattr(engine, "COMPILED_MIN_ROWS", 1_000)
+    path = _sample_file(tmp_path)
+    w = WhatIf(read_sample(path, columns=("partition",)), partitioner="murmur2", group_fields=["region"])
+    scenarios = _salted_after_plain()
+    _sample_file(tmp_path, seed=8)  # another sample at the same path, after the codes were read
+    with pytest.raises(InputError):
+        w.evaluate_all(scenarios)

@@ -38,6 +38,7 @@ def _row_groups(f, cols, path, stop=None, ahead: int = 1, groups=None):
     """The file's row groups (or those numbered in ``groups``) in order, the next ``ahead`` read on threads
     while this one is used.
 
+    ``ahead`` 0: each read on the caller's thread (one row group in memory at a time).
     (pyarrow releases the GIL while it decodes, and so does the kernel: on two cores the read,
     ~40% of this pass's CPU, overlaps the rest.  One thread per read by default: more were no
     faster for two columns and held more memory.)  After each row group pyarrow's pool hands
@@ -60,8 +61,10 @@ def _row_groups(f, cols, path, stop=None, ahead: int = 1, groups=None):
 
     order = list(range(f.metadata.num_row_groups)) if groups is None else list(groups)
     n = len(order)
-    if n <= 1:
-        yield from (read(i) for i in order)
+    if n <= 1 or ahead == 0:  # one row group in memory at a time, read here
+        for i in order:
+            yield read(i)
+            arrow_pool.release_unused()
         return
     with ThreadPoolExecutor(max_workers=ahead) as pool:
         pending = [pool.submit(read, order[i]) for i in range(min(ahead, n))]
@@ -643,10 +646,11 @@ def sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int):
 
 
 def offsets_and_sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, offsets: bool = True,
-                              sizes: bool = True):  # fmt: skip
+                              sizes: bool = True, ahead: int = 1):  # fmt: skip
     """(``offset`` as :func:`int64_at_rows`, sizes as :func:`sizes_at_rows`) at ``rows``, in one pass over the file.
 
     Each is None when not asked for or when the file does not suit it (the caller reads the columns).
+    ``ahead``: row groups read ahead on threads (:func:`_row_groups`; 0 from a thread of the caller's own).
     Why one pass: salting's hot records need both, and reading them in two passes cost a cold
     10M-record ``recommend`` ~0.35 s of its ~3.3 s here (two file opens, every row group decoded
     twice, one at a time); one pass with the reads on two threads took ~0.12 s.
@@ -659,17 +663,17 @@ def offsets_and_sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, 
     if not any(readers):
         return None, None
     ident_check()
-    got = _at_rows(f, path, rows, [r for r in readers if r is not None])
+    got = _at_rows(f, path, rows, [r for r in readers if r is not None], ahead)
     ident_check()
     it = iter(got)
     return tuple(next(it) if r is not None else None for r in readers)
 
 
-def _at_rows(f, path, rows: np.ndarray, readers):
+def _at_rows(f, path, rows: np.ndarray, readers, ahead: int = 1):
     """Per reader ``(columns, values)``: ``values(table, n)`` of each row group holding some of the ascending
     ``rows``, gathered at them (int64), or None when ``values`` gives None or a row is past the file.
 
-    One read per row group of every reader's columns (:func:`_row_groups`, the next read on a thread);
+    One read per row group of every reader's columns (:func:`_row_groups`, ``ahead`` of them on threads);
     row groups without any of the rows are not read.
     """
     cols = list(dict.fromkeys(c for r in readers for c in r[0]))
@@ -685,7 +689,7 @@ def _at_rows(f, path, rows: np.ndarray, readers):
         row += n
     if rows.size and (not wanted or wanted[-1][3] != rows.size):
         return [None] * len(readers)  # a row past the file
-    for (_, first, lo, hi, n), t in zip(wanted, _row_groups(f, cols, path, groups=[w[0] for w in wanted])):
+    for (_, first, lo, hi, n), t in zip(wanted, _row_groups(f, cols, path, groups=[w[0] for w in wanted], ahead=ahead)):
         for j, (_, values) in enumerate(readers):
             if outs[j] is None:
                 continue

@@ -230,8 +230,9 @@ def compose_codes(key_dict, kid: np.ndarray, fields: Sequence, sep: str, prepare
 
 # units composed at a time by CodedKeys.hash: a few MB of key bytes, not the column.  1 << 19 held
 # ~30 MB more of each chunk's temporaries (Polars keeps what it frees) at recommend's 10M-record peak
-# (the key+user_id hash: 568 -> 540 MB), same CPU within noise
-HASH_CHUNK = 1 << 17
+# (the key+user_id hash: 568 -> 540 MB), same CPU within noise; with two threads composing, 1 << 17
+# -> 1 << 16 took that peak from 609 to 598 MB, wall within noise (median of 5)
+HASH_CHUNK = 1 << 16
 # threads CodedKeys.hash spreads the chunks over: key+user_id's 3.6M units of a 10M recommend hashed in
 # 0.14-0.16 s against 0.23 s on one (wall; CPU 0.23-0.27 against 0.23)
 HASH_THREADS = 2
