@@ -94,7 +94,7 @@ def _arenas_in_child(env: dict, tune: bool) -> int:
 
 
 def test_one_arena_makes_the_threads_share_the_main_arena_unless_told_otherwise():
-    """What analyze, whatif, recommend and sample call before their threads start (keyscope/cli/memory.py)."""
+    """What whatif, recommend and sample call before their threads start (keyscope/cli/memory.py)."""
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     assert _arenas_in_child(env, tune=False) > 1  # glibc's default: threads that contend get arenas of their own
     assert _arenas_in_child(env, tune=True) == 1

@@ -81,9 +81,6 @@ def analyze(sample_path, top, by, load, fail_on_skew, seed, topic, bootstrap_ser
       7  the sample's partitions were not read in proportion and cannot be
          re-weighted (a partition with records but none read; no watermarks)
     """
-    from . import memory
-
-    memory.one_arena()  # before any thread: see keyscope/cli/memory.py
     if sample_path and not topic and parquet_magic(sample_path):
         from ..io import prefetch
 

@@ -8,11 +8,13 @@ the process held every pool's high-water mark.  bench_cold's topic, 5M records, 
 Kafka, docs/benchmarks.md samprss7): Arrow on the system allocator and one glibc arena, 262 -> 228 MB
 plain and 277 -> 251 MB with two ``--field`` paths, at no CPU cost.
 
-Why, ``analyze``/``whatif``/``recommend``: their reads, hashes and the prefetch run on pool threads,
-each of which got an arena keeping its high-water mark: one arena took a cold 10M-record recommend
-from 618-627 to 555-557 MB and 1M from 351-357 to 328-333 MB, CPU within noise (three runs each).
-Arrow stays on its default pool there (mimalloc: :func:`keyscope.io.parquet.release_memory` and the
-row-group readers hand its pages back).
+Why, ``whatif``/``recommend``: their reads, hashes and the prefetch run on pool threads, each of
+which got an arena keeping its high-water mark: one arena took a cold 10M-record recommend from
+618-627 to 555-557 MB and 1M from 351-357 to 328-333 MB, CPU within noise (three runs each), and
+``whatif --key-by key,region --salt-hot 1:8`` at 10M from 588-612 to 550-570 MB.  Arrow stays on
+its default pool there (mimalloc: :func:`keyscope.io.parquet.release_memory` and the row-group
+readers hand its pages back).  Not ``analyze``: its one prefetch thread gave no RSS back (10M:
+298-304 MB either way) and its wall was a little longer (median of 5: 1.25 against 1.15 s).
 
 Measured and left out for ``sample``, each trading system CPU (pages given back are faulted in
 again) for RSS: ``malloc_trim`` after each row group (-5 to -30 MB, +0.3 s per 5M records, +1.5 s
