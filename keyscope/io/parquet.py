@@ -570,7 +570,7 @@ def _open_checked(path, n_rows: int, suits=None, **options):
     return f
 
 
-def _int64_reader(f, path, column: str):
+def _int64_reader(f, column: str):
     """(columns, values) for :func:`_at_rows`: ``column``'s int64 values, or None when it is not plain int64."""
     import pyarrow as pa
 
@@ -624,11 +624,11 @@ def int64_at_rows(path, ident_check, column: str, rows: np.ndarray, n_rows: int)
     rows = _ascending(rows)
     if rows is None:
         return None
-    f = _open_checked(path, n_rows, lambda f: _int64_reader(f, path, column) is not None)
+    f = _open_checked(path, n_rows, lambda f: _int64_reader(f, column) is not None)
     if f is None:
         return None
     ident_check()
-    out = _at_rows(f, path, rows, [_int64_reader(f, path, column)])[0]
+    out = _at_rows(f, path, rows, [_int64_reader(f, column)])[0]
     ident_check()
     return out
 
@@ -653,13 +653,13 @@ def offsets_and_sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, 
     ``ahead``: row groups read ahead on threads (:func:`_row_groups`; 0 from a thread of the caller's own).
     Why one pass: salting's hot records need both, and reading them in two passes cost a cold
     10M-record ``recommend`` ~0.35 s of its ~3.3 s here (two file opens, every row group decoded
-    twice, one at a time); one pass with the reads on two threads took ~0.12 s.
+    twice, one at a time); one pass, the next row group read on a thread, took 0.18-0.23 s.
     """
     rows = _ascending(rows)
     if rows is None:
         return None, None
     f = _open_checked(path, n_rows)
-    readers = [_int64_reader(f, path, "offset") if offsets else None, _sizes_reader(f, path) if sizes else None]
+    readers = [_int64_reader(f, "offset") if offsets else None, _sizes_reader(f, path) if sizes else None]
     if not any(readers):
         return None, None
     ident_check()
