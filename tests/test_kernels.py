@@ -3,6 +3,7 @@ Arrow layout, any thread split, and never reading a null slot's view."""
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 
@@ -418,3 +419,39 @@ def test_inline_pairs_skip_null_neighbours_and_odd_rows():
             out, empties = _kernels.hash_arrow(arr.slice(start), name, threads=1, count_empty=True)
             assert out.tolist() == [0 if k is None else reference(name, k) for k in keys[start:]]
             assert empties == 1
+
+
+@pytest.mark.parametrize("name", _kernels.NAMES)
+@pytest.mark.parametrize("sep,nfields", [(b"|", 2), (b"", 1), (b"::=", 3), (b"|", 0)])
+def test_hash_coded_equals_hashing_the_composed_keys(name, sep, nfields):
+    """hash_coded composes ``key + (sep + field)...`` in its scratch and hashes it: the operands of
+    hash_arrow over the composed keys, for every composed length 0-100 (inline and long views), null
+    keys (0) and null fields (no separator), on one thread and split over two."""
+    rng = random.Random(hash((name, sep, nfields)) & 0xFFFF)
+    keys = [bytes(rng.randrange(256) for _ in range(i % 41)) for i in range(300)]  # keys[L]: L bytes
+    values = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 21))) for _ in range(60)] + [b""]
+
+    def dictionary(vals):
+        off = np.zeros(len(vals) + 1, np.int64)
+        off[1:] = np.cumsum([len(v) for v in vals])
+        return off, _kernels.padded(np.frombuffer(b"".join(vals), np.uint8))
+
+    n = 5_000
+    kid = np.array([rng.randrange(-1, len(keys)) for _ in range(n)], np.int64)
+    codes = [np.array([rng.randrange(-1, len(values)) for _ in range(n)], np.int32) for _ in range(nfields)]
+    kid[:41] = np.arange(41)  # every key length alone (fields null), the empty key included
+    for c in codes:
+        c[:41] = -1
+    composed = []
+    for i in range(n):
+        if kid[i] < 0:
+            composed.append(None)
+            continue
+        composed.append(keys[kid[i]] + b"".join(sep + values[c[i]] for c in codes if c[i] >= 0))
+    assert {len(k) for k in composed if k is not None} >= set(range(0, 41))
+    want = _kernels.hash_arrow(pa.array(composed, type=pa.binary_view()), name, threads=1)
+    k, v = dictionary(keys), dictionary(values)
+    for threads in (1, 2):
+        got = _kernels.hash_coded(name, k, kid, [(*v, c) for c in codes], sep, threads=threads)
+        assert got.dtype == np.int64
+        assert got.tolist() == want.tolist()

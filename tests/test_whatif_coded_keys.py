@@ -1,6 +1,7 @@
-"""Composite producer keys hashed a chunk at a time from the dictionaries (whatif.tables.CodedKeys) equal
-composing the whole column and hashing it (the old path): nulls, empty values, non-ASCII, the separator
-inside keys and fields, chunk boundaries, every partitioner."""
+"""Composite producer keys hashed from the dictionaries (whatif.tables.CodedKeys, the compiled
+_kernels.hash_coded) equal composing the whole column and hashing it (the old path): nulls, empty values,
+non-ASCII, the separator inside keys and fields, keys of every length around the 12-byte inline limit,
+thread splits, every partitioner."""
 
 from __future__ import annotations
 
@@ -37,10 +38,10 @@ def _old(ck: CodedKeys, partitioner: str) -> tuple[np.ndarray, np.ndarray]:
     return h.fill_null(0).to_numpy().astype(np.int64), h.is_not_null().to_numpy()
 
 
-@pytest.mark.parametrize("chunk", [7, 2_500, 1 << 19])  # below and above hash_column's SMALL_COLUMN, and one chunk
-@pytest.mark.parametrize("nfields,sep,seed", [(1, "|", 0), (2, "::", 1), (1, "", 2), (3, "é", 3)])
-def test_hash_equals_whole_column(monkeypatch, chunk, nfields, sep, seed):
-    monkeypatch.setattr(T, "HASH_CHUNK", chunk)
+@pytest.mark.parametrize("threads_from", [1, 1 << 30])  # the rows split over HASH_THREADS, and on one thread
+@pytest.mark.parametrize("nfields,sep,seed", [(1, "|", 0), (2, "::", 1), (1, "", 2), (3, "é", 3), (0, "|", 4)])
+def test_hash_equals_whole_column(monkeypatch, threads_from, nfields, sep, seed):
+    monkeypatch.setattr(T, "HASH_THREADS_MIN_ROWS", threads_from)
     ck = _coded(np.random.default_rng(seed), 6_001, nfields, sep)
     for p in (*KEYED, "random"):
         op, valid = ck.hash(p)
@@ -73,7 +74,7 @@ def test_whatif_rows_hash_the_codes_not_a_column(monkeypatch, seed, sep_in_keys)
     """An unsalted composite scenario on coded tables hashes CodedKeys (no full ``ckey`` column is built),
     with the operands of hashing that column."""
     monkeypatch.setattr(scn, "COMPILED_MIN_ROWS", 1)
-    monkeypatch.setattr(T, "HASH_CHUNK", 100)
+    monkeypatch.setattr(T, "HASH_THREADS_MIN_ROWS", 100)
     w = WhatIf(_tricky_sample(seed, sep_in_keys=sep_in_keys), group_fields=("user_id", "region"))
     for fields, p in [(("region",), "murmur2"), (("region",), "fnv1a"), (("user_id",), "consistent")]:
         sc = Scenario(6, p, key_fields=fields)

@@ -228,13 +228,9 @@ def compose_codes(key_dict, kid: np.ndarray, fields: Sequence, sep: str, prepare
     return _series("ckey", off, data, None if keyed.all() else keyed)
 
 
-# units composed at a time by CodedKeys.hash: a few MB of key bytes, not the column.  1 << 19 held
-# ~30 MB more of each chunk's temporaries (Polars keeps what it frees) at recommend's 10M-record peak
-# (the key+user_id hash: 568 -> 540 MB), same CPU within noise; with two threads composing, 1 << 17
-# -> 1 << 16 took that peak from 609 to 598 MB, wall within noise (median of 5)
-HASH_CHUNK = 1 << 16
-# threads CodedKeys.hash spreads the chunks over: key+user_id's 3.6M units of a 10M recommend hashed in
-# 0.14-0.16 s against 0.23 s on one (wall; CPU 0.23-0.27 against 0.23)
+# CodedKeys.hash: from this many units the rows are split over HASH_THREADS threads (the compiled pass lets
+# go of the GIL); key+user_id's 3.6M units of a 10M recommend: see hash_coded in keyscope._kernels
+HASH_THREADS_MIN_ROWS = 1 << 16
 HASH_THREADS = 2
 
 
@@ -257,19 +253,21 @@ def _lengths(off: np.ndarray) -> np.ndarray:
 
 
 class CodedKeys:
-    """Producer keys ``key (+ sep + field)...`` named by dictionary codes, composed only a chunk at a time.
+    """Producer keys ``key (+ sep + field)...`` named by dictionary codes, never composed as a whole column.
 
     Row i is what :func:`compose_codes` would build from the same arguments.
     Why: recommend's key+user_id set is 3.6M units at 10M records; composing
     them all as bytes and converting that for Polars was the run's peak
     (~300 MB above the unit tables, docs/benchmarks.md whatif6), though the
-    keys are only hashed.  :meth:`hash` composes HASH_CHUNK units, hashes
-    them with :func:`keyscope.partitioners.hash_column` and drops them.
+    keys are only hashed.  :meth:`hash` composes each in a scratch buffer
+    and hashes it there (``keyscope._kernels.hash_coded``); :meth:`compose`
+    builds a slice as a column where one is wanted.
     """
 
     def __init__(self, key_dict, kid: np.ndarray, fields: Sequence, sep: str):
         self.key_dict, self.kid, self.fields, self.sep = key_dict, kid, list(fields), sep
         self._prepared = None
+        self._padded = None  # (offsets, padded bytes) of the key's and the fields' dictionaries, for hash
 
     def __len__(self) -> int:
         return len(self.kid)
@@ -283,30 +281,41 @@ class CodedKeys:
                              self._prepared)
 
     def hash(self, partitioner) -> tuple[np.ndarray, np.ndarray]:
-        """(operand int64, valid bool) per row: ``hash_column`` of the composed column, null as 0 and not valid."""
-        from ..partitioners import Partitioner, get_partitioner, hash_column
+        """(operand int64, valid bool) per row: ``hash_column`` of the composed column, null as 0 and not valid.
+
+        Composed and hashed in one compiled pass per thread (``_kernels.hash_coded``), no key written out.
+        """
+        from .. import _kernels
+        from ..partitioners import _FAMILY_KERNEL, Partitioner, get_partitioner
 
         p = partitioner if isinstance(partitioner, Partitioner) else get_partitioner(partitioner)
         n = len(self)
-        op, valid = np.zeros(n, np.int64), np.zeros(n, np.bool_)
         if p.key_independent:  # every operand null, whatever the key
-            return op, valid
-
-        def one(lo: int) -> None:
-            hi = min(lo + HASH_CHUNK, n)
-            h = hash_column(self.compose(lo, hi), p, threads=1)
-            valid[lo:hi] = h.is_not_null().to_numpy()
-            op[lo:hi] = h.fill_null(0).to_numpy()
-
-        starts = list(range(0, n, HASH_CHUNK))
-        if starts:
-            one(starts[0])  # here: whatever the first chunk imports is imported before any pool thread runs
-        if len(starts) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            # the chunks on two threads: composing and hashing are compiled and let go of the GIL
-            with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
-                list(pool.map(one, starts[1:]))
+            return np.zeros(n, np.int64), np.zeros(n, np.bool_)
+        if self._padded is None:
+            self._padded = [(off, _kernels.padded(data)) for off, data in
+                            (_parts(d) for d in [self.key_dict, *(d for d, _ in self.fields)])]
+        (k_off, k_data), *f_dicts = self._padded
+        kid = np.asarray(self.kid, np.int64)
+        fields = [(off, data, codes) for (off, data), (_, codes) in zip(f_dicts, self.fields)]
+        kernel, step = _FAMILY_KERNEL[p.family]
+        op = _kernels.hash_coded(kernel, (k_off, k_data), kid, fields, self.sep.encode(),
+                                 threads=HASH_THREADS if n >= HASH_THREADS_MIN_ROWS else 1)
+        if step == "mask":
+            op &= 0x7FFFFFFF
+        elif step == "abs":  # |int32|, int32 min staying 2**31, as hash_column
+            neg = op >= 1 << 31
+            op[neg] = (1 << 32) - op[neg]
+        valid = kid >= 0
+        if p.null_key_hashed:
+            op[~valid] = p.operand(None)
+            valid[:] = True
+        elif not p.empty_key_hashed:  # an empty composite key: the rule does not hash it
+            length = np.diff(k_off)[np.maximum(kid, 0)]
+            for off, _, codes in fields:
+                length += np.where(codes >= 0, len(self.sep.encode()) + np.diff(off)[np.maximum(codes, 0)], 0)
+            valid &= length > 0
+        op[~valid] = 0
         return op, valid
 
 
