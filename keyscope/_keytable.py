@@ -568,16 +568,19 @@ def _dict_sum_ir() -> str:
     return rf"""
 ; Rows [0, %n) of a dictionary-encoded key chunk: %idx (i32 dictionary index,
 ; validity bit %vbit + i of %valid, null: no mask), %parts (i32), %vsize (i32;
-; null: all 0), %klen (i64 per dictionary entry).  Keyed row i adds to dense
-; bin b = idx * %np + part of %bins, three words a bin (one cache line, not three
-; arrays): records += 1, bytes += klen + vsize, and (a double) its square; a null
-; key adds to its partition's %nrec / %nbytes / %nbsq (value bytes only).
+; null: all 0), %klen (i64 per dictionary entry, %nd of them), %gcode (i64 per
+; dictionary entry: its code over the whole file; null: the index itself).
+; Keyed row i adds to dense bin b = code * %np + part of %bins, three words a bin
+; (one cache line, not three arrays): records += 1, bytes += klen + vsize, and (a
+; double) its square; a null key adds to its partition's %nrec / %nbytes / %nbsq
+; (value bytes only).
 define void @kt_dict_sum(ptr noalias %idx, ptr noalias %valid, i64 %vbit, i64 %n, ptr noalias %parts,
-                         ptr noalias %vsize, ptr noalias %klen, i64 %np, ptr noalias %bins,
-                         ptr noalias %nrec, ptr noalias %nbytes, ptr noalias %nbsq) nounwind {{
+                         ptr noalias %vsize, ptr noalias %klen, i64 %nd, ptr noalias %gcode, i64 %np,
+                         ptr noalias %bins, ptr noalias %nrec, ptr noalias %nbytes, ptr noalias %nbsq) nounwind {{
 entry:
   %hasmask = icmp ne ptr %valid, null
   %hasvs = icmp ne ptr %vsize, null
+  %hasg = icmp ne ptr %gcode, null
   %any = icmp sgt i64 %n, 0
   br i1 %any, label %row, label %done
 row:
@@ -590,7 +593,17 @@ row:
   %pa.i = select i1 %pa.over, i64 %pa.last, i64 %pa.i0
   %pa.dp = getelementptr i32, ptr %idx, i64 %pa.i
   %pa.d32 = load i32, ptr %pa.dp, align 4
-  %pa.d = sext i32 %pa.d32 to i64
+  %pa.d0 = sext i32 %pa.d32 to i64
+  ; (the code is loaded, not prefetched: a null row's index is clamped into the dictionary first)
+  %pa.in = icmp ult i64 %pa.d0, %nd
+  %pa.d1 = select i1 %pa.in, i64 %pa.d0, i64 0
+  br i1 %hasg, label %pa.global, label %pa.local
+pa.global:
+  %pa.gp = getelementptr i64, ptr %gcode, i64 %pa.d1
+  %pa.g = load i64, ptr %pa.gp, align 8
+  br label %pa.local
+pa.local:
+  %pa.d = phi i64 [%pa.d1, %row], [%pa.g, %pa.global]
   %pa.pp = getelementptr i32, ptr %parts, i64 %pa.i
   %pa.p32 = load i32, ptr %pa.pp, align 4
   %pa.p = sext i32 %pa.p32 to i64
@@ -609,7 +622,7 @@ readvs:
   %vsr = sext i32 %vs32 to i64
   br label %sized
 sized:
-  %size = phi i64 [0, %row], [%vsr, %readvs]
+  %size = phi i64 [0, %pa.local], [%vsr, %readvs]
   br i1 %hasmask, label %check, label %key
 check:
 {_valid_bit("", "i")}  br i1 %ok, label %key, label %null
@@ -627,7 +640,14 @@ key:
   %tot = add i64 %kl, %size
   %totf = sitofp i64 %tot to double
   %tsq = fmul double %totf, %totf
-  %dn = mul i64 %d, %np
+  br i1 %hasg, label %kglobal, label %klocal
+kglobal:
+  %gp = getelementptr i64, ptr %gcode, i64 %d
+  %gd = load i64, ptr %gp, align 8
+  br label %klocal
+klocal:
+  %code = phi i64 [%d, %key], [%gd, %kglobal]
+  %dn = mul i64 %code, %np
   %bin = add i64 %dn, %part
   %bin3 = mul i64 %bin, 3
   %rp = getelementptr i64, ptr %bins, i64 %bin3
@@ -676,25 +696,33 @@ _FNS = (
     )),  # fmt: skip
     _native.Fn("kt_dict_sum", None, (
         ("idx", _P), ("validity", _P), ("validity_offset", _I64), ("rows", _I64), ("partition", _P),
-        ("value_size", _P), ("klen", _P), ("partitions", _I64), ("bins", _P), ("nrec", _P), ("nbytes", _P), ("nbsq", _P),
+        ("value_size", _P), ("klen", _P), ("entries", _I64), ("gcode", _P), ("partitions", _I64), ("bins", _P),
+        ("nrec", _P), ("nbytes", _P), ("nbsq", _P),
     )),  # fmt: skip
 )
 _LIB = _native.Lazy("keytable", module_ir, _FNS)
 
 
-def dict_sum(idx, valid, vbit: int, parts, vsize, klen, P: int, bins, nrec, nbytes, nbsq) -> None:
+def dict_sum(idx, valid, vbit: int, parts, vsize, klen, P: int, bins, nrec, nbytes, nbsq, gcode=None) -> None:
     """``@kt_dict_sum`` on numpy arrays (``idx``: int32 dictionary indices, ``valid``: the validity bitmap
     or an empty array, ``vsize``: int32 or empty, ``bins``: int64 (bins, 3), the last column float64 bits:
-    see :func:`dict_bins`); adds into the dense bins and the per-partition null sums."""
+    see :func:`dict_bins`); adds into the dense bins and the per-partition null sums.
+
+    ``gcode``: int64 per dictionary entry, its code over every row group (bins then span the whole file's
+    keys, summed across row groups in place); None: bins by dictionary index.
+    """
     n = idx.shape[0]
     assert idx.dtype == np.int32 and parts.dtype == np.int32 and parts.shape[0] == n
     assert vsize.size == 0 or (vsize.dtype == np.int32 and vsize.shape[0] == n)
     assert klen.dtype == np.int64 and bins.dtype == np.int64 and bins.flags.c_contiguous
-    assert bins.ndim == 2 and bins.shape[1] == 3 and bins.shape[0] >= klen.shape[0] * P
+    top = klen.shape[0] if gcode is None else (int(gcode.max()) + 1 if gcode.size else 0)
+    assert gcode is None or (gcode.dtype == np.int64 and gcode.shape == klen.shape and gcode.flags.c_contiguous)
+    assert bins.ndim == 2 and bins.shape[1] == 3 and bins.shape[0] >= top * P
     assert nrec.dtype == nbytes.dtype == np.int64 and nbsq.dtype == np.float64 and min(nrec.size, nbytes.size, nbsq.size) >= P
     _LIB.get()["kt_dict_sum"](
-        idx.ctypes.data, _addr(valid), vbit, n, parts.ctypes.data, _addr(vsize), klen.ctypes.data, P,
-        bins.ctypes.data, nrec.ctypes.data, nbytes.ctypes.data, nbsq.ctypes.data,
+        idx.ctypes.data, _addr(valid), vbit, n, parts.ctypes.data, _addr(vsize), klen.ctypes.data, klen.shape[0],
+        None if gcode is None else _addr(gcode), P, bins.ctypes.data, nrec.ctypes.data, nbytes.ctypes.data,
+        nbsq.ctypes.data,
     )  # fmt: skip
 
 

@@ -83,6 +83,26 @@ def test_sparse_bins_give_the_same_table(tmp_path, monkeypatch):
     assert canon(keys_of(path)).equals(canon(ref))
 
 
+def test_bins_turning_sparse_mid_file_give_the_same_table(tmp_path, monkeypatch):
+    """The file's bins summed by global code while few, then (the keys grown past the limit) as a list."""
+    df = tricky_frame(40_000, seed=5, timestamps=False, n_keys=6_000)
+    path = tmp_path / "s.parquet"
+    write(df, path, row_group_size=2_000)
+    ref = key_partition_table(Sample.from_frame(df, partition_count=5).df)
+    switched = []
+    table_for = kpq._Sums.table_for
+
+    def spy(self, keys):
+        t = table_for(self, keys)
+        switched.append(t is None)
+        return t
+
+    monkeypatch.setattr(kpq._Sums, "table_for", spy)
+    monkeypatch.setattr(kpq, "DENSE_BINS_MIN", 5 * 2_000)  # dense up to 2,000 keys (5 partitions)
+    assert canon(keys_of(path)).equals(canon(ref))
+    assert switched[0] is False and switched[-1] is True  # both ways within one file
+
+
 def test_plain_encoded_keys_fall_back_to_the_scan_with_the_same_analysis(tmp_path):
     df = tricky_frame(30_000, seed=8)
     plain, dicts = tmp_path / "plain.parquet", tmp_path / "dict.parquet"
@@ -148,6 +168,21 @@ def test_dict_sum_kernel_equals_its_python_twin():
     bins, _ = kt.reference_dict_sum(idx.tolist(), parts, np.zeros(n, np.int64), klen, P)
     g, rec, byt, bsq = kt.dict_bins(arrs)
     assert {int(b): [int(r), int(y), float(q)] for b, r, y, q in zip(g, rec, byt, bsq)} == bins
+    # global codes: entry d's bins at gcode[d] * P + p of a wider table, summed in place across calls;
+    # the null rows' indices out of the dictionary (read only to prefetch, clamped: never a fault)
+    gcode = rng.permutation(3 * D)[:D].astype(np.int64)
+    wide = np.zeros((3 * D * P, 3), np.int64)
+    ixg = ix.copy()
+    ixg[null[3:]] = np.int32(2**31 - 1)
+    nrec, nbytes, nbsq = np.zeros(P, np.int64), np.zeros(P, np.int64), np.zeros(P)
+    for _ in range(2):
+        kt.dict_sum(ixg, valid, arr.offset, parts[3:], sizes[3:], klen, P, wide, nrec, nbytes, nbsq, gcode=gcode)
+    bins, nulls = kt.reference_dict_sum([None if z else int(d) for d, z in zip(idx[3:], null[3:])] * 2,
+                                        [*parts[3:]] * 2, [*sizes[3:]] * 2, klen, P)  # fmt: skip
+    want = {int(gcode[b // P]) * P + b % P: v for b, v in bins.items()}
+    g, rec, byt, bsq = kt.dict_bins(wide)
+    assert {int(b): [int(r), int(y), float(q)] for b, r, y, q in zip(g, rec, byt, bsq)} == want
+    assert {int(p): [int(nrec[p]), int(nbytes[p]), float(nbsq[p])] for p in np.flatnonzero(nrec)} == nulls
 
 
 def test_views_built_in_numpy_equal_pyarrows_cast_and_encoder_spans_chunks():
