@@ -267,7 +267,8 @@ class CodedKeys:
     def __init__(self, key_dict, kid: np.ndarray, fields: Sequence, sep: str):
         self.key_dict, self.kid, self.fields, self.sep = key_dict, kid, list(fields), sep
         self._prepared = None
-        self._padded = None  # (offsets, padded bytes) of the key's and the fields' dictionaries, for hash
+        # (offsets, padded bytes) of the key's and the fields' dictionaries, for hash
+        self._padded: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.kid)
