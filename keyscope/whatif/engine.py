@@ -639,12 +639,12 @@ class WhatIf:
 
         from ..io.parquet import offsets_and_sizes_at_rows
 
-        sizes, kf = self._cache.get("record-size"), self.sample.key_file()
-        if "record-kid" not in self._cache or sizes is None or kf is None or "offset" not in kf[2]:
+        src = self._hot_read_source()
+        if "record-kid" not in self._cache or src is None:
             return
+        sizes, path, check = src
         hot_keys = self.hot_keys((), "", sc.salt)["ckey"]
         found = self._rows_of_keys(hot_keys)
-        path, check, _ = kf
         job: dict = {"rows": found[0]}
 
         def read() -> None:
@@ -661,6 +661,15 @@ class WhatIf:
         self._cache[("rows-of-keys", tuple(hot_keys.to_list()))] = found
         self._cache["hot-read"] = job
         job["thread"].start()
+
+    def _hot_read_source(self):
+        """(record sizes, path, identity check) when the hot records' offsets and sizes can be read at their rows
+        from the sample file (the sizes kept or readable, an offset column), else None: the one test of
+        :meth:`_hot_frame` and its read-ahead, so that the two never disagree on which read is made."""
+        sizes, kf = self._cache.get("record-size"), self.sample.key_file()
+        if sizes is None or kf is None or "offset" not in kf[2]:
+            return None
+        return sizes, kf[0], kf[1]
 
     def _take_hot_read(self, rows: np.ndarray):
         """The read-ahead's (offsets, sizes) when it was made for these ``rows``, else None (read them now)."""
@@ -724,13 +733,12 @@ class WhatIf:
         """
         import polars as pl
 
-        sizes = self._cache.get("record-size")
-        kf = self.sample.key_file()
-        if sizes is None or kf is None or "offset" not in kf[2]:
+        src = self._hot_read_source()
+        if src is None:
             return None
         from ..io.parquet import offsets_and_sizes_at_rows
 
-        path, check, _ = kf
+        sizes, path, check = src
         # one pass for both when the sizes are read too (two passes were ~0.35 s of a 10M recommend)
         ahead = self._take_hot_read(rows)
         off, size = ahead if ahead is not None else offsets_and_sizes_at_rows(path, check, rows, len(self.sample),
