@@ -1111,13 +1111,27 @@ class Encoder:
         buf_addrs = np.array([b.address if b is not None else 0 for b in bufs[2:]] or [0], dtype=np.int64)
         valid = np.frombuffer(bufs[0], dtype=np.uint8) if bufs[0] is not None and chunk.null_count else np.zeros(0, np.uint8)
         self.keep += [chunk, buf_addrs, valid]
-        views = bufs[1].address + 16 * chunk.offset
+        return self._add(bufs[1].address + 16 * chunk.offset, n, buf_addrs, valid, chunk.offset, out)
+
+    def add_views(self, views: np.ndarray, data: np.ndarray, out=None) -> np.ndarray:
+        """:meth:`add` of binary views built in numpy (``views``: uint8 (n, 16), long values in buffer 0, ``data``),
+        no null row: no pyarrow needed."""
+        assert views.dtype == np.uint8 and views.ndim == 2 and views.shape[1] == 16 and views.flags.c_contiguous
+        n = views.shape[0]
+        out = np.empty(n, np.int32) if out is None else out
+        if n == 0:
+            return out
+        buf_addrs = np.array([data.ctypes.data], dtype=np.int64)
+        self.keep += [views, data, buf_addrs]
+        return self._add(views.ctypes.data, n, buf_addrs, np.zeros(0, np.uint8), 0, out)
+
+    def _add(self, views: int, n: int, buf_addrs: np.ndarray, valid: np.ndarray, vbit: int, out: np.ndarray):
         done = 0
         while done < n:
             # the kernel writes out[o0 + i] and records row o0 + i as a first row: with o0 counting rows over
             # all chunks, ``out``'s address is shifted back by the rows before this chunk
             stop, self.ng = _encode(
-                views + 16 * done, n - done, buf_addrs, valid, chunk.offset + done,
+                views + 16 * done, n - done, buf_addrs, valid, vbit + done,
                 out, self.rows + done, self.tab, self.ng, _encode_limit(self.tab.shape[0]), self.firsts,
                 out_addr=out.ctypes.data - 4 * self.rows,
             )  # fmt: skip

@@ -420,12 +420,14 @@ def partition_column(keys, partitions: int, partitioner: str | Partitioner = "mu
 
 
 def _as_binary_series(keys):
-    import polars as pl
-    import pyarrow as pa
+    import sys
 
+    import polars as pl
+
+    pa = sys.modules.get("pyarrow")  # (an Arrow array means pyarrow is imported: not imported for the test)
     if isinstance(keys, pl.Series):
         s = keys
-    elif isinstance(keys, (pa.Array, pa.ChunkedArray)):
+    elif pa is not None and isinstance(keys, (pa.Array, pa.ChunkedArray)):
         s = pl.Series("key", keys)
     else:
         s = pl.Series("key", list(keys), dtype=pl.Binary)

@@ -23,9 +23,15 @@ dictionary-encoded, not binary or text), so the caller scans the key column.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .._keytable import Encoder
 
 # Direct bincount over (dictionary index, partition) while the bins stay within
 # this many per row (plus a floor): beyond it (many partitions and many keys per
@@ -86,10 +92,10 @@ def release_memory() -> None:
     """
     try:
         import ctypes
+        import sys
 
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
+        if "pyarrow" in sys.modules:  # (not imported for it: the pages reader leaves nothing in its pool)
+            sys.modules["pyarrow"].default_memory_pool().release_unused()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
@@ -134,7 +140,7 @@ def dictionary_keys(path, ident_check, partitions: int, file_names: set[str], pa
     release_memory()
     g, rec, byt, bsq, keys, nrec, nbytes, nbsq = sums
     kp = pl.DataFrame(
-        {"key": pl.Series("key", _Capsule(keys), dtype=pl.Binary), "partition": (g % P).astype(np.int32),
+        {"key": pl.Series("key", keys, dtype=pl.Binary), "partition": (g % P).astype(np.int32),
          "records": rec, "bytes": byt, "bytes_sq": bsq}
     )  # fmt: skip
     return with_null_rows(kp, nrec, nbytes, nbsq)
@@ -144,14 +150,135 @@ def dictionary_sums(path, ident_check, P: int, file_names: set[str], parts=None,
     """:func:`dictionary_keys` without Polars: (bins, records, bytes, bytes_sq, keys, null records, null bytes,
     null bytes_sq per partition), or None when the keys are not dictionary pages.
 
-    ``bins`` is key code * P + partition in first-seen order; ``keys`` the bins' keys as a pyarrow
-    large_binary array.  Polars-free so that it can run on a thread while the main one imports Polars
+    ``bins`` is key code * P + partition in first-seen order; ``keys`` the bins' keys (:class:`Binary`).
+    Polars-free so that it can run on a thread while the main one imports Polars
     (:mod:`keyscope.io.prefetch`); ``stop``: a threading.Event that ends the read between row groups.
+    Read by :mod:`keyscope.io.pages` (no pyarrow) when the file suits it, else by pyarrow: the same sums.
     """
+    if parts is None:
+        got = page_sums(path, ident_check, P, file_names, stop)
+        if got is not None:
+            return got
+    return _arrow_sums(path, ident_check, P, file_names, parts, stop)
+
+
+def page_sums(path, ident_check, P: int, file_names: set[str], stop=None):
+    """:func:`dictionary_sums` read by :mod:`keyscope.io.pages`, or None when the file does not suit it."""
+    import os
+
+    from . import pages
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        ft = pages.read_footer(fd, os.fstat(fd).st_size)
+        kc = ft.columns[ft.index("key")] if ft.index("key") >= 0 else None
+        pcol = ft.columns[ft.index("partition")] if ft.index("partition") >= 0 else None
+        with_vs = "value_size" in file_names
+        vcol = ft.columns[ft.index("value_size")] if ft.index("value_size") >= 0 else None
+        if kc is None or kc.physical != pages._BYTE_ARRAY or pcol is None or pcol.physical != pages._INT32:
+            return None
+        if with_vs and (vcol is None or vcol.physical != pages._INT32):
+            return None
+        ident_check()
+        table = _KeyTable(P)
+        with pages.Reader(fd, ft) as r:
+            for g, (rows, _) in enumerate(ft.row_groups):
+                if stop is not None and stop.is_set():
+                    raise Stopped
+                if rows == 0:
+                    continue
+                pc = r.column(g, "partition", values=True)
+                if pc.nulls:
+                    return None  # (pyarrow's path counts a null partition as 0)
+                part = pc.indices
+                if int(part.min()) < 0 or int(part.max()) >= P:
+                    raise InputError(f"{path}: a record's partition is out of range")
+                if with_vs:
+                    vs = r.column(g, "value_size", values=True).indices
+                else:
+                    vs = np.zeros(0, np.int32)
+                k = r.column(g, "key")
+                offs, data = pages.plain_binary(k.dictionary, 0, k.dictionary.size, k.entries)
+                table.rows(table.dictionary(offs, data), offs, k.indices, k.valid, 0, part, vs)
+    except pages.Unsupported:
+        return None
+    finally:
+        os.close(fd)
+    ident_check()
+    return table.result()
+
+
+def _check_indices(path, ix: np.ndarray, valid: np.ndarray, vbit: int, entries: int) -> None:
+    """InputError unless every keyed row's index is within its dictionary: pyarrow does not check them
+    (a damaged page gave indices past it, and the kernel read past the key lengths: a crash)."""
+    if ix.size == 0:
+        return
+    lo, hi = int(ix.min()), int(ix.max())
+    if 0 <= lo and hi < entries:
+        return
+    if valid.size:  # null rows' indices are never read
+        keyed = np.unpackbits(valid, bitorder="little")[vbit:vbit + ix.size].astype(bool)
+        k = ix[keyed]
+        if k.size == 0 or (int(k.min()) >= 0 and int(k.max()) < entries):
+            return
+    raise InputError(f"{path}: not a readable Parquet file (a key's dictionary index is past its dictionary)")
+
+
+class _KeyTable:
+    """Rows of dictionary-encoded keys summed, chunk by chunk, into the file's (key, partition) bins."""
+
+    def __init__(self, P: int):
+        self.P = P
+        self.enc: Encoder | None = None  # made at the first dictionary, with room for twice its keys (grown as needed)
+        self.dicts: list = []  # every dictionary, in the encoder's row order
+        self.acc = _Sums(P)
+        self.bins = np.zeros((0, 3), np.int64)  # a chunk's dense bins when the file's are not, reused
+
+    def dictionary(self, offs: np.ndarray, data) -> np.ndarray:
+        """The global codes (int64) of a new dictionary's entries (int32 ``offs`` into ``data``)."""
+        from .._keytable import Encoder
+
+        views, pad = view_bytes(offs, data)
+        self.enc = Encoder(2 * (offs.size - 1)) if self.enc is None else self.enc
+        self.dicts.append((offs, data))
+        return self.enc.add_views(views, pad).astype(np.int64)
+
+    def rows(self, codes, offs, ix, valid, vbit: int, part, vs) -> None:
+        """Add rows: ``ix`` int32 indices into the dictionary whose ``codes`` and ``offs`` are given."""
+        from .._keytable import dict_bins, dict_sum
+
+        assert self.enc is not None
+        acc, P, n = self.acc, self.P, ix.shape[0]
+        nd = offs.size - 1
+        klen = np.diff(offs).astype(np.int64)
+        table = acc.table_for(self.enc.ng)
+        if table is not None:  # the file's keys stay few: summed straight into its bins, by global code
+            dict_sum(ix, valid, vbit, part, vs, klen, P, table, acc.nrec, acc.nbytes, acc.nbsq, gcode=codes)
+            return
+        nb = nd * P
+        if nb <= max(DENSE_BINS_PER_ROW * n, DENSE_BINS_MIN):  # one compiled pass into the chunk's dense bins
+            if self.bins.shape[0] < nb:  # reused from chunk to chunk (dict_bins clears what was used)
+                self.bins = np.zeros((nb, 3), np.int64)
+            dict_sum(ix, valid, vbit, part, vs, klen, P, self.bins, acc.nrec, acc.nbytes, acc.nbsq)
+            g, rec, byt, bsq = dict_bins(self.bins)
+        else:  # sparse: the pairs made dense by np.unique first (a sort; exact)
+            g, rec, byt, bsq = _sparse(ix, valid, vbit, part, vs, klen, P, acc.nrec, acc.nbytes, acc.nbsq)
+        acc.add(codes[g // P] * P + g % P, rec, byt, bsq, self.enc.ng)
+
+    def result(self):
+        g, rec, byt, bsq = self.acc.result()
+        P = self.P
+        keys = gather_bytes(self.dicts, self.enc.firsts[g // P] if self.enc is not None else np.zeros(0, np.int64))
+        return g, rec, byt, bsq, keys, self.acc.nrec, self.acc.nbytes, self.acc.nbsq
+
+
+def _arrow_sums(path, ident_check, P: int, file_names: set[str], parts=None, stop=None):
+    """:func:`dictionary_sums` read by pyarrow (any Parquet file whose keys are dictionary pages)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from .._keytable import Encoder, dict_bins, dict_sum
 
     try:
         f = pq.ParquetFile(path, read_dictionary=["key"])
@@ -173,10 +300,7 @@ def dictionary_sums(path, ident_check, P: int, file_names: set[str], parts=None,
     ident_check()
     cols = (["partition"] if parts is None else []) + ["key"] + (["value_size"] if "value_size" in file_names else [])
     row = 0  # rows of the file before this chunk
-    enc: Encoder | None = None  # made at the first dictionary, with room for twice its keys (grown as needed)
-    dicts: list = []  # every dictionary, in the encoder's row order
-    acc = _Sums(P)
-    bins = np.zeros((0, 3), np.int64)
+    table = _KeyTable(P)
     for t in _row_groups(f, cols, path, stop):
         part_c = t.column("partition") if parts is None else None
         vs_c = t.column("value_size") if "value_size" in cols else None
@@ -206,39 +330,21 @@ def dictionary_sums(path, ident_check, P: int, file_names: set[str], parts=None,
             tag = (len(d), d.offset, *(b.address if b is not None else 0 for b in d.buffers()))
             offs = np.frombuffer(d.buffers()[1], np.int32)[d.offset:d.offset + len(d) + 1]
             if tag not in seen:  # (a row group's chunks share one dictionary)
-                data = d.buffers()[2]
-                enc = Encoder(2 * len(d)) if enc is None else enc
-                seen[tag] = enc.add(_views(offs, data)).astype(np.int64)
-                dicts.append((offs, data))
-            codes = seen[tag]
-            klen = np.diff(offs).astype(np.int64)
+                seen[tag] = table.dictionary(offs, d.buffers()[2])
             ind = kchunk.indices
             if ind.type != pa.int32():
                 ind = ind.cast(pa.int32())
             bufs = ind.buffers()
             ix = np.frombuffer(bufs[1], np.int32, count=n, offset=4 * ind.offset)
             valid = np.frombuffer(bufs[0], np.uint8) if bufs[0] is not None and ind.null_count else np.zeros(0, np.uint8)
-            nb = len(d) * P
-            table = acc.table_for(enc.ng)
-            if table is not None:  # the file's keys stay few: summed straight into its bins, by global code
-                dict_sum(ix, valid, ind.offset, part, vs, klen, P, table, acc.nrec, acc.nbytes, acc.nbsq, gcode=codes)
-            else:
-                if nb <= max(DENSE_BINS_PER_ROW * n, DENSE_BINS_MIN):  # one compiled pass into the chunk's dense bins
-                    if bins.shape[0] < nb:  # reused from chunk to chunk (dict_bins clears what was used)
-                        bins = np.zeros((nb, 3), np.int64)
-                    dict_sum(ix, valid, ind.offset, part, vs, klen, P, bins, acc.nrec, acc.nbytes, acc.nbsq)
-                    g, rec, byt, bsq = dict_bins(bins)
-                else:  # sparse: the pairs made dense by np.unique first (a sort; exact)
-                    g, rec, byt, bsq = _sparse(ix, valid, ind.offset, part, vs, klen, P, acc.nrec, acc.nbytes, acc.nbsq)
-                acc.add(codes[g // P] * P + g % P, rec, byt, bsq, enc.ng)
+            _check_indices(path, ix, valid, ind.offset, len(d))
+            table.rows(seen[tag], offs, ix, valid, ind.offset, part, vs)
         row += t.num_rows
         del t
     if parts is not None and row != len(parts):
         raise InputError(f"{path}: columns of different lengths")
     ident_check()
-    g, rec, byt, bsq = acc.result()
-    keys = _gather_arrow(dicts, enc.firsts[g // P] if enc is not None else np.zeros(0, np.int64))
-    return g, rec, byt, bsq, keys, acc.nrec, acc.nbytes, acc.nbsq
+    return table.result()
 
 
 class _Sums:
@@ -340,11 +446,21 @@ def _views(offs: np.ndarray, data):
     """A binary array (int32 ``offs``, ``data`` buffer) as a pyarrow binary_view array, built in numpy.
 
     (pyarrow's cast would do it, but importing pyarrow.compute cost a cold run ~0.1 s; these are
-    dictionaries, a few hundred thousand entries at most.)  Views: length, then the bytes inline up to
-    12, else a 4-byte prefix, buffer 0 and the offset.
+    dictionaries, a few hundred thousand entries at most.)
     """
     import pyarrow as pa
 
+    views, pad = view_bytes(offs, data)
+    buf = pa.py_buffer(views)
+    datab = pa.py_buffer(pad) if data is None else data
+    return pa.Array.from_buffers(pa.binary_view(), offs.size - 1, [None, buf, datab])
+
+
+def view_bytes(offs: np.ndarray, data) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_views`' (views: uint8 (n, 16), ``data`` with 16 zero bytes after it) in numpy, no pyarrow.
+
+    Views: length, then the bytes inline up to 12, else a 4-byte prefix, buffer 0 and the offset.
+    """
     n = offs.size - 1
     lens = np.diff(offs).astype(np.int32)
     raw = np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(16, np.uint8)
@@ -361,9 +477,7 @@ def _views(offs: np.ndarray, data):
         ref = np.zeros((int(long.sum()), 3), np.int32)  # (prefix stays from inline), buffer 0, offset
         ref[:, 2] = offs[:-1][long]
         views[long, 8:16] = ref.view(np.uint8).reshape(-1, 12)[:, 4:12]
-    buf = pa.py_buffer(views)
-    datab = pa.py_buffer(pad) if data is None else data
-    return pa.Array.from_buffers(pa.binary_view(), n, [None, buf, datab])
+    return views, pad
 
 
 def _gather(dicts: list, rows: np.ndarray):
@@ -378,8 +492,40 @@ def _gather(dicts: list, rows: np.ndarray):
 
 def _gather_arrow(dicts: list, rows: np.ndarray):
     """:func:`_gather` as a pyarrow large_binary array (no Polars)."""
-    import pyarrow as pa
+    return gather_bytes(dicts, rows).arrow()
 
+
+@dataclass(frozen=True)
+class Binary:
+    """Binary values as Arrow lays them out (int64 ``offsets``, the bytes ``data``), without pyarrow."""
+
+    offsets: np.ndarray
+    data: np.ndarray
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    def to_pylist(self) -> list[bytes]:
+        o = self.offsets.tolist()
+        raw = self.data.tobytes()
+        return [raw[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+
+    def __arrow_c_array__(self, requested_schema=None):
+        """The Arrow PyCapsule interface (large_binary), without pyarrow (:mod:`keyscope.io.arrow_c`)."""
+        from .arrow_c import large_binary_capsules
+
+        return large_binary_capsules(self.offsets, self.data)
+
+    def arrow(self):
+        """As a pyarrow large_binary array."""
+        import pyarrow as pa
+
+        return pa.Array.from_buffers(pa.large_binary(), len(self),
+                                     [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)])  # fmt: skip
+
+
+def gather_bytes(dicts: list, rows: np.ndarray) -> Binary:
+    """The values at ``rows`` (counted over the (int32 offsets, bytes) dictionaries ``dicts`` in order)."""
     base = np.cumsum([0] + [o.size - 1 for o, _ in dicts])
     raws = [np.frombuffer(d, np.uint8) if d is not None else np.zeros(0, np.uint8) for _, d in dicts]
     dbase = np.cumsum([0] + [r.size for r in raws])
@@ -396,8 +542,7 @@ def _gather_arrow(dicts: list, rows: np.ndarray):
     np.cumsum(lens, out=out_offs[1:])
     data = np.concatenate(raws) if raws else np.zeros(0, np.uint8)
     src = np.repeat(starts - out_offs[:-1], lens) + np.arange(int(out_offs[-1]))
-    return pa.Array.from_buffers(pa.large_binary(), rows.size,
-                                 [None, pa.py_buffer(out_offs), pa.py_buffer(data[src])])  # fmt: skip
+    return Binary(out_offs, data[src])
 
 
 class _Capsule:

@@ -98,20 +98,42 @@ def _partition_count(md) -> int | None:
     return max(count, top + 1, 1)
 
 
-def _read(path: str, stop: threading.Event):
-    import pyarrow.parquet as pq
+def _footer_count(footer) -> int | None:
+    """:func:`_partition_count` of a :class:`keyscope.io.pages.Footer` (no pyarrow)."""
+    import json
 
+    got = footer.int32_range("partition")
+    raw = footer.metadata.get(b"keyscope")
+    if got is None or got[0] < 0 or raw is None:
+        return None
+    count = json.loads(raw).get("partition_count", 0)
+    if not isinstance(count, int) or isinstance(count, bool):
+        return None
+    return max(count, got[1] + 1, 1)
+
+
+def _read(path: str, stop: threading.Event):
     from ..model.limits import MAX_PARTITIONS
+    from . import pages
     from .parquet import dictionary_sums
 
     before = _identity(path)
-    md = pq.ParquetFile(path).metadata
-    if md.num_rows < MIN_ROWS:
+    try:  # the footer read without pyarrow (whose import cost the thread 0.2 s), as the sums are
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            footer = pages.read_footer(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        rows, P = footer.num_rows, _footer_count(footer)
+        names = {c.name for c in footer.columns}
+    except pages.Unsupported:
+        import pyarrow.parquet as pq
+
+        md = pq.ParquetFile(path).metadata
+        rows, P = md.num_rows, _partition_count(md)
+        names = set(md.schema.to_arrow_schema().names)
+    if rows < MIN_ROWS or P is None or P > MAX_PARTITIONS:
         return None
-    P = _partition_count(md)
-    if P is None or P > MAX_PARTITIONS:
-        return None
-    names = set(md.schema.to_arrow_schema().names)
     sums = dictionary_sums(path, lambda: None, P, names, None, stop=stop)
     return before, _identity(path), P, sums
 
