@@ -286,3 +286,36 @@ def test_a_cold_analyze_of_a_keyscope_file_never_imports_pyarrow(tmp_path):
         assert out.returncode == 0, out.stderr
         assert "hot keys" in out.stdout
         assert ("PYARROW IMPORTED" in out.stderr) == imported, out.stderr
+
+
+def test_a_null_partition_or_a_stop_ends_the_read_ahead_cleanly(tmp_path):
+    """The read-ahead thread is joined whichever way the sum ends: a null partition (left to pyarrow's path,
+    which counts it as 0), a stop between row groups, an out-of-range partition."""
+    import threading
+
+    before = set(threading.enumerate())
+    path = tmp_path / "s.parquet"
+    df = _frame(20_000, 10, False)
+    table = Sample.from_frame(df, partition_count=7).df.to_arrow()
+    part = table["partition"].to_pylist()
+    part[15_000] = None  # in the third row group
+    table = table.set_column(0, "partition", pa_array(part))
+    pq.write_table(table, path, row_group_size=6_000, **parquet_options([]))
+    names = set(table.column_names)
+    assert kpq.page_sums(path, lambda: None, 7, names) is None
+    got, want = kpq.dictionary_sums(path, lambda: None, 7, names), kpq._arrow_sums(path, lambda: None, 7, names)
+    assert all(a.to_pylist() == b.to_pylist() if isinstance(a, kpq.Binary) else np.array_equal(a, b)
+               for a, b in zip(got, want))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(kpq.Stopped):
+        kpq.page_sums(path, lambda: None, 7, names, stop=stop)
+    with pytest.raises(kpq.InputError, match="out of range"):
+        kpq.page_sums(path, lambda: None, 5, names)
+    assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
+
+
+def pa_array(values):
+    import pyarrow as pa
+
+    return pa.array(values, pa.int32())

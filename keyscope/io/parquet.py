@@ -184,31 +184,60 @@ def page_sums(path, ident_check, P: int, file_names: set[str], stop=None):
             return None
         ident_check()
         table = _KeyTable(P)
-        with pages.Reader(fd, ft) as r:
-            for g, (rows, _) in enumerate(ft.row_groups):
-                if stop is not None and stop.is_set():
-                    raise Stopped
-                if rows == 0:
-                    continue
-                pc = r.column(g, "partition", values=True)
-                if pc.nulls:
-                    return None  # (pyarrow's path counts a null partition as 0)
-                part = pc.indices
-                if int(part.min()) < 0 or int(part.max()) >= P:
-                    raise InputError(f"{path}: a record's partition is out of range")
-                if with_vs:
-                    vs = r.column(g, "value_size", values=True).indices
-                else:
-                    vs = np.zeros(0, np.int32)
-                k = r.column(g, "key")
-                offs, data = pages.plain_binary(k.dictionary, 0, k.dictionary.size, k.entries)
-                table.rows(table.dictionary(offs, data), offs, k.indices, k.valid, 0, part, vs)
+        groups = [g for g, (rows, _) in enumerate(ft.row_groups) if rows]
+        with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
+            chunks = _read_ahead(groups, (r0, r1), with_vs, stop)
+            try:
+                for pc, vs, k, offs, data, views in chunks:
+                    if pc.nulls:
+                        return None  # (pyarrow's path counts a null partition as 0)
+                    part = pc.indices
+                    if int(part.min()) < 0 or int(part.max()) >= P:
+                        raise InputError(f"{path}: a record's partition is out of range")
+                    table.rows(table.dictionary(offs, data, views), offs, k.indices, k.valid, 0, part, vs)
+            finally:
+                chunks.close()  # (the read ahead done before its readers close)
     except pages.Unsupported:
         return None
     finally:
         os.close(fd)
     ident_check()
     return table.result()
+
+
+def _read_ahead(groups: list[int], readers, with_vs: bool, stop=None):
+    """Each row group's partitions, value sizes, keys and their dictionary (offsets, bytes, views), the next
+    one read on a second thread (by the other reader: its buffers are not the ones in use) while the caller
+    sums this one.
+
+    (pyarrow's path read ahead the same way; serial, this reader's 10M-record read was 0.51-0.57 s alone.)
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import pages
+
+    def read(i: int):
+        if stop is not None and stop.is_set():
+            raise Stopped
+        r, g = readers[i % 2], groups[i]
+        pc = r.column(g, "partition", values=True)
+        vs = r.column(g, "value_size", values=True).indices if with_vs else np.zeros(0, np.int32)
+        k = r.column(g, "key")
+        offs, data = pages.plain_binary(k.dictionary, 0, k.dictionary.size, k.entries)
+        return pc, vs, k, offs, data, view_bytes(offs, data)
+
+    if len(groups) <= 1:
+        for i in range(len(groups)):
+            yield read(i)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, 0)
+        for i in range(len(groups)):
+            got = pending.result()
+            if i + 1 < len(groups):
+                pending = pool.submit(read, i + 1)
+            yield got
+            del got
 
 
 def _check_indices(path, ix: np.ndarray, valid: np.ndarray, vbit: int, entries: int) -> None:
@@ -237,11 +266,12 @@ class _KeyTable:
         self.acc = _Sums(P)
         self.bins = np.zeros((0, 3), np.int64)  # a chunk's dense bins when the file's are not, reused
 
-    def dictionary(self, offs: np.ndarray, data) -> np.ndarray:
-        """The global codes (int64) of a new dictionary's entries (int32 ``offs`` into ``data``)."""
+    def dictionary(self, offs: np.ndarray, data, views=None) -> np.ndarray:
+        """The global codes (int64) of a new dictionary's entries (int32 ``offs`` into ``data``; ``views``:
+        :func:`view_bytes` of them, if made already)."""
         from .._keytable import Encoder
 
-        views, pad = view_bytes(offs, data)
+        views, pad = view_bytes(offs, data) if views is None else views
         self.enc = Encoder(2 * (offs.size - 1)) if self.enc is None else self.enc
         self.dicts.append((offs, data))
         return self.enc.add_views(views, pad).astype(np.int64)
