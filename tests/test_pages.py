@@ -319,3 +319,15 @@ def pa_array(values):
     import pyarrow as pa
 
     return pa.array(values, pa.int32())
+
+
+def test_views_kernel_equals_its_numpy_twin():
+    rng = np.random.default_rng(11)
+    for n in (0, 1, 5, 3000):
+        values = [bytes(rng.integers(0, 256, int(rng.integers(0, 30)), dtype=np.uint8)) for _ in range(n)]
+        offs = np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int32)
+        data = np.frombuffer(b"".join(values), np.uint8).copy()
+        got, ref = kpq.view_bytes(offs, data), kpq.reference_view_bytes(offs, data)
+        assert np.array_equal(got[0], ref[0])
+        assert got[1][:data.size].tobytes() == data.tobytes() and not got[1][data.size:].any()
+        assert got[1].size >= data.size + 16

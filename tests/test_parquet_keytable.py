@@ -191,6 +191,8 @@ def test_views_built_in_numpy_equal_pyarrows_cast_and_encoder_spans_chunks():
     offs = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + len(arr) + 1]
     views = kpq._views(offs, arr.buffers()[2])
     assert views.to_pylist() == arr.cast(pa.binary_view()).to_pylist()
+    got, ref = kpq.view_bytes(offs, arr.buffers()[2]), kpq.reference_view_bytes(offs, arr.buffers()[2])
+    assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])  # the kernel and its numpy twin
     enc = kt.Encoder(16)
     a, b = pa.array(keys[:5], pa.binary()), pa.array(keys[3:], pa.binary())
     codes = np.concatenate([enc.add(a), enc.add(b)])

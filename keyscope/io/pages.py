@@ -719,6 +719,47 @@ fail4:
 }
 
 declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
+
+; Arrow binary views (16 bytes each: the length, then up to 12 bytes inline, zero-padded, else a 4-byte
+; prefix, buffer 0 and the offset) of the %n values at int32 %offs (%n + 1 of them) into %data, to %views.
+define void @kp_views(ptr noalias %offs, ptr noalias %data, i64 %n, ptr noalias %views) nounwind {
+entry:
+  %any = icmp sgt i64 %n, 0
+  br i1 %any, label %item, label %done
+item:
+  %i = phi i64 [0, %entry], [%i.next, %next]
+  %op = getelementptr i32, ptr %offs, i64 %i
+  %s32 = load i32, ptr %op, align 4
+  %i.next = add i64 %i, 1
+  %ep = getelementptr i32, ptr %offs, i64 %i.next
+  %e32 = load i32, ptr %ep, align 4
+  %l32 = sub i32 %e32, %s32
+  %s = sext i32 %s32 to i64
+  %l = sext i32 %l32 to i64
+  %at = mul i64 %i, 16
+  %v = getelementptr i8, ptr %views, i64 %at
+  store i32 %l32, ptr %v, align 4
+  %v4 = getelementptr i8, ptr %v, i64 4
+  store i32 0, ptr %v4, align 4
+  %v8 = getelementptr i8, ptr %v, i64 8
+  store i64 0, ptr %v8, align 8
+  %src = getelementptr i8, ptr %data, i64 %s
+  %short = icmp sle i64 %l, 12
+  br i1 %short, label %inline, label %long
+inline:
+  call void @llvm.memcpy.p0.p0.i64(ptr %v4, ptr %src, i64 %l, i1 false)
+  br label %next
+long:
+  call void @llvm.memcpy.p0.p0.i64(ptr %v4, ptr %src, i64 4, i1 false)
+  %v12 = getelementptr i8, ptr %v, i64 12
+  store i32 %s32, ptr %v12, align 4
+  br label %next
+next:
+  %more = icmp slt i64 %i.next, %n
+  br i1 %more, label %item, label %done
+done:
+  ret void
+}
 """
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
@@ -729,6 +770,7 @@ _FNS = (
         ("raw", _P), ("out", _P), ("table", _P), ("pages", _I64), ("zstd", _P), ("dctx", _P), ("optional", _I64),
         ("values", _I64), ("ix", _P), ("rows", _I64), ("defs", _P), ("dense", _P),
     )),  # fmt: skip
+    _native.Fn("kp_views", None, (("offs", _P), ("data", _P), ("n", _I64), ("views", _P))),
     _native.Fn("kp_plain_binary", _I64, (("src", _P), ("len", _I64), ("n", _I64), ("offs", _P), ("data", _P))),
 )
 _LIB = _native.Lazy("pages", lambda: _HYBRID_IR, _FNS)
@@ -763,6 +805,16 @@ def plain_binary(buf: np.ndarray, start: int, length: int, n: int) -> tuple[np.n
     if r < 0:
         raise Unsupported("a malformed dictionary page")
     return offs, data[:r]
+
+
+def views(offs: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Arrow binary views (uint8 (n, 16)) of the values at int32 ``offs`` into ``data`` (uint8)."""
+    assert offs.dtype == np.int32 and offs.flags.c_contiguous and data.dtype == np.uint8 and data.flags.c_contiguous
+    n = offs.size - 1
+    assert n >= 0 and (n == 0 or (int(offs[0]) >= 0 and int(offs[-1]) <= data.size))
+    out = np.empty((n, 16), np.uint8)
+    _LIB.get()["kp_views"](_addr(offs), _addr(data), n, _addr(out))
+    return out
 
 
 def reference_hybrid(src: bytes, bw: int, n: int) -> tuple[list[int], int]:

@@ -487,10 +487,22 @@ def _views(offs: np.ndarray, data):
 
 
 def view_bytes(offs: np.ndarray, data) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_views`' (views: uint8 (n, 16), ``data`` with 16 zero bytes after it) in numpy, no pyarrow.
+    """:func:`_views`' (views: uint8 (n, 16), ``data`` with 16 zero bytes after it), no pyarrow.
 
-    Views: length, then the bytes inline up to 12, else a 4-byte prefix, buffer 0 and the offset.
+    Made by the ``kp_views`` kernel (:mod:`keyscope.io.pages`): numpy's version
+    (:func:`reference_view_bytes`) held the GIL ~6 ms a row group, while the main thread imports Polars.
     """
+    from . import pages
+
+    raw = np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(0, np.uint8)
+    pad = np.zeros(raw.size + 16, np.uint8)  # reads past the last key stay in bounds
+    pad[:raw.size] = raw
+    return pages.views(np.ascontiguousarray(offs, np.int32), pad), pad
+
+
+def reference_view_bytes(offs: np.ndarray, data) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`view_bytes` in numpy. Views: length, then the bytes inline up to 12, else a 4-byte prefix,
+    buffer 0 and the offset."""
     n = offs.size - 1
     lens = np.diff(offs).astype(np.int32)
     raw = np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(16, np.uint8)
