@@ -1482,7 +1482,8 @@ def _cpus() -> int:
 
 
 def _chunk_jobs(arr, out=None):
-    """(args for :func:`hash_views`, keep-alive) per Arrow chunk, in row order."""
+    """(args for :func:`hash_views`, keep-alive) per Arrow chunk, in row order; with ``out``, each job's
+    output slice of it as its fourth item (one kernel call's arguments, as the benchmarks time them)."""
     import pyarrow as pa
 
     chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
@@ -1498,6 +1499,11 @@ def _chunk_jobs(arr, out=None):
         valid = bufs[0].address if (bufs[0] is not None and chunk.null_count) else None
         keep += [chunk, buf_addrs]
         jobs.append((bufs[1].address + 16 * chunk.offset, n, buf_addrs.ctypes.data, valid, chunk.offset))
+    if out is not None:
+        pos = 0
+        for i, (views, n, bufs_at, valid, vbit) in enumerate(jobs):
+            jobs[i] = (views, n, bufs_at, out[pos:pos + n], valid, vbit)
+            pos += n
     return jobs, keep
 
 
