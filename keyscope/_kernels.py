@@ -1564,15 +1564,28 @@ def hash_binary(series, name: str, threads: int | None = None, count_empty: bool
 
     from .io.arrow_c import Exported
 
-    if series.n_chunks() > 1:
-        series = series.rechunk()
-    with Exported(series) as ex:
-        a = ex.array
-        if ex.format in (b"vz", b"vu") and a.n_buffers >= 3 and a.length == len(series):
-            buf_addrs = np.array([ex.buffer(i) for i in range(2, a.n_buffers - 1)] or [0], dtype=np.int64)
-            valid = ex.buffer(0) if a.null_count else None
-            job = (ex.buffer(1) + 16 * a.offset, a.length, buf_addrs.ctypes.data, valid, a.offset)
-            return hash_views([job] if a.length else [], len(series), name, threads, count_empty)
+    jobs: list = []
+    keep: list = []
+    views = True  # every chunk exported as binary views
+    try:
+        for chunk in series.get_chunks() if series.n_chunks() > 1 else [series]:  # (no copy: rechunk was one)
+            ex = Exported(chunk)
+            keep.append(ex)
+            a = ex.array
+            if ex.format not in (b"vz", b"vu") or a.n_buffers < 3 or a.length != len(chunk):
+                views = False
+                break
+            if a.length:
+                buf_addrs = np.array([ex.buffer(i) for i in range(2, a.n_buffers - 1)] or [0], dtype=np.int64)
+                keep.append(buf_addrs)
+                valid = ex.buffer(0) if a.null_count else None
+                jobs.append((ex.buffer(1) + 16 * a.offset, a.length, buf_addrs.ctypes.data, valid, a.offset))
+        if views:
+            return hash_views(jobs, len(series), name, threads, count_empty)
+    finally:
+        for x in keep:
+            if isinstance(x, Exported):
+                x.close()
     return hash_arrow(series.to_arrow(compat_level=pl.CompatLevel.newest()), name, threads, count_empty)
 
 
