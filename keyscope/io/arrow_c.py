@@ -56,20 +56,16 @@ def _keep(objs: tuple) -> int:
         return k
 
 
-@_SchemaRelease
-def _release_schema(p):
+def _release(p, kind) -> None:
+    """A struct's ``release``: drop what it kept alive and mark it released (as the interface asks)."""
     s = p.contents
     with _lock:
         _alive.pop(s.private_data or 0, None)
-    s.release = _SchemaRelease()
+    s.release = kind()
 
 
-@_ArrayRelease
-def _release_array(p):
-    a = p.contents
-    with _lock:
-        _alive.pop(a.private_data or 0, None)
-    a.release = _ArrayRelease()
+_release_schema = _SchemaRelease(lambda p: _release(p, _SchemaRelease))
+_release_array = _ArrayRelease(lambda p: _release(p, _ArrayRelease))
 
 
 # (the capsule as a bare pointer: it is being destroyed, so it must not become a Python object again)
@@ -82,24 +78,18 @@ _get.restype = ctypes.c_void_p
 _get.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 
 
-@_PyCapsule_Destructor
-def _drop_schema(cap):
-    at = _get(cap, b"arrow_schema")
-    s = _Schema.from_address(at)
+def _drop(cap, name: bytes, kind) -> None:
+    """A capsule's destructor: release its struct if no consumer took it, then free the struct."""
+    at = _get(cap, name)
+    s = kind.from_address(at)
     if s.release:  # never imported: release it here
         s.release(ctypes.pointer(s))
     with _lock:
         _structs.pop(at, None)
 
 
-@_PyCapsule_Destructor
-def _drop_array(cap):
-    at = _get(cap, b"arrow_array")
-    a = _Array.from_address(at)
-    if a.release:
-        a.release(ctypes.pointer(a))
-    with _lock:
-        _structs.pop(at, None)
+_drop_schema = _PyCapsule_Destructor(lambda cap: _drop(cap, b"arrow_schema", _Schema))
+_drop_array = _PyCapsule_Destructor(lambda cap: _drop(cap, b"arrow_array", _Array))
 
 
 def large_binary_capsules(offsets: np.ndarray, data: np.ndarray) -> tuple:
