@@ -37,7 +37,7 @@ _INT32, _BYTE_ARRAY = 1, 6
 _OPTIONAL, _REPEATED = 1, 2
 _UNCOMPRESSED, _ZSTD = 0, 6
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
-_PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
+_PLAIN, _PLAIN_DICTIONARY, _RLE_DICTIONARY = 0, 2, 8
 
 # Every buffer a kernel reads is followed by this many readable bytes (bit-packed values are loaded as
 # 64-bit words, which may reach past the stream's last byte).

@@ -529,12 +529,7 @@ def _gather(dicts: list, rows: np.ndarray):
     """
     import polars as pl
 
-    return pl.Series("key", _Capsule(_gather_arrow(dicts, rows)), dtype=pl.Binary)
-
-
-def _gather_arrow(dicts: list, rows: np.ndarray):
-    """:func:`_gather` as a pyarrow large_binary array (no Polars)."""
-    return gather_bytes(dicts, rows).arrow()
+    return pl.Series("key", gather_bytes(dicts, rows), dtype=pl.Binary)
 
 
 @dataclass(frozen=True)
@@ -558,13 +553,6 @@ class Binary:
 
         return large_binary_capsules(self.offsets, self.data)
 
-    def arrow(self):
-        """As a pyarrow large_binary array."""
-        import pyarrow as pa
-
-        return pa.Array.from_buffers(pa.large_binary(), len(self),
-                                     [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)])  # fmt: skip
-
 
 def gather_bytes(dicts: list, rows: np.ndarray) -> Binary:
     """The values at ``rows`` (counted over the (int32 offsets, bytes) dictionaries ``dicts`` in order)."""
@@ -585,16 +573,6 @@ def gather_bytes(dicts: list, rows: np.ndarray) -> Binary:
     data = np.concatenate(raws) if raws else np.zeros(0, np.uint8)
     src = np.repeat(starts - out_offs[:-1], lens) + np.arange(int(out_offs[-1]))
     return Binary(out_offs, data[src])
-
-
-class _Capsule:
-    """Only the Arrow PyCapsule interface of an array (Polars then takes it without pyarrow.compute)."""
-
-    def __init__(self, arr):
-        self.arr = arr
-
-    def __arrow_c_array__(self, requested_schema=None):
-        return self.arr.__arrow_c_array__(requested_schema)
 
 
 def _sparse(ix, valid, vbit, part, vs, klen, P, nrec, nbytes, nbsq):
