@@ -468,7 +468,7 @@ fail:
 }
 
 ; %n PLAIN byte arrays (a little-endian u32 length, then the bytes) of %src[0, %len), split into %offs
-; (i32, %n + 1 of them) and the bytes, back to back, into %data (room for %len - 4 %n bytes).
+; (i32, %n + 1 of them) and the bytes, back to back, into %data (room for %len bytes).
 ; The bytes written, or -1 when the stream ends early.
 define i64 @kp_plain_binary(ptr noalias %src, i64 %len, i64 %n, ptr noalias %offs, ptr noalias %data) nounwind {
 entry:
@@ -793,7 +793,9 @@ def plain_binary(buf: np.ndarray, start: int, length: int, n: int) -> tuple[np.n
     if length < 4 * n:
         raise Unsupported("a dictionary page shorter than its entries")
     offs = np.empty(n + 1, np.int32)
-    data = np.empty(length - 4 * n, np.uint8)
+    # (room for ``length`` bytes, not ``length - 4 n``: a damaged page whose first values are longer than
+    # its entry count allows is refused only when the stream runs out, and its bytes are written first)
+    data = np.empty(length, np.uint8)
     r = _LIB.get()["kp_plain_binary"](_addr(buf, start), length, n, _addr(offs), _addr(data))
     if r < 0:
         raise Unsupported("a malformed dictionary page")
@@ -804,7 +806,8 @@ def views(offs: np.ndarray, data: np.ndarray) -> np.ndarray:
     """Arrow binary views (uint8 (n, 16)) of the values at int32 ``offs`` into ``data`` (uint8)."""
     assert offs.dtype == np.int32 and offs.flags.c_contiguous and data.dtype == np.uint8 and data.flags.c_contiguous
     n = offs.size - 1
-    assert n >= 0 and (n == 0 or (int(offs[0]) >= 0 and int(offs[-1]) <= data.size))
+    if n < 0 or (n and (int(offs[0]) < 0 or int(offs[-1]) > data.size or bool((np.diff(offs) < 0).any()))):
+        raise ValueError("offsets outside their data, or decreasing")
     out = np.empty((n, 16), np.uint8)
     _LIB.get()["kp_views"](_addr(offs), _addr(data), n, _addr(out))
     return out
@@ -957,7 +960,7 @@ class Reader:
             raise Unsupported("values of a column that is not INT32")
         if ch.codec not in (_UNCOMPRESSED, _ZSTD):
             raise Unsupported(f"codec {ch.codec}")
-        if not ch.has_dictionary or ch.num_values != rows:
+        if not ch.has_dictionary or ch.num_values != rows or not 0 <= rows < 1 << 31:
             raise Unsupported("not one dictionary-encoded value per row")
         raw = self._buffer("raw", ch.size + PAD, np.uint8)
         if os.preadv(self.fd, [memoryview(raw)[:ch.size]], ch.start) != ch.size:
@@ -993,6 +996,12 @@ class Reader:
     def _pages(self, raw: np.ndarray, ch: Chunk, col: Column):
         """The page table ``kp_chunk`` reads (int64, 8 a page), the dictionary's bytes and entries, and the
         largest data page's decompressed bytes."""
+        try:
+            return self._page_table(raw, ch, col)
+        except (TypeError, AttributeError, KeyError) as e:  # a damaged header: a field of another type
+            raise Unsupported(f"a malformed page header ({type(e).__name__})") from None
+
+    def _page_table(self, raw: np.ndarray, ch: Chunk, col: Column):
         rows: list = []
         dict_len = entries = most = 0
         compressed = ch.codec != _UNCOMPRESSED
@@ -1007,7 +1016,7 @@ class Reader:
                 ph, hend = page_header(raw[pos:ch.size].tobytes())
             kind, usize, csize = ph.get(1), ph.get(2, -1), ph.get(3, -1)
             body = pos + hend
-            if csize < 0 or usize < 0 or body + csize > ch.size:
+            if csize < 0 or usize < 0 or body + csize > ch.size or usize > ch.uncompressed:
                 raise Unsupported("a page past its column chunk")
             if kind == _DICTIONARY_PAGE:
                 dh = ph.get(7, {})
