@@ -12,13 +12,14 @@ kernel): no value is materialised per row, and pyarrow is not imported.
 Scope: what keyscope's writers produce (pyarrow's writer with
 :func:`keyscope.io.sample_format.parquet_options`): a flat schema, ZSTD or no
 compression, data pages v1 or v2 whose values are RLE_DICTIONARY indices into a
-PLAIN dictionary page, definition levels of at most 1, no repetition, no
-encryption.  Anything else (another codec, a page that fell back to PLAIN, a
+PLAIN dictionary page (:meth:`Reader.column`) or, for INT64 columns without a null
+row, DELTA_BINARY_PACKED or PLAIN values (:meth:`Reader.int64`: the offsets what-if
+reads), definition levels of at most 1, no repetition, no encryption.  Anything else (another codec, a page that fell back to PLAIN, a
 truncated stream, no libzstd) raises :class:`Unsupported`, and the caller reads the
 file with pyarrow, which also gives corrupt files their error message: the result
 never depends on which reader ran (tests/test_pages.py checks every path against
-pyarrow's).  :func:`reference_hybrid` and :func:`reference_plain_binary` are the
-kernels' pure-Python twins.
+pyarrow's).  :func:`reference_hybrid`, :func:`reference_plain_binary` and
+:func:`reference_delta` are the kernels' pure-Python twins.
 """
 
 from __future__ import annotations
@@ -33,15 +34,16 @@ import numpy as np
 from .. import _native
 
 # Parquet's enums (parquet.thrift)
-_INT32, _BYTE_ARRAY = 1, 6
+_INT32, _INT64, _BYTE_ARRAY = 1, 2, 6
 _OPTIONAL, _REPEATED = 1, 2
 _UNCOMPRESSED, _ZSTD = 0, 6
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
-_PLAIN, _PLAIN_DICTIONARY, _RLE_DICTIONARY = 0, 2, 8
+_PLAIN, _PLAIN_DICTIONARY, _DELTA_BINARY_PACKED, _RLE_DICTIONARY = 0, 2, 5, 8
 
 # Every buffer a kernel reads is followed by this many readable bytes (bit-packed values are loaded as
 # 64-bit words, which may reach past the stream's last byte).
 PAD = 8
+DELTA_PAD = 16  # (kp_delta: 9 bytes past a miniblock of bit width 0 at the stream's end)
 
 
 class Unsupported(Exception):
@@ -746,6 +748,226 @@ next:
 done:
   ret void
 }
+
+; A ULEB128 varint of %src[*%posp, %len) (at most 10 bytes); *%posp moves past it, or is set to -1 when
+; the stream ends first, the varint is too long or *%posp is already -1.
+define internal i64 @kp_uleb(ptr noalias %src, i64 %len, ptr noalias %posp) nounwind alwaysinline {
+entry:
+  %p0 = load i64, ptr %posp
+  br label %loop
+loop:
+  %p = phi i64 [%p0, %entry], [%p.next, %cont]
+  %v = phi i64 [0, %entry], [%v.next, %cont]
+  %s = phi i64 [0, %entry], [%s.next, %cont]
+  %inb = icmp ult i64 %p, %len
+  br i1 %inb, label %byte, label %fail
+byte:
+  %bp = getelementptr i8, ptr %src, i64 %p
+  %b = load i8, ptr %bp, align 1
+  %b64 = zext i8 %b to i64
+  %low = and i64 %b64, 127
+  %sh = shl i64 %low, %s
+  %v.next = or i64 %v, %sh
+  %p.next = add i64 %p, 1
+  %s.next = add i64 %s, 7
+  %c = icmp uge i64 %b64, 128
+  br i1 %c, label %cont, label %done
+cont:
+  %long = icmp uge i64 %s.next, 70
+  br i1 %long, label %fail, label %loop
+done:
+  store i64 %p.next, ptr %posp
+  ret i64 %v.next
+fail:
+  store i64 -1, ptr %posp
+  ret i64 0
+}
+
+; %n int64 values of a DELTA_BINARY_PACKED stream %src[0, %len) into %out (wrapping arithmetic, as the
+; spec's writers compute the deltas).  The bytes consumed, or -1 when the stream ends early, its header
+; is not one this reads (a block size not a multiple of 128 up to 2^20, miniblocks not multiples of 8
+; values, a count other than %n) or a bit width is over 64.  %src is readable 9 bytes past %len.
+define i64 @kp_delta(ptr noalias %src, i64 %len, ptr noalias %out, i64 %n) nounwind {
+entry:
+  %pos.a = alloca i64
+  store i64 0, ptr %pos.a
+  %bs = call i64 @kp_uleb(ptr %src, i64 %len, ptr %pos.a)
+  %nmb = call i64 @kp_uleb(ptr %src, i64 %len, ptr %pos.a)
+  %total = call i64 @kp_uleb(ptr %src, i64 %len, ptr %pos.a)
+  %fz = call i64 @kp_uleb(ptr %src, i64 %len, ptr %pos.a)
+  %hpos = load i64, ptr %pos.a
+  %hbad = icmp slt i64 %hpos, 0
+  %bs.m = and i64 %bs, 127
+  %bs.bad0 = icmp ne i64 %bs.m, 0
+  %bs.bad1 = icmp eq i64 %bs, 0
+  %bs.bad2 = icmp ugt i64 %bs, 1048576
+  %nmb.bad0 = icmp eq i64 %nmb, 0
+  %nmb.bad1 = icmp ugt i64 %nmb, %bs
+  %tot.bad = icmp ne i64 %total, %n
+  %b1 = or i1 %hbad, %bs.bad0
+  %b2 = or i1 %b1, %bs.bad1
+  %b3 = or i1 %b2, %bs.bad2
+  %b4 = or i1 %b3, %nmb.bad0
+  %b5 = or i1 %b4, %nmb.bad1
+  %b6 = or i1 %b5, %tot.bad
+  br i1 %b6, label %fail, label %sizes
+sizes:
+  %vpm = udiv i64 %bs, %nmb
+  %vpm.back = mul i64 %vpm, %nmb
+  %vpm.rem = icmp ne i64 %vpm.back, %bs
+  %vpm.m = and i64 %vpm, 7
+  %vpm.odd = icmp ne i64 %vpm.m, 0
+  %vbad = or i1 %vpm.rem, %vpm.odd
+  br i1 %vbad, label %fail, label %first
+first:
+  %fh = lshr i64 %fz, 1
+  %fl = and i64 %fz, 1
+  %fn = sub i64 0, %fl
+  %fv = xor i64 %fh, %fn
+  %none = icmp eq i64 %n, 0
+  br i1 %none, label %ok.hdr, label %first.put
+first.put:
+  store i64 %fv, ptr %out, align 8
+  br label %block
+block:
+  %k = phi i64 [1, %first.put], [%mk, %block.end]
+  %prev = phi i64 [%fv, %first.put], [%mprev, %block.end]
+  %bmore = icmp slt i64 %k, %n
+  br i1 %bmore, label %block.hdr, label %ok
+block.hdr:
+  %mdz = call i64 @kp_uleb(ptr %src, i64 %len, ptr %pos.a)
+  %wpos = load i64, ptr %pos.a
+  %wbad = icmp slt i64 %wpos, 0
+  %mbpos = add i64 %wpos, %nmb
+  %wpast = icmp sgt i64 %mbpos, %len
+  %wfail = or i1 %wbad, %wpast
+  br i1 %wfail, label %fail, label %block.go
+block.go:
+  %mdh = lshr i64 %mdz, 1
+  %mdl = and i64 %mdz, 1
+  %mdn = sub i64 0, %mdl
+  %md = xor i64 %mdh, %mdn
+  store i64 %mbpos, ptr %pos.a
+  br label %mb
+mb:
+  %m = phi i64 [0, %block.go], [%m.next, %mb.next]
+  %mk = phi i64 [%k, %block.go], [%k.mb, %mb.next]
+  %mprev = phi i64 [%prev, %block.go], [%prev.mb, %mb.next]
+  %mmore = icmp ult i64 %m, %nmb
+  %kmore = icmp slt i64 %mk, %n
+  %go = and i1 %mmore, %kmore
+  br i1 %go, label %mb.hdr, label %block.end
+mb.hdr:
+  %bwp.i = add i64 %wpos, %m
+  %bwp = getelementptr i8, ptr %src, i64 %bwp.i
+  %bw8 = load i8, ptr %bwp, align 1
+  %bw = zext i8 %bw8 to i64
+  %bwbig = icmp ugt i64 %bw, 64
+  %mpos = load i64, ptr %pos.a
+  %mbits = mul i64 %vpm, %bw
+  %mbytes = lshr i64 %mbits, 3
+  %mend = add i64 %mpos, %mbytes
+  %mpast = icmp sgt i64 %mend, %len
+  %mfail = or i1 %bwbig, %mpast
+  br i1 %mfail, label %fail, label %mb.go
+mb.go:
+  %left = sub i64 %n, %mk
+  %lt = icmp ult i64 %vpm, %left
+  %take = select i1 %lt, i64 %vpm, i64 %left
+  %full = icmp eq i64 %bw, 64
+  %one = shl i64 1, %bw
+  %mask0 = sub i64 %one, 1
+  %mask = select i1 %full, i64 -1, i64 %mask0
+  %base = getelementptr i8, ptr %src, i64 %mpos
+  br label %unpack
+unpack:
+  %j = phi i64 [0, %mb.go], [%j.next, %unpack]
+  %acc = phi i64 [%mprev, %mb.go], [%acc.next, %unpack]
+  %bit = mul i64 %j, %bw
+  %boff = lshr i64 %bit, 3
+  %shift = and i64 %bit, 7
+  %wp = getelementptr i8, ptr %base, i64 %boff
+  %w = load i64, ptr %wp, align 1
+  %lo = lshr i64 %w, %shift
+  %hip = getelementptr i8, ptr %wp, i64 8
+  %hb = load i8, ptr %hip, align 1
+  %hb64 = zext i8 %hb to i64
+  %hsh = sub i64 64, %shift
+  %hi0 = shl i64 %hb64, %hsh
+  %noshift = icmp eq i64 %shift, 0
+  %hi = select i1 %noshift, i64 0, i64 %hi0
+  %raw = or i64 %lo, %hi
+  %pv = and i64 %raw, %mask
+  %d = add i64 %md, %pv
+  %acc.next = add i64 %acc, %d
+  %oi = add i64 %mk, %j
+  %op = getelementptr i64, ptr %out, i64 %oi
+  store i64 %acc.next, ptr %op, align 8
+  %j.next = add i64 %j, 1
+  %jmore = icmp ult i64 %j.next, %take
+  br i1 %jmore, label %unpack, label %mb.next
+mb.next:
+  %prev.mb = phi i64 [%acc.next, %unpack]
+  %k.mb = add i64 %mk, %take
+  store i64 %mend, ptr %pos.a
+  %m.next = add i64 %m, 1
+  br label %mb
+block.end:
+  br label %block
+ok.hdr:
+  ret i64 %hpos
+ok:
+  %end = load i64, ptr %pos.a
+  ret i64 %end
+fail:
+  ret i64 -1
+}
+
+; The inverse of kp_views: the %n values of Arrow binary views %views (16 bytes each; a long value's
+; bytes in %bufs[its buffer index] at its offset) to %data at int64 %offs (%n + 1 of them, made by the
+; caller from the views' lengths, 0 at a null row, whose view is not read).
+define void @kp_unview(ptr noalias %views, i64 %n, ptr noalias %bufs, ptr noalias %offs, ptr noalias %data) nounwind {
+entry:
+  %any = icmp sgt i64 %n, 0
+  br i1 %any, label %item, label %done
+item:
+  %i = phi i64 [0, %entry], [%i.next, %next]
+  %sp = getelementptr i64, ptr %offs, i64 %i
+  %s = load i64, ptr %sp, align 8
+  %i.next = add i64 %i, 1
+  %ep = getelementptr i64, ptr %offs, i64 %i.next
+  %e = load i64, ptr %ep, align 8
+  %l = sub i64 %e, %s
+  %to = getelementptr i8, ptr %data, i64 %s
+  %at = mul i64 %i, 16
+  %v = getelementptr i8, ptr %views, i64 %at
+  %empty = icmp eq i64 %l, 0
+  br i1 %empty, label %next, label %some
+some:
+  %short = icmp sle i64 %l, 12
+  br i1 %short, label %inline, label %long
+inline:
+  %v4 = getelementptr i8, ptr %v, i64 4
+  call void @llvm.memcpy.p0.p0.i64(ptr %to, ptr %v4, i64 %l, i1 false)
+  br label %next
+long:
+  %v8 = getelementptr i8, ptr %v, i64 8
+  %b32 = load i32, ptr %v8, align 4
+  %b = zext i32 %b32 to i64
+  %v12 = getelementptr i8, ptr %v, i64 12
+  %o32 = load i32, ptr %v12, align 4
+  %o = zext i32 %o32 to i64
+  %bp = getelementptr i64, ptr %bufs, i64 %b
+  %base = load ptr, ptr %bp, align 8
+  %from = getelementptr i8, ptr %base, i64 %o
+  call void @llvm.memcpy.p0.p0.i64(ptr %to, ptr %from, i64 %l, i1 false)
+  br label %next
+next:
+  %more = icmp slt i64 %i.next, %n
+  br i1 %more, label %item, label %done
+done:
+  ret void
+}
 """
 
 # kp_chunk's page table: one row of these int64 fields a page (what Reader._pages writes)
@@ -763,6 +985,8 @@ _FNS = (
         ("raw", _P), ("out", _P), ("table", _P), ("pages", _I64), ("zstd", _P), ("dctx", _P), ("optional", _I64),
         ("values", _I64), ("ix", _P), ("rows", _I64), ("defs", _P), ("dense", _P),
     )),  # fmt: skip
+    _native.Fn("kp_delta", _I64, (("src", _P), ("len", _I64), ("out", _P), ("n", _I64))),
+    _native.Fn("kp_unview", None, (("views", _P), ("n", _I64), ("bufs", _P), ("offs", _P), ("data", _P))),
     _native.Fn("kp_views", None, (("offs", _P), ("data", _P), ("n", _I64), ("views", _P))),
     _native.Fn("kp_plain_binary", _I64, (("src", _P), ("len", _I64), ("n", _I64), ("offs", _P), ("data", _P))),
 )
@@ -784,6 +1008,17 @@ def hybrid(buf: np.ndarray, start: int, length: int, bw: int, out: np.ndarray, v
     r = _LIB.get()["kp_hybrid"](_addr(buf, start), length, bw, _addr(out), out.size, m, nm)
     if r < 0:
         raise Unsupported("a malformed RLE/bit-packed stream")
+    return r
+
+
+def delta(buf: np.ndarray, start: int, length: int, out: np.ndarray) -> int:
+    """Decode ``len(out)`` int64 values of the DELTA_BINARY_PACKED stream ``buf[start:start + length]`` (``buf``
+    readable :data:`DELTA_PAD` bytes past it) into ``out``; the bytes consumed.  :class:`Unsupported` if
+    malformed or not ``len(out)`` values."""
+    assert out.dtype == np.int64 and out.flags.c_contiguous and start + length + DELTA_PAD <= buf.size
+    r = _LIB.get()["kp_delta"](_addr(buf, start), length, _addr(out), out.size)
+    if r < 0:
+        raise Unsupported("a malformed DELTA_BINARY_PACKED stream")
     return r
 
 
@@ -811,6 +1046,15 @@ def views(offs: np.ndarray, data: np.ndarray) -> np.ndarray:
     out = np.empty((n, 16), np.uint8)
     _LIB.get()["kp_views"](_addr(offs), _addr(data), n, _addr(out))
     return out
+
+
+def unview(views: int, n: int, bufs: np.ndarray, offs: np.ndarray, data: np.ndarray) -> None:
+    """The ``n`` binary views at address ``views`` (long values in the buffers at the int64 addresses ``bufs``)
+    copied to ``data`` (uint8) at the int64 ``offs`` (``n`` + 1, from the views' lengths, 0 at null rows)."""
+    assert offs.dtype == np.int64 and offs.size == n + 1 and offs.flags.c_contiguous and bufs.dtype == np.int64
+    assert data.dtype == np.uint8 and data.size >= int(offs[-1]) and bool((np.diff(offs) >= 0).all())
+    if n:
+        _LIB.get()["kp_unview"](views, n, _addr(bufs), _addr(offs), _addr(data))
 
 
 def reference_hybrid(src: bytes, bw: int, n: int) -> tuple[list[int], int]:
@@ -848,6 +1092,54 @@ def reference_hybrid(src: bytes, bw: int, n: int) -> tuple[list[int], int]:
             v = int.from_bytes(src[pos:pos + vb], "little")
             out.extend([v] * min(count, n - len(out)))
             pos += vb
+    return out, pos
+
+
+def reference_delta(src: bytes, n: int) -> tuple[list[int], int]:
+    """:func:`delta` in pure Python (the spec's reading, value by value): (values, bytes consumed)."""
+    pos = 0
+
+    def uleb() -> int:
+        nonlocal pos
+        v = s = 0
+        while True:
+            if pos >= len(src) or s >= 70:
+                raise Unsupported("a malformed DELTA_BINARY_PACKED stream")
+            b = src[pos]
+            pos += 1
+            v |= (b & 0x7F) << s
+            s += 7
+            if b < 0x80:
+                return v & (1 << 64) - 1
+
+    def zigzag(v: int) -> int:
+        return (v >> 1) ^ -(v & 1)
+
+    def wrap(v: int) -> int:  # int64, two's complement
+        v &= (1 << 64) - 1
+        return v - (1 << 64) if v >> 63 else v
+
+    bs, nmb, total, first = uleb(), uleb(), uleb(), wrap(zigzag(uleb()))
+    if bs == 0 or bs % 128 or bs > 1 << 20 or nmb == 0 or nmb > bs or bs % nmb or (bs // nmb) % 8 or total != n:
+        raise Unsupported("a DELTA_BINARY_PACKED header this does not read")
+    vpm = bs // nmb
+    out = [first] if n else []
+    while len(out) < n:
+        md = wrap(zigzag(uleb()))
+        widths = src[pos:pos + nmb]
+        if len(widths) < nmb:
+            raise Unsupported("a malformed DELTA_BINARY_PACKED stream")
+        pos += nmb
+        for bw in widths:
+            if len(out) >= n:
+                break
+            size = vpm * bw // 8
+            if bw > 64 or pos + size > len(src):
+                raise Unsupported("a malformed DELTA_BINARY_PACKED stream")
+            packed = int.from_bytes(src[pos:pos + size], "little")
+            for j in range(min(vpm, n - len(out))):
+                out.append(wrap(out[-1] + md + (packed >> (j * bw) & (1 << bw) - 1)))
+            pos += size
     return out, pos
 
 
@@ -913,7 +1205,7 @@ class DictColumn:
 
 
 class Reader:
-    """Reads dictionary-encoded columns of one open file, chunk by chunk (one reader per thread).
+    """Reads dictionary-encoded (and INT64) columns of one open file, chunk by chunk (one reader per thread).
 
     Its buffers are reused from chunk to chunk (fresh 4 MB arrays cost a cold 10M-record read
     ~0.08 s of page faults): a :class:`DictColumn`'s indices are valid until the next read of the
@@ -951,21 +1243,12 @@ class Reader:
         call of ``kp_chunk``, which holds no GIL: a call per page (~1,500 at 10M records) waited for the
         GIL after each while the main thread imported Polars, and the read took 1.1 s, not 0.6.
         """
-        ci = self.footer.index(name)
-        if ci < 0:
-            raise Unsupported(f"no column {name}")
-        rows, chunks = self.footer.row_groups[group]
-        col, ch = self.footer.columns[ci], chunks[ci]
+        rows, col, ch = self._chunk(group, name)
         if values and col.physical != _INT32:
             raise Unsupported("values of a column that is not INT32")
-        if ch.codec not in (_UNCOMPRESSED, _ZSTD):
-            raise Unsupported(f"codec {ch.codec}")
-        if not ch.has_dictionary or ch.num_values != rows or not 0 <= rows < 1 << 31:
+        if not ch.has_dictionary:
             raise Unsupported("not one dictionary-encoded value per row")
-        raw = self._buffer("raw", ch.size + PAD, np.uint8)
-        if os.preadv(self.fd, [memoryview(raw)[:ch.size]], ch.start) != ch.size:
-            raise Unsupported("a column chunk past the end of the file")
-        raw[ch.size:] = 0
+        raw = self._raw(ch)
         table, dict_len, entries, most = self._pages(raw, ch, col)
         out = self._buffer("out", dict_len + most + PAD, np.uint8)
         out[dict_len + most:] = 0
@@ -976,12 +1259,8 @@ class Reader:
             raise Unsupported("an INT32 dictionary shorter than its entries")
         zfn = dctx = None
         if ch.codec == _ZSTD:
-            if self._dctx is None:
-                self._z = _zstd()
-                self._dctx = self._z.ZSTD_createDCtx()
-                if not self._dctx:
-                    raise MemoryError("ZSTD_createDCtx")
-            zfn, dctx = ctypes.cast(self._z.ZSTD_decompressDCtx, ctypes.c_void_p).value, self._dctx
+            dctx = self._zstd_context()
+            zfn = ctypes.cast(self._z.ZSTD_decompressDCtx, ctypes.c_void_p).value
         r = _LIB.get()["kp_chunk"](raw.ctypes.data, out.ctypes.data, table.ctypes.data, table.shape[0], zfn, dctx,
                                    int(col.optional), int(values), indices.ctypes.data, rows, defs.ctypes.data,
                                    dense.ctypes.data)  # fmt: skip
@@ -992,6 +1271,127 @@ class Reader:
         else:
             valid = np.zeros(0, np.uint8)
         return DictColumn(indices, valid, int(r), out[:dict_len].copy(), entries)
+
+    def int64(self, group: int, name: str) -> np.ndarray:
+        """Column ``name`` of row group ``group``, an INT64 column of PLAIN or DELTA_BINARY_PACKED pages
+        without a null row (a keyscope sample's offsets and timestamps): one value a row.
+
+        Why: ``whatif --salt-hot`` and ``recommend`` read the hot keys' records' offsets; pyarrow's read of
+        them cost a cold 10M-record whatif ~0.25 s on its main thread, and its import.  A call per page
+        is fine here (zstd, the levels, ``kp_delta``, each without the GIL): a chunk of these has a few
+        pages of ~1 MB, not hundreds.  Valid until the next read of the same column.
+        """
+        try:
+            return self._int64(group, name)
+        except (TypeError, AttributeError, KeyError) as e:  # a damaged header: a field of another type
+            raise Unsupported(f"a malformed page header ({type(e).__name__})") from None
+
+    def _int64(self, group: int, name: str) -> np.ndarray:
+        rows, col, ch = self._chunk(group, name)
+        if col.physical != _INT64 or ch.has_dictionary:
+            raise Unsupported("not an INT64 column of PLAIN or delta pages")
+        raw = self._raw(ch)
+        out = self._buffer("i64:" + name, rows, np.int64)
+        page = self._buffer("page", ch.uncompressed + DELTA_PAD, np.uint8)
+        levels = self._buffer("levels", rows, np.int32)
+        row = pos = 0
+        while pos < ch.size:
+            ph, body, usize, csize = self._header(raw, pos, ch)
+            kind = ph.get(1)
+            if kind != _DATA_PAGE and kind != _DATA_PAGE_V2:
+                raise Unsupported(f"page type {kind}")
+            v2 = kind == _DATA_PAGE_V2
+            h = ph.get(8 if v2 else 5, {})
+            nv, enc = h.get(1, -1), h.get(4 if v2 else 2)
+            if nv < 0 or row + nv > rows:
+                raise Unsupported("pages whose values are not the row group's rows")
+            src, slen, ulen, comp = body, csize, usize, ch.codec == _ZSTD
+            if v2:
+                dlen, rlen = h.get(5, -1), h.get(6, -1)
+                if h.get(2) != 0 or rlen != 0 or not 0 <= dlen <= min(csize, usize):
+                    raise Unsupported("a page with null rows or repetition levels")
+                src, slen, ulen, comp = body + dlen, csize - dlen, usize - dlen, comp and h.get(7, True)
+            if comp:
+                ctx = self._zstd_context()
+                got = self._z.ZSTD_decompressDCtx(ctx, page.ctypes.data, ulen, raw.ctypes.data + src, slen)
+                if got != ulen:
+                    raise Unsupported("a page that does not decompress to its size")
+            elif slen != ulen:
+                raise Unsupported("a page that does not decompress to its size")
+            else:
+                page[:ulen] = raw[src:src + ulen]
+            page[ulen:ulen + DELTA_PAD] = 0
+            at = 0
+            if col.optional and not v2:  # v1: the definition levels first (all 1: no null row)
+                dl = int.from_bytes(page[:4].tobytes(), "little") if ulen >= 4 else -1
+                if dl < 0 or 4 + dl > ulen:
+                    raise Unsupported("a malformed page")
+                hybrid(page, 4, dl, 1, levels[row:row + nv])
+                if nv and not bool((levels[row:row + nv] == 1).all()):
+                    raise Unsupported("a null row")
+                at = 4 + dl
+            if enc == _DELTA_BINARY_PACKED:
+                delta(page, at, ulen - at, out[row:row + nv])
+            elif enc == _PLAIN and ulen - at >= 8 * nv:
+                out[row:row + nv] = np.frombuffer(page, np.int64, count=nv, offset=at)
+            else:
+                raise Unsupported(f"a page of encoding {enc}")
+            row += nv
+            pos = body + csize
+        if row != rows:
+            raise Unsupported("pages whose values are not the row group's rows")
+        return out
+
+    def _chunk(self, group: int, name: str) -> tuple[int, Column, Chunk]:
+        """(the row group's rows, the column, its chunk), or :class:`Unsupported` unless it is one value a row
+        of a codec this reads."""
+        ci = self.footer.index(name)
+        if ci < 0:
+            raise Unsupported(f"no column {name}")
+        rows, chunks = self.footer.row_groups[group]
+        col, ch = self.footer.columns[ci], chunks[ci]
+        if ch.codec not in (_UNCOMPRESSED, _ZSTD):
+            raise Unsupported(f"codec {ch.codec}")
+        if ch.num_values != rows or not 0 <= rows < 1 << 31:
+            raise Unsupported("not one value per row")
+        return rows, col, ch
+
+    def _raw(self, ch: Chunk) -> np.ndarray:
+        """The chunk's bytes (its pages, headers included), :data:`PAD` zero bytes after them."""
+        raw = self._buffer("raw", ch.size + PAD, np.uint8)
+        if os.preadv(self.fd, [memoryview(raw)[:ch.size]], ch.start) != ch.size:
+            raise Unsupported("a column chunk past the end of the file")
+        raw[ch.size:] = 0
+        return raw
+
+    def _zstd_context(self) -> int:
+        if self._dctx is None:
+            self._z = _zstd()
+            self._dctx = self._z.ZSTD_createDCtx()
+            if not self._dctx:
+                raise MemoryError("ZSTD_createDCtx")
+        return self._dctx
+
+    def _header(self, raw: np.ndarray, pos: int, ch: Chunk) -> tuple[dict, int, int, int]:
+        """The page header at ``raw[pos:]``: (its fields, the body's offset, decompressed and compressed bytes),
+        checked to lie within the chunk."""
+        try:
+            head = raw[pos:min(pos + 512, ch.size)].tobytes()
+            try:
+                ph, hend = page_header(head)
+            except Unsupported:  # (a header over 512 bytes: read it whole)
+                if len(head) == ch.size - pos:
+                    raise
+                ph, hend = page_header(raw[pos:ch.size].tobytes())
+            usize, csize = ph.get(2, -1), ph.get(3, -1)
+            if not isinstance(usize, int) or not isinstance(csize, int):
+                raise TypeError("page sizes")
+        except (TypeError, AttributeError, KeyError) as e:  # a damaged header: a field of another type
+            raise Unsupported(f"a malformed page header ({type(e).__name__})") from None
+        body = pos + hend
+        if csize < 0 or usize < 0 or body + csize > ch.size or usize > ch.uncompressed:
+            raise Unsupported("a page past its column chunk")
+        return ph, body, usize, csize
 
     def _pages(self, raw: np.ndarray, ch: Chunk, col: Column):
         """The page table ``kp_chunk`` reads (int64, 8 a page), the dictionary's bytes and entries, and the
@@ -1007,17 +1407,8 @@ class Reader:
         compressed = ch.codec != _UNCOMPRESSED
         pos = 0
         while pos < ch.size:
-            head = raw[pos:min(pos + 512, ch.size)].tobytes()
-            try:
-                ph, hend = page_header(head)
-            except Unsupported:  # (a header over 512 bytes: read it whole)
-                if len(head) == ch.size - pos:
-                    raise
-                ph, hend = page_header(raw[pos:ch.size].tobytes())
-            kind, usize, csize = ph.get(1), ph.get(2, -1), ph.get(3, -1)
-            body = pos + hend
-            if csize < 0 or usize < 0 or body + csize > ch.size or usize > ch.uncompressed:
-                raise Unsupported("a page past its column chunk")
+            ph, body, usize, csize = self._header(raw, pos, ch)
+            kind = ph.get(1)
             if kind == _DICTIONARY_PAGE:
                 dh = ph.get(7, {})
                 if rows or dh.get(2) not in (_PLAIN, _PLAIN_DICTIONARY) or dh.get(1, -1) < 0:

@@ -186,7 +186,14 @@ def page_sums(path, ident_check, P: int, file_names: set[str], stop=None):
         table = _KeyTable(P)
         groups = [g for g, (rows, _) in enumerate(ft.row_groups) if rows]
         with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
-            chunks = _read_ahead(groups, (r0, r1), with_vs, stop)
+            def fetch(r, g: int):
+                pc = r.column(g, "partition", values=True)
+                vs = r.column(g, "value_size", values=True).indices if with_vs else np.zeros(0, np.int32)
+                k = r.column(g, "key")
+                offs, data = pages.plain_binary(k.dictionary, 0, k.dictionary.size, k.entries)
+                return pc, vs, k, offs, data, view_bytes(offs, data)
+
+            chunks = _read_ahead(groups, (r0, r1), fetch, stop)
             try:
                 for pc, vs, k, offs, data, views in chunks:
                     if pc.nulls:
@@ -205,26 +212,18 @@ def page_sums(path, ident_check, P: int, file_names: set[str], stop=None):
     return table.result()
 
 
-def _read_ahead(groups: list[int], readers, with_vs: bool, stop=None):
-    """Each row group's partitions, value sizes, keys and their dictionary (offsets, bytes, views), the next
-    one read on a second thread (by the other reader: its buffers are not the ones in use) while the caller
-    sums this one.
+def _read_ahead(groups: list[int], readers, fetch, stop=None):
+    """``fetch(reader, group)`` of each row group in order, the next one fetched on a second thread (by the
+    other reader: its buffers are not the ones in use) while the caller uses this one.
 
-    (pyarrow's path read ahead the same way; serial, this reader's 10M-record read was 0.51-0.57 s alone.)
+    (pyarrow's path read ahead the same way; serial, analyze's 10M-record read was 0.51-0.57 s alone.)
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    from . import pages
 
     def read(i: int):
         if stop is not None and stop.is_set():
             raise Stopped
-        r, g = readers[i % 2], groups[i]
-        pc = r.column(g, "partition", values=True)
-        vs = r.column(g, "value_size", values=True).indices if with_vs else np.zeros(0, np.int32)
-        k = r.column(g, "key")
-        offs, data = pages.plain_binary(k.dictionary, 0, k.dictionary.size, k.entries)
-        return pc, vs, k, offs, data, view_bytes(offs, data)
+        return fetch(readers[i % 2], groups[i])
 
     if len(groups) <= 1:
         for i in range(len(groups)):
@@ -534,24 +533,27 @@ def _gather(dicts: list, rows: np.ndarray):
 
 @dataclass(frozen=True)
 class Binary:
-    """Binary values as Arrow lays them out (int64 ``offsets``, the bytes ``data``), without pyarrow."""
+    """Binary values as Arrow lays them out (int64 ``offsets``, the bytes ``data``; ``valid``: a bool a row,
+    False where null, or None), without pyarrow."""
 
     offsets: np.ndarray
     data: np.ndarray
+    valid: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.offsets.size - 1
 
-    def to_pylist(self) -> list[bytes]:
+    def to_pylist(self) -> list[bytes | None]:
         o = self.offsets.tolist()
         raw = self.data.tobytes()
-        return [raw[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+        ok = [True] * (len(o) - 1) if self.valid is None else self.valid.tolist()
+        return [raw[o[i]:o[i + 1]] if ok[i] else None for i in range(len(o) - 1)]
 
     def __arrow_c_array__(self, requested_schema=None):
         """The Arrow PyCapsule interface (large_binary), without pyarrow (:mod:`keyscope.io.arrow_c`)."""
         from .arrow_c import large_binary_capsules
 
-        return large_binary_capsules(self.offsets, self.data)
+        return large_binary_capsules(self.offsets, self.data, self.valid)
 
 
 def gather_bytes(dicts: list, rows: np.ndarray) -> Binary:
@@ -624,7 +626,99 @@ def dictionary_codes(path, ident_check, columns, file_names: set[str], n_rows: i
     ``map_codes(ix, ids, m0, out)`` is the caller's compiled index-to-id pass
     (:func:`keyscope.whatif.kernels.map_codes`): passed in so that ``io`` does
     not import the what-if package, which sits above it.  ``stop``: as :func:`dictionary_sums`'.
+    Read by :mod:`keyscope.io.pages` (no pyarrow) when the file suits it (:func:`page_codes`), else by
+    pyarrow: the same codes.
     """
+    got = page_codes(path, ident_check, columns, file_names, n_rows, map_codes, stop)
+    if got is not None:
+        return got
+    return _arrow_codes(path, ident_check, columns, file_names, n_rows, map_codes, stop)
+
+
+def page_codes(path, ident_check, columns, file_names: set[str], n_rows: int, map_codes, stop=None):
+    """:func:`dictionary_codes` read by :mod:`keyscope.io.pages`, or None when the file does not suit it (or
+    its codes are not in first-record order: then pyarrow's path says None too).
+
+    Why: a cold 10M-record ``whatif --key-by key,region`` waited 0.3-0.6 s for pyarrow's read of these
+    columns on the prefetch thread (its import 0.15 s of it), as ``analyze`` did before :func:`page_sums`.
+    """
+    import os
+
+    from .._keytable import Encoder
+    from . import pages
+
+    columns = list(dict.fromkeys(columns))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        ft = pages.read_footer(fd, os.fstat(fd).st_size)
+        sizes = [c for c in ("key_size", "value_size") if c in file_names]
+        for c, physical in [*((c, pages._BYTE_ARRAY) for c in columns), *((c, pages._INT32) for c in sizes)]:
+            if ft.index(c) < 0 or ft.columns[ft.index(c)].physical != physical:
+                return None
+        if ft.num_rows != n_rows or sum(rows for rows, _ in ft.row_groups) != n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+        ident_check()
+        codes = {c: np.empty(n_rows, np.int32) for c in columns}
+        size = np.zeros(n_rows, np.int32)
+        encs: dict = {c: None for c in columns}
+        dicts: dict = {c: [] for c in columns}
+        groups = [g for g, (rows, _) in enumerate(ft.row_groups) if rows]
+        starts = np.cumsum([0] + [rows for rows, _ in ft.row_groups])
+
+        def fetch(r, g: int):
+            got = []
+            for c in columns:
+                k = r.column(g, c)
+                offs, data = pages.plain_binary(k.dictionary, 0, k.dictionary.size, k.entries)
+                ix = k.indices
+                if k.nulls:  # -1 at a null row, as map_codes reads it
+                    keyed = np.unpackbits(k.valid, bitorder="little")[:ix.size].astype(bool)
+                    ix = np.where(keyed, ix, np.int32(-1))
+                got.append((ix, offs, data, view_bytes(offs, data) if k.entries else None))
+            tot = np.zeros(ft.row_groups[g][0], np.int64)
+            for c in sizes:
+                tot += r.column(g, c, values=True).indices
+            return got, tot
+
+        with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
+            chunks = _read_ahead(groups, (r0, r1), fetch, stop)
+            try:
+                for g, (got, tot) in zip(groups, chunks):
+                    row, n_rg = int(starts[g]), ft.row_groups[g][0]
+                    for c, (ix, offs, data, views) in zip(columns, got):
+                        out = codes[c][row:row + n_rg]
+                        if views is None:  # an empty dictionary: every row null
+                            out[:] = -1
+                            continue
+                        enc = encs[c] = Encoder(2 * (offs.size - 1)) if encs[c] is None else encs[c]
+                        ids = enc.add_views(*views)
+                        dicts[c].append((offs, data))
+                        if map_codes(ix, ids, -1, out) != offs.size - 2:
+                            return None  # not first-record order, or an entry no record uses
+                        if c == "key" and "key_size" not in file_names:
+                            klen = np.diff(offs).astype(np.int64)
+                            tot += np.where(ix >= 0, klen[np.maximum(ix, 0)], 0)
+                    size[row:row + n_rg] = tot
+            finally:
+                chunks.close()
+    except pages.Unsupported:
+        return None
+    finally:
+        os.close(fd)
+    ident_check()
+    values = {}
+    for c in columns:
+        enc = encs[c]
+        firsts = enc.firsts[:enc.ng].copy() if enc is not None else np.zeros(0, np.int64)
+        values[c] = _gather(dicts[c], firsts).alias(c)
+    return codes, values, size
+
+
+def _arrow_codes(path, ident_check, columns, file_names: set[str], n_rows: int, map_codes, stop=None):
+    """:func:`dictionary_codes` read by pyarrow (any Parquet file whose columns are dictionary pages)."""
     import pyarrow as pa
 
     from .._keytable import Encoder
@@ -838,6 +932,9 @@ def offsets_and_sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, 
     rows = _ascending(rows)
     if rows is None:
         return None, None
+    got = _page_at_rows(path, ident_check, rows, n_rows, offsets, sizes)
+    if got is not None:
+        return got
     f = _open_checked(path, n_rows)
     readers = [_int64_reader(f, "offset") if offsets else None, _sizes_reader(f, path) if sizes else None]
     if not any(readers):
@@ -847,6 +944,76 @@ def offsets_and_sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, 
     ident_check()
     it = iter(got)
     return tuple(next(it) if r is not None else None for r in readers)
+
+
+def _page_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, offsets: bool, sizes: bool):
+    """:func:`offsets_and_sizes_at_rows` read by :mod:`keyscope.io.pages` (the row groups holding ``rows``, the
+    next one read on a thread), or None when the file does not suit it (then pyarrow reads it, and says which
+    of the two it cannot give).
+
+    Why: pyarrow's read was most of the ~0.35 s a cold 10M-record ``whatif --salt-hot`` spent on its hot
+    records, on the main thread, after importing pyarrow (0.15 s) for nothing else.
+    """
+    import os
+
+    from . import pages
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        ft = pages.read_footer(fd, os.fstat(fd).st_size)
+        kinds = {c.name: c.physical for c in ft.columns}
+        if offsets and kinds.get("offset") != pages._INT64:
+            return None
+        if sizes and (kinds.get("key_size") != pages._INT32 or kinds.get("value_size", pages._INT32) != pages._INT32):
+            return None
+        if not (offsets or sizes):
+            return None, None
+        if ft.num_rows != n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+        size_cols = [c for c in ("key_size", "value_size") if c in kinds] if sizes else []
+        wanted, row = [], 0  # (row group, its first row, its rows lo:hi in ``rows``)
+        for g, (n, _) in enumerate(ft.row_groups):
+            lo, hi = (int(x) for x in np.searchsorted(rows, [row, row + n], side="left"))
+            if hi > lo:
+                wanted.append((g, row, lo, hi))
+            row += n
+        if row != n_rows:
+            raise InputError(f"{path}: columns of different lengths")
+        if rows.size and (not wanted or wanted[-1][3] != rows.size):
+            return None, None  # a row past the file
+        ident_check()
+        off = np.empty(rows.size, np.int64) if offsets else None
+        size = np.empty(rows.size, np.int64) if sizes else None
+
+        def fetch(r, g: int):
+            o = r.int64(g, "offset") if offsets else None
+            tot = None
+            if sizes:
+                tot = np.zeros(ft.row_groups[g][0], np.int64)
+                for c in size_cols:
+                    tot += r.column(g, c, values=True).indices
+            return o, tot
+
+        with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
+            chunks = _read_ahead([w[0] for w in wanted], (r0, r1), fetch, None)
+            try:
+                for (_, first, lo, hi), (o, tot) in zip(wanted, chunks):
+                    at = rows[lo:hi] - first
+                    if off is not None:
+                        off[lo:hi] = o[at]
+                    if size is not None:
+                        size[lo:hi] = tot.astype(np.int32)[at]  # (the int32 dictionary_codes stores)
+            finally:
+                chunks.close()
+    except pages.Unsupported:
+        return None
+    finally:
+        os.close(fd)
+    ident_check()
+    return off, size
 
 
 def _at_rows(f, path, rows: np.ndarray, readers, ahead: int = 1):

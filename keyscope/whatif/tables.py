@@ -347,31 +347,18 @@ def _row_codes(series) -> np.ndarray:
 
 
 def _parts(series) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets int64, bytes uint8) of a Binary/String Series in the LargeBinary layout (no pyarrow.compute)."""
-    import polars as pl
+    """(offsets int64, bytes uint8) of a Binary/String Series in the LargeBinary layout (a null row empty)."""
+    from ..io.arrow_c import binary_parts
 
-    s = series.cast(pl.Binary) if series.dtype != pl.Binary else series
-    arr = s.rechunk().to_arrow(compat_level=pl.CompatLevel.oldest())
-    bufs = arr.buffers()
-    off = np.frombuffer(bufs[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None and bufs[2].size else np.zeros(0, np.uint8)
-    return off, data
+    return binary_parts(series)
 
 
 def _series(name: str, off: np.ndarray, data: np.ndarray, valid):
-    """A Polars Binary Series over LargeBinary buffers, via the Arrow C stream (``pl.Series(pa_array)`` imports
-    pyarrow.compute, which imports pandas)."""
+    """A Polars Binary Series over LargeBinary buffers (``valid``: a bool a row, or None), handed over through
+    the Arrow C data interface (:class:`keyscope.io.parquet.Binary`; no pyarrow)."""
     import polars as pl
-    import pyarrow as pa
 
-    from ..model.keys import _ArrowStream
+    from ..io.parquet import Binary
 
-    n = len(off) - 1
-    bits, nulls = None, 0
-    if valid is not None:
-        bits = pa.py_buffer(np.packbits(np.asarray(valid, np.bool_), bitorder="little"))
-        nulls = int(n - np.count_nonzero(valid))
-    arr = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), n, [bits, pa.py_buffer(off), pa.py_buffer(data)], null_count=nulls
-    )
-    return pl.Series(name, _ArrowStream(arr)).alias(name)
+    v = None if valid is None else np.asarray(valid, np.bool_)
+    return pl.Series(name, Binary(np.ascontiguousarray(off, np.int64), data, v), dtype=pl.Binary).alias(name)
