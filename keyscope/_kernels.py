@@ -1451,10 +1451,8 @@ def _kernels() -> dict:
             # kernel); not on AMD Zen 4, which has AVX-512 too (measured 0.77-0.99x
             # the scalar kernel: 0.71-0.95x gcc against 0.87-1.25x), nor, maybe,
             # elsewhere, so the scalar kernel (~ gcc -O3) stays there.
-            import llvmlite.binding as llvm
-
-            features = llvm.get_host_cpu_features().flatten()
-            fns["_simd"] = ("+avx512f" in features.split(",") and llvm.get_host_cpu_name() not in SLOW_GATHERS
+            features = lib.features  # (LLVM's names, kept with the cached object: no LLVM loaded for them)
+            fns["_simd"] = ("+avx512f" in features.split(",") and lib.cpu not in SLOW_GATHERS
                             and os.environ.get("KEYSCOPE_SIMD", "1") != "0")
             if fns["_simd"]:
                 fns["murmur2"] = fns["murmur2_simd"]

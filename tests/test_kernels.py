@@ -165,18 +165,20 @@ def test_object_code_cache_is_used_verified_and_optional(tmp_path):
     cold = _run_with_cache(tmp_path)
     assert cold.pop("_from_cache") is False and cold == expected
     (obj,) = tmp_path.glob("kernels-*.o")
+    (elf,) = tmp_path.glob("kernels-*.elf")  # (the same object, for the loader without LLVM)
 
     warm = _run_with_cache(tmp_path)
     assert warm.pop("_from_cache") is True and warm == expected
 
     # A damaged file fails its checksum: compiled afresh, then rewritten intact.
-    blob = bytearray(obj.read_bytes())
-    blob[len(blob) // 2] ^= 0xFF
-    obj.write_bytes(bytes(blob))
-    assert _kernels._read_cache(obj) is None
+    for f in (obj, elf):
+        blob = bytearray(f.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        f.write_bytes(bytes(blob))
+        assert _kernels._read_cache(f) is None
     again = _run_with_cache(tmp_path)
     assert again.pop("_from_cache") is False and again == expected
-    assert _kernels._read_cache(obj) is not None
+    assert _kernels._read_cache(obj) is not None and _kernels._read_cache(elf) is not None
 
     # No usable cache directory (a file stands in the way): still exact.
     blocker = tmp_path / "not-a-dir"

@@ -814,7 +814,9 @@ _FNS = (
 # -O2, now that the object code is cached (keyscope._native): the passes cost ~1.9 s CPU once per
 # machine (measured at load ~14; opt 0 needs none) and cut the CPU per record, warm, from 24 to 15 ns
 # without fields and from 350 to 100 ns with two --field paths (ks_json; -O1 155 ns, -O3 171 ns).
-_LIB = _native.Lazy("sampling-decoder", lambda: _build_ir(), _FNS, opt=2)
+# (the argument struct's layout is checked against LLVM's wherever LLVM is loaded, before the object is
+# cached for the LLVM-free loader: a process loading it from there does not load LLVM to check it again)
+_LIB = _native.Lazy("sampling-decoder", lambda: _build_ir(), _FNS, opt=2, check=lambda: _check_decode_args())
 _kernel_lock = threading.Lock()
 _kernel_fns: dict | None = None
 
@@ -828,7 +830,6 @@ def _kernels() -> dict:
     with _kernel_lock:
         if _kernel_fns is None:
             lib = _LIB.get()
-            _check_decode_args()
             _kernel_fns = {
                 "count": lib["ks_count"], "decode": lib["ks_decode"], "utf8": lib["ks_utf8"],
                 "_engine": lib.engine, "_from_cache": lib.from_cache,
