@@ -89,7 +89,7 @@ def load(obj: bytes, names: list[str]) -> tuple[dict[str, int], Image] | None:
         return None
     try:
         return _load(obj, names)
-    except (_Refused, struct.error, IndexError, ValueError):
+    except (_Refused, struct.error, IndexError, ValueError, OverflowError):
         return None
 
 
@@ -104,6 +104,11 @@ def _load(obj: bytes, names: list[str]) -> tuple[dict[str, int], Image]:
     if e_shentsize != 64:
         raise _Refused("section headers of another size")
     secs = [struct.unpack_from("<IIQQQQIIQQ", obj, e_shoff + 64 * i) for i in range(e_shnum)]
+    for _, typ, _, _, off, sz, _, _, align, _ in secs:  # every section's bytes within the object
+        if (typ != _SHT_NOBITS and off + sz > len(obj)) or align > _PAGE or sz > 1 << 30:
+            raise _Refused("a section past the end of the object")
+    if e_shstrndx >= e_shnum:
+        raise _Refused("no section names")
     sh = secs[e_shstrndx]
     shstr = obj[sh[4]:sh[4] + sh[5]]
     names_of = [_cstr(shstr, s[0]) for s in secs]

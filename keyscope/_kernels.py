@@ -5,7 +5,7 @@ fixed cost per process (import ~0.17 s, then ~0.4-0.6 s to load even a
 *cached* kernel, because it initialises its whole CPU target and BLAS hooks)
 was 25x the time spent hashing a million keys.  The same loops written as IR
 and handed to llvmlite (numba's own backend) compile in ~0.1 s, load from the
-on-disk object cache in ~10 ms (plus ~25 ms to import llvmlite), run at the
+on-disk object cache in a few ms without LLVM (keyscope._elf), run at the
 speed of ``gcc -O3 -march=native`` (benchmarks/bench_partitioners.py), and are
 called through ctypes, which releases the GIL, so chunks can be hashed on
 several threads with no shared state.  murmur2, the Java/kafka-python rule,

@@ -100,7 +100,7 @@ class Analysis:
 # From this many records the compiled one-pass scan (keyscope._keytable, LLVM IR)
 # is used; below it, Polars' group_by.  Measured in fresh processes (docs/benchmarks.md,
 # "The key table in LLVM IR"): the scan costs ~25 ms once (import, load from the
-# object cache; llvmlite is loaded anyway for partitioner detection), and warm it
+# object cache; the hash kernels are loaded anyway for partitioner detection), and warm it
 # runs 1.1x Polars at 100k records, 1.5x at 300k, ~4x at 3M (one thread).  A
 # whole cold `keyscope analyze` cost 0.03-0.04 s more CPU compiled at 10k-300k
 # records and 0.04 s less at 1M: the crossover lies between.  (With numba this

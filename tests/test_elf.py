@@ -194,3 +194,20 @@ def test_a_cold_analyze_and_whatif_with_the_cache_warm_never_load_llvm(tmp_path)
         assert "LLVM LOADED" not in runs[1].stderr, (args, runs[1].stderr)
         if k == 0:  # an empty cache: the first run compiled (the check sees LLVM when it is loaded)
             assert "LLVM LOADED" in runs[0].stderr
+
+
+def test_damaged_objects_are_refused_or_loaded_never_a_crash(tmp_path, monkeypatch):
+    """Bytes of an object flipped at random (the cache's checksum stops this before the loader; the loader must
+    still never write outside its pages nor raise): each is refused or loaded, and the process lives on."""
+    import random
+
+    obj = _compiled(tmp_path, monkeypatch)
+    rng = random.Random(7)
+    outcomes = set()
+    for _ in range(400):
+        bad = bytearray(obj)
+        for _ in range(rng.randint(1, 4)):
+            bad[rng.randrange(len(bad))] = rng.randrange(256)
+        got = _elf.load(bytes(bad), [])
+        outcomes.add(got is None)
+    assert outcomes == {True, False}

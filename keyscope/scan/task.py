@@ -138,6 +138,7 @@ def warm_imports(spec: ScanSpec) -> None:
     if any(spec.key_by) or spec.fields:
         import polars  # noqa: F401
 
+        from ..io import arrow_c, pages, parquet  # noqa: F401  (composite keys' bytes to and from Polars)
         from ..whatif import kernels, tables  # noqa: F401
 
 
