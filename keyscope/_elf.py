@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 
 _SHT_PROGBITS, _SHT_SYMTAB, _SHT_RELA, _SHT_NOBITS = 1, 2, 4, 8
-_SHF_WRITE, _SHF_ALLOC = 1, 2
+_SHF_WRITE, _SHF_ALLOC, _SHF_EXECINSTR = 1, 2, 4
 _SHN_UNDEF, _SHN_ABS = 0, 0xFFF1
 _STT_FUNC, _STT_SECTION = 2, 3
 _R_X86_64_64, _R_X86_64_PC32, _R_X86_64_PLT32 = 1, 2, 4
@@ -112,20 +112,25 @@ def _load(obj: bytes, names: list[str]) -> tuple[dict[str, int], Image]:
     sh = secs[e_shstrndx]
     shstr = obj[sh[4]:sh[4] + sh[5]]
     names_of = [_cstr(shstr, s[0]) for s in secs]
-    # layout: every allocated section but the unwind tables, each at its alignment
+    # layout: every allocated section but the unwind tables on pages of its own, the code first.  Packed at
+    # their own alignments (the CRC tables beside the code), crc32 over 2M short keys took 16.1 ms against
+    # 12.5 ms loaded by LLVM's JIT; the code apart but the constants packed, 14.9 against 13.0; each section on
+    # its own pages, 13.3 against 13.0 (medians of 6 runs taking turns)
     place: dict[int, int] = {}
-    size = 0
-    for i, (_, typ, flags, _, _, sz, _, _, align, _) in enumerate(secs):
-        if not flags & _SHF_ALLOC or names_of[i].startswith(".eh_frame"):
-            continue
-        if typ not in (_SHT_PROGBITS, _SHT_NOBITS):
-            raise _Refused(f"section {names_of[i]} of type {typ}")
-        if flags & _SHF_WRITE and sz:
-            raise _Refused(f"writable section {names_of[i]}")
-        align = max(int(align), 1)
-        size = -(-size // align) * align
-        place[i] = size
-        size += sz
+    size = code = 0
+    for exec_part in (True, False):
+        for i, (_, typ, flags, _, _, sz, _, _, align, _) in enumerate(secs):
+            if not flags & _SHF_ALLOC or names_of[i].startswith(".eh_frame") or bool(flags & _SHF_EXECINSTR) != exec_part:
+                continue
+            if typ not in (_SHT_PROGBITS, _SHT_NOBITS):
+                raise _Refused(f"section {names_of[i]} of type {typ}")
+            if flags & _SHF_WRITE and sz:
+                raise _Refused(f"writable section {names_of[i]}")
+            size = -(-size // _PAGE) * _PAGE  # (every alignment an ELF section asks for divides a page)
+            place[i] = size
+            size += sz
+        if exec_part:
+            size = code = -(-size // _PAGE) * _PAGE
     if not place:
         raise _Refused("nothing to load")
     symtabs = [i for i, s in enumerate(secs) if s[1] == _SHT_SYMTAB]
@@ -194,7 +199,8 @@ def _load(obj: bytes, names: list[str]) -> tuple[dict[str, int], Image]:
                     found[name] = base + place[shndx] + value
         if set(found) != want:
             raise _Refused(f"functions missing: {sorted(want - set(found))}")
-        if libc.mprotect(base, total, _PROT_READ | _PROT_EXEC) != 0:
+        if (code and libc.mprotect(base, code, _PROT_READ | _PROT_EXEC) != 0) or \
+                (total > code and libc.mprotect(base + code, total - code, _PROT_READ) != 0):
             raise _Refused("mprotect failed")
     except BaseException:
         libc.munmap(base, total)
