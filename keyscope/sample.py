@@ -613,16 +613,10 @@ def _footer_partitions(path: Path) -> tuple[int, int, int] | None:
     keep those statistics (keyscope.io.sample_format).  Read by :mod:`keyscope.io.pages` (importing
     pyarrow cost a cold ``analyze`` 0.2 s on its main thread), else by pyarrow.
     """
-    import os
-
     from .io import pages
 
     try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            ft = pages.read_footer(fd, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
+        ft = pages.footer_of(path)
     except (pages.Unsupported, OSError):
         return _footer_partitions_arrow(path)
     if ft.num_rows <= 0 or sum(rows for rows, _ in ft.row_groups) != ft.num_rows:

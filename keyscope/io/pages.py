@@ -285,6 +285,15 @@ class Footer:
         return None if lo is None or hi is None else (lo, hi)
 
 
+def footer_of(path) -> Footer:
+    """The footer of the Parquet file at ``path`` (:class:`Unsupported` or OSError when it cannot be read)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return read_footer(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 def read_footer(fd: int, size: int) -> Footer:
     """The footer of the Parquet file open at ``fd`` (``size`` bytes)."""
     if size < 12:

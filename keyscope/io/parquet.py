@@ -23,6 +23,7 @@ dictionary-encoded, not binary or text), so the caller scans the key column.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -164,6 +165,46 @@ def dictionary_sums(path, ident_check, P: int, file_names: set[str], parts=None,
 
 def page_sums(path, ident_check, P: int, file_names: set[str], stop=None):
     """:func:`dictionary_sums` read by :mod:`keyscope.io.pages`, or None when the file does not suit it."""
+    from . import pages
+
+    def read(fd: int, ft):
+        kinds = {c.name: c.physical for c in ft.columns}
+        with_vs = "value_size" in file_names
+        if kinds.get("key") != pages._BYTE_ARRAY or kinds.get("partition") != pages._INT32:
+            return None
+        if with_vs and kinds.get("value_size") != pages._INT32:
+            return None
+        ident_check()
+        table = _KeyTable(P)
+        groups = [g for g, (rows, _) in enumerate(ft.row_groups) if rows]
+
+        def fetch(r, g: int):
+            pc = r.column(g, "partition", values=True)
+            vs = r.column(g, "value_size", values=True).indices if with_vs else np.zeros(0, np.int32)
+            k = r.column(g, "key")
+            offs, data = pages.plain_binary(k.dictionary, 0, k.dictionary.size, k.entries)
+            return pc, vs, k, offs, data, view_bytes(offs, data)
+
+        with _page_chunks(fd, ft, groups, fetch, stop) as chunks:
+            for pc, vs, k, offs, data, views in chunks:
+                if pc.nulls:
+                    return None  # (pyarrow's path counts a null partition as 0)
+                part = pc.indices
+                if int(part.min()) < 0 or int(part.max()) >= P:
+                    raise InputError(f"{path}: a record's partition is out of range")
+                table.rows(table.dictionary(offs, data, views), offs, k.indices, k.valid, 0, part, vs)
+        return table
+
+    table = _page_read(path, read)
+    if table is None:
+        return None
+    ident_check()
+    return table.result()
+
+
+def _page_read(path, read):
+    """``read(fd, footer)`` of the file at ``path`` open for :mod:`keyscope.io.pages`, or None when it cannot be
+    opened or uses what that reader does not (:class:`keyscope.io.pages.Unsupported`: pyarrow reads it then)."""
     import os
 
     from . import pages
@@ -173,43 +214,25 @@ def page_sums(path, ident_check, P: int, file_names: set[str], stop=None):
     except OSError:
         return None
     try:
-        ft = pages.read_footer(fd, os.fstat(fd).st_size)
-        kc = ft.columns[ft.index("key")] if ft.index("key") >= 0 else None
-        pcol = ft.columns[ft.index("partition")] if ft.index("partition") >= 0 else None
-        with_vs = "value_size" in file_names
-        vcol = ft.columns[ft.index("value_size")] if ft.index("value_size") >= 0 else None
-        if kc is None or kc.physical != pages._BYTE_ARRAY or pcol is None or pcol.physical != pages._INT32:
-            return None
-        if with_vs and (vcol is None or vcol.physical != pages._INT32):
-            return None
-        ident_check()
-        table = _KeyTable(P)
-        groups = [g for g, (rows, _) in enumerate(ft.row_groups) if rows]
-        with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
-            def fetch(r, g: int):
-                pc = r.column(g, "partition", values=True)
-                vs = r.column(g, "value_size", values=True).indices if with_vs else np.zeros(0, np.int32)
-                k = r.column(g, "key")
-                offs, data = pages.plain_binary(k.dictionary, 0, k.dictionary.size, k.entries)
-                return pc, vs, k, offs, data, view_bytes(offs, data)
-
-            chunks = _read_ahead(groups, (r0, r1), fetch, stop)
-            try:
-                for pc, vs, k, offs, data, views in chunks:
-                    if pc.nulls:
-                        return None  # (pyarrow's path counts a null partition as 0)
-                    part = pc.indices
-                    if int(part.min()) < 0 or int(part.max()) >= P:
-                        raise InputError(f"{path}: a record's partition is out of range")
-                    table.rows(table.dictionary(offs, data, views), offs, k.indices, k.valid, 0, part, vs)
-            finally:
-                chunks.close()  # (the read ahead done before its readers close)
+        return read(fd, pages.read_footer(fd, os.fstat(fd).st_size))
     except pages.Unsupported:
         return None
     finally:
         os.close(fd)
-    ident_check()
-    return table.result()
+
+
+@contextmanager
+def _page_chunks(fd: int, ft, groups: list[int], fetch, stop=None):
+    """:func:`_read_ahead` of ``groups`` by two :class:`keyscope.io.pages.Reader` of ``fd``, ended (the read
+    ahead joined) before the readers close, however the block ends."""
+    from . import pages
+
+    with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
+        chunks = _read_ahead(groups, (r0, r1), fetch, stop)
+        try:
+            yield chunks
+        finally:
+            chunks.close()
 
 
 def _read_ahead(groups: list[int], readers, fetch, stop=None):
@@ -642,29 +665,23 @@ def page_codes(path, ident_check, columns, file_names: set[str], n_rows: int, ma
     Why: a cold 10M-record ``whatif --key-by key,region`` waited 0.3-0.6 s for pyarrow's read of these
     columns on the prefetch thread (its import 0.15 s of it), as ``analyze`` did before :func:`page_sums`.
     """
-    import os
-
     from .._keytable import Encoder
     from . import pages
 
     columns = list(dict.fromkeys(columns))
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        ft = pages.read_footer(fd, os.fstat(fd).st_size)
+    encs: dict = {c: None for c in columns}
+    dicts: dict = {c: [] for c in columns}
+
+    def read(fd: int, ft):
         sizes = [c for c in ("key_size", "value_size") if c in file_names]
-        for c, physical in [*((c, pages._BYTE_ARRAY) for c in columns), *((c, pages._INT32) for c in sizes)]:
-            if ft.index(c) < 0 or ft.columns[ft.index(c)].physical != physical:
-                return None
+        kinds = {c.name: c.physical for c in ft.columns}
+        if any(kinds.get(c) != pages._BYTE_ARRAY for c in columns) or any(kinds.get(c) != pages._INT32 for c in sizes):
+            return None
         if ft.num_rows != n_rows or sum(rows for rows, _ in ft.row_groups) != n_rows:
             raise InputError(f"{path}: columns of different lengths")
         ident_check()
         codes = {c: np.empty(n_rows, np.int32) for c in columns}
         size = np.zeros(n_rows, np.int32)
-        encs: dict = {c: None for c in columns}
-        dicts: dict = {c: [] for c in columns}
         groups = [g for g, (rows, _) in enumerate(ft.row_groups) if rows]
         starts = np.cumsum([0] + [rows for rows, _ in ft.row_groups])
 
@@ -683,32 +700,30 @@ def page_codes(path, ident_check, columns, file_names: set[str], n_rows: int, ma
                 tot += r.column(g, c, values=True).indices
             return got, tot
 
-        with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
-            chunks = _read_ahead(groups, (r0, r1), fetch, stop)
-            try:
-                for g, (got, tot) in zip(groups, chunks):
-                    row, n_rg = int(starts[g]), ft.row_groups[g][0]
-                    for c, (ix, offs, data, views) in zip(columns, got):
-                        out = codes[c][row:row + n_rg]
-                        if views is None:  # an empty dictionary: every row null
-                            out[:] = -1
-                            continue
-                        enc = encs[c] = Encoder(2 * (offs.size - 1)) if encs[c] is None else encs[c]
-                        ids = enc.add_views(*views)
-                        dicts[c].append((offs, data))
-                        if map_codes(ix, ids, -1, out) != offs.size - 2:
-                            return None  # not first-record order, or an entry no record uses
-                        if c == "key" and "key_size" not in file_names:
-                            klen = np.diff(offs).astype(np.int64)
-                            tot += np.where(ix >= 0, klen[np.maximum(ix, 0)], 0)
-                    size[row:row + n_rg] = tot
-            finally:
-                chunks.close()
-    except pages.Unsupported:
+        with _page_chunks(fd, ft, groups, fetch, stop) as chunks:
+            for g, (got, tot) in zip(groups, chunks):
+                row, n_rg = int(starts[g]), ft.row_groups[g][0]
+                for c, (ix, offs, data, views) in zip(columns, got):
+                    out = codes[c][row:row + n_rg]
+                    if views is None:  # an empty dictionary: every row null
+                        out[:] = -1
+                        continue
+                    enc = encs[c] = Encoder(2 * (offs.size - 1)) if encs[c] is None else encs[c]
+                    ids = enc.add_views(*views)
+                    dicts[c].append((offs, data))
+                    if map_codes(ix, ids, -1, out) != offs.size - 2:
+                        return None  # not first-record order, or an entry no record uses
+                    if c == "key" and "key_size" not in file_names:
+                        klen = np.diff(offs).astype(np.int64)
+                        tot += np.where(ix >= 0, klen[np.maximum(ix, 0)], 0)
+                size[row:row + n_rg] = tot
+        return codes, size
+
+    got = _page_read(path, read)
+    if got is None:
         return None
-    finally:
-        os.close(fd)
     ident_check()
+    codes, size = got
     values = {}
     for c in columns:
         enc = encs[c]
@@ -954,16 +969,9 @@ def _page_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, offsets: boo
     Why: pyarrow's read was most of the ~0.35 s a cold 10M-record ``whatif --salt-hot`` spent on its hot
     records, on the main thread, after importing pyarrow (0.15 s) for nothing else.
     """
-    import os
-
     from . import pages
 
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        ft = pages.read_footer(fd, os.fstat(fd).st_size)
+    def read(fd: int, ft):
         kinds = {c.name: c.physical for c in ft.columns}
         if offsets and kinds.get("offset") != pages._INT64:
             return None
@@ -997,23 +1005,19 @@ def _page_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, offsets: boo
                     tot += r.column(g, c, values=True).indices
             return o, tot
 
-        with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
-            chunks = _read_ahead([w[0] for w in wanted], (r0, r1), fetch, None)
-            try:
-                for (_, first, lo, hi), (o, tot) in zip(wanted, chunks):
-                    at = rows[lo:hi] - first
-                    if off is not None:
-                        off[lo:hi] = o[at]
-                    if size is not None:
-                        size[lo:hi] = tot.astype(np.int32)[at]  # (the int32 dictionary_codes stores)
-            finally:
-                chunks.close()
-    except pages.Unsupported:
-        return None
-    finally:
-        os.close(fd)
-    ident_check()
-    return off, size
+        with _page_chunks(fd, ft, [w[0] for w in wanted], fetch) as chunks:
+            for (_, first, lo, hi), (o, tot) in zip(wanted, chunks):
+                at = rows[lo:hi] - first
+                if off is not None:
+                    off[lo:hi] = o[at]
+                if size is not None:
+                    size[lo:hi] = tot.astype(np.int32)[at]  # (the int32 dictionary_codes stores)
+        return off, size
+
+    got = _page_read(path, read)
+    if got is not None:
+        ident_check()
+    return got
 
 
 def _at_rows(f, path, rows: np.ndarray, readers, ahead: int = 1):

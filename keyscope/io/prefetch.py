@@ -118,11 +118,7 @@ def _rows_and_names(path: str) -> tuple[int, list[str]]:
     from . import pages
 
     try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            footer = pages.read_footer(fd, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
+        footer = pages.footer_of(path)
         return footer.num_rows, [c.name for c in footer.columns]
     except pages.Unsupported:
         import pyarrow.parquet as pq
@@ -138,11 +134,7 @@ def _read(path: str, stop: threading.Event):
 
     before = _identity(path)
     try:  # the footer read without pyarrow (whose import cost the thread 0.2 s), as the sums are
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            footer = pages.read_footer(fd, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
+        footer = pages.footer_of(path)
         rows, P = footer.num_rows, _footer_count(footer)
         names = {c.name for c in footer.columns}
     except pages.Unsupported:
