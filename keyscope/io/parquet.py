@@ -724,12 +724,18 @@ def page_codes(path, ident_check, columns, file_names: set[str], n_rows: int, ma
         return None
     ident_check()
     codes, size = got
+    return codes, _first_values(columns, encs, dicts), size
+
+
+def _first_values(columns, encs: dict, dicts: dict) -> dict:
+    """Each column's distinct values in id order (Polars Binary), from its encoder's first rows over its
+    dictionaries (:func:`dictionary_codes`' second result)."""
     values = {}
     for c in columns:
         enc = encs[c]
         firsts = enc.firsts[:enc.ng].copy() if enc is not None else np.zeros(0, np.int64)
         values[c] = _gather(dicts[c], firsts).alias(c)
-    return codes, values, size
+    return values
 
 
 def _arrow_codes(path, ident_check, columns, file_names: set[str], n_rows: int, map_codes, stop=None):
@@ -829,12 +835,7 @@ def _arrow_codes(path, ident_check, columns, file_names: set[str], n_rows: int, 
         raise InputError(f"{path}: columns of different lengths")
     ident_check()
     pa.default_memory_pool().release_unused()  # the row groups' read buffers: ~70 MB mimalloc would keep
-    values = {}
-    for c in columns:
-        enc = encs[c]
-        firsts = enc.firsts[:enc.ng].copy() if enc is not None else np.zeros(0, np.int64)
-        values[c] = _gather(dicts[c], firsts).alias(c)
-    return codes, values, size
+    return codes, _first_values(columns, encs, dicts), size
 
 
 def _open_checked(path, n_rows: int, suits=None, **options):
