@@ -359,3 +359,31 @@ def test_a_cold_whatif_and_recommend_of_a_keyscope_file_never_import_pyarrow(tmp
             assert out.returncode == 0, out.stderr
             assert out.stdout.strip()
             assert ("PYARROW IMPORTED" in out.stderr) == imported, (args, out.stderr)
+
+
+@pytest.mark.parametrize("readers", [1, 2, 3, 4])
+def test_the_read_ahead_keeps_order_and_never_reuses_a_reader_in_use(readers):
+    """``fetch`` of each group in order; a reader fetches again only once the caller is done with the group
+    it fetched before (its buffers are reused), whatever the depth."""
+    import threading
+    import time
+
+    held: set = set()
+    lock = threading.Lock()
+    seen = []
+
+    def fetch(r, g):
+        time.sleep(0.002)  # (by then the caller holds what it was handed)
+        with lock:
+            assert r not in held, (r, g)
+        return r, g
+
+    for r, g in kpq._read_ahead(list(range(11)), list(range(readers)), fetch):
+        with lock:
+            held.add(r)
+        seen.append(g)
+        assert r == g % readers
+        time.sleep(0.006)
+        with lock:
+            held.discard(r)
+    assert seen == list(range(11))

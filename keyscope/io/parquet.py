@@ -222,13 +222,17 @@ def _page_read(path, read):
 
 
 @contextmanager
-def _page_chunks(fd: int, ft, groups: list[int], fetch, stop=None):
-    """:func:`_read_ahead` of ``groups`` by two :class:`keyscope.io.pages.Reader` of ``fd``, ended (the read
-    ahead joined) before the readers close, however the block ends."""
+def _page_chunks(fd: int, ft, groups: list[int], fetch, stop=None, ahead: int = 1):
+    """:func:`_read_ahead` of ``groups``, ``ahead`` of them on threads, by ``ahead + 1``
+    :class:`keyscope.io.pages.Reader` of ``fd``, ended (the read ahead joined) before the readers close,
+    however the block ends."""
+    from contextlib import ExitStack
+
     from . import pages
 
-    with pages.Reader(fd, ft) as r0, pages.Reader(fd, ft) as r1:
-        chunks = _read_ahead(groups, (r0, r1), fetch, stop)
+    with ExitStack() as readers:
+        rs = [readers.enter_context(pages.Reader(fd, ft)) for _ in range(ahead + 1)]
+        chunks = _read_ahead(groups, rs, fetch, stop)
         try:
             yield chunks
         finally:
@@ -236,28 +240,31 @@ def _page_chunks(fd: int, ft, groups: list[int], fetch, stop=None):
 
 
 def _read_ahead(groups: list[int], readers, fetch, stop=None):
-    """``fetch(reader, group)`` of each row group in order, the next one fetched on a second thread (by the
-    other reader: its buffers are not the ones in use) while the caller uses this one.
+    """``fetch(reader, group)`` of each row group in order, the next ``len(readers) - 1`` fetched on as many
+    threads (each by a reader whose buffers are not the ones in use) while the caller uses this one.
 
     (pyarrow's path read ahead the same way; serial, analyze's 10M-record read was 0.51-0.57 s alone.)
     """
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
+
+    depth = len(readers) - 1
 
     def read(i: int):
         if stop is not None and stop.is_set():
             raise Stopped
-        return fetch(readers[i % 2], groups[i])
+        return fetch(readers[i % len(readers)], groups[i])
 
-    if len(groups) <= 1:
+    if len(groups) <= 1 or depth < 1:
         for i in range(len(groups)):
             yield read(i)
         return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(read, 0)
+    with ThreadPoolExecutor(max_workers=depth) as pool:
+        pending = deque(pool.submit(read, i) for i in range(min(depth, len(groups))))
         for i in range(len(groups)):
-            got = pending.result()
-            if i + 1 < len(groups):
-                pending = pool.submit(read, i + 1)
+            got = pending.popleft().result()
+            if i + depth < len(groups):
+                pending.append(pool.submit(read, i + depth))
             yield got
             del got
 
@@ -962,6 +969,12 @@ def offsets_and_sizes_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, 
     return tuple(next(it) if r is not None else None for r in readers)
 
 
+# Row groups the hot records' read has in flight on threads (the caller only gathers from each: with one, the
+# read ran on one core).  1.4M rows of bench_cold's 10M sample, in one process, six pairs taking turns:
+# 0.196-0.222 s with one, 0.158-0.221 s with two (medians 0.205 / 0.17); the cold whatif's spread hides it.
+HOT_READ_AHEAD = 2
+
+
 def _page_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, offsets: bool, sizes: bool):
     """:func:`offsets_and_sizes_at_rows` read by :mod:`keyscope.io.pages` (the row groups holding ``rows``, the
     next one read on a thread), or None when the file does not suit it (then pyarrow reads it, and says which
@@ -1006,7 +1019,7 @@ def _page_at_rows(path, ident_check, rows: np.ndarray, n_rows: int, offsets: boo
                     tot += r.column(g, c, values=True).indices
             return o, tot
 
-        with _page_chunks(fd, ft, [w[0] for w in wanted], fetch) as chunks:
+        with _page_chunks(fd, ft, [w[0] for w in wanted], fetch, ahead=HOT_READ_AHEAD) as chunks:
             for (_, first, lo, hi), (o, tot) in zip(wanted, chunks):
                 at = rows[lo:hi] - first
                 if off is not None:
