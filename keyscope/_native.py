@@ -205,15 +205,18 @@ def _read_fingerprint() -> str | None:
     return "\0".join([platform.machine(), llvmlite.__version__, *lines])
 
 
+def _signatures(fns: tuple[Fn, ...]) -> str:
+    """The declared signatures as text, for the cache keys: a changed one is another build."""
+    return ";".join(f"{fn.name}:{_LLVM_OF[fn.restype]}({','.join(_LLVM_OF[t] for _, t in fn.args)})" for fn in fns)
+
+
 def elf_cache_file(name: str, ir: str, opt: int, fns: tuple[Fn, ...] = ()) -> Path | None:
     """Where this build's object code is kept for :mod:`keyscope._elf`, keyed without LLVM (the IR, the
     signatures, ``opt`` and :func:`machine_fingerprint`); None where that loader does not apply."""
     fp = machine_fingerprint()
     if fp is None:
         return None
-    signatures = ";".join(f"{fn.name}:{_LLVM_OF[fn.restype]}({','.join(_LLVM_OF[t] for _, t in fn.args)})"
-                          for fn in fns)
-    ident = "\0".join(["elf", ir, signatures, str(opt), fp])
+    ident = "\0".join(["elf", ir, _signatures(fns), str(opt), fp])
     return cache_dir() / f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:32]}.elf"
 
 
@@ -310,10 +313,8 @@ def cache_file(name: str, ir: str, opt: int, llvm, cpu: str, features: str, fns:
     """
     import llvmlite
 
-    signatures = ";".join(f"{fn.name}:{_LLVM_OF[fn.restype]}({','.join(_LLVM_OF[t] for _, t in fn.args)})"
-                          for fn in fns)
     ident = "\0".join(
-        [ir, signatures, str(opt), llvmlite.__version__, repr(llvm.llvm_version_info), llvm.get_process_triple(),
+        [ir, _signatures(fns), str(opt), llvmlite.__version__, repr(llvm.llvm_version_info), llvm.get_process_triple(),
          cpu, features]
     )
     return cache_dir() / f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:32]}.o"
