@@ -166,34 +166,25 @@ def test_a_cold_analyze_and_whatif_with_the_cache_warm_never_load_llvm(tmp_path)
 
     path = tmp_path / "s.parquet"
     _write(_timed(make_sample(seed=41, n=20_000, keys=700), 3), path)
-    script = (
-        "import sys\n"
-        "def hook(event, args):\n"
-        "    if event == 'import' and args[0] == 'llvmlite.binding':\n"
-        "        print('LLVM LOADED', file=sys.stderr, flush=True)\n"
-        "sys.addaudithook(hook)\n"
-        "from keyscope.io import prefetch\n"
-        "import keyscope.analysis as analysis, keyscope.whatif.engine as engine\n"
-        "prefetch.MIN_ROWS = prefetch.CODES_MIN_ROWS = 0\n"
-        "analysis.COMPILED_MIN_ROWS = engine.COMPILED_MIN_ROWS = 1\n"
-        "sys.argv = ['keyscope', *sys.argv[1:]]\n"
-        "from keyscope.cli import main\n"
-        "main()\n"
-    )
+    from tests.coldcli import run_watching
+
+    patches = ("from keyscope.io import prefetch\n"
+               "import keyscope.analysis as analysis, keyscope.whatif.engine as engine\n"
+               "prefetch.MIN_ROWS = prefetch.CODES_MIN_ROWS = 0\n"
+               "analysis.COMPILED_MIN_ROWS = engine.COMPILED_MIN_ROWS = 1\n")  # fmt: skip
     env = dict(os.environ, KEYSCOPE_CACHE_DIR=str(tmp_path / "cache"))
     for k, args in enumerate((["analyze", str(path), "--format", "json"],
                               ["whatif", str(path), "--partitions", "6", "--key-by", "key,region", "--format", "json"])):
-        runs = [subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
-                               env=env) for _ in range(2)]  # fmt: skip
-        for r in runs:
+        runs = [run_watching("llvmlite.binding", args, patches, env=env) for _ in range(2)]
+        for r, _ in runs:
             assert r.returncode == 0, r.stderr
-        outs = [json.loads(r.stdout) for r in runs]
+        outs = [json.loads(r.stdout) for r, _ in runs]
         for o in outs:
             o.pop("sampled_at", None)
         assert outs[0] == outs[1]
-        assert "LLVM LOADED" not in runs[1].stderr, (args, runs[1].stderr)
+        assert not runs[1][1], (args, runs[1][0].stderr)
         if k == 0:  # an empty cache: the first run compiled (the check sees LLVM when it is loaded)
-            assert "LLVM LOADED" in runs[0].stderr
+            assert runs[0][1]
 
 
 def test_damaged_objects_are_refused_or_loaded_never_a_crash(tmp_path, monkeypatch):

@@ -10,8 +10,6 @@ equals pyarrow's, keys reach Polars through the C data interface, and a cold ana
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import polars as pl
@@ -278,25 +276,16 @@ def test_a_cold_analyze_of_a_keyscope_file_never_imports_pyarrow(tmp_path):
     """The prefetch thread (on at any size here) and the main thread read the sample without pyarrow; a file
     outside the reader's scope (snappy) is read by pyarrow: the check sees an import when there is one."""
     frame = tricky_frame(30_000, seed=3).select("partition", "key", "value_size")
-    script = (
-        "import sys\n"
-        "def hook(event, args):\n"
-        "    if event == 'import' and args[0] == 'pyarrow':\n"
-        "        print('PYARROW IMPORTED', file=sys.stderr, flush=True)\n"
-        "sys.addaudithook(hook)\n"
-        "from keyscope.io import prefetch\n"
-        "prefetch.MIN_ROWS = 0\n"
-        "sys.argv = ['keyscope', 'analyze', sys.argv[1]]\n"
-        "from keyscope.cli import main\n"
-        "main()\n"
-    )
+    from .coldcli import run_watching
+
     for kw, imported in (({}, False), ({"compression": "snappy"}, True)):
         path = tmp_path / f"s{len(kw)}.parquet"
         _write(frame, path, **kw)
-        out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+        out, got = run_watching("pyarrow", ["analyze", str(path)], "from keyscope.io import prefetch\n"
+                                "prefetch.MIN_ROWS = 0\n", timeout=120)  # fmt: skip
         assert out.returncode == 0, out.stderr
         assert "hot keys" in out.stdout
-        assert ("PYARROW IMPORTED" in out.stderr) == imported, out.stderr
+        assert got == imported, out.stderr
 
 
 def test_a_null_partition_or_a_stop_ends_the_read_ahead_cleanly(tmp_path):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 
 import numpy as np
 import polars as pl
@@ -336,29 +334,19 @@ def test_a_cold_whatif_and_recommend_of_a_keyscope_file_never_import_pyarrow(tmp
     """Codes, hot records and composite keys read without pyarrow (the prefetch and the compiled paths on at
     this size); a snappy file is read by pyarrow: the check sees an import when there is one."""
     s = make_sample(seed=25, n=12_000, keys=500)
-    script = (
-        "import sys\n"
-        "def hook(event, args):\n"
-        "    if event == 'import' and args[0] == 'pyarrow':\n"
-        "        print('PYARROW IMPORTED', file=sys.stderr, flush=True)\n"
-        "sys.addaudithook(hook)\n"
-        "from keyscope.io import prefetch\n"
-        "import keyscope.whatif.engine as engine\n"
-        "prefetch.CODES_MIN_ROWS = 0\n"
-        "engine.COMPILED_MIN_ROWS = 1\n"
-        "sys.argv = ['keyscope', *sys.argv[1:]]\n"
-        "from keyscope.cli import main\n"
-        "main()\n"
-    )
+    from tests.coldcli import run_watching
+
+    patches = ("from keyscope.io import prefetch\nimport keyscope.whatif.engine as engine\n"
+               "prefetch.CODES_MIN_ROWS = 0\nengine.COMPILED_MIN_ROWS = 1\n")  # fmt: skip
     for kw, imported in (({}, False), ({"compression": "snappy"}, True)):
         path = tmp_path / f"s{len(kw)}.parquet"
         _write(s, path, **kw)
         for args in (["whatif", str(path), "--partitions", "6", "--key-by", "key,region", "--salt-hot", "1:8"],
                      ["recommend", str(path)]):
-            out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+            out, got = run_watching("pyarrow", args, patches)
             assert out.returncode == 0, out.stderr
             assert out.stdout.strip()
-            assert ("PYARROW IMPORTED" in out.stderr) == imported, (args, out.stderr)
+            assert got == imported, (args, out.stderr)
 
 
 @pytest.mark.parametrize("readers", [1, 2, 3, 4])
