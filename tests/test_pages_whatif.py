@@ -24,18 +24,13 @@ from keyscope.io import parquet as kpq
 from keyscope.io.sample_format import parquet_options
 from keyscope.sample import META_KEY, Sample, read_sample
 from keyscope.whatif.kernels import map_codes
+from tests.test_pages import _varint
 from tests.test_scenarios import make_sample
 
 # ---- the DELTA_BINARY_PACKED kernel -----------------------------------------------------------
 
 
-def _uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+_uleb = _varint  # (DELTA_BINARY_PACKED's varints are the hybrid stream's: ULEB128)
 
 
 def _zz(v: int) -> int:
