@@ -218,6 +218,39 @@ def test_console_script_keeps_openblas_to_one_thread():
         assert int(run("pass")[1]) > 1
 
 
+def _virtio(root, *devices):
+    """A fake /sys/bus/virtio/devices: (device id, negotiated feature bits) per device."""
+    for i, (dev, bits) in enumerate(devices):
+        d = root / f"virtio{i}"
+        d.mkdir(parents=True)
+        (d / "device").write_text(dev + "\n")
+        (d / "features").write_text(bits + "\n")
+    return root
+
+
+def test_small_pages_only_where_the_host_takes_free_memory_back(tmp_path):
+    """numpy keeps its huge pages unless a virtio balloon reports free pages (feature bit 5), and a user's
+    NUMPY_MADVISE_HUGEPAGE always wins; read by numpy as it loads (its setter returns the setting it had)."""
+    reporting = _virtio(tmp_path / "a", ("0x0001", "1" * 40), ("0x0005", "0110010100" + "0" * 30))
+    balloon_only = _virtio(tmp_path / "b", ("0x0005", "0110000100" + "0" * 30), ("0x0002", "0000011111"))
+    none = tmp_path / "c"  # no virtio bus at all (bare metal)
+    from keyscope import cli
+
+    assert cli.reports_free_pages(str(reporting)) and not cli.reports_free_pages(str(balloon_only))
+    assert not cli.reports_free_pages(str(none))
+    probe = ("import os, sys\nfrom keyscope import cli\ncli._small_pages_if_reported(sys.argv[1])\nimport numpy\n"
+             "print(os.environ.get('NUMPY_MADVISE_HUGEPAGE'), numpy._core.multiarray._set_madvise_hugepage(True))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+
+    def run(devices, **extra) -> list[str]:
+        return subprocess.run([sys.executable, "-c", probe, str(devices)], capture_output=True, text=True,
+                              env=dict(env, **extra), timeout=120, check=True).stdout.split()
+
+    assert run(reporting) == ["0", "False"]
+    assert run(balloon_only) == ["None", "True"] and run(none) == ["None", "True"]
+    assert run(reporting, NUMPY_MADVISE_HUGEPAGE="1") == ["1", "True"]
+
+
 def test_a_profiler_still_gets_its_results(tmp_path):
     """Under cProfile (which writes its file after the program) the process ends the usual way."""
     out = tmp_path / "p.prof"

@@ -246,6 +246,7 @@ def main(argv=None):
         cli.main(args=argv, prog_name="keyscope")
         return
     _one_blas_thread()
+    _small_pages_if_reported()
     try:
         cli.main(prog_name="keyscope")
     except SystemExit as e:
@@ -266,6 +267,51 @@ def _one_blas_thread() -> None:
 
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+# virtio's balloon device (device id 5) and its feature bit 5, VIRTIO_BALLOON_F_REPORTING: the guest
+# hands its free memory back to the host ("free page reporting", as Firecracker's and cloud-hypervisor's
+# guests do)
+_BALLOON, _REPORTING = "0x0005", 5
+
+
+def reports_free_pages(devices: str = "/sys/bus/virtio/devices") -> bool:
+    """Does this Linux guest hand its free memory back to the host (a balloon with free page reporting)?"""
+    import os
+
+    try:
+        names = os.listdir(devices)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            with open(os.path.join(devices, name, "device")) as f:
+                if f.read().strip() != _BALLOON:
+                    continue
+            with open(os.path.join(devices, name, "features")) as f:
+                bits = f.read().strip()
+        except OSError:
+            continue
+        if len(bits) > _REPORTING and bits[_REPORTING] == "1":
+            return True
+    return False
+
+
+def _small_pages_if_reported(devices: str = "/sys/bus/virtio/devices") -> None:
+    """No transparent huge pages for numpy's arrays on a guest that reports its free memory to the host
+    (unless the user set ``NUMPY_MADVISE_HUGEPAGE``).
+
+    numpy asks for huge pages for every array of 4 MB or more.  Where the host took back the guest's
+    free memory, each fresh huge page is zeroed on memory the host must provide again: on this project's
+    2-core Firecracker machine a fresh 1 GiB array took 7.7-8.1 s with huge pages and 0.42-0.53 s
+    without (0.19 against 0.40 s when the memory was the process's own again), and a cold ``recommend``
+    on 30M records 8.2-9.1 s against 4.0-4.2 s (docs/benchmarks.md, stop 28).  Read by numpy when it
+    loads, so set before any command imports numpy; elsewhere numpy's choice stands.
+    """
+    import os
+
+    if "numpy" not in sys.modules and "NUMPY_MADVISE_HUGEPAGE" not in os.environ and reports_free_pages(devices):
+        os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
 
 
 def _exit_now(e: SystemExit) -> None:
