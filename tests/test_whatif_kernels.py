@@ -87,6 +87,21 @@ def test_make_cells_equals_reference(n, S, seed):
     assert got.dtype == np.int32 and np.array_equal(got, REF["make_cells"](part, S, codes, widths, members))
 
 
+def test_make_cells_takes_one_array_per_field():
+    """The fields' codes as separate arrays (as read from a sample's pages, never copied into one 2-D array),
+    any of them a strided view, give the cells of the same codes as one 2-D array; a field whose codes are
+    short, or a member with no codes, is refused before the kernel reads past an array."""
+    part, codes, widths, members = _cells_case(_rng(5), 1000, 4)
+    want = K.make_cells(part, 4, codes, widths, members)
+    apart = [codes[0].copy(), np.repeat(codes[1], 2)[::2], codes[2].astype(np.int64)]
+    assert np.array_equal(K.make_cells(part, 4, apart, widths, members), want)
+    assert np.array_equal(want, REF["make_cells"](part, 4, apart, widths, members))
+    with pytest.raises(ValueError, match="len\\(part\\)"):
+        K.make_cells(part, 4, [codes[0], codes[1][:-1], codes[2]], widths, members)
+    with pytest.raises(ValueError, match="no codes"):
+        K.make_cells(part, 4, codes[:2], widths, members)
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=sizes, keys=st.integers(1, 40), S=st.integers(1, 5), seed=seeds)
 def test_sort_and_group_equal_reference(n, keys, S, seed):

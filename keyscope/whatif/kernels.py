@@ -184,7 +184,10 @@ def _scenario_ir(name: str = "scenario_pass", narrow: bool = False) -> str:
 # make_cells: per field set, ``partition + S * (the fields' codes in mixed radix)``.
 # Why compiled: one pass writes every set's cells; numpy needs 3 passes per field
 # (null code, multiply, add) and an int64 temporary each: 590-668 ms against
-# 149 ms (numba 229) for 3 sets of 10M records, load ~9.
+# 149 ms (numba 229) for 3 sets of 10M records, load ~9.  ``codes`` is a table of
+# pointers, one per field's codes: the fields' codes as read from a sample's
+# pages go in without being copied into one 2-D array (240 MB at recommend's
+# 30M records, written to fresh memory).
 _MAKE_CELLS_ARGS = (
     ("part", ctypes.c_void_p), ("n", ctypes.c_int64), ("S", ctypes.c_int64), ("codes", ctypes.c_void_p),
     ("widths", ctypes.c_void_p), ("members", ctypes.c_void_p), ("sets", ctypes.c_int64),
@@ -197,7 +200,7 @@ def _make_cells_ir() -> str:
         "  %mj = add i64 %mrow, %j\n" + _at("f", "i64", "members", "%mj")
         + "  %fend = icmp slt i64 %f, 0\n  br i1 %fend, label %j.end, label %field\nfield:\n"
         + _at("wf", "i64", "widths", "%f")
-        + "  %fn = mul i64 %f, %n\n  %fi = add i64 %fn, %i\n" + _at("c32", "i32", "codes", "%fi") + _sext("c", "%c32")
+        + _at("fcodes", "ptr", "codes", "%f") + _at("c32", "i32", "fcodes", "%i") + _sext("c", "%c32")
         + "  %cneg = icmp slt i64 %c, 0\n  %cnull = sub i64 %wf, 1\n  %cc = select i1 %cneg, i64 %cnull, i64 %c\n"
         + "  %combo = load i64, ptr %combo.a\n  %cw = mul i64 %combo, %wf\n  %combo2 = add i64 %cw, %cc\n"
         + "  store i64 %combo2, ptr %combo.a\n"
@@ -555,14 +558,23 @@ def map_codes(ix, ids, m0: int, out) -> int:
 
 
 def make_cells(part, S, codes, widths, members):
-    """Per field set (a row of ``members``: field indexes, -1 padded), partition + S x the fields' codes in mixed radix; null = the last code."""
-    part, codes = _c(part, np.int32), _c(codes, np.int32)
+    """Per field set (a row of ``members``: field indexes, -1 padded), partition + S x the fields' codes in mixed radix; null = the last code.
+
+    ``codes``: one array of codes per field (a sequence, or the rows of a 2-D array), each ``len(part)`` long.
+    """
+    part = _c(part, np.int32)
+    rows = [_c(c, np.int32) for c in codes]
     widths, members = _c(widths, np.int64), _c(members, np.int64)
     m, n = members.shape[0], part.shape[0]
+    if any(r.ndim != 1 or r.shape[0] != n for r in rows):
+        raise ValueError("every field's codes must be one array of len(part)")
+    if members.size and (members.max(initial=-1) >= len(rows) or members.max(initial=-1) >= widths.shape[0]):
+        raise ValueError("members name a field with no codes or no width")
     cells = np.empty((m, n), np.int32)
     if n and m:
+        table = np.array([r.ctypes.data for r in rows] or [0], np.uint64)  # ``rows`` keeps each array alive
         _LIB.get()["make_cells"](
-            _ptr(part), n, int(S), _ptr(codes), _ptr(widths), _ptr(members), m, members.shape[1], _ptr(cells)
+            _ptr(part), n, int(S), _ptr(table), _ptr(widths), _ptr(members), m, members.shape[1], _ptr(cells)
         )
     return cells
 

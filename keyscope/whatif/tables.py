@@ -51,10 +51,10 @@ def group_by_codes(
         e_codes, e_values, size, part = encoded
         part = np.asarray(part, np.int32)
         n_rows = part.shape[0]
-        codes = np.empty((len(cols) - 1, n_rows), np.int32)
-        for i, c in enumerate(cols[1:]):
-            codes[i] = e_codes[c]
-            e_codes[c] = None  # (the caller's copy freed as it is copied, when it holds no other reference)
+        # each field's codes as read, not copied into one 2-D array (make_cells takes one array per field)
+        codes = [np.ascontiguousarray(e_codes.pop(c), np.int32) for c in cols[1:]]
+        if any(c.shape[0] != n_rows for c in codes):
+            raise ValueError("every column's codes must have one code per record")
         kid = e_codes["key"]
         dicts = {c: pl.concat([e_values[c], pl.Series([None], dtype=e_values[c].dtype)]) for c in cols}
         widths = {c: len(e_values[c]) + 1 for c in cols}
