@@ -230,7 +230,8 @@ def _virtio(root, *devices):
 
 def test_small_pages_only_where_the_host_takes_free_memory_back(tmp_path):
     """numpy keeps its huge pages unless a virtio balloon reports free pages (feature bit 5), and a user's
-    NUMPY_MADVISE_HUGEPAGE always wins; read by numpy as it loads (its setter returns the setting it had)."""
+    NUMPY_MADVISE_HUGEPAGE always wins; read by numpy as it loads, or set through numpy's own setter when
+    it is loaded already (which returns the setting it had)."""
     reporting = _virtio(tmp_path / "a", ("0x0001", "1" * 40), ("0x0005", "0110010100" + "0" * 30))
     balloon_only = _virtio(tmp_path / "b", ("0x0005", "0110000100" + "0" * 30), ("0x0002", "0000011111"))
     none = tmp_path / "c"  # no virtio bus at all (bare metal)
@@ -238,17 +239,42 @@ def test_small_pages_only_where_the_host_takes_free_memory_back(tmp_path):
 
     assert cli.reports_free_pages(str(reporting)) and not cli.reports_free_pages(str(balloon_only))
     assert not cli.reports_free_pages(str(none))
-    probe = ("import os, sys\nfrom keyscope import cli\ncli._small_pages_if_reported(sys.argv[1])\nimport numpy\n"
-             "print(os.environ.get('NUMPY_MADVISE_HUGEPAGE'), numpy._core.multiarray._set_madvise_hugepage(True))")
+    probe = ("import os, sys\n{before}from keyscope import cli\ncli._small_pages_if_reported(sys.argv[1])\n"
+             "import numpy\nprint(os.environ.get('NUMPY_MADVISE_HUGEPAGE'), "
+             "numpy._core.multiarray._set_madvise_hugepage(True))")
     env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
 
-    def run(devices, **extra) -> list[str]:
-        return subprocess.run([sys.executable, "-c", probe, str(devices)], capture_output=True, text=True,
-                              env=dict(env, **extra), timeout=120, check=True).stdout.split()
+    def run(devices, before="", **extra) -> list[str]:
+        return subprocess.run([sys.executable, "-c", probe.format(before=before), str(devices)],
+                              capture_output=True, text=True, env=dict(env, **extra), timeout=120,
+                              check=True).stdout.split()
 
     assert run(reporting) == ["0", "False"]
+    assert run(reporting, before="import numpy\n") == ["0", "False"]
     assert run(balloon_only) == ["None", "True"] and run(none) == ["None", "True"]
     assert run(reporting, NUMPY_MADVISE_HUGEPAGE="1") == ["1", "True"]
+
+
+def test_small_pages_for_the_per_record_commands_of_the_console_script():
+    """The console script turns numpy's huge pages off for whatif/recommend/sample (on such a guest), not
+    for analyze; a program calling main(argv) keeps its own setting."""
+    from keyscope import cli
+
+    probe = ("import atexit, os, sys\nfrom keyscope import cli\ncli.reports_free_pages = lambda devices='': True\n"
+             "atexit.register(lambda: print(os.environ.get('NUMPY_MADVISE_HUGEPAGE'), file=sys.stderr))\n"
+             "sys.argv = ['keyscope'] + sys.argv[1:]\n{call}")  # (atexit: FAST_EXIT commands end the process)
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+
+    def run(call: str, *args) -> str:
+        r = subprocess.run([sys.executable, "-c", probe.format(call=call), *args], capture_output=True,
+                           text=True, env=env, timeout=120)
+        return r.stderr.strip().splitlines()[-1]
+
+    assert cli.SMALL_PAGES == {"whatif", "recommend", "sample"}
+    assert run("cli.main()", "whatif", "--help") == "0"
+    assert run("cli.main()", "recommend", "--help") == "0"
+    assert run("cli.main()", "analyze", "--help") == "None"
+    assert run("cli.main(['whatif', '--help'])") == "None"
 
 
 def test_a_profiler_still_gets_its_results(tmp_path):

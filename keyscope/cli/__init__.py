@@ -156,6 +156,8 @@ class KeyscopeGroup(click.Group):
         name, cmd, rest = super().resolve_command(ctx, args)
         global _ran
         _ran = name  # which command ran decides how the process may end (main)
+        if name in SMALL_PAGES and _as_script:  # (a program calling main(argv) keeps its own setting)
+            _small_pages_if_reported()
         return name, cmd, rest
 
     def list_commands(self, ctx):
@@ -233,20 +235,23 @@ def load_all() -> None:
 # `keyscope whatif` on 1M records 0.1-0.3 s of its 1.0-1.4 s wall (load ~3 on 2 cores).
 FAST_EXIT = frozenset({"analyze", "info", "partition", "recommend", "whatif"})
 _ran: str | None = None
+_as_script = False  # the process's entry point is main() (the console script), not a call with argv
 
 
 def main(argv=None):
     """The ``keyscope`` console script (``argv`` None: the process's own arguments), or a call with ``argv``.
 
-    As the process's entry point it also keeps OpenBLAS to one thread and, for ``FAST_EXIT``
+    As the process's entry point it also keeps OpenBLAS to one thread, numpy's arrays of the ``SMALL_PAGES``
+    commands off huge pages where the host takes free memory back, and, for ``FAST_EXIT``
     commands, ends the process once stdout is flushed; called with ``argv`` it only runs the command
     (raising SystemExit as click does), so a caller's process is left as it was.
     """
     if argv is not None:
         cli.main(args=argv, prog_name="keyscope")
         return
+    global _as_script
+    _as_script = True
     _one_blas_thread()
-    _small_pages_if_reported()
     try:
         cli.main(prog_name="keyscope")
     except SystemExit as e:
@@ -297,6 +302,13 @@ def reports_free_pages(devices: str = "/sys/bus/virtio/devices") -> bool:
     return False
 
 
+# Commands that hold arrays of one entry per record (codes, cells, sizes: GBs at 30M records), whose
+# fresh memory is what huge pages make slow where the host took it back (_small_pages_if_reported).
+# analyze's arrays are per key: it keeps huge pages (its 10M-record run: 0.47-0.48 s with them,
+# 0.53-0.56 s without, alternating, on the same machine).
+SMALL_PAGES = frozenset({"recommend", "sample", "whatif"})
+
+
 def _small_pages_if_reported(devices: str = "/sys/bus/virtio/devices") -> None:
     """No transparent huge pages for numpy's arrays on a guest that reports its free memory to the host
     (unless the user set ``NUMPY_MADVISE_HUGEPAGE``).
@@ -306,12 +318,18 @@ def _small_pages_if_reported(devices: str = "/sys/bus/virtio/devices") -> None:
     2-core Firecracker machine a fresh 1 GiB array took 7.7-8.1 s with huge pages and 0.42-0.53 s
     without (0.19 against 0.40 s when the memory was the process's own again), and a cold ``recommend``
     on 30M records 8.2-9.1 s against 4.0-4.2 s (docs/benchmarks.md, stop 28).  Read by numpy when it
-    loads, so set before any command imports numpy; elsewhere numpy's choice stands.
+    loads, so set before numpy is imported (the command modules import it lazily; else numpy's own
+    setter); elsewhere numpy's choice stands.
     """
     import os
 
-    if "numpy" not in sys.modules and "NUMPY_MADVISE_HUGEPAGE" not in os.environ and reports_free_pages(devices):
-        os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ or not reports_free_pages(devices):
+        return
+    os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
+    np = sys.modules.get("numpy")
+    setter = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "_set_madvise_hugepage", None)
+    if setter is not None:
+        setter(False)
 
 
 def _exit_now(e: SystemExit) -> None:
