@@ -24,7 +24,7 @@ machine.  A ratio is peer seconds / keyscope seconds: above 1 keyscope is faster
 
 Run: ``python benchmarks/bench_cold.py [--quick] [--json FILE] [--repeat R]
 [--records N] [--sizes 1M,10M,30M] [--only sampling,offline,startup,hashes]
-[--commands analyze,whatif,recommend] [--kcat-librdkafka system|wheel]``.
+[--commands analyze,whatif,recommend] [--kcat-librdkafka system|wheel] [--pause S]``.
 """
 
 from __future__ import annotations
@@ -73,12 +73,20 @@ def run_child(cmd: list[str], stdout=subprocess.DEVNULL, env=None) -> tuple[floa
     return m.seconds, m.rss_mb
 
 
+# --pause: seconds idle before each run.  Back to back, a run reuses the memory the run before it freed
+# moments ago; after a pause a virtual machine that reports free pages to its host (Firecracker, as this
+# project's machines) has handed it back, as between an engineer's commands (docs/benchmarks.md, stop 28).
+PAUSE = 0.0
+
+
 def measure(cands: dict, repeat: int) -> dict:
     """Median wall time and max peak RSS of each candidate ``name -> (cmd, stdout path|None, env)``, taking turns."""
     times = {k: [] for k in cands}
     rss = {k: 0.0 for k in cands}
     for _ in range(max(1, repeat)):
         for k, (cmd, out, env) in cands.items():
+            if PAUSE:
+                time.sleep(PAUSE)
             if out is None:
                 s, m = run_child(cmd, env=env)
             else:
@@ -481,8 +489,13 @@ def main(argv=None) -> int:
     ap.add_argument("--from-source", action="store_true",
                     help="do not byte-compile keyscope first (as pip install does): each process compiles what it imports")
     ap.add_argument("--commands", help=f"offline: comma-separated commands of {','.join(OFFLINE_COMMANDS)} (default: all)")
+    ap.add_argument("--pause", type=float, default=0.0, metavar="S",
+                    help="seconds idle before each run (default 0: back to back), so freed memory goes back to a "
+                         "VM's host between runs as between a user's commands")
     ap.set_defaults(repeat=None)
     args = ap.parse_args(argv)
+    global PAUSE
+    PAUSE = max(0.0, args.pause)
     repeat = args.repeat or (1 if args.quick else 3)
     counts = sorted({size(x) for x in args.records.split(",")}) if args.records else [100_000 if args.quick else 5_000_000]
     n = counts[-1]
