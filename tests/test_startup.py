@@ -228,47 +228,57 @@ def _virtio(root, *devices):
     return root
 
 
-def test_small_pages_only_where_the_host_takes_free_memory_back(tmp_path):
-    """numpy keeps its huge pages unless a virtio balloon reports free pages (feature bit 5), and a user's
-    NUMPY_MADVISE_HUGEPAGE always wins; read by numpy as it loads, or set through numpy's own setter when
-    it is loaded already (which returns the setting it had)."""
-    reporting = _virtio(tmp_path / "a", ("0x0001", "1" * 40), ("0x0005", "0110010100" + "0" * 30))
-    balloon_only = _virtio(tmp_path / "b", ("0x0005", "0110000100" + "0" * 30), ("0x0002", "0000011111"))
-    none = tmp_path / "c"  # no virtio bus at all (bare metal)
+def test_free_page_reporting_is_read_from_the_virtio_bus(tmp_path):
+    """A virtio balloon (device 5) whose negotiated features have bit 5 (free page reporting) set."""
     from keyscope import cli
 
+    reporting = _virtio(tmp_path / "a", ("0x0001", "1" * 40), ("0x0005", "0110010100" + "0" * 30))
+    balloon_only = _virtio(tmp_path / "b", ("0x0005", "0110000100" + "0" * 30), ("0x0002", "0000011111"))
     assert cli.reports_free_pages(str(reporting)) and not cli.reports_free_pages(str(balloon_only))
-    assert not cli.reports_free_pages(str(none))
-    probe = ("import os, sys\n{before}from keyscope import cli\ncli._small_pages_if_reported(sys.argv[1])\n"
-             "import numpy\nprint(os.environ.get('NUMPY_MADVISE_HUGEPAGE'), "
-             "numpy._core.multiarray._set_madvise_hugepage(True))")
-    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
-
-    def run(devices, before="", **extra) -> list[str]:
-        return subprocess.run([sys.executable, "-c", probe.format(before=before), str(devices)],
-                              capture_output=True, text=True, env=dict(env, **extra), timeout=120,
-                              check=True).stdout.split()
-
-    assert run(reporting) == ["0", "False"]
-    assert run(reporting, before="import numpy\n") == ["0", "False"]
-    assert run(balloon_only) == ["None", "True"] and run(none) == ["None", "True"]
-    assert run(reporting, NUMPY_MADVISE_HUGEPAGE="1") == ["1", "True"]
+    assert not cli.reports_free_pages(str(tmp_path / "c"))  # no virtio bus at all (bare metal)
 
 
-def test_small_pages_for_the_per_record_commands_of_the_console_script():
-    """The console script turns numpy's huge pages off for whatif/recommend/sample (on such a guest), not
-    for analyze; a program calling main(argv) keeps its own setting."""
+def _probe(code: str, *args, **extra) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE" and not k.startswith("MALLOC_")}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=dict(env, **extra), timeout=120, check=True).stdout.split()
+
+
+def test_small_pages_unless_the_user_chose():
+    """numpy reads NUMPY_MADVISE_HUGEPAGE as it loads, or takes it from its own setter when it is loaded
+    already (which returns the setting it had); a user's own setting wins."""
+    probe = ("import os\n{before}from keyscope import cli\ncli._small_pages()\nimport numpy\n"
+             "print(os.environ.get('NUMPY_MADVISE_HUGEPAGE'), numpy._core.multiarray._set_madvise_hugepage(True))")
+    assert _probe(probe.format(before="")) == ["0", "False"]
+    assert _probe(probe.format(before="import numpy\n")) == ["0", "False"]
+    assert _probe(probe.format(before=""), NUMPY_MADVISE_HUGEPAGE="1") == ["1", "True"]
+    assert _probe("import numpy\nprint(numpy._core.multiarray._set_madvise_hugepage(True))") == ["True"]
+
+
+def test_freed_memory_is_reused_unless_malloc_was_tuned():
+    """After _reuse_freed_memory a 64 MB block comes from the heap (below the program break), not a fresh
+    mmap (above it), as it does without; any MALLOC_* or GLIBC_TUNABLES setting of the user's stands."""
+    probe = ("import ctypes, sys\nfrom keyscope import cli\nc = ctypes.CDLL(None)\n"
+             "c.malloc.restype = c.sbrk.restype = ctypes.c_void_p\nc.malloc.argtypes = [ctypes.c_size_t]\n"
+             "c.sbrk.argtypes = [ctypes.c_ssize_t]\n"
+             "done = cli._reuse_freed_memory() if sys.argv[1] == '1' else None\n"
+             "p = c.malloc(64 << 20)\nprint(done, p < c.sbrk(0))")
+    assert _probe(probe, "0") == ["None", "False"]
+    assert _probe(probe, "1") == ["True", "True"]
+    assert _probe(probe, "1", MALLOC_ARENA_MAX="2") == ["False", "False"]
+
+
+def test_memory_set_up_for_the_per_record_commands_of_the_console_script():
+    """The console script sets up whatif/recommend/sample (on such a guest), not analyze; a program calling
+    main(argv) keeps its own setting."""
     from keyscope import cli
 
     probe = ("import atexit, os, sys\nfrom keyscope import cli\ncli.reports_free_pages = lambda devices='': True\n"
-             "atexit.register(lambda: print(os.environ.get('NUMPY_MADVISE_HUGEPAGE'), file=sys.stderr))\n"
+             "atexit.register(lambda: print(os.environ.get('NUMPY_MADVISE_HUGEPAGE')))\n"
              "sys.argv = ['keyscope'] + sys.argv[1:]\n{call}")  # (atexit: FAST_EXIT commands end the process)
-    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
 
     def run(call: str, *args) -> str:
-        r = subprocess.run([sys.executable, "-c", probe.format(call=call), *args], capture_output=True,
-                           text=True, env=env, timeout=120)
-        return r.stderr.strip().splitlines()[-1]
+        return _probe(probe.format(call=call), *args)[-1]
 
     assert cli.SMALL_PAGES == {"whatif", "recommend", "sample"}
     assert run("cli.main()", "whatif", "--help") == "0"

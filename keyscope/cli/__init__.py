@@ -156,8 +156,9 @@ class KeyscopeGroup(click.Group):
         name, cmd, rest = super().resolve_command(ctx, args)
         global _ran
         _ran = name  # which command ran decides how the process may end (main)
-        if name in SMALL_PAGES and _as_script:  # (a program calling main(argv) keeps its own setting)
-            _small_pages_if_reported()
+        if name in SMALL_PAGES and _as_script and reports_free_pages():  # (main(argv) keeps its caller's)
+            _small_pages()
+            _reuse_freed_memory()
         return name, cmd, rest
 
     def list_commands(self, ctx):
@@ -241,8 +242,8 @@ _as_script = False  # the process's entry point is main() (the console script), 
 def main(argv=None):
     """The ``keyscope`` console script (``argv`` None: the process's own arguments), or a call with ``argv``.
 
-    As the process's entry point it also keeps OpenBLAS to one thread, numpy's arrays of the ``SMALL_PAGES``
-    commands off huge pages where the host takes free memory back, and, for ``FAST_EXIT``
+    As the process's entry point it also keeps OpenBLAS to one thread, sets the ``SMALL_PAGES`` commands'
+    memory up for a guest whose host takes free memory back, and, for ``FAST_EXIT``
     commands, ends the process once stdout is flushed; called with ``argv`` it only runs the command
     (raising SystemExit as click does), so a caller's process is left as it was.
     """
@@ -302,34 +303,64 @@ def reports_free_pages(devices: str = "/sys/bus/virtio/devices") -> bool:
     return False
 
 
-# Commands that hold arrays of one entry per record (codes, cells, sizes: GBs at 30M records), whose
-# fresh memory is what huge pages make slow where the host took it back (_small_pages_if_reported).
-# analyze's arrays are per key: it keeps huge pages (its 10M-record run: 0.47-0.48 s with them,
-# 0.53-0.56 s without, alternating, on the same machine).
+# Commands that hold arrays of one entry per record (codes, cells, sizes: GBs at 30M records): where
+# the host takes free memory back (reports_free_pages) their fresh memory is what costs, so they get
+# small pages (_small_pages) and reuse what they free (_reuse_freed_memory).  analyze's arrays are per
+# key: it keeps numpy's huge pages (10M records back to back: 0.47-0.48 s with them, 0.53-0.56 s
+# without; with 5 s pauses 0.51-0.89 against 0.59-0.64: no gain either way).
 SMALL_PAGES = frozenset({"recommend", "sample", "whatif"})
 
 
-def _small_pages_if_reported(devices: str = "/sys/bus/virtio/devices") -> None:
-    """No transparent huge pages for numpy's arrays on a guest that reports its free memory to the host
-    (unless the user set ``NUMPY_MADVISE_HUGEPAGE``).
+def _small_pages() -> None:
+    """No transparent huge pages for numpy's arrays (unless the user set ``NUMPY_MADVISE_HUGEPAGE``), for a
+    guest that reports its free memory to the host (:func:`reports_free_pages`).
 
     numpy asks for huge pages for every array of 4 MB or more.  Where the host took back the guest's
     free memory, each fresh huge page is zeroed on memory the host must provide again: on this project's
     2-core Firecracker machine a fresh 1 GiB array took 7.7-8.1 s with huge pages and 0.42-0.53 s
     without (0.19 against 0.40 s when the memory was the process's own again), and a cold ``recommend``
-    on 30M records 8.2-9.1 s against 4.0-4.2 s (docs/benchmarks.md, stop 28).  Read by numpy when it
-    loads, so set before numpy is imported (the command modules import it lazily; else numpy's own
-    setter); elsewhere numpy's choice stands.
+    on 30M records 9.2 s against 3.7 s (docs/benchmarks.md, stop 28).  Read by numpy when it loads, so
+    set before numpy is imported (the command modules import it lazily; else numpy's own setter).
     """
     import os
 
-    if "NUMPY_MADVISE_HUGEPAGE" in os.environ or not reports_free_pages(devices):
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return
     os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
     np = sys.modules.get("numpy")
     setter = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "_set_madvise_hugepage", None)
     if setter is not None:
         setter(False)
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def _reuse_freed_memory() -> bool:
+    """Big blocks from glibc's heap, kept when freed (no mmap, no trim), unless the user tuned malloc.
+
+    Why: glibc serves every block over 32 MB by a fresh mmap and unmaps it when freed, so each of the
+    per-record arrays (40 MB at 10M records) is page-faulted in anew, and on a guest whose host takes
+    free memory back a fault costs ~3.5 us: a cold ``recommend`` of 10M records faulted 1.1 GB in
+    (1.0 s of system time) for a 0.58 GB peak.  Reused from the heap: 1.54-1.58 s against 1.74-1.78 s,
+    30M 3.1 against 3.5-3.6 s, peak RSS 8-14% higher (docs/benchmarks.md, stop 28).  Lasts for the
+    process; these commands' processes end with their command.
+    """
+    import os
+
+    if any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ):
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ValueError, OSError, AttributeError):  # not glibc
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def _exit_now(e: SystemExit) -> None:
