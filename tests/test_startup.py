@@ -280,7 +280,7 @@ def test_memory_set_up_for_the_per_record_commands_of_the_console_script():
     def run(call: str, *args) -> str:
         return _probe(probe.format(call=call), *args)[-1]
 
-    assert cli.SMALL_PAGES == {"whatif", "recommend", "sample"}
+    assert cli.SMALL_PAGES == {"whatif", "recommend", "sample"} and cli.REUSE_FREED == {"whatif", "recommend"}
     assert run("cli.main()", "whatif", "--help") == "0"
     assert run("cli.main()", "recommend", "--help") == "0"
     assert run("cli.main()", "analyze", "--help") == "None"
