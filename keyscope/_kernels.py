@@ -36,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
 import sys
 import threading
 import zlib
@@ -1237,8 +1238,8 @@ done:
   ret i32 %res
 }}
 """
-    return ir + _VIEWS_KERNEL.format(h="consistent_clmul", short="consistent_clmul_short").replace(
-        "%vbit) nounwind {", f"%vbit) nounwind {attrs} {{")
+    return ir + _views_in_rbp(_VIEWS_KERNEL.format(h="consistent_clmul", short="consistent_clmul_short").replace(
+        "%vbit) nounwind {", f"%vbit) nounwind {attrs} {{"))
 
 
 # Hashes whose views kernel also takes two inline keys at a time.
@@ -1256,8 +1257,10 @@ def _views_ir(h: str) -> str:
     """IR: ``views_{h}``, the kernel over a chunk of views for hash ``h``."""
     if h in _GROUPS:
         ir = _views_group_kernel(h, *_GROUPS[h])
-        return _short_pairs(ir, _SHORT[h]) if h in SHORT_PAIRED else ir
-    return _VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h))
+        ir = _short_pairs(ir, _SHORT[h]) if h in SHORT_PAIRED else ir
+        return ir if h in _FRAME_ALLOCA else _views_in_rbp(ir)
+    ir = _VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h))
+    return ir if h in _FRAME_ALLOCA else _views_in_rbp(ir)
 
 # coded_{h}: the hash of each composite key ``key + (sep + field)...`` named by dictionary codes, composed
 # in a per-thread scratch buffer and hashed there, never written out.  Why: what-if's key+user_id keys of
@@ -1385,6 +1388,35 @@ _LONG = {"fnv1a": "fnv1a_long", "fnv1a_raw": "fnv1a_raw_long"}
 def _coded_ir(h: str) -> str:
     """IR: ``coded_{h}``, hash ``h`` of composite keys named by dictionary codes."""
     return _CODED_KERNEL.format(h=h, short=_SHORT.get(h, h), long=_LONG.get(h, h))
+
+
+# Hashes whose inline path keeps a 64-byte-aligned stack table (an alloca): rbp is their frame pointer.
+_FRAME_ALLOCA = ("fnv1a", "fnv1a_raw")
+_VIEW_ADDRESS = "  %v = getelementptr i8, ptr %views, i64 %voff\n"
+
+
+def _views_in_rbp(ir: str) -> str:
+    """Each views kernel's row address, through an empty ``asm`` that puts it in rbp (x86-64).
+
+    Why: the same CRC-32 loop ran at 130-158M short keys/s as LLVM (and rustc) laid it
+    out and at 275-309M as gcc did, and the one difference that mattered was the base
+    register of the two loads of a view: rbp, 289-298M; rdi, rbx, r10-r15, 172-184M
+    (assembly edited one register at a time, Rocket Lake, docs/benchmarks.md, stop 29).
+    Why rbp, this guest's lack of counters leaves unexplained.  Measured with it
+    (bench_partitioners, against gcc -O3): crc32 short keys 0.87-0.90x -> 1.52-1.61x,
+    composite keys 0.88-1.07x -> 1.38-1.47x, UUIDs 1.28-1.31x -> 1.11-1.17x (reading a long
+    key's buffer and offset through the row's own register kept UUIDs at 1.25x but
+    took composite keys back to 0.96x).  Not where a callee keeps an
+    over-aligned stack table (fnv1a's inline path, :data:`_FRAME_ALLOCA`): there rbp is the
+    frame pointer (tests/test_kernels.py checks every pinned kernel's callees).
+    """
+    if not _X86:
+        return ir
+    pinned = ('  %v.row = getelementptr i8, ptr %views, i64 %voff\n'
+              '  %v = call ptr asm "", "={rbp},0"(ptr %v.row)\n')
+    # and rbp is no frame pointer there, whatever LLVM's default
+    ir = re.sub(r"^(define i64 @views_\w+\(.*?\) nounwind) ", r'\1 "frame-pointer"="none" ', ir, flags=re.M | re.S)
+    return ir.replace(_VIEW_ADDRESS, pinned)
 
 
 def module_ir() -> str:
