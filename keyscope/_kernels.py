@@ -1258,8 +1258,8 @@ def _views_ir(h: str) -> str:
     if h in _GROUPS:
         ir = _views_group_kernel(h, *_GROUPS[h])
         ir = _short_pairs(ir, _SHORT[h]) if h in SHORT_PAIRED else ir
-        return ir if h in _FRAME_ALLOCA else _views_in_rbp(ir)
-    ir = _VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h))
+    else:
+        ir = _VIEWS_KERNEL.format(h=h, short=_SHORT.get(h, h))
     return ir if h in _FRAME_ALLOCA else _views_in_rbp(ir)
 
 # coded_{h}: the hash of each composite key ``key + (sep + field)...`` named by dictionary codes, composed
